@@ -67,6 +67,14 @@ class LayerCost:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A space's W8A8 cost that relative limits and ratios refer to (BitOPs, bits)."""
+
+    bitops_w8a8: float
+    size_bits_w8a8: float
+
+
+@dataclass(frozen=True)
 class CostReport:
     """Whole-model cost for one image (MACs, bit operations, bits of weight storage)."""
 
@@ -145,6 +153,8 @@ def profile_layers(
     Works on any ``nn.Module``; runs one forward pass in eval mode on zeros (the model's
     training mode is restored afterwards). Layer names are module paths.
     """
+    from benchmark.quant.modules import QuantLayer
+
     counted = {name: m for name, m in model.named_modules() if _is_counted(m) and name}
     shapes: dict[str, tuple[int, int, int]] = {}  # name -> (numel(out), C_out, C_in)
 
@@ -160,6 +170,12 @@ def profile_layers(
     handles = [m.register_forward_hook(hook(name)) for name, m in counted.items()]
     was_training = model.training
     model.eval()
+    # MACs do not depend on bits: run the pass at full precision so that quantizers are
+    # not touched (an LSQ step would otherwise be initialised on this all-zeros input).
+    quantized = [m for m in model.modules() if isinstance(m, QuantLayer)]
+    bits = [(m.w_bits, m.a_bits) for m in quantized]
+    for m in quantized:
+        m.w_bits = m.a_bits = FP_BITS
     try:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
@@ -169,6 +185,8 @@ def profile_layers(
     finally:
         for handle in handles:
             handle.remove()
+        for m, (w_bits, a_bits) in zip(quantized, bits, strict=True):
+            m.w_bits, m.a_bits = w_bits, a_bits
         model.train(was_training)
     root = type(model).__name__
     flops: dict[str, int] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 
@@ -104,7 +105,18 @@ def list_presets() -> list[str]:
 
 
 def load_preset(name: str) -> Preset:
-    """The named built-in preset; unknown names raise :class:`PresetError` listing valid ones."""
+    """A built-in preset by name, or a user's preset from a ``.toml`` file path.
+
+    Unknown names raise :class:`PresetError` listing the valid ones.
+    """
+    if name.endswith(".toml"):
+        path = Path(name)
+        if not path.is_file():
+            raise PresetError(f"preset file {name} does not exist")
+        try:
+            return Preset.from_dict(tomllib.loads(path.read_text()))
+        except tomllib.TOMLDecodeError as err:
+            raise PresetError(f"preset file {name} is not valid TOML ({err})") from None
     if name not in list_presets():
         raise PresetError(f"unknown preset {name!r}; choose one of {', '.join(list_presets())}")
     text = resources.files("benchmark").joinpath("presets", f"{name}.toml").read_text()

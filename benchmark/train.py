@@ -133,7 +133,10 @@ def train(
     """
     device = torch.device(device)
     model.to(device).train()
-    loader = make_loader(train_set, recipe.batch_size, shuffle=True, seed=seed, drop_last=True)
+    if len(train_set) == 0:
+        raise ValueError(f"{desc}: the training set is empty")
+    drop_last = len(train_set) >= recipe.batch_size
+    loader = make_loader(train_set, recipe.batch_size, shuffle=True, seed=seed, drop_last=drop_last)
     steps_per_epoch = max(1, len(loader))
     steps = total_steps(recipe, steps_per_epoch)
     warmup = round(recipe.warmup_epochs * steps_per_epoch)
@@ -273,18 +276,6 @@ def pretrain_fp(
     return payload["state_dict"], {**payload["info"], "cached": was_cached}
 
 
-def load_fp_weights(model: nn.Module, fp_state: Mapping[str, Tensor]) -> None:
-    """Load FP weights into a (quantized) model; quantizer state is left to initialise."""
-    missing, unexpected = model.load_state_dict(dict(fp_state), strict=False)
-    missing = [k for k in missing if "_quantizer." not in k]
-    unexpected = [k for k in unexpected if "_quantizer." not in k]
-    if missing or unexpected:
-        raise ValueError(
-            f"FP checkpoint does not fit the model: missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}"
-        )
-
-
 def finetune_qat(
     space: SearchSpace,
     policy: Mapping[str, LayerBits],
@@ -300,11 +291,11 @@ def finetune_qat(
 ) -> tuple[nn.Module, TrainStats]:
     """The shared QAT finetune: LSQ from the FP checkpoint with ``policy``, SGD + cosine.
 
-    ``fp_state`` must fit ``space.build(arch)`` (for elastic spaces the caller extracts it).
+    ``fp_state`` is the space's FP checkpoint (for elastic spaces, the FP supernet);
+    the space extracts ``arch`` from it.
     """
     torch.manual_seed(seed)
-    model = space.build(arch, policy=policy, quant=quant)
-    load_fp_weights(model, fp_state)
+    model = space.build_from_fp(fp_state, arch, policy=policy, quant=quant)
     stats = train(
         model,
         splits.train,

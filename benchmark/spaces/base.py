@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from benchmark.cost import CostReport, LayerProfile, cost_from_profiles, profile_layers
+from benchmark.cost import CostReport, LayerProfile, Reference, cost_from_profiles, profile_layers
 from benchmark.policy import (
     FP_BITS,
     LayerBits,
@@ -67,6 +67,34 @@ class SearchSpace(ABC):
         quant: QuantConfig | None = None,
     ) -> nn.Module:
         """A fresh model (random init) with quantized layers set to ``policy`` (FP if None)."""
+
+    def build_from_fp(
+        self,
+        fp_state: Mapping[str, Any],
+        arch: Any = None,
+        policy: Mapping[str, LayerBits] | None = None,
+        quant: QuantConfig | None = None,
+    ) -> nn.Module:
+        """A standalone model of ``arch`` carrying the FP checkpoint's weights.
+
+        Quantizer state is not in an FP checkpoint; it initialises on first use.
+        Elastic spaces override this to extract the subnet from the FP supernet.
+        """
+        model = self.build(arch, policy=policy, quant=quant)
+        missing, unexpected = model.load_state_dict(dict(fp_state), strict=False)
+        bad = [k for k in (*missing, *unexpected) if "_quantizer." not in k]
+        if bad:
+            raise ValueError(f"FP checkpoint does not fit {self.name}: first mismatch {bad[0]!r}")
+        return model
+
+    def pretrain(self, splits: Any, preset: Any, **kwargs: Any) -> tuple[dict, dict]:
+        """The space's cached FP checkpoint (``benchmark.train.pretrain_fp`` by default).
+
+        Elastic spaces override this with their supernet recipe. Returns ``(state, info)``.
+        """
+        from benchmark.train import pretrain_fp  # train imports spaces: import late
+
+        return pretrain_fp(self, splits, preset, **kwargs)
 
     @abstractmethod
     def fixed_layer_names(self, arch: Any = None) -> list[str]:
@@ -131,6 +159,15 @@ class SearchSpace(ABC):
                 raise PolicyError(f"cannot read policy {spec!r}: use e.g. w4a4 or a JSON file")
             return self.uniform_policy(bits.w_bits, bits.a_bits, arch)
         return self.full_policy(spec, arch)
+
+    def reference(self) -> Reference:
+        """W8A8 cost of the reference architecture (every counted layer at 8 bits).
+
+        Relative constraints (``bitops<=0.5``) and the ``*_ratio_w8a8`` columns refer to it,
+        so on a joint space all architectures are measured against one number.
+        """
+        report = cost_from_profiles(self.profiles(self.reference_arch), {})
+        return Reference(report.bitops_w8a8, report.size_bits_w8a8)
 
     def cost(self, policy: Mapping[str, LayerBits], arch: Any = None) -> CostReport:
         """Cost of a (full or searchable-only) policy on this space, for one 32×32 image."""

@@ -1,0 +1,327 @@
+"""One trial = one (method, task): build the context, search under the budget, then
+evaluate every candidate the same way and return result rows.
+
+The harness measures all cost here; a method never reports its own. Search,
+finetune and evaluation are timed separately (device-hours are wall hours on the
+trial's device: one GPU, or the trial's CPU threads).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark.checkpoints import config_hash
+from benchmark.data import DataSplits, load_splits
+from benchmark.presets import load_preset
+from benchmark.protocol import (
+    Budget,
+    BudgetExceeded,
+    BudgetMeter,
+    Candidate,
+    Constraint,
+    Context,
+    SearchResult,
+    Task,
+)
+from benchmark.records import ResultRow, versions
+from benchmark.spaces import get_space
+from benchmark.spaces.base import SearchSpace
+from benchmark.train import DivergedError, evaluate, finetune_qat, recalibrate
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything a worker needs to run one trial (plain data: it travels to Ray workers)."""
+
+    run_id: str
+    method: str
+    task: dict[str, Any]
+    run_dir: str
+    method_options: dict[str, Any] = field(default_factory=dict)
+    data_dir: str | None = None
+    download: bool = False
+    cache_dir: str | None = None
+    max_search_seconds: float | None = None
+    max_search_samples: int | None = None
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+    @property
+    def key(self) -> str:
+        """Identifies the trial inside a run (resume skips finished keys)."""
+        options = json.dumps(self.method_options, sort_keys=True)
+        return f"{self.method}|{Task(**self.task).key}|{options}"
+
+
+def _device(spec: TrialSpec) -> tuple[torch.device, str]:
+    if spec.gpus > 0 and torch.cuda.is_available():
+        return torch.device("cuda"), torch.cuda.get_device_name(0)
+    threads = max(1, int(spec.cpus))
+    return torch.device("cpu"), f"cpu ({threads} thread{'s' if threads > 1 else ''})"
+
+
+def _seed_all(seed: int) -> tuple[random.Random, np.random.Generator]:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return random.Random(seed), np.random.default_rng(seed)
+
+
+def _error_text(err: BaseException) -> str:
+    last = traceback.extract_tb(err.__traceback__)[-1:] if err.__traceback__ else []
+    where = f" (at {Path(last[0].filename).name}:{last[0].lineno})" if last else ""
+    return f"{type(err).__name__}: {err}{where}"[:2000]
+
+
+def _status_of(err: BaseException) -> str:
+    if isinstance(err, BudgetExceeded):
+        return "over_budget"
+    if isinstance(err, DivergedError):
+        return "diverged"
+    return "failed"
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __enter__(self) -> _Timer:
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds += time.perf_counter() - self._t0
+
+
+def run_trial(
+    spec: TrialSpec, reporter: Callable[[dict[str, Any]], None] | None = None
+) -> list[dict[str, Any]]:
+    """Run one trial and return its rows (never raises for a method's own failure)."""
+    task = Task(**spec.task)
+    torch.set_num_threads(max(1, int(spec.cpus)))
+    device, device_name = _device(spec)
+    log = logging.getLogger(f"mpqbench.trial.{spec.method}")
+    base = ResultRow(
+        run_id=spec.run_id,
+        trial_key=spec.key,
+        method=spec.method,
+        space=task.space,
+        dataset=task.dataset,
+        preset=task.preset,
+        seed=task.seed,
+        constraint=task.constraint,
+        device=device_name,
+        **versions(),
+    )
+
+    def finish(rows: list[ResultRow]) -> list[dict[str, Any]]:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        return [asdict(replace(r, finished_at=stamp)) for r in rows]
+
+    try:
+        return _run(spec, task, base, device, log, reporter, finish)
+    except Exception as err:  # noqa: BLE001 - setup failures are recorded, not raised
+        log.warning("trial %s failed during set-up: %s", spec.key, err)
+        return finish([replace(base, status=_status_of(err), error=_error_text(err))])
+
+
+def _run(
+    spec: TrialSpec,
+    task: Task,
+    base: ResultRow,
+    device: torch.device,
+    log: logging.Logger,
+    reporter: Callable[[dict[str, Any]], None] | None,
+    finish: Callable[[list[ResultRow]], list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    from methods import get_method  # the harness reaches methods only through the registry
+
+    preset = load_preset(task.preset)
+    splits = load_splits(
+        task.dataset,
+        spec.data_dir,
+        download=spec.download,
+        val_fraction=preset.data.val_fraction,
+        seed=task.seed,
+        train_subset=preset.data.train_subset,
+        augment=preset.data.augment,
+    )
+    space = get_space(task.space, num_classes=splits.num_classes)
+    constraint = Constraint.parse(task.constraint)
+    budget = Budget(
+        spec.max_search_seconds or preset.budget.max_search_seconds,
+        spec.max_search_samples or preset.budget.max_search_samples,
+    )
+    fp_state, _ = space.pretrain(
+        splits, preset, seed=task.seed, device=device, cache_dir=spec.cache_dir
+    )
+    method_cls = get_method(spec.method)
+    if method_cls.name != spec.method:
+        base = replace(base, method=method_cls.name)
+    workdir = Path(spec.run_dir) / "trials" / f"{method_cls.name}-{config_hash({'k': spec.key})}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    rng, np_rng = _seed_all(task.seed)
+    meter = BudgetMeter(budget)
+    ctx = Context(
+        task=task,
+        space=space,
+        preset=preset,
+        constraint=constraint,
+        train_set=splits.train,
+        val_set=splits.val,
+        num_classes=splits.num_classes,
+        fp_state=fp_state,
+        device=device,
+        budget=meter,
+        rng=rng,
+        np_rng=np_rng,
+        log=log,
+        workdir=workdir,
+        reporter=reporter,
+        options=dict(spec.method_options),
+    )
+    search_timer = _Timer()
+    try:
+        method = method_cls(**spec.method_options)
+        with search_timer:
+            result = method.search(ctx)
+        if search_timer.seconds > budget.max_search_seconds:
+            raise BudgetExceeded(
+                f"search took {search_timer.seconds:.1f} s, budget {budget.max_search_seconds:g} s"
+            )
+    except Exception as err:  # noqa: BLE001 - a failing method never takes the run down
+        log.warning("%s failed: %s", spec.method, err)
+        return finish(
+            [
+                replace(
+                    base,
+                    status=_status_of(err),
+                    error=_error_text(err),
+                    search_device_hours=search_timer.seconds / 3600,
+                    samples_processed=meter.samples,
+                )
+            ]
+        )
+    base = replace(
+        base,
+        search_device_hours=search_timer.seconds / 3600,
+        samples_processed=meter.samples,
+    )
+    if not result.candidates:
+        return finish([replace(base, status="failed", error="the method returned no candidate")])
+    rows = []
+    for index, candidate in enumerate(result.candidates):
+        rows.extend(_evaluate_candidate(base, index, candidate, result, ctx, splits, spec))
+    return finish(rows)
+
+
+def _evaluate_candidate(
+    base: ResultRow,
+    index: int,
+    candidate: Candidate,
+    result: SearchResult,
+    ctx: Context,
+    splits: DataSplits,
+    spec: TrialSpec,
+) -> list[ResultRow]:
+    space: SearchSpace = ctx.space
+    row = replace(base, candidate=candidate.label or f"candidate{index}", candidate_index=index)
+    try:
+        arch = space.validate_arch(candidate.arch)
+        policy = space.full_policy(candidate.policy, arch)
+    except ValueError as err:
+        return [replace(row, status="failed", error=f"invalid candidate: {err}")]
+    cost = space.cost(policy, arch)
+    reference = space.reference()
+    row = replace(
+        row,
+        policy=Candidate(policy, arch).policy_json(),
+        arch=Candidate(policy, arch).arch_json(),
+        feasible=ctx.constraint.satisfied(cost, reference),
+        macs=float(cost.macs),
+        bitops=float(cost.bitops),
+        mflops64=cost.mflops64,
+        size_bits=float(cost.size_bits),
+        bitops_ratio_w8a8=cost.bitops / reference.bitops_w8a8,
+        size_ratio_w8a8=cost.size_bits / reference.size_bits_w8a8,
+        avg_w_bits=cost.avg_w_bits,
+        avg_a_bits=cost.avg_a_bits,
+        extra=json.dumps(candidate.meta, default=str),
+    )
+    if not row.feasible:
+        return [row]
+    preset, device, seed = ctx.preset, ctx.device, ctx.task.seed
+    batch = preset.data.eval_batch_size
+    rows = []
+    # retrain track: the shared QAT finetune from the FP checkpoint
+    ft, ev = _Timer(), _Timer()
+    try:
+        with ft:
+            model, stats = finetune_qat(
+                space, policy, ctx.fp_state, splits, preset, arch=arch, seed=seed, device=device
+            )
+        with ev:
+            val = evaluate(model, splits.val, device=device, batch_size=batch)
+            test = evaluate(model, splits.test, device=device, batch_size=batch)
+        rows.append(
+            replace(
+                row,
+                track="retrain",
+                top1_val=val,
+                top1_test=test,
+                finetune_device_hours=ft.seconds / 3600,
+                eval_seconds=ev.seconds,
+            )
+        )
+    except Exception as err:  # noqa: BLE001 - recorded, the run goes on
+        rows.append(
+            replace(
+                row,
+                track="retrain",
+                status=_status_of(err),
+                error=_error_text(err),
+                finetune_device_hours=ft.seconds / 3600,
+            )
+        )
+    # inherit track: the method's own weights, recalibration only
+    if candidate.weights is not None:
+        ev = _Timer()
+        try:
+            with ev:
+                model = space.build(arch, policy=policy, quant=candidate.quant)
+                model.load_state_dict(dict(candidate.weights))
+                recal = preset.recalibration
+                recalibrate(
+                    model,
+                    splits.train,
+                    batches=recal.batches,
+                    batch_size=recal.batch_size,
+                    device=device,
+                    seed=seed,
+                )
+                val = evaluate(model, splits.val, device=device, batch_size=batch)
+                test = evaluate(model, splits.test, device=device, batch_size=batch)
+            rows.append(
+                replace(
+                    row,
+                    track="inherit",
+                    top1_val=val,
+                    top1_test=test,
+                    finetune_device_hours=0.0,
+                    eval_seconds=ev.seconds,
+                )
+            )
+        except Exception as err:  # noqa: BLE001
+            rows.append(replace(row, track="inherit", status="failed", error=_error_text(err)))
+    return rows

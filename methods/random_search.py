@@ -1,0 +1,85 @@
+"""``random``: random mixed-precision policies (and architectures on joint spaces).
+
+Each sample draws per-layer W/A bits uniformly from the space's choices (and, on an
+``arch+bits`` space, a random architecture), rejecting samples over the constraint.
+A feasible sample is scored on the validation split without training: FP weights,
+quantizers initialised and BN recalibrated on ``calib_batches`` train batches. The
+``top_k`` best by validation top-1 are the candidates. Calibration images are charged
+to the budget; the search stops at ``num_samples`` or when the budget is spent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmark.policy import LayerBits
+from benchmark.protocol import Candidate, Context, SearchResult
+from benchmark.train import evaluate, recalibrate
+from methods import register_method
+from methods.base import Method
+
+
+@register_method
+class RandomSearch(Method):
+    name = "random"
+    searches = "arch+bits"
+
+    def __init__(
+        self,
+        num_samples: int = 16,
+        top_k: int = 2,
+        max_tries: int = 2000,
+        calib_batches: int = 2,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.num_samples, self.top_k, self.max_tries = num_samples, top_k, max_tries
+        self.calib_batches = calib_batches
+
+    def _sample(self, ctx: Context) -> tuple[Any, dict[str, LayerBits]] | None:
+        space, rng = ctx.space, ctx.rng
+        for _ in range(self.max_tries):
+            sample_arch = getattr(space, "sample_arch", None)
+            arch = sample_arch(rng) if space.searches != "bits" and sample_arch else None
+            arch = space.reference_arch if arch is None else arch
+            bits = space.bit_choices
+            policy = {
+                name: LayerBits(rng.choice(bits), rng.choice(bits))
+                for name in space.searchable_layers(arch)
+            }
+            full = space.full_policy(policy, arch)
+            if ctx.feasible(full, arch):
+                return arch, full
+        return None
+
+    def search(self, ctx: Context) -> SearchResult:
+        scored: list[tuple[float, Candidate]] = []
+        recal = ctx.preset.recalibration
+        for i in range(self.num_samples):
+            if ctx.budget.exhausted():
+                break
+            sample = self._sample(ctx)
+            if sample is None:
+                ctx.log.warning("no feasible random sample in %d tries", self.max_tries)
+                break
+            arch, policy = sample
+            model = ctx.space.build_from_fp(ctx.fp_state, arch, policy)
+            used = recalibrate(
+                model,
+                ctx.train_set,
+                batches=self.calib_batches,
+                batch_size=recal.batch_size,
+                device=ctx.device,
+                seed=i,
+            )
+            ctx.budget.charge(used)
+            acc = evaluate(model, ctx.val_set, device=ctx.device)
+            ctx.report(sample=i, val_top1=acc)
+            scored.append(
+                (acc, Candidate(policy, arch, label=f"sample{i}", meta={"proxy_val_top1": acc}))
+            )
+        scored.sort(key=lambda item: -item[0])
+        return SearchResult(
+            [c for _, c in scored[: self.top_k]],
+            log={"samples": len(scored), "proxy_val_top1": [a for a, _ in scored]},
+        )

@@ -1,0 +1,122 @@
+"""Tests of benchmark.plots on hand-made rows: files are valid PNGs, edge cases do not crash."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmark.plots import (
+    constraint_ratio,
+    plot_accuracy_vs_bitops,
+    plot_accuracy_vs_search_cost,
+    safe_name,
+    selected_per_trial,
+    write_plots,
+)
+from benchmark.records import ResultRow, rows_to_frame
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def row(method: str, seed: int, index: int, ratio: float, acc: float, **kw) -> ResultRow:
+    fields = {
+        "run_id": "run1",
+        "trial_key": f"{method}-{kw.get('constraint', 'bitops<=0.5')}-s{seed}",
+        "method": method,
+        "space": "resnet20",
+        "dataset": "digits",
+        "preset": "smoke",
+        "seed": seed,
+        "constraint": "bitops<=0.5",
+        "candidate_index": index,
+        "track": "retrain",
+        "feasible": True,
+        "top1_val": acc,
+        "top1_test": acc,
+        "bitops_ratio_w8a8": ratio,
+        "bitops": ratio * 2.6e9,
+        "search_device_hours": 1.0,
+    }
+    fields.update(kw)
+    return ResultRow(**fields)
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert len(data) > 1000 and data[:8] == PNG_MAGIC, path
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    return rows_to_frame(
+        [
+            row("A", 0, 0, 0.25, 90.0, search_device_hours=0.01),
+            row("A", 0, 1, 0.5, 92.0, search_device_hours=0.01),
+            row("A", 1, 0, 0.6, 91.0, constraint="bitops<=0.75", search_device_hours=0.02),
+            row("A", 0, 0, 0.25, 88.0, track="inherit", search_device_hours=0.01),
+            row("B", 0, 0, 0.4, 89.0, search_device_hours=5.0),  # a single point
+            row("C", 0, 0, 0.9, 99.0, feasible=False, track="none"),  # never drawn
+            row("D", 0, -1, math.nan, math.nan, status="failed", track="none"),
+        ]
+    )
+
+
+def test_accuracy_vs_bitops_one_png_per_track(frame: pd.DataFrame, tmp_path: Path) -> None:
+    paths = plot_accuracy_vs_bitops(frame, tmp_path)
+    assert sorted(p.name for p in paths) == [
+        "acc_vs_bitops_resnet20_digits_smoke_inherit.png",
+        "acc_vs_bitops_resnet20_digits_smoke_retrain.png",
+    ]
+    for path in paths:
+        assert_png(path)
+
+
+def test_accuracy_vs_search_cost(frame: pd.DataFrame, tmp_path: Path) -> None:
+    paths = plot_accuracy_vs_search_cost(frame, tmp_path)
+    assert [p.name for p in paths] == ["acc_vs_search_cost_resnet20_digits_smoke.png"]
+    assert_png(paths[0])
+
+
+def test_selected_per_trial_uses_validation(frame: pd.DataFrame) -> None:
+    extra = rows_to_frame([row("E", 0, 0, 0.3, 70.0, top1_test=95.0), row("E", 0, 1, 0.3, 80.0)])
+    best = selected_per_trial(pd.concat([frame, extra], ignore_index=True))
+    e = best[best["method"] == "E"]
+    assert len(e) == 1 and e["top1_test"].iloc[0] == 80.0
+    a = best[(best["method"] == "A") & (best["track"] == "retrain")]
+    assert sorted(a["top1_test"]) == [91.0, 92.0]  # one per trial (two trials of A)
+
+
+def test_single_point_method_and_write_plots(tmp_path: Path) -> None:
+    one = rows_to_frame([row("solo", 0, 0, 0.3, 80.0, search_device_hours=0.0)])
+    paths = write_plots(one, tmp_path / "plots")
+    assert len(paths) == 2
+    for path in paths:
+        assert_png(path)
+
+
+def test_empty_and_all_nan_frames_give_no_plots(tmp_path: Path) -> None:
+    empty = rows_to_frame([])
+    assert write_plots(empty, tmp_path) == []
+    nan = rows_to_frame([row("A", 0, 0, math.nan, math.nan, search_device_hours=math.nan)])
+    assert write_plots(nan, tmp_path) == []
+    assert not list(tmp_path.iterdir())
+
+
+def test_constraint_ratio_parsing() -> None:
+    assert constraint_ratio("bitops<=0.5") == 0.5
+    assert constraint_ratio(" BitOPs <= 0.25x ") == 0.25
+    assert constraint_ratio("bitops<=50%") == 0.5
+    assert constraint_ratio("bitops<=0.3G") is None  # absolute: not on a ratio axis
+    assert constraint_ratio("size<=0.25") is None
+    assert constraint_ratio("") is None
+
+
+def test_safe_name() -> None:
+    assert (
+        safe_name("acc", "mbv3-cifar", "cifar10", "a/b c<=0.5")
+        == "acc_mbv3-cifar_cifar10_a-b-c-0.5"
+    )
+    assert safe_name("../..") == "plot"

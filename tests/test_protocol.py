@@ -1,0 +1,119 @@
+"""Constraints, budgets and the method registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.cost import Reference
+from benchmark.protocol import Budget, BudgetExceeded, BudgetMeter, Constraint, ProtocolError
+from benchmark.spaces import get_space
+from methods import MethodError, get_method, list_methods
+
+
+@pytest.mark.parametrize(
+    ("text", "metric", "limit", "relative"),
+    [
+        ("bitops<=0.5", "bitops", 0.5, True),
+        (" BitOPs <= 0.25x", "bitops", 0.25, True),
+        ("bitops<=0.3G", "bitops", 0.3e9, False),
+        ("bitops<=450M", "bitops", 450e6, False),
+        ("size<=0.25", "size", 0.25, True),
+        ("size<=40KB", "size", 40e3 * 8, False),
+        ("size<=2KiB", "size", 2 * 1024 * 8, False),
+        ("size<=1000bits", "size", 1000, False),
+    ],
+)
+def test_constraint_parse(text: str, metric: str, limit: float, relative: bool) -> None:
+    c = Constraint.parse(text)
+    assert (c.metric, c.relative) == (metric, relative)
+    assert c.limit == pytest.approx(limit)
+    assert Constraint.parse(c.text) == c  # canonical text parses to the same constraint
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "bitops",
+        "bitops<0.5",
+        "flops<=0.5",
+        "bitops<=-1",
+        "bitops<=0",
+        "bitops<=20",
+        "size<=3furlongs",
+        "bitops<=abc",
+    ],
+)
+def test_constraint_rejects(text: str) -> None:
+    with pytest.raises(ProtocolError):
+        Constraint.parse(text)
+
+
+def test_constraint_against_space_reference() -> None:
+    space = get_space("resnet20")
+    ref = space.reference()
+    assert ref.bitops_w8a8 == 40_551_040 * 64
+    w4 = space.cost(space.uniform_policy(4))
+    assert Constraint.parse("bitops<=0.26").satisfied(w4, ref)
+    assert not Constraint.parse("bitops<=0.25").satisfied(w4, ref)
+    # relative limits are measured against the given reference, not the model's own W8A8
+    half = Reference(ref.bitops_w8a8 / 2, ref.size_bits_w8a8 / 2)
+    assert Constraint.parse("bitops<=0.52").satisfied(w4, half)
+    assert not Constraint.parse("bitops<=0.5").satisfied(w4, half)
+    exact = Constraint.parse(f"bitops<={w4.bitops / 1e9}G")
+    assert not exact.relative and exact.satisfied(w4, ref)
+    assert not Constraint.parse(f"bitops<={(w4.bitops - 1e3) / 1e9}G").satisfied(w4, ref)
+    assert Constraint.parse("size<=140KB").satisfied(w4, ref)  # 134,704 bytes
+    assert not Constraint.parse("size<=130KB").satisfied(w4, ref)
+
+
+def test_budget_meter_charges_and_raises() -> None:
+    now = [0.0]
+    meter = BudgetMeter(Budget(10.0, 100), clock=lambda: now[0])
+    meter.charge(60)
+    assert not meter.exhausted()
+    meter.charge(40)
+    assert meter.exhausted() and not meter.over()
+    with pytest.raises(BudgetExceeded, match="samples"):
+        meter.charge(1)
+    timed = BudgetMeter(Budget(10.0, 100), clock=lambda: now[0])
+    now[0] = 11.0
+    assert timed.exhausted()
+    with pytest.raises(BudgetExceeded):
+        timed.charge(0)
+    with pytest.raises(ProtocolError):
+        Budget(0, 10)
+
+
+def test_registry_lists_and_loads() -> None:
+    assert {"uniform", "random"} <= set(list_methods())
+    assert get_method("uniform").name == "uniform"
+    with pytest.raises(MethodError, match="choose one of"):
+        get_method("nope")
+    with pytest.raises(MethodError, match="cannot import"):
+        get_method("no_such_module_xyz:Thing")
+    with pytest.raises(MethodError, match="not a Method"):
+        get_method("benchmark.protocol:Task")
+
+
+def test_outside_method_by_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "plugins"))
+    cls = get_method("mpqbench_fake:AllW4")
+    assert cls.name == "allw4"
+    sys.modules.pop("mpqbench_fake", None)
+
+
+def test_entry_point_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+    from pathlib import Path
+
+    import methods
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "plugins"))
+    ep = EntryPoint(name="fake-w4", value="mpqbench_fake:AllW4", group="mpqbench.methods")
+    monkeypatch.setattr(methods, "entry_points", lambda group: [ep])
+    assert "fake-w4" in list_methods()
+    assert get_method("fake-w4").name == "allw4"

@@ -1,0 +1,210 @@
+"""End-to-end runs through the CLI: serial and Ray executors, failures, budgets, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmark.cli import main
+
+HERE = Path(__file__).parent
+TINY = str(HERE / "tiny.toml")
+PLUGINS = str(HERE / "plugins")
+COMPARED = [
+    "method",
+    "candidate",
+    "track",
+    "policy",
+    "feasible",
+    "top1_val",
+    "top1_test",
+    "bitops",
+    "status",
+]
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray per test session (2 CPUs); workers can import the test plugins."""
+    import ray
+
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [PLUGINS, *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture()
+def plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(PLUGINS)
+
+
+def _run(tmp_path: Path, cache_dir: Path, *extra: str, run_id: str = "r") -> tuple[int, Path]:
+    argv = [
+        "run",
+        "--space",
+        "resnet20",
+        "--preset",
+        TINY,
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        run_id,
+        "--cache-dir",
+        str(cache_dir),
+        "--constraint",
+        "bitops<=0.2",
+        *extra,
+    ]
+    return main(argv), tmp_path / "runs" / run_id
+
+
+def _records(run_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(run_dir / "records.parquet")
+
+
+def test_serial_run_of_baselines(tmp_path: Path, cache_dir: Path) -> None:
+    code, run_dir = _run(
+        tmp_path,
+        cache_dir,
+        "--methods",
+        "uniform,random",
+        "--executor",
+        "serial",
+        "--method-options",
+        '{"random": {"num_samples": 3}}',
+    )
+    assert code == 0
+    rows = _records(run_dir)
+    assert set(rows["method"]) == {"uniform", "random"}
+    uni = rows[rows["method"] == "uniform"]
+    # W8A8 and W4A4 are over 20% of W8A8 BitOPs: recorded infeasible, never trained
+    assert set(uni[uni["feasible"] == False]["candidate"]) == {"W8A8", "W4A4"}  # noqa: E712
+    assert set(uni[uni["track"] == "retrain"]["candidate"]) == {"W3A3", "W2A2"}
+    ok = rows[rows["track"] == "retrain"]
+    assert (ok["bitops_ratio_w8a8"] <= 0.2).all() and (ok["top1_test"] > 0).all()
+    assert (ok["finetune_device_hours"] > 0).all()
+    assert (rows[rows["method"] == "random"]["samples_processed"] > 0).all()
+    for name in ("records.csv", "metadata.json", "leaderboard.md", "leaderboard.html"):
+        assert (run_dir / name).is_file(), name
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    assert meta["versions"]["torch_version"] and meta["preset"]["name"] == "tiny"
+
+
+def test_ray_matches_serial(tmp_path: Path, cache_dir: Path, ray_session) -> None:
+    args = [
+        "--methods",
+        "uniform",
+        "--seeds",
+        "0,1",
+        "--method-options",
+        '{"uniform": {"bits": [3, 2]}}',
+    ]
+    code_s, serial_dir = _run(tmp_path, cache_dir, *args, "--executor", "serial", run_id="s")
+    code_r, ray_dir = _run(tmp_path, cache_dir, *args, "--executor", "ray", run_id="ray")
+    assert code_s == code_r == 0
+    key = ["seed", "candidate", "track"]
+    serial = _records(serial_dir).sort_values(key).reset_index(drop=True)
+    ray_rows = _records(ray_dir).sort_values(key).reset_index(drop=True)
+    assert len(serial) == len(ray_rows) == 4
+    pd.testing.assert_frame_equal(serial[COMPARED], ray_rows[COMPARED])
+
+
+def test_failures_are_recorded_and_run_goes_on(
+    tmp_path: Path, cache_dir: Path, ray_session, plugins
+) -> None:
+    code, run_dir = _run(
+        tmp_path,
+        cache_dir,
+        "--methods",
+        "mpqbench_fake:Raising,mpqbench_fake:Greedy,mpqbench_fake:AllW4",
+        "--method-options",
+        '{"mpqbench_fake:AllW4": {"bits": 2}}',
+        "--max-search-samples",
+        "5000",
+    )
+    assert code == 1
+    rows = _records(run_dir)
+    by_method = {m: g for m, g in rows.groupby("method")}
+    assert list(by_method["raising"]["status"]) == ["failed"]
+    assert "boom from a broken method" in by_method["raising"]["error"].iloc[0]
+    assert list(by_method["greedy"]["status"]) == ["over_budget"]
+    assert by_method["greedy"]["samples_processed"].iloc[0] > 5000
+    good = by_method["allw4"]
+    assert list(good["status"]) == ["ok"] and list(good["track"]) == ["retrain"]
+    assert "greedy" in (run_dir / "leaderboard.md").read_text()
+
+
+def test_resumed_store_does_not_duplicate(tmp_path: Path, cache_dir: Path) -> None:
+    args = [
+        "--methods",
+        "uniform",
+        "--executor",
+        "serial",
+        "--method-options",
+        '{"uniform": {"bits": [2]}}',
+    ]
+    _run(tmp_path, cache_dir, *args, run_id="same")
+    _, run_dir = _run(tmp_path, cache_dir, *args, run_id="same")
+    assert len(_records(run_dir)) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--methods", "nope"], "unknown method"),
+        (["run", "--methods", "uniform", "--space", "vgg"], "unknown space"),
+        (["run", "--methods", "uniform", "--dataset", "mnist"], "unknown dataset"),
+        (["run", "--methods", "uniform", "--preset", "huge"], "unknown preset"),
+        (["run", "--methods", "uniform", "--constraint", "bitops<0.5"], "constraint"),
+        (["run", "--methods", "uniform", "--seeds", "a,b"], "seeds must be integers"),
+        (["run", "--methods", "uniform", "--dataset", "cifar10"], "--data-dir"),
+        (["run", "--methods", "uniform", "--method-options", "{"], "not valid JSON"),
+        (["run", "--methods", "uniform", "--executor", "dask"], "invalid choice"),
+        (["run"], "required"),
+        (["cost", "--policy", "w5a5"], "not in the allowed set"),
+        (["cost", "--policy", "nonsense"], "w4a4"),
+        (["cost", "--space", "vgg"], "unknown space"),
+        (["bogus"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    code = main(
+        [*argv, *(["--out", str(tmp_path)] if argv[:1] == ["run"] and len(argv) > 1 else [])]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cost_command_json(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    assert main(["cost", "--space", "resnet20", "--policy", "w4a4", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["macs"] == 40_551_040
+    assert data["bitops_w8a8"] == 64 * 40_551_040
+    assert {"bitops", "mflops64", "size_bits", "bitops_ratio_w8a8", "layers"} <= set(data)
+    policy = {
+        layer["name"]: {"w_bits": 2, "a_bits": 3}
+        for layer in data["layers"]
+        if layer["name"] not in ("conv1", "fc")
+    }
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(policy))
+    assert main(["cost", "--policy", str(path), "--json"]) == 0
+    mixed = json.loads(capsys.readouterr().out)
+    fixed = [la for la in mixed["layers"] if la["name"] in ("conv1", "fc")]
+    expected = sum(la["macs"] * 6 for la in mixed["layers"] if la not in fixed) + sum(
+        la["macs"] * 64 for la in fixed
+    )
+    assert mixed["bitops"] == expected
