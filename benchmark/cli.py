@@ -279,12 +279,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         except json.JSONDecodeError as err:
             raise UsageError(f"--method-options is not valid JSON ({err})") from None
     _validate_run(args)
+    # trials may run in other processes (Ray workers) with another working directory
+    if args.preset.endswith(".toml"):
+        args.preset = str(Path(args.preset).resolve())
+    for name in ("data_dir", "cache_dir"):
+        if getattr(args, name):
+            setattr(args, name, str(Path(getattr(args, name)).expanduser().resolve()))
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(message)s",
     )
     run_id = args.run_id or new_run_id()
-    out = Path(args.out)
+    out = Path(args.out).expanduser().resolve()
     run_dir = out / "runs" / run_id
     try:
         store = RunStore.open(run_dir)
@@ -336,7 +342,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     frame = store.frame()
     if not args.no_leaderboard and len(frame):
-        _write_leaderboard([run_dir], run_dir)
+        try:
+            _write_leaderboard([run_dir], run_dir)
+        except Exception as err:  # noqa: BLE001 - the rows are safe; say so and go on
+            stderr_progress(
+                f"warning: leaderboard not written ({type(err).__name__}: {err}); "
+                f"rerun `python -m benchmark leaderboard {run_dir}`"
+            )
     missing = {s.key for s in specs} - store.finished_trials()
     failed = frame[frame["status"] != "ok"]
     stderr_progress(

@@ -348,7 +348,20 @@ def _accuracy_stats(best: pd.DataFrame) -> pd.DataFrame:
     """Mean / std / best test accuracy (%) and mean cost over seeds of the selected rows."""
     keys = list(GROUP_KEYS)
     if best.empty:
-        return pd.DataFrame(columns=[*keys, "n", "seeds"])
+        columns = [
+            "n",
+            "seeds",
+            "top1_test_mean",
+            "top1_test_std",
+            "top1_test_best",
+            "top1_val_mean",
+            "bitops_mean",
+            "bitops_ratio_w8a8_mean",
+            "size_bits_mean",
+        ]
+        return pd.DataFrame(columns=[*keys, *columns]).astype(
+            {c: "float64" for c in columns if c != "seeds"}
+        )
     grouped = best.groupby(keys)
     out = grouped.agg(
         n=("seed", "nunique"),

@@ -127,10 +127,15 @@ def run_ray(
 ) -> None:
     """Run the trials as a Ray Tune grid; rows are stored as each trial reports them."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, private Ray instance
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    import logging
+
     import ray
     from ray import tune
+
+    for name in ("ray", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     started_here = False
     if not ray.is_initialized():

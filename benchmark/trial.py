@@ -148,6 +148,7 @@ def _run(
     from methods import get_method  # the harness reaches methods only through the registry
 
     preset = load_preset(task.preset)
+    base = replace(base, preset=preset.name)  # a preset file's name, not its path
     splits = load_splits(
         task.dataset,
         spec.data_dir,
