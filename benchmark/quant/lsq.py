@@ -83,4 +83,4 @@ class LSQQuantizer(Quantizer):
 
     def step_size(self, bits: int) -> float:
         """The step size used at ``bits`` (same unit as the quantized tensor)."""
-        return abs(float(self.step[self.slot(bits)]))
+        return abs(float(self.step.detach()[self.slot(bits)]))

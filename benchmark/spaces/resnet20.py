@@ -60,7 +60,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet20(nn.Module):
-    """CIFAR ResNet-20; ``features(x)`` returns each block's output (used by proxies)."""
+    """CIFAR ResNet-20 (option-A shortcuts); layers are quantized layers set by policy."""
 
     def __init__(self, num_classes: int = 10, quant: QuantConfig | None = None) -> None:
         super().__init__()

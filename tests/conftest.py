@@ -1,0 +1,70 @@
+"""Shared fixtures: 2 CPU threads, a private checkpoint cache, one pretrained ResNet-20."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``$MPQBENCH_CACHE`` points at a per-session folder: no test writes to ``~/.cache``."""
+    path = tmp_path_factory.mktemp("mpqbench-cache")
+    old = os.environ.get("MPQBENCH_CACHE")
+    os.environ["MPQBENCH_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("MPQBENCH_CACHE", None)
+    else:
+        os.environ["MPQBENCH_CACHE"] = old
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """ResNet-20 pretrained on digits with the smoke preset (shared by the whole session)."""
+
+    space: object
+    splits: object
+    preset: object
+    state: dict[str, Tensor]
+    info: dict
+    cache_dir: Path
+
+
+@pytest.fixture(scope="session")
+def digits_splits():
+    from benchmark.data import load_splits
+    from benchmark.presets import load_preset
+
+    preset = load_preset("smoke")
+    return load_splits("digits", val_fraction=preset.data.val_fraction, seed=0)
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory: pytest.TempPathFactory, digits_splits) -> Pretrained:
+    """FP ResNet-20 on digits (smoke preset, ~20 s on 2 cores), trained once per session.
+
+    It has a cache folder of its own, so that other tests' checkpoints never mix with it.
+    """
+    from benchmark.presets import load_preset
+    from benchmark.spaces import get_space
+    from benchmark.train import pretrain_fp
+
+    folder = tmp_path_factory.mktemp("fp-resnet20")
+    preset = load_preset("smoke")
+    space = get_space("resnet20")
+    state, info = pretrain_fp(space, digits_splits, preset, seed=0, cache_dir=folder)
+    return Pretrained(space, digits_splits, preset, state, info, folder)
