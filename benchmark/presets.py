@@ -65,6 +65,7 @@ class Preset:
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: Recipe = field(default_factory=lambda: Recipe(epochs=1, batch_size=64, lr=0.1))
     finetune: Recipe = field(default_factory=lambda: Recipe(epochs=1, batch_size=64, lr=0.01))
+    supernet: Recipe | None = None  # FP supernet pretraining (elastic spaces); None: pretrain
     recalibration: RecalibrationConfig = field(default_factory=RecalibrationConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +79,7 @@ class Preset:
             "data": DataConfig,
             "pretrain": Recipe,
             "finetune": Recipe,
+            "supernet": Recipe,
             "recalibration": RecalibrationConfig,
             "budget": BudgetConfig,
         }
