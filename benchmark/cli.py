@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-DEFAULT_CONSTRAINT = "bitops<=0.2"
+DEFAULT_CONSTRAINT = "bitops<=0.3"
 
 
 class UsageError(Exception):

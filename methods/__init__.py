@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 from methods.base import SEARCHES, Method
 
 _METHODS: dict[str, type[Method]] = {}
-_BUILTINS = ("methods.uniform", "methods.random_search")
+_BUILTINS = ("methods.uniform", "methods.random_search", "methods.ompq")
 ENTRY_POINT_GROUP = "mpqbench.methods"
 
 

@@ -1,0 +1,537 @@
+"""``ompq``: Orthogonal Mixed Precision Quantization (Ma et al., AAAI 2023, arXiv 2109.07865).
+
+One eval-mode forward pass (BN running statistics) of the FP checkpoint on ONE training
+batch (``benchmark.data.fixed_batch``, charged to the budget), no training:
+
+1. **Feature taps** (forward hooks, see :func:`find_taps`), one LP variable each. Per
+   residual block, every conv's output after its BN + activation, the block's last
+   conv being tapped at the block output (after the add / final activation):
+
+   - ResNet ``BasicBlock`` (``conv1, bn1, conv2, bn2``; resnet20's ``layerX.Y``):
+     ``relu(bn1(conv1 x))`` → sets ``conv1``; block output → sets ``conv2`` *and* any
+     other searchable layer inside the block (a shortcut conv shares conv2's bits);
+   - inverted residual ``MBConv`` (``[pw_expand, expand_bn,] dw, dw_bn, pw_project, act``;
+     mbv3-cifar's ``blocks.N``): ``act(expand_bn(pw_expand x))`` → ``pw_expand``;
+     ``act(dw_bn(dw ·))`` (before SE) → ``dw``; block output → ``pw_project`` (the
+     original's per-conv taps for MobileNetV2);
+   - ``conv, bn, act`` modules (mbv3's head) → their output sets ``conv``.
+
+   A searchable layer no recognised block covers gets a tap of its own (its raw
+   output); a model with no recognised block at all runs entirely in this fallback,
+   and the log says so (``tap_mode``). Layers fixed by the space's convention
+   (``space.fixed_layer_names()``: first conv, classifier) are never tapped.
+2. **ORM** (centred linear CKA) between taps, ``γ``, ``θ = exp(−β γ)``, suffix-mean
+   objective (:mod:`methods.ompq_orm`).
+3. **Constraint from the task**: ``Σ_taps u_t · b_t ≤ limit − cost of the fixed layers``,
+   with ``u_t = Σ MACs·a_bits`` (BitOPs per weight bit) or ``Σ params`` (bits per weight
+   bit) over the tap's layers, from ``space.profiles(arch)``; relative limits are ratios of
+   ``space.reference()``. Activation bits are uniform (``a_bits``, default 8).
+4. **Bits**: the paper's LP in ``x = b/8`` with bounds ``[min, max]/8`` of the space's
+   weight-bit choices (resnet20 {2,3,4,8} → [0.25, 1]; mbv3-cifar {2,3,4} → [0.25, 0.5];
+   ``bit_bounds`` narrows them, e.g. ``[4, 8]`` for the paper's QAT [0.5, 1]), solved by
+   PuLP/CBC, then floor/ceil rounding onto the allowed choices: each variable goes to the
+   allowed bit-width just below or above its LP value, the combination leaving the least
+   budget unused winning (the original's DFS_bit criterion; ties: higher objective).
+   Variant ``solver="ilp"``: the exact integer program over the allowed bits (label
+   ``ompq-ilp``); ``"both"`` gives both candidates.
+
+Candidates: the policy for ``beta`` (default 10, the paper's ResNet-18 QAT value: no CIFAR
+value was published), then (options) one per extra ``betas`` and the ORM-off ablation
+(β = 0, every θ = 1), each labelled, ``meta`` holding β and the variant. The log keeps the
+ORM, γ, θ, the tap → layer mapping and each solve's status and objective. A limit the
+lowest bits already exceed raises ``ValueError`` with the minimum achievable ratio, before
+the forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from benchmark.data import fixed_batch
+from benchmark.policy import LayerBits
+from benchmark.protocol import Candidate, Context, SearchResult
+from benchmark.spaces.base import SearchSpace
+from methods import register_method
+from methods.base import Method
+from methods.ompq_orm import (
+    BitProblem,
+    Solution,
+    gamma,
+    importance,
+    objective_coefs,
+    orm_from_grams,
+    round_floor_ceil,
+    solve_ilp,
+    solve_lp,
+)
+
+SOLVERS = ("lp", "ilp", "both")
+
+
+# --- feature taps -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tap:
+    """One feature tap and the searchable layers whose weight bits its LP variable sets.
+
+    Attributes:
+        name: readable id, ``"<block>/<role>"`` (``"layer1.0/conv1"``, ``"blocks.3/out"``).
+        module: path of the module whose forward output is hooked.
+        post: applied to that output: ``"identity"``, ``"relu"`` or ``"act:<path>"`` (the
+            model's activation module at ``path``).
+        layers: searchable layer names (the first is the tap's own conv).
+    """
+
+    name: str
+    module: str
+    post: str
+    layers: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "module": self.module,
+            "post": self.post,
+            "layers": [*self.layers],
+        }
+
+
+def _has(module: nn.Module, *names: str) -> bool:
+    return all(isinstance(getattr(module, n, None), nn.Module) for n in names)
+
+
+def _basic_block(path: str, module: nn.Module) -> list[Tap] | None:
+    """ResNet BasicBlock: ``relu(bn1(conv1 x))`` → conv1; block output → conv2."""
+    if not _has(module, "conv1", "bn1", "conv2", "bn2") or hasattr(module, "conv3"):
+        return None
+    return [
+        Tap(f"{path}/conv1", f"{path}.bn1", "relu", (f"{path}.conv1",)),
+        Tap(f"{path}/out", path, "identity", (f"{path}.conv2",)),
+    ]
+
+
+def _mbconv(path: str, module: nn.Module) -> list[Tap] | None:
+    """Inverted residual: expand and depthwise after BN + act; block output → project."""
+    if not _has(module, "dw", "dw_bn", "pw_project", "act"):
+        return None
+    act = f"act:{path}.act"
+    taps = []
+    if _has(module, "pw_expand", "expand_bn"):
+        taps.append(Tap(f"{path}/expand", f"{path}.expand_bn", act, (f"{path}.pw_expand",)))
+    taps.append(Tap(f"{path}/dw", f"{path}.dw_bn", act, (f"{path}.dw",)))
+    taps.append(Tap(f"{path}/out", path, "identity", (f"{path}.pw_project",)))
+    return taps
+
+
+def _conv_bn_act(path: str, module: nn.Module) -> list[Tap] | None:
+    """``act(bn(conv x))`` module (stem / head): its output → conv."""
+    if not _has(module, "conv", "bn", "act"):
+        return None
+    return [Tap(f"{path}/out", path, "identity", (f"{path}.conv",))]
+
+
+BLOCK_RECOGNISERS: tuple[Callable[[str, nn.Module], list[Tap] | None], ...] = (
+    _basic_block,
+    _mbconv,
+    _conv_bn_act,
+)
+"""Tried in order on every module; the first that answers defines that block's taps."""
+
+
+def find_taps(model: nn.Module, searchable: Sequence[str]) -> tuple[list[Tap], str]:
+    """Taps of ``model`` covering each of ``searchable`` exactly once, in network order.
+
+    Returns ``(taps, mode)``: ``mode`` is ``"blocks"`` (all from recognised blocks),
+    ``"mixed"`` (some layers fell back to a tap of their own) or ``"fallback"`` (no
+    recognised block: one tap per searchable layer, at its raw output).
+    """
+    order = {name: i for i, name in enumerate(searchable)}
+    taps: list[Tap] = []
+    covered: set[str] = set()
+    matched: list[str] = []
+    for path, module in model.named_modules():
+        if not path or any(path.startswith(m + ".") for m in matched):
+            continue
+        found = next((t for r in BLOCK_RECOGNISERS if (t := r(path, module))), None)
+        if found is None:
+            continue
+        matched.append(path)
+        block_taps = _restrict(found, order, covered)
+        inside = [n for n in searchable if n.startswith(path + ".") and n not in covered]
+        if block_taps and inside:  # e.g. a shortcut conv: shares the block output's bits
+            last = block_taps[-1]
+            block_taps[-1] = Tap(last.name, last.module, last.post, (*last.layers, *inside))
+            covered.update(inside)
+        taps.extend(block_taps)
+    from_blocks = len(taps)
+    for name in searchable:
+        if name not in covered:
+            taps.append(Tap(f"{name}/out", name, "identity", (name,)))
+    taps.sort(key=lambda t: order[t.layers[0]])
+    mode = "blocks" if len(taps) == from_blocks else "mixed" if from_blocks else "fallback"
+    return taps, mode
+
+
+def _restrict(taps: list[Tap], order: dict[str, int], covered: set[str]) -> list[Tap]:
+    """Keep only searchable, not yet covered layers; drop taps left with none."""
+    kept = []
+    for tap in taps:
+        layers = tuple(n for n in tap.layers if n in order and n not in covered)
+        if layers:
+            covered.update(layers)
+            kept.append(Tap(tap.name, tap.module, tap.post, layers))
+    return kept
+
+
+def _post_fn(model: nn.Module, post: str) -> Callable[[Tensor], Tensor]:
+    if post == "identity":
+        return lambda t: t
+    if post == "relu":
+        return F.relu
+    if post.startswith("act:"):
+        act = model.get_submodule(post[4:])
+        if getattr(act, "inplace", False):  # never overwrite the tensor the model goes on with
+            return lambda t: act(t.clone())
+        return act
+    raise ValueError(f"unknown tap post-processing {post!r}")
+
+
+def feature_gram(features: Tensor) -> np.ndarray:
+    """``(HX)(HX)ᵀ`` of features flattened per sample, scaled to unit Frobenius norm of
+    ``HX`` (CKA is scale-invariant; this keeps tiny or huge activations well inside
+    float32). Centring is in float64, the product in float32. Features constant over the
+    batch (centred norm ≤ 1e-6 of the raw norm: float32 round-off) give a zero matrix,
+    which :func:`~methods.ompq_orm.orm_from_grams` reports as degenerate.
+    """
+    x = features.detach().reshape(features.shape[0], -1).double()
+    centred = x - x.mean(dim=0, keepdim=True)
+    norm, raw = float(centred.norm()), float(x.norm())
+    n = x.shape[0]
+    if not norm > 1e-6 * raw:
+        return np.zeros((n, n))
+    unit = (centred / norm).float()
+    return (unit @ unit.T).double().cpu().numpy()
+
+
+@torch.no_grad()
+def tap_grams(model: nn.Module, taps: Sequence[Tap], images: Tensor) -> list[np.ndarray]:
+    """One eval-mode forward of ``images``; each tap's centred linear Gram (N × N, float64).
+
+    Features are centred over the batch before the product (:func:`feature_gram`), so the
+    Gram is ``(HX)(HX)ᵀ = H X Xᵀ H``, the ORM's centring done where it loses no digits.
+    Grams are formed inside the hooks so that no feature map is kept. A tap whose module
+    does not run exactly once is an error.
+    """
+    grams: dict[str, list[np.ndarray]] = {t.name: [] for t in taps}
+
+    def hook(tap: Tap, post: Callable[[Tensor], Tensor]) -> Callable[..., None]:
+        def record(module: nn.Module, inputs: tuple, output: Tensor) -> None:
+            grams[tap.name].append(feature_gram(post(output)))
+
+        return record
+
+    handles = [
+        model.get_submodule(t.module).register_forward_hook(hook(t, _post_fn(model, t.post)))
+        for t in taps
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    bad = [name for name, got in grams.items() if len(got) != 1]
+    if bad:
+        raise RuntimeError(f"OMPQ tap {bad[0]!r} ran {len(grams[bad[0]])} times in one forward")
+    return [grams[t.name][0] for t in taps]
+
+
+# --- the constraint -----------------------------------------------------------------
+@dataclass(frozen=True)
+class CostBudget:
+    """The task's limit split into the fixed layers' share and the taps' (BitOPs or bits)."""
+
+    metric: str
+    limit: float  # absolute: BitOPs per image or bits of weight storage
+    reference: float  # the space's W8A8 value of the metric (relative limits' base)
+    fixed: float  # cost of the layers OMPQ does not set
+    unit_costs: np.ndarray  # per tap: cost of one weight bit
+
+    @property
+    def unit(self) -> str:
+        return "BitOPs" if self.metric == "bitops" else "bits"
+
+    def ratio(self, value: float) -> float:
+        """``value`` (this metric's unit) as a ratio to the space's W8A8 reference."""
+        return value / self.reference
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "unit": self.unit,
+            "limit": self.limit,
+            "reference_w8a8": self.reference,
+            "fixed_layers": self.fixed,
+            "for_taps": self.limit - self.fixed,
+            "unit_costs": self.unit_costs.tolist(),
+        }
+
+
+def task_budget(
+    ctx: Context, arch: Any, taps: Sequence[Tap], a_bits: int, low_bits: int
+) -> CostBudget:
+    """Per-tap unit costs and the fixed layers' cost under the task's constraint."""
+    space, constraint = ctx.space, ctx.constraint
+    reference = space.reference()
+    bitops = constraint.metric == "bitops"
+    ref = reference.bitops_w8a8 if bitops else reference.size_bits_w8a8
+    limit = constraint.limit * ref if constraint.relative else constraint.limit
+    profiles = space.profiles(arch)
+    units = [
+        sum(profiles[n].macs * a_bits if bitops else profiles[n].params for n in t.layers)
+        for t in taps
+    ]
+    governed = _governed(taps)
+    low = {n: LayerBits(low_bits, a_bits) for n in governed}
+    report = space.cost(space.full_policy(low, arch), arch)
+    fixed = sum(
+        (c.bitops if bitops else c.size_bits) for c in report.layers if c.name not in governed
+    )
+    return CostBudget(
+        constraint.metric, float(limit), float(ref), float(fixed), np.array(units, float)
+    )
+
+
+# --- the method ---------------------------------------------------------------------
+@register_method
+class OMPQ(Method):
+    """OMPQ bit allocation on the space's reference architecture (no training).
+
+    Options (``--method-options '{"ompq": {...}}'``):
+        beta: β of ``θ = exp(−β γ)`` (default 10, the paper's ResNet QAT setting).
+        betas: extra β values, one candidate each (``ompq-beta<β>``).
+        orm_off: add the ORM-off ablation (β = 0), candidate ``ompq-orm-off``.
+        solver: ``"lp"`` (the paper: LP + floor/ceil rounding, ``ompq``), ``"ilp"`` (exact
+            integer program, ``ompq-ilp``) or ``"both"``.
+        a_bits: uniform activation bits of the searched layers (default 8).
+        batch_size: images in the one FP forward pass (default 32).
+        batch_seed: which images (default: the task seed).
+        bit_bounds: ``[low, high]`` weight bits; the allowed choices are the space's
+            ``bit_choices`` inside them (default: all of them).
+    """
+
+    name = "ompq"
+    searches = "bits"
+
+    def __init__(
+        self,
+        beta: float = 10.0,
+        betas: Sequence[float] = (),
+        orm_off: bool = False,
+        solver: str = "lp",
+        a_bits: int = 8,
+        batch_size: int = 32,
+        batch_seed: int | None = None,
+        bit_bounds: Sequence[int] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        betas = [betas] if isinstance(betas, int | float) else list(betas)
+        if solver not in SOLVERS:
+            raise ValueError(f"ompq: solver must be one of {SOLVERS}, got {solver!r}")
+        if beta < 0 or any(b < 0 for b in betas):
+            raise ValueError("ompq: beta must be >= 0")
+        if int(batch_size) < 2:
+            raise ValueError("ompq: batch_size must be at least 2 (CKA centres over the batch)")
+        if bit_bounds is not None and (len(bit_bounds) != 2 or bit_bounds[0] > bit_bounds[1]):
+            raise ValueError(f"ompq: bit_bounds must be [low, high], got {bit_bounds!r}")
+        self.beta, self.betas, self.orm_off = float(beta), [float(b) for b in betas], orm_off
+        self.solver, self.a_bits, self.batch_size = solver, int(a_bits), int(batch_size)
+        self.batch_seed = batch_seed
+        self.bit_bounds = None if bit_bounds is None else (int(bit_bounds[0]), int(bit_bounds[1]))
+
+    # --- pieces ---------------------------------------------------------------------
+    def weight_choices(self, space: SearchSpace) -> tuple[int, ...]:
+        """The allowed weight bits: the space's choices inside ``bit_bounds``."""
+        lo, hi = self.bit_bounds or (min(space.bit_choices), max(space.bit_choices))
+        choices = tuple(sorted(b for b in space.bit_choices if lo <= b <= hi))
+        if not choices:
+            raise ValueError(
+                f"ompq: no bit choice of {space.name} {space.bit_choices} in bit_bounds {lo}-{hi}"
+            )
+        return choices
+
+    def _variants(self) -> list[tuple[str, float]]:
+        """``(label suffix, β)`` of each ORM setting, the main β first."""
+        runs = [("", self.beta)]
+        runs += [(f"-beta{b:g}", b) for b in self.betas if b != self.beta]
+        if self.orm_off:
+            runs.append(("-orm-off", 0.0))
+        return runs
+
+    def _check_feasible(self, ctx: Context, budget: CostBudget, low: int) -> None:
+        """Raise a clear ``ValueError`` if the lowest bits already exceed the limit."""
+        unit = budget.unit
+        lowest = budget.fixed + float(budget.unit_costs.sum()) * low
+        if lowest <= budget.limit * (1 + 1e-12):
+            return
+        space = ctx.space
+        hint = " or lower a_bits" if budget.metric == "bitops" else ""
+        raise ValueError(
+            f"ompq: constraint {ctx.constraint.text} is infeasible on {space.name}: with "
+            f"every searched layer at W{low}A{self.a_bits} (the lowest allowed) and the other "
+            f"layers as the space fixes them (ratio {budget.ratio(budget.fixed):.4f}), the "
+            f"minimum achievable {budget.metric} is {lowest:.6g} {unit}, a ratio of "
+            f"{budget.ratio(lowest):.4f} to W8A8, over the limit {budget.limit:.6g} {unit} "
+            f"(ratio {budget.ratio(budget.limit):.4f}). Loosen the limit to at least "
+            f"{budget.ratio(lowest):.4f}{hint}."
+        )
+
+    # --- search ---------------------------------------------------------------------
+    def search(self, ctx: Context) -> SearchResult:
+        space, arch = ctx.space, ctx.space.reference_arch
+        choices = self.weight_choices(space)
+        model = space.build_from_fp(ctx.fp_state, arch).to(ctx.device)
+        taps, mode = find_taps(model, space.searchable_layers(arch))
+        note = TAP_NOTES[mode](sorted(_own_taps(taps)))
+        if mode != "blocks":
+            ctx.log.info("ompq: %s", note)
+        budget = task_budget(ctx, arch, taps, self.a_bits, choices[0])
+        self._check_feasible(ctx, budget, choices[0])
+        orm, log = self._orm(ctx, model, taps)
+        gammas = gamma(orm)
+        log.update(
+            arch=_jsonable_arch(arch),
+            tap_mode=mode,
+            tap_note=note,
+            taps=[t.to_dict() for t in taps],
+            fixed_layers=[n for n in space.layer_names(arch) if n not in _governed(taps)],
+            orm=orm.tolist(),
+            gamma=gammas.tolist(),
+            a_bits=self.a_bits,
+            weight_bits=list(choices),
+            x_bounds=[choices[0] / 8, choices[-1] / 8],
+            constraint={"text": ctx.constraint.text, **budget.to_dict()},
+            runs=[],
+        )
+        candidates = []
+        for suffix, beta in self._variants():
+            for variant, solution, run_log in self._solve(beta, gammas, budget, choices):
+                label = f"ompq{'-ilp' if variant == 'ilp' else ''}{suffix}"
+                candidate = self._candidate(ctx, arch, taps, budget, solution, label, variant)
+                candidate.meta.update(beta=beta, orm=beta > 0, a_bits=self.a_bits)
+                run_log.update(
+                    label=label,
+                    bits={t.name: b for t, b in zip(taps, solution.bits, strict=True)},
+                    constraint_ratio_w8a8=candidate.meta["constraint_ratio_w8a8"],
+                )
+                log["runs"].append(run_log)
+                candidates.append(candidate)
+        return SearchResult(candidates, log=log)
+
+    def _orm(
+        self, ctx: Context, model: nn.Module, taps: Sequence[Tap]
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """The one forward pass (charged) and the ORM of its taps; the log's batch part."""
+        seed = ctx.task.seed if self.batch_seed is None else int(self.batch_seed)
+        images, _ = fixed_batch(ctx.train_set, self.batch_size, seed)
+        grams = tap_grams(model, taps, images.to(ctx.device))
+        ctx.budget.charge(self.batch_size)
+        orm, degenerate = orm_from_grams(grams)
+        names = [taps[i].name for i in degenerate]
+        if names:
+            ctx.log.warning("ompq: taps constant over the batch (ORM 0 by convention): %s", names)
+        return orm, {"batch": {"size": self.batch_size, "seed": seed}, "degenerate_taps": names}
+
+    def _candidate(
+        self,
+        ctx: Context,
+        arch: Any,
+        taps: Sequence[Tap],
+        budget: CostBudget,
+        solution: Solution,
+        label: str,
+        variant: str,
+    ) -> Candidate:
+        """The full policy of ``solution``, checked with the shared cost model."""
+        policy = {
+            n: LayerBits(int(b), self.a_bits)
+            for t, b in zip(taps, solution.bits, strict=True)
+            for n in t.layers
+        }
+        policy = ctx.space.full_policy(policy, arch)
+        cost = ctx.space.cost(policy, arch)
+        if not ctx.constraint.satisfied(cost, ctx.space.reference()):
+            raise RuntimeError(f"ompq: {label} is over the constraint (internal error)")
+        value = cost.bitops if budget.metric == "bitops" else cost.size_bits
+        meta = {
+            "variant": "ilp" if variant == "ilp" else "lp+floor/ceil",
+            "objective": solution.objective,
+            "constraint_ratio_w8a8": budget.ratio(float(value)),
+        }
+        return Candidate(policy, arch, label=label, meta=meta)
+
+    def _solve(
+        self, beta: float, gammas: np.ndarray, budget: CostBudget, choices: tuple[int, ...]
+    ) -> list[tuple[str, Solution, dict[str, Any]]]:
+        """The LP + rounding and/or ILP answers for one β, with their logs."""
+        raw, scaled = importance(gammas, beta)
+        coefs = objective_coefs(scaled)
+        problem = BitProblem(coefs, budget.unit_costs, budget.limit - budget.fixed, choices)
+        base = {
+            "beta": beta,
+            "theta": raw.tolist(),
+            "theta_scaled": scaled.tolist(),
+            "objective_coefs": coefs.tolist(),
+        }
+        lp_bits, lp_info = solve_lp(problem)
+        rounded = round_floor_ceil(problem, lp_bits)
+        base.update(lp={**lp_info, "bits": lp_bits.tolist()}, rounding=rounded.info)
+        out = []
+        if self.solver in ("lp", "both"):
+            out.append(("lp", rounded, {**base, "variant": "lp", "objective": rounded.objective}))
+        if self.solver in ("ilp", "both"):
+            exact = solve_ilp(problem, incumbent=rounded.bits)
+            ilp_log = {
+                **base,
+                "variant": "ilp",
+                "ilp": exact.info,
+                "objective": exact.objective,
+                "rounded_lp_objective": rounded.objective,
+            }
+            out.append(("ilp", exact, ilp_log))
+        return out
+
+
+def _governed(taps: Sequence[Tap]) -> set[str]:
+    return {n for t in taps for n in t.layers}
+
+
+def _own_taps(taps: Sequence[Tap]) -> list[str]:
+    """Layers tapped at their own raw output (outside every recognised block)."""
+    return [t.layers[0] for t in taps if t.module == t.layers[0]]
+
+
+TAP_NOTES: dict[str, Callable[[list[str]], str]] = {
+    "blocks": lambda _: "every tap from a recognised block (BasicBlock / MBConv / conv-bn-act)",
+    "mixed": lambda names: f"layers outside recognised blocks, tapped at their own output: {names}",
+    "fallback": lambda _: (
+        "no known block structure: one tap per searchable layer, at its raw output"
+    ),
+}
+"""The log's human-readable line for each tap mode of :func:`find_taps`."""
+
+
+def _jsonable_arch(arch: Any) -> Any:
+    if arch is None:
+        return None
+    to_dict = getattr(arch, "to_dict", None)
+    return to_dict() if to_dict else str(arch)
