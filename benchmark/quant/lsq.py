@@ -19,29 +19,34 @@ _EPS = 1e-8
 
 
 class _LSQFunction(torch.autograd.Function):
-    """Fused forward/backward of LSQ so a quantized step costs few passes over memory."""
+    """Fused LSQ: the forward pass also prepares what the backward pass needs.
+
+    Saved for backward: the out-of-range mask (bool) and ``d = ∂x̂/∂s`` (``round(v) − v``
+    inside the range, ``Qn``/``Qp`` outside), so the backward pass is two passes over
+    memory (masking ``grad`` and ``Σ grad·d``) instead of recomputing the quantization.
+    """
 
     @staticmethod
     def forward(ctx, x: Tensor, step: Tensor, qn: int, qp: int, grad_scale: float) -> Tensor:
         s = step.abs() + _EPS
-        v = x / s
-        q = v.clamp(qn, qp).round_()
-        ctx.save_for_backward(x, s, step)
-        ctx.qn, ctx.qp, ctx.grad_scale = qn, qp, grad_scale
-        return q.mul_(s)
+        v = x * (1.0 / s)
+        clamped = v.clamp(qn, qp)
+        q = clamped.round()
+        out = q * s
+        outside = torch.ne(v, clamped)  # clipped by the range (bool)
+        del v
+        d = q.sub_(clamped.masked_fill_(outside, 0.0)) if ctx.needs_input_grad[1] else None
+        ctx.save_for_backward(outside, d, step)
+        ctx.grad_scale = grad_scale
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, s, step = ctx.saved_tensors
-        v = x / s
-        inside = (v >= ctx.qn) & (v <= ctx.qp)
-        grad_x = grad * inside if ctx.needs_input_grad[0] else None
+        outside, d, step = ctx.saved_tensors
+        grad_x = grad.masked_fill(outside, 0.0) if ctx.needs_input_grad[0] else None
         grad_step = None
         if ctx.needs_input_grad[1]:
-            q = v.clamp(ctx.qn, ctx.qp).round_()
-            # d x̂ / d s = round(v) - v inside the range, Qn or Qp (= q) outside.
-            dxhat_ds = q.sub_(v.mul_(inside))
-            grad_step = (grad * dxhat_ds).sum() * (ctx.grad_scale * torch.sign(step))
+            grad_step = (grad * d).sum() * (ctx.grad_scale * torch.sign(step))
             grad_step = grad_step.reshape(step.shape)
         return grad_x, grad_step, None, None, None
 
