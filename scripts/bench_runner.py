@@ -1,7 +1,8 @@
 """Speed: Ray executor vs serial executor on the same baseline trials.
 
-Runs the same 4 trials (uniform and random on resnet20, seeds 0 and 1, smoke preset)
-three ways and prints JSON with wall seconds and ratios:
+Runs the same 4 trials (uniform W3A3 and random with 6 samples / 1 candidate on
+resnet20, seeds 0 and 1, smoke preset: about 15-30 s each on 2 cores) several ways and
+prints JSON with wall seconds and ratios:
 
 - serial, trials at ``--cpus`` threads each, one after another;
 - ray, same per-trial CPUs (one trial at a time on a 2-core machine): the overhead;
@@ -49,6 +50,8 @@ def timed_run(out: Path, cache: Path, run_id: str, executor: str, cpus: float) -
         "--cpus-per-trial",
         str(cpus),
         "--no-leaderboard",
+        "--method-options",
+        '{"uniform": {"bits": [3]}, "random": {"num_samples": 6, "top_k": 1}}',
     ]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)

@@ -208,3 +208,29 @@ def test_cost_command_json(capsys: pytest.CaptureFixture, tmp_path: Path) -> Non
         la["macs"] * 64 for la in fixed
     )
     assert mixed["bitops"] == expected
+
+
+def test_default_smoke_run_through_ray(tmp_path: Path, cache_dir: Path, ray_session) -> None:
+    """The README's main job, on its defaults (mbv3-cifar, digits, smoke), through Ray."""
+    code = main(
+        [
+            "run",
+            "--methods",
+            "uniform",
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "smoke",
+            "--cache-dir",
+            str(cache_dir),
+            "--method-options",
+            '{"uniform": {"bits": [8, 3]}}',
+        ]
+    )
+    assert code == 0
+    rows = _records(tmp_path / "runs" / "smoke")
+    assert set(rows["space"]) == {"mbv3-cifar"} and set(rows["preset"]) == {"smoke"}
+    assert set(rows["dataset"]) == {"digits"} and set(rows["constraint"]) == {"bitops<=0.3"}
+    w3 = rows[rows["candidate"] == "W3A3"].iloc[0]
+    assert w3["track"] == "retrain" and w3["feasible"] and w3["top1_test"] > 50
+    assert not rows[rows["candidate"] == "W8A8"].iloc[0]["feasible"]
