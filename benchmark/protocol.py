@@ -270,6 +270,44 @@ class Context:
     reporter: Callable[[dict[str, Any]], None] | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def create(
+        cls,
+        task: Task,
+        space: SearchSpace,
+        preset: Preset,
+        splits: Any,
+        fp_state: Mapping[str, Tensor],
+        *,
+        budget: Budget,
+        workdir: Path,
+        device: torch.device | str = "cpu",
+        log: logging.Logger | None = None,
+        reporter: Callable[[dict[str, Any]], None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> Context:
+        """The context of one trial: constraint parsed from the task, RNGs seeded by it,
+        train/val taken from ``splits`` (a :class:`benchmark.data.DataSplits`; test left out).
+        """
+        return cls(
+            task=task,
+            space=space,
+            preset=preset,
+            constraint=Constraint.parse(task.constraint),
+            train_set=splits.train,
+            val_set=splits.val,
+            num_classes=splits.num_classes,
+            fp_state=fp_state,
+            device=torch.device(device),
+            budget=BudgetMeter(budget),
+            rng=random.Random(task.seed),
+            np_rng=np.random.default_rng(task.seed),
+            log=log or logging.getLogger("mpqbench.method"),
+            workdir=workdir,
+            reporter=reporter,
+            options=dict(options or {}),
+        )
+
     def report(self, **metrics: Any) -> None:
         """Send intermediate metrics to the scheduler (Ray Tune) and the trial log."""
         self.log.info("report %s", metrics)

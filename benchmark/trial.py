@@ -27,7 +27,6 @@ from benchmark.presets import load_preset
 from benchmark.protocol import (
     Budget,
     BudgetExceeded,
-    BudgetMeter,
     Candidate,
     Constraint,
     Context,
@@ -71,11 +70,10 @@ def _device(spec: TrialSpec) -> tuple[torch.device, str]:
     return torch.device("cpu"), f"cpu ({threads} thread{'s' if threads > 1 else ''})"
 
 
-def _seed_all(seed: int) -> tuple[random.Random, np.random.Generator]:
+def _seed_globals(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    return random.Random(seed), np.random.default_rng(seed)
 
 
 def _error_text(err: BaseException) -> str:
@@ -159,7 +157,7 @@ def _run(
         augment=preset.data.augment,
     )
     space = get_space(task.space, num_classes=splits.num_classes)
-    constraint = Constraint.parse(task.constraint)
+    Constraint.parse(task.constraint)  # a bad constraint fails before FP pretraining
     budget = Budget(
         spec.max_search_seconds or preset.budget.max_search_seconds,
         spec.max_search_samples or preset.budget.max_search_samples,
@@ -172,26 +170,21 @@ def _run(
         base = replace(base, method=method_cls.name)
     workdir = Path(spec.run_dir) / "trials" / f"{method_cls.name}-{config_hash({'k': spec.key})}"
     workdir.mkdir(parents=True, exist_ok=True)
-    rng, np_rng = _seed_all(task.seed)
-    meter = BudgetMeter(budget)
-    ctx = Context(
-        task=task,
-        space=space,
-        preset=preset,
-        constraint=constraint,
-        train_set=splits.train,
-        val_set=splits.val,
-        num_classes=splits.num_classes,
-        fp_state=fp_state,
-        device=device,
-        budget=meter,
-        rng=rng,
-        np_rng=np_rng,
-        log=log,
+    _seed_globals(task.seed)
+    ctx = Context.create(
+        task,
+        space,
+        preset,
+        splits,
+        fp_state,
+        budget=budget,
         workdir=workdir,
+        device=device,
+        log=log,
         reporter=reporter,
-        options=dict(spec.method_options),
+        options=spec.method_options,
     )
+    meter = ctx.budget
     search_timer = _Timer()
     try:
         method = method_cls(**spec.method_options)

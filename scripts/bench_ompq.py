@@ -18,20 +18,18 @@ import json
 import logging
 import os
 import platform
-import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from benchmark.checkpoints import default_cache_dir
 from benchmark.data import DataSplits, fixed_batch, load_splits
 from benchmark.presets import Preset, load_preset
-from benchmark.protocol import Budget, BudgetMeter, Constraint, Context, Task
+from benchmark.protocol import Budget, Context, Task
 from benchmark.spaces import get_space
 from benchmark.spaces.base import SearchSpace
 from methods.ompq import OMPQ, find_taps, tap_grams, task_budget
@@ -58,21 +56,15 @@ def make_context(
 ) -> Context:
     """A harness-like :class:`Context` for one ompq search (CPU)."""
     task = Task(space.name, "digits", preset.name, constraint, seed)
-    return Context(
-        task=task,
-        space=space,
-        preset=preset,
-        constraint=Constraint.parse(constraint),
-        train_set=splits.train,
-        val_set=splits.val,
-        num_classes=splits.num_classes,
-        fp_state=fp_state,
-        device=torch.device("cpu"),
-        budget=BudgetMeter(Budget(600.0, 10**9)),
-        rng=random.Random(seed),
-        np_rng=np.random.default_rng(seed),
-        log=logging.getLogger("bench_ompq"),
+    return Context.create(
+        task,
+        space,
+        preset,
+        splits,
+        fp_state,
+        budget=Budget(600.0, 10**9),
         workdir=workdir,
+        log=logging.getLogger("bench_ompq"),
     )
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import random
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from torch.nn import functional as F
 from benchmark.cli import main
 from benchmark.data import load_splits
 from benchmark.presets import load_preset
-from benchmark.protocol import Budget, BudgetMeter, Constraint, Context, Task
+from benchmark.protocol import Budget, Context, Task
 from benchmark.spaces import get_space
 from benchmark.trial import TrialSpec, run_trial
 from methods import get_method
@@ -83,21 +82,15 @@ def make_ctx(
 ) -> Context:
     space = get_space(space_name, num_classes=splits.num_classes)
     preset = load_preset(str(TINY))
-    return Context(
-        task=Task(space_name, "digits", preset.name, constraint, seed),
-        space=space,
-        preset=preset,
-        constraint=Constraint.parse(constraint),
-        train_set=splits.train,
-        val_set=splits.val,
-        num_classes=splits.num_classes,
-        fp_state=fp_state,
-        device=torch.device("cpu"),
-        budget=BudgetMeter(Budget(600.0, 10**6)),
-        rng=random.Random(seed),
-        np_rng=np.random.default_rng(seed),
-        log=logging.getLogger("test_ompq"),
+    return Context.create(
+        Task(space_name, "digits", preset.name, constraint, seed),
+        space,
+        preset,
+        splits,
+        fp_state,
+        budget=Budget(600.0, 10**6),
         workdir=tmp_path,
+        log=logging.getLogger("test_ompq"),
     )
 
 
