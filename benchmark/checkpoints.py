@@ -12,7 +12,8 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,48 @@ def cached(
     payload = load_verified(path)
     if payload is not None:
         return payload, True
-    payload = build()
-    save_verified(path, payload, config)
+    # one builder at a time: a concurrent trial waits here and then loads the result
+    with file_lock(path.with_suffix(path.suffix + ".lock")):
+        payload = load_verified(path)
+        if payload is not None:
+            return payload, True
+        payload = build()
+        save_verified(path, payload, config)
     return payload, False
+
+
+@contextmanager
+def file_lock(path: Path, *, blocking: bool = True) -> Iterator[None]:
+    """Hold an exclusive advisory lock (``fcntl.flock``) on ``path`` for the block.
+
+    The lock is released when the block ends or the process dies (``kill -9`` included),
+    so a stale lock file never blocks anyone. With ``blocking=False`` a lock held by
+    another process raises :class:`LockedError` at once. On systems without ``fcntl``
+    the block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(handle.fileno(), flags)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise LockedError(f"{path} is locked by {holder}") from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+class LockedError(RuntimeError):
+    """A non-blocking :func:`file_lock` found the lock held by another process."""

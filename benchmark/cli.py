@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_CONSTRAINT = "bitops<=0.3"
 
 
@@ -34,24 +36,69 @@ def _csv(text: str) -> list[str]:
     return items
 
 
+MAX_SEED = 2**32 - 1
+"""Largest seed every RNG in the harness accepts (numpy's legacy seeding is 32-bit)."""
+
+MAX_NUM_CLASSES = 10_000
+"""Largest ``cost --num-classes`` (the classifier is built in memory to count its MACs)."""
+
+
 def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(t) for t in _csv(text)]
-    except ValueError:
+    except (ValueError, argparse.ArgumentTypeError):
         message = f"seeds must be integers like 0,1,2, got {text!r}"
         raise argparse.ArgumentTypeError(message) from None
-    if any(s < 0 for s in seeds):
-        raise argparse.ArgumentTypeError("seeds must be non-negative")
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        message = f"seeds must be between 0 and {MAX_SEED}, got {bad[0]}: use e.g. 0,1,2"
+        raise argparse.ArgumentTypeError(message)
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        message = f"seed {repeated[0]} is given twice in {text!r}: list each seed once"
+        raise argparse.ArgumentTypeError(message)
     return seeds
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(text)
     if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _num_classes(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_NUM_CLASSES:
+        message = f"expected at most {MAX_NUM_CLASSES} classes, got {text!r}"
+        raise argparse.ArgumentTypeError(message)
     return value
 
 
@@ -69,8 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--methods",
         type=_csv,
-        required=True,
-        help="comma list of method names or module:Class paths",
+        default=None,
+        help="comma list of method names or module:Class paths (required unless --resume)",
+    )
+    run.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        default=None,
+        help="finish run RUN_ID in --out: run only its trials without rows, same settings",
     )
     run.add_argument(
         "--space",
@@ -113,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--address", default=None, help="join a running Ray cluster (e.g. auto or HOST:6379)"
     )
     run.add_argument("--cpus-per-trial", type=_positive_float, default=1.0)
-    run.add_argument("--gpus-per-trial", type=_positive_float, default=0.0)
+    run.add_argument("--gpus-per-trial", type=_non_negative_float, default=0.0)
     run.add_argument(
         "--max-search-seconds",
         type=_positive_float,
@@ -122,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--max-search-samples",
-        type=int,
+        type=_positive_int,
         default=None,
         help="override the preset's search budget (training samples)",
     )
@@ -130,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--method-options",
         default=None,
         help='JSON {"method": {"option": value}} passed to method constructors',
+    )
+    run.add_argument(
+        "--max-trial-seconds",
+        type=_positive_float,
+        default=None,
+        help="stop a trial (search + evaluation) after this many seconds: status timeout "
+        "(default: the preset's)",
     )
     run.add_argument("--no-leaderboard", action="store_true", help="skip the leaderboard")
     run.add_argument("-v", "--verbose", action="store_true", help="log training progress")
@@ -165,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=8,
         help="bits of the convention-fixed layers (first conv, classifier)",
     )
-    cost.add_argument("--num-classes", type=int, default=10)
+    cost.add_argument("--num-classes", type=_num_classes, default=10)
     cost.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -196,10 +256,26 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _read_json_arg(text: str) -> Any:
-    path = Path(text)
-    raw = path.read_text() if path.exists() else text
-    return json.loads(raw)
+def _is_file(text: str) -> bool:
+    """Whether ``text`` names an existing file (``False`` for paths the OS refuses)."""
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _read_json_arg(text: str, option: str) -> Any:
+    """``text`` as JSON, read from the file it names or else inline."""
+    try:
+        raw = Path(text).read_text() if _is_file(text) else text
+        return json.loads(raw)
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"cannot read {option} file {text} ({err}): check the path") from None
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, too many digits, nesting
+        raise UsageError(
+            f"{option} is neither a JSON file nor inline JSON ({err}): pass a .json file or "
+            "a JSON text"
+        ) from None
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
@@ -207,14 +283,9 @@ def cmd_cost(args: argparse.Namespace) -> int:
     from benchmark.spaces import get_space
 
     space = get_space(args.space, fixed_bits=args.fixed_bits, num_classes=args.num_classes)
-    arch = None
-    if args.arch is not None:
-        try:
-            arch = space.validate_arch(_read_json_arg(args.arch))
-        except json.JSONDecodeError as err:
-            raise UsageError(f"--arch is neither a JSON file nor inline JSON ({err})") from None
+    arch = None if args.arch is None else _read_json_arg(args.arch, "--arch")
     arch = space.validate_arch(arch)
-    if Path(args.policy).suffix == ".json" or Path(args.policy).exists():
+    if args.policy.endswith(".json") or _is_file(args.policy):
         policy = space.full_policy(load_policy_file(args.policy), arch)
     else:
         policy = space.parse_policy(args.policy, arch)
@@ -243,8 +314,10 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 
 def _validate_run(args: argparse.Namespace) -> None:
-    """Check every name and constraint before anything starts or is written."""
-    from benchmark.data import list_datasets
+    """Check every input before anything starts or is written: names, constraints, method
+    options, resources, folders, data files, the cluster address (cheapest checks first)."""
+    from benchmark import validation
+    from benchmark.data import check_data_dir, list_datasets
     from benchmark.presets import load_preset
     from benchmark.protocol import Constraint
     from benchmark.spaces import get_space
@@ -255,8 +328,7 @@ def _validate_run(args: argparse.Namespace) -> None:
     args.dataset = args.dataset or [preset.dataset]
     for name in args.method_list:
         get_method(name)
-    for name in args.space:
-        get_space(name)
+    spaces = [get_space(name) for name in args.space]
     for name in args.dataset:
         if name not in list_datasets():
             raise UsageError(
@@ -264,19 +336,96 @@ def _validate_run(args: argparse.Namespace) -> None:
             )
         if name != "digits" and args.data_dir is None and not args.download:
             raise UsageError(f"dataset {name} needs --data-dir (or --download with internet)")
-    args.constraint = [Constraint.parse(c).text for c in args.constraint]
+    constraints = [Constraint.parse(c) for c in args.constraint]
+    args.constraint = [c.text for c in constraints]
+    try:
+        options = args.method_options
+        if isinstance(options, str):
+            try:
+                options = json.loads(options)
+            except (ValueError, RecursionError) as err:
+                raise UsageError(f"--method-options is not valid JSON ({err})") from None
+        if options is not None:
+            validation.check_method_options(options, args.method_list)
+        if args.run_id is not None:
+            validation.check_run_id(args.run_id)
+        if args.executor == "ray" and args.address:
+            validation.parse_address(args.address)  # its syntax now, the connection last
+        validation.check_resources(
+            args.cpus_per_trial,
+            args.gpus_per_trial,
+            executor=args.executor,
+            address=args.address if args.executor == "ray" else None,
+        )
+        validation.check_writable_dir(args.out, "--out")
+        if args.cache_dir is not None:
+            validation.check_writable_dir(args.cache_dir, "--cache-dir")
+        for name in args.dataset:  # CIFAR: files present and their MD5 (~1 s)
+            check_data_dir(name, args.data_dir, download=args.download)
+        for space in spaces:  # profiles the space's smallest model once (~0.1 s)
+            for constraint in constraints:
+                validation.check_constraint_reachable(constraint, space)
+        if args.executor == "ray" and args.address:
+            validation.check_address(args.address)
+    except validation.InputError as err:
+        raise UsageError(str(err)) from None
+
+
+RESUMED_SETTINGS = (
+    "methods",
+    "space",
+    "dataset",
+    "data_dir",
+    "download",
+    "preset",
+    "constraint",
+    "seeds",
+    "cache_dir",
+    "cpus_per_trial",
+    "gpus_per_trial",
+    "max_search_seconds",
+    "max_search_samples",
+    "max_trial_seconds",
+    "method_options",
+)
+
+
+def _load_resumed(args: argparse.Namespace) -> None:
+    """Fill ``args`` with the settings stored in the run to resume."""
+    runs = Path(args.out).expanduser().resolve() / "runs"
+    meta_path = runs / args.resume / "metadata.json"
+    if args.methods is not None:
+        raise UsageError("--resume reruns the run's own grid: leave out --methods")
+    try:
+        meta = json.loads(meta_path.read_text())
+        settings = meta["settings"]
+    except FileNotFoundError:
+        known = sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+        hint = f"runs in {runs}: {', '.join(known[-5:])}" if known else f"no runs in {runs}"
+        raise UsageError(f"no run {args.resume!r} to resume ({hint}); check --out") from None
+    except (OSError, ValueError, KeyError) as err:
+        raise UsageError(
+            f"cannot resume {args.resume}: {meta_path} is unreadable ({err})"
+        ) from None
+    for name in RESUMED_SETTINGS:
+        setattr(args, name, settings[name])
+    args.run_id = args.resume
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.records import RunStore, hardware, new_run_id, versions
-    from benchmark.runner import Grid, make_specs, run_ray, run_serial, stderr_progress
+    from benchmark.checkpoints import LockedError, file_lock
+    from benchmark.records import RunStore, new_run_id
 
+    if args.resume:
+        _load_resumed(args)
+    elif args.methods is None:
+        raise UsageError("--methods is required (or --resume RUN_ID to finish a run)")
     args.method_list = args.methods
     options: dict[str, dict] = {}
     if args.method_options:
         try:
             options = json.loads(args.method_options)
-        except json.JSONDecodeError as err:
+        except (ValueError, RecursionError) as err:
             raise UsageError(f"--method-options is not valid JSON ({err})") from None
     _validate_run(args)
     # trials may run in other processes (Ray workers) with another working directory
@@ -290,12 +439,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(name)s %(message)s",
     )
     run_id = args.run_id or new_run_id()
-    out = Path(args.out).expanduser().resolve()
-    run_dir = out / "runs" / run_id
+    run_dir = Path(args.out).expanduser().resolve() / "runs" / run_id
+    if not args.resume and (run_dir / "metadata.json").exists():
+        raise UsageError(
+            f"run {run_id} already exists in {run_dir.parent}; "
+            f"finish it with --resume {run_id} or choose another --run-id"
+        )
     try:
-        store = RunStore.open(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(run_dir / ".lock", blocking=False):
+            return _run_locked(args, run_id, run_dir, options, RunStore.open(run_dir))
+    except LockedError:
+        raise UsageError(
+            f"run {run_id} is being written by another process; wait for it to end"
+        ) from None
     except OSError as err:
-        raise UsageError(f"cannot write to {run_dir}: {err.strerror}") from None
+        raise UsageError(f"cannot write to {run_dir}: {err.strerror or err}") from None
+
+
+def _run_locked(
+    args: argparse.Namespace, run_id: str, run_dir: Path, options: dict, store: Any
+) -> int:
+    from benchmark.presets import load_preset
+    from benchmark.records import hardware, versions
+    from benchmark.runner import Grid, make_specs, run_ray, run_serial, stderr_progress
+    from benchmark.trial import read_outbox
+
     grid = Grid(
         args.method_list, args.space, args.dataset, args.constraint, args.seeds, args.preset
     )
@@ -309,37 +478,53 @@ def cmd_run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         max_search_seconds=args.max_search_seconds,
         max_search_samples=args.max_search_samples,
+        max_trial_seconds=args.max_trial_seconds,
         cpus=args.cpus_per_trial,
         gpus=args.gpus_per_trial,
     )
-    from benchmark.presets import load_preset
-
-    store.write_metadata(
-        {
-            "run_id": run_id,
-            "command": " ".join(sys.argv),
-            "grid": {
-                k: list(v) if isinstance(v, list | tuple) else v for k, v in vars(grid).items()
-            },
-            "executor": args.executor,
-            "preset": load_preset(args.preset).to_dict(),
-            "versions": versions(),
-            "hardware": hardware(),
-            "trials": [s.key for s in specs],
-        }
-    )
-    stderr_progress(f"run {run_id}: {len(specs)} trial(s) → {run_dir}")
-    if args.executor == "serial":
-        run_serial(specs, store, stderr_progress)
-    else:
-        run_ray(
-            specs,
-            store,
-            stderr_progress,
-            address=args.address,
-            cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial,
+    if not args.resume:
+        store.write_metadata(
+            {
+                "run_id": run_id,
+                "command": " ".join(sys.argv),
+                "settings": {name: getattr(args, name) for name in RESUMED_SETTINGS},
+                "grid": {
+                    k: list(v) if isinstance(v, list | tuple) else v for k, v in vars(grid).items()
+                },
+                "executor": args.executor,
+                "preset": load_preset(args.preset).to_dict(),
+                "versions": versions(),
+                "hardware": hardware(),
+                "trials": [s.key for s in specs],
+            }
         )
+    pending = [s for s in specs if s.key not in store.finished_trials()]
+    recovered = 0
+    for spec in list(pending):  # finished in a worker, but the driver died before storing
+        rows = read_outbox(spec)
+        if rows is not None:
+            recovered += store.add(rows) > 0
+            pending.remove(spec)
+    what = f"{len(specs)} trial(s)"
+    if args.resume:
+        what = f"resuming, {len(pending)} of {what} to run"
+    extra = f" ({recovered} recovered from worker outboxes)" if recovered else ""
+    stderr_progress(f"run {run_id}: {what}{extra} → {run_dir}")
+    interrupted = False
+    try:
+        if args.executor == "serial":
+            run_serial(pending, store, stderr_progress)
+        elif pending:
+            run_ray(
+                pending,
+                store,
+                stderr_progress,
+                address=args.address,
+                cpus_per_trial=args.cpus_per_trial,
+                gpus_per_trial=args.gpus_per_trial,
+            )
+    except KeyboardInterrupt:
+        interrupted = True
     frame = store.frame()
     if not args.no_leaderboard and len(frame):
         try:
@@ -355,6 +540,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"run {run_id}: {len(frame)} rows, {len(failed)} not ok, {len(missing)} trial(s) "
         f"without rows; results in {run_dir}"
     )
+    if interrupted:
+        stderr_progress(
+            f"interrupted: {len(specs) - len(missing)} of {len(specs)} trial(s) done; "
+            f"finish with `python -m benchmark run --resume {run_id} --out {run_dir.parents[1]}`"
+        )
+        return EXIT_INTERRUPTED
     return EXIT_FAILED if len(failed) or missing else EXIT_OK
 
 
@@ -364,7 +555,11 @@ def _write_leaderboard(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
         from benchmark.plots import write_plots
     except ImportError:  # the leaderboard module is optional until it lands
         return []
-    frame = load_runs(list(run_dirs))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = load_runs(list(run_dirs))
+    for warning in caught:  # e.g. an unreadable records file: one line each, then go on
+        print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
     paths = write_leaderboard(build_leaderboard(frame), out_dir)
     paths += write_plots(frame, out_dir)
     for path in paths:
@@ -373,13 +568,34 @@ def _write_leaderboard(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from benchmark.leaderboard import LeaderboardError
+    from benchmark.validation import InputError, check_writable_dir
+
     dirs = [Path(d) for d in args.run_dirs]
     for d in dirs:
-        if not d.exists():
+        if not _exists(d):
             raise UsageError(f"{d} does not exist: pass run folders or an --out folder")
     out = Path(args.out) if args.out else (dirs[0] if len(dirs) == 1 else Path("results"))
-    _write_leaderboard(dirs, out)
+    if not args.out and out.is_file():  # a records file as the only argument
+        out = out.parent
+    try:
+        check_writable_dir(out, "--out")
+    except InputError as err:
+        raise UsageError(str(err)) from None
+    try:
+        _write_leaderboard(dirs, out)
+    except LeaderboardError as err:
+        raise UsageError(f"{err}: pass run folders written by `python -m benchmark run`") from None
+    except OSError as err:
+        raise UsageError(f"cannot write the leaderboard to {out}: {err}") from None
     return EXIT_OK
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 COMMANDS = {"run": cmd_run, "leaderboard": cmd_leaderboard, "list": cmd_list, "cost": cmd_cost}
@@ -390,6 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchmark.policy import PolicyError
     from benchmark.presets import PresetError
     from benchmark.protocol import ProtocolError
+    from benchmark.runner import RunnerError
     from benchmark.spaces import SpaceError
     from methods import MethodError
 
@@ -399,6 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         PolicyError,
         PresetError,
         ProtocolError,
+        RunnerError,
         SpaceError,
         MethodError,
     )
@@ -406,11 +624,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except user_errors as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)  # always one line
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

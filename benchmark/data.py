@@ -40,6 +40,7 @@ __all__ = [
     "DataError",
     "DataSplits",
     "LabeledTensorDataset",
+    "check_data_dir",
     "fixed_batch",
     "list_datasets",
     "load_splits",
@@ -423,6 +424,64 @@ def _missing_files(spec: _CifarSpec, folder: Path) -> list[str]:
     return [filename for filename, _ in spec.files if not (folder / filename).is_file()]
 
 
+def check_data_dir(
+    name: str, data_dir: str | Path | None, *, download: bool = False, verify: bool = True
+) -> None:
+    """Cheap check, before a run starts, that :func:`load_splits` will find dataset ``name``.
+
+    Nothing is loaded and nothing is written: for CIFAR the files must be in ``data_dir``
+    (and, with ``verify``, match torchvision's MD5 checksums, about a second of hashing);
+    with ``download`` only a ``data_dir`` is required, since the files may be fetched later.
+    ``digits`` needs nothing.
+
+    Raises:
+        DataError: unknown name, no ``data_dir``, missing / corrupt files (one line).
+    """
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key not in list_datasets():
+        raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(list_datasets())}")
+    if key == "digits":
+        return
+    spec = _CIFAR_SPECS[key]
+    root = _cifar_root(spec, data_dir)
+    if not download:
+        _check_cifar_files(spec, root, verify=verify)
+
+
+def _check_cifar_files(spec: _CifarSpec, root: Path, *, verify: bool) -> None:
+    """Every file of ``spec`` present under ``root`` (and matching its MD5 with ``verify``)."""
+    base = spec.verified.base_folder
+    folder = root / base
+    hint = (
+        f"pass --data-dir pointing at the folder holding {base}, "
+        "or add --download on a machine with internet"
+    )
+    try:
+        root_found, folder_found = root.is_dir(), folder.is_dir()
+        missing = _missing_files(spec, folder) if folder_found else []
+        corrupt = []
+        if folder_found and verify and not missing:
+            corrupt = [f for f, md5 in spec.files if not check_integrity(folder / f, md5)]
+    except (OSError, ValueError) as exc:  # a path the OS refuses, an unreadable file
+        raise DataError(
+            f"cannot read {spec.title} files in {root} ({_one_line(exc)}): {hint}"
+        ) from exc
+    if not root_found:
+        raise DataError(f"{spec.title} not found in {root} (no such directory): {hint}")
+    if not folder_found:
+        raise DataError(f"{spec.title} not found in {root} (no {base} folder there): {hint}")
+    if missing:
+        raise DataError(
+            f"{spec.title} is incomplete in {folder}: missing {', '.join(missing)}: {hint}"
+        )
+    if corrupt:
+        raise DataError(
+            f"{spec.title} files in {folder} fail the MD5 checksum (corrupt or not the "
+            f"official release): {', '.join(corrupt)}: delete them and re-download "
+            "(--download), or skip the check with verify=False"
+        )
+
+
 def _download_cifar(spec: _CifarSpec, root: Path, folder: Path, verify: bool) -> None:
     """Download and extract the official archive unless all files are already there."""
     present = not _missing_files(spec, folder)
@@ -451,31 +510,10 @@ def _load_cifar(
     verify: bool,
 ) -> DataSplits:
     root = _cifar_root(spec, data_dir)
-    base = spec.verified.base_folder
-    folder = root / base
-    hint = (
-        f"pass --data-dir pointing at the folder holding {base}, "
-        "or add --download on a machine with internet"
-    )
+    folder = root / spec.verified.base_folder
     if download:
         _download_cifar(spec, root, folder, verify)
-    if not root.is_dir():
-        raise DataError(f"{spec.title} not found in {root} (no such directory): {hint}")
-    if not folder.is_dir():
-        raise DataError(f"{spec.title} not found in {root} (no {base} folder there): {hint}")
-    missing = _missing_files(spec, folder)
-    if missing:
-        raise DataError(
-            f"{spec.title} is incomplete in {folder}: missing {', '.join(missing)}: {hint}"
-        )
-    if verify:
-        corrupt = [f for f, md5 in spec.files if not check_integrity(folder / f, md5)]
-        if corrupt:
-            raise DataError(
-                f"{spec.title} files in {folder} fail the MD5 checksum (corrupt or not the "
-                f"official release): {', '.join(corrupt)}: delete them and re-download "
-                "(--download), or skip the check with verify=False"
-            )
+    _check_cifar_files(spec, root, verify=verify)
 
     normalize = T.Normalize(spec.mean, spec.std)
     eval_tf = T.Compose([T.ToTensor(), normalize])

@@ -59,17 +59,25 @@ def policy_from_dict(data: Mapping[str, object]) -> Policy:
             w, a = entry["w_bits"], entry["a_bits"]
         elif isinstance(entry, list | tuple) and len(entry) == 2:
             w, a = entry
+        elif isinstance(entry, Mapping):
+            missing = " and ".join(k for k in ("w_bits", "a_bits") if k not in entry)
+            raise PolicyError(
+                f"policy entry for layer {name!r} has no {missing}: write "
+                '{"w_bits": B, "a_bits": B} with integer bits'
+            )
         else:
             raise PolicyError(
                 f'policy entry for layer {name!r} must be {{"w_bits": B, "a_bits": B}}, '
-                f"got {entry!r}"
+                f"got {_short(entry)}"
             )
         if (
             isinstance(w, bool)
             or isinstance(a, bool)
             or not (isinstance(w, int) and isinstance(a, int))
         ):
-            raise PolicyError(f"bits for layer {name!r} must be integers, got {w!r}, {a!r}")
+            raise PolicyError(
+                f"bits for layer {name!r} must be integers, got {_short(w)}, {_short(a)}"
+            )
         policy[str(name)] = LayerBits(w, a)
     return policy
 
@@ -83,12 +91,30 @@ def load_policy_file(path: str | Path) -> Policy:
     """Read a policy JSON file; raises :class:`PolicyError` with a one-line reason."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
-        raise PolicyError(f"policy file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PolicyError(f"policy file {path} is not valid JSON ({err})") from None
+        raise PolicyError(f"policy file {path} does not exist: check the path") from None
+    except IsADirectoryError:
+        raise PolicyError(f"policy file {path} is a folder: pass a JSON file") from None
+    except UnicodeDecodeError as err:
+        raise PolicyError(f"policy file {path} is not valid JSON (not UTF-8 text: {err})") from None
+    except (OSError, ValueError) as err:  # ValueError: a path with a NUL byte
+        raise PolicyError(f"cannot read policy file {path} ({_short(err)})") from None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, too many digits, nesting
+        raise PolicyError(
+            f"policy file {path} is not valid JSON ({_short(err)}): write "
+            '{"<layer>": {"w_bits": B, "a_bits": B}, ...}'
+        ) from None
     return policy_from_dict(data)
+
+
+def _short(value: object, limit: int = 120) -> str:
+    """``repr`` of ``value`` (or an exception's text) on one line, cut to ``limit`` chars."""
+    text = str(value) if isinstance(value, BaseException) else repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def validate_policy(

@@ -55,6 +55,9 @@ class BudgetConfig:
 
     max_search_seconds: float = 120.0
     max_search_samples: int = 200_000
+    # a trial (search + every candidate's finetune and evaluation) still running after
+    # this many wall seconds is stopped and recorded as ``timeout``
+    max_trial_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,9 @@ class ProtocolError(ValueError):
 _CONSTRAINT = re.compile(
     r"^\s*(?P<metric>bitops|size)\s*<=\s*(?P<value>[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)"
     r"\s*(?P<unit>[a-z]*)\s*$",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,  # ASCII: "ſize" or a Kelvin sign must not pass for size / k
 )
+_METRIC = re.compile(r"^\s*(?P<metric>[a-z_]\w*)\s*(<=|<|>=|>|=)", re.IGNORECASE | re.ASCII)
 _UNITS = {
     "bitops": {"": None, "x": None, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12},
     "size": {
@@ -75,8 +76,17 @@ class Constraint:
 
     @classmethod
     def parse(cls, text: str) -> Constraint:
-        match = _CONSTRAINT.match(text or "")
+        """Read ``text``; anything malformed raises :class:`ProtocolError` (one line)."""
+        if not isinstance(text, str):
+            raise ProtocolError(f"a constraint must be text like bitops<=0.5, got {text!r}")
+        match = _CONSTRAINT.match(text)
         if not match:
+            other = _METRIC.match(text)
+            if other and other["metric"].lower() not in _UNITS:
+                raise ProtocolError(
+                    f"unknown constraint metric {other['metric']!r} in {text!r}: use bitops or "
+                    "size, e.g. bitops<=0.5 or size<=0.25"
+                )
             raise ProtocolError(
                 f"cannot read constraint {text!r}: write e.g. bitops<=0.5 (ratio to W8A8), "
                 "size<=0.25, bitops<=0.3G or size<=40KB"
@@ -88,7 +98,10 @@ class Constraint:
             raise ProtocolError(f"unknown unit {unit!r} in {text!r}: use one of {units}")
         scale = _UNITS[metric][unit]
         if value <= 0 or not math.isfinite(value):
-            raise ProtocolError(f"constraint limit must be positive, got {text!r}")
+            raise ProtocolError(
+                f"constraint limit must be a positive, finite number, got {text!r}: "
+                "write e.g. bitops<=0.5"
+            )
         if scale is None:
             if value > 16:
                 raise ProtocolError(
@@ -309,8 +322,17 @@ class Context:
         )
 
     def report(self, **metrics: Any) -> None:
-        """Send intermediate metrics to the scheduler (Ray Tune) and the trial log."""
+        """Send intermediate metrics to the scheduler (Ray Tune) and the trial log.
+
+        A metric whose name contains ``loss`` and whose value is NaN or infinite ends
+        the search: it raises :class:`benchmark.train.DivergedError` (status ``diverged``).
+        """
+        from benchmark.train import DivergedError
+
         self.log.info("report %s", metrics)
+        for name, value in metrics.items():
+            if "loss" in name and isinstance(value, float | int) and not math.isfinite(value):
+                raise DivergedError(f"the search reported {name}={value}")
         if self.reporter is not None:
             self.reporter(metrics)
 

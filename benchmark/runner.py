@@ -16,15 +16,18 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmark.records import RunStore
-from benchmark.trial import TrialSpec, run_trial
+from benchmark.trial import TrialSpec, read_outbox, run_trial, spec_row
 
 Progress = Callable[[str], None]
 
@@ -112,8 +115,31 @@ def _ray_trainable(config: dict[str, Any]) -> None:
     from ray import tune
 
     spec = TrialSpec(**config["spec"])
-    rows = run_trial(spec, reporter=lambda metrics: None)
+    # a retry after the worker ended itself past the time limit finds the rows it left
+    rows = read_outbox(spec) or run_trial(spec, reporter=lambda metrics: None, hard_exit=True)
     tune.report({"rows_json": json.dumps(rows, default=str), "done_rows": len(rows)})
+
+
+class RunnerError(Exception):
+    """The runner cannot start (e.g. a cluster without the resources asked for)."""
+
+
+def _check_cluster(cpus_per_trial: float, gpus_per_trial: float) -> None:
+    import ray
+
+    total = ray.cluster_resources()
+    for name, wanted in (("CPU", cpus_per_trial), ("GPU", gpus_per_trial)):
+        have = float(total.get(name, 0.0))
+        if wanted > have:
+            flag = f"--{name.lower()}s-per-trial"
+            raise RunnerError(
+                f"{flag} {wanted:g} but the Ray cluster has {have:g} {name}(s); "
+                f"lower {flag} or add nodes"
+            )
+
+
+def _crashed_row(spec: TrialSpec, error: str) -> list[dict[str, Any]]:
+    return [spec_row(spec, status="crashed", error=error[:2000])]
 
 
 def run_ray(
@@ -134,19 +160,29 @@ def run_ray(
     import ray
     from ray import tune
 
-    for name in ("ray", "ray.tune", "ray.train"):
+    for name in ("ray", "ray.train"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # trial errors are reported as rows and progress lines, not as Tune's tracebacks
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
 
     started_here = False
     if not ray.is_initialized():
-        ray.init(
-            address=address,
-            num_cpus=None if address else os.cpu_count(),
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        try:
+            ray.init(
+                address=address,
+                num_cpus=None if address else os.cpu_count(),
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise RunnerError(
+                f"cannot start or join Ray at {address or 'this machine'} ({first}); "
+                "check --address (`ray status` on the head node)"
+            ) from None
         started_here = True
+    interrupted = {"flag": False}  # plain data: Tune pickles the callback below
     labels = {spec.key: (i, _label(spec)) for i, spec in enumerate(specs, 1)}
     total = len(specs)
     starts: dict[str, float] = {}
@@ -170,25 +206,76 @@ def run_ray(
             took = time.perf_counter() - starts.get(spec.key, time.perf_counter())
             progress(f"[{i}/{total}] {label}: {summarize(rows)} [{took:.0f} s]")
 
-    trainable = tune.with_resources(_ray_trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
-    storage = (store.run_dir / "ray").resolve()
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"spec": tune.grid_search([asdict(s) for s in specs])},
-        tune_config=tune.TuneConfig(reuse_actors=False),
-        run_config=tune.RunConfig(
-            name="tune",
-            storage_path=str(storage),
-            verbose=0,
-            callbacks=[_Rows()],
-            failure_config=tune.FailureConfig(max_failures=1),
-        ),
-    )
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            if interrupted["flag"]:  # stopped by Ctrl-C: left for --resume
+                return
+            spec = TrialSpec(**trial.config["spec"])
+            error = str(trial.get_error() or "the worker process died").strip()
+            lines = [line for line in error.splitlines() if line.strip()]
+            text = f"worker crashed (retried once): {lines[-1] if lines else error}"
+            rows = read_outbox(spec) or _crashed_row(spec, text)
+            store.add(rows)
+            i, label = labels[spec.key]
+            progress(f"[{i}/{total}] {label}: {summarize(rows)}")
+
     try:
-        tuner.fit()
+        _check_cluster(cpus_per_trial, gpus_per_trial)
+        trainable = tune.with_resources(
+            _ray_trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
+        )
+        storage = (store.run_dir / "ray").resolve()
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"spec": tune.grid_search([asdict(s) for s in specs])},
+            # a worker process serves trial after trial (torch imported once)
+            tune_config=tune.TuneConfig(reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str(storage),
+                verbose=0,
+                callbacks=[_Rows()],
+                failure_config=tune.FailureConfig(max_failures=1),
+            ),
+        )
+        with _graceful_interrupt(interrupted):
+            tuner.fit()
+        if interrupted["flag"]:
+            raise KeyboardInterrupt
+        for spec in specs:  # a trial Ray lost without an error event
+            if spec.key not in store.finished_trials():
+                store.add(read_outbox(spec) or _crashed_row(spec, "no result from the worker"))
     finally:
         if started_here:
             ray.shutdown()
+
+
+@contextmanager
+def _graceful_interrupt(flag: dict[str, bool]) -> Iterator[None]:
+    """First Ctrl-C: set ``flag["flag"]`` and ask Tune to stop its trials and return (Tune's
+    SIGUSR1 handler); a second Ctrl-C raises ``KeyboardInterrupt`` at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if flag["flag"]:
+            raise KeyboardInterrupt
+        flag["flag"] = True
+        line = "interrupt: stopping the running trials (Ctrl-C again to force)"
+        print(line, file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if previous_env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous_env
 
 
 def stderr_progress(line: str) -> None:

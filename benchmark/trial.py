@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.checkpoints import config_hash
+from benchmark.checkpoints import atomic_write_text, config_hash
 from benchmark.data import DataSplits, load_splits
 from benchmark.presets import load_preset
 from benchmark.protocol import (
@@ -37,6 +39,9 @@ from benchmark.records import ResultRow, versions
 from benchmark.spaces import get_space
 from benchmark.spaces.base import SearchSpace
 from benchmark.train import DivergedError, evaluate, finetune_qat, recalibrate
+from benchmark.watchdog import TrialTimeout, time_limit
+
+EXIT_HARD_TIMEOUT = 3  # a worker that had to end itself past its time limit
 
 
 @dataclass(frozen=True)
@@ -55,12 +60,38 @@ class TrialSpec:
     max_search_samples: int | None = None
     cpus: float = 1.0
     gpus: float = 0.0
+    max_trial_seconds: float | None = None  # None: the preset's
 
     @property
     def key(self) -> str:
         """Identifies the trial inside a run (resume skips finished keys)."""
         options = json.dumps(self.method_options, sort_keys=True)
         return f"{self.method}|{Task(**self.task).key}|{options}"
+
+    @property
+    def trial_dir(self) -> Path:
+        """``<run>/trials/<method>-<hash of key>``: the method's workdir and the outbox."""
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.method)
+        return Path(self.run_dir) / "trials" / f"{slug}-{config_hash({'k': self.key})}"
+
+    @property
+    def outbox(self) -> Path:
+        """Where the worker leaves the trial's finished rows (read back on retry/resume)."""
+        return self.trial_dir / "rows.json"
+
+
+def write_outbox(spec: TrialSpec, rows: list[dict[str, Any]]) -> None:
+    """Store a finished trial's rows next to its workdir (atomic)."""
+    atomic_write_text(spec.outbox, json.dumps(rows, default=str))
+
+
+def read_outbox(spec: TrialSpec) -> list[dict[str, Any]] | None:
+    """The rows a worker left for ``spec``, or ``None`` (none, or unreadable)."""
+    try:
+        rows = json.loads(spec.outbox.read_text())
+    except (OSError, ValueError):
+        return None
+    return rows if isinstance(rows, list) and rows else None
 
 
 def _device(spec: TrialSpec) -> tuple[torch.device, str]:
@@ -102,36 +133,95 @@ class _Timer:
         self.seconds += time.perf_counter() - self._t0
 
 
-def run_trial(
-    spec: TrialSpec, reporter: Callable[[dict[str, Any]], None] | None = None
-) -> list[dict[str, Any]]:
-    """Run one trial and return its rows (never raises for a method's own failure)."""
+def _base_row(spec: TrialSpec, device_name: str) -> ResultRow:
     task = Task(**spec.task)
-    torch.set_num_threads(max(1, int(spec.cpus)))
-    device, device_name = _device(spec)
-    log = logging.getLogger(f"mpqbench.trial.{spec.method}")
-    base = ResultRow(
+    return ResultRow(
         run_id=spec.run_id,
         trial_key=spec.key,
         method=spec.method,
         space=task.space,
         dataset=task.dataset,
-        preset=task.preset,
+        preset=Path(task.preset).stem if task.preset.endswith(".toml") else task.preset,
         seed=task.seed,
         constraint=task.constraint,
         device=device_name,
         **versions(),
     )
 
+
+def spec_row(spec: TrialSpec, **fields: Any) -> dict[str, Any]:
+    """A row for a trial that produced none itself (e.g. its worker crashed)."""
+    row = replace(_base_row(spec, _device(spec)[1]), **fields)
+    try:
+        from methods import get_method
+
+        row = replace(row, method=get_method(spec.method).name)
+    except Exception:  # noqa: BLE001 - keep the name as given
+        pass
+    return asdict(replace(row, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S")))
+
+
+def run_trial(
+    spec: TrialSpec,
+    reporter: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    hard_exit: bool = False,
+) -> list[dict[str, Any]]:
+    """Run one trial, store its rows in the outbox and return them.
+
+    Never raises for a method's own failure. Past the time limit (the spec's, else the
+    preset's ``max_trial_seconds``, counted from the end of the set-up: data and the
+    cached FP checkpoint) the trial stops with a ``timeout`` row; rows of candidates
+    evaluated before it are kept. ``hard_exit`` (worker processes only): if
+    the trial is stuck in C code and cannot be stopped, write the rows and end the
+    process ``grace`` seconds after the limit.
+    """
+    task = Task(**spec.task)
+    torch.set_num_threads(max(1, int(spec.cpus)))
+    device, device_name = _device(spec)
+    log = logging.getLogger(f"mpqbench.trial.{spec.method}")
+    base = _base_row(spec, device_name)
+
     def finish(rows: list[ResultRow]) -> list[dict[str, Any]]:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         return [asdict(replace(r, finished_at=stamp)) for r in rows]
 
+    limit = spec.max_trial_seconds
+    if limit is None:
+        try:
+            limit = load_preset(task.preset).budget.max_trial_seconds
+        except Exception:  # noqa: BLE001 - a bad preset is reported by _run below
+            limit = None
+    # what a timeout keeps: the trial's base row so far and the candidate rows finished
+    state: dict[str, Any] = {"base": base, "rows": []}
+
+    def timed_out() -> list[dict[str, Any]]:
+        text = f"TrialTimeout: the trial ran past its time limit of {limit:g} s"
+        row = replace(state["base"], status="timeout", error=text)
+        if "search_t0" in state and row.search_device_hours != row.search_device_hours:
+            row = replace(
+                row, search_device_hours=(time.perf_counter() - state["search_t0"]) / 3600
+            )
+        return finish([*state["rows"], row])
+
+    def hard_timeout() -> None:
+        log.error("trial %s is stuck past its time limit; ending the worker", spec.key)
+        write_outbox(spec, timed_out())
+        os._exit(EXIT_HARD_TIMEOUT)
+
+    state["time_limit"] = lambda: time_limit(
+        limit, on_hard_timeout=hard_timeout if hard_exit else None
+    )
     try:
-        return _run(spec, task, base, device, log, reporter, finish)
+        rows = _run(spec, task, base, device, log, reporter, finish, state)
+    except TrialTimeout:
+        log.warning("trial %s ran past its time limit of %s s", spec.key, limit)
+        rows = timed_out()
     except Exception as err:  # noqa: BLE001 - setup failures are recorded, not raised
         log.warning("trial %s failed during set-up: %s", spec.key, err)
-        return finish([replace(base, status=_status_of(err), error=_error_text(err))])
+        rows = finish([replace(base, status=_status_of(err), error=_error_text(err))])
+    write_outbox(spec, rows)
+    return rows
 
 
 def _run(
@@ -142,6 +232,7 @@ def _run(
     log: logging.Logger,
     reporter: Callable[[dict[str, Any]], None] | None,
     finish: Callable[[list[ResultRow]], list[dict[str, Any]]],
+    state: dict[str, Any],
 ) -> list[dict[str, Any]]:
     from methods import get_method  # the harness reaches methods only through the registry
 
@@ -168,7 +259,8 @@ def _run(
     method_cls = get_method(spec.method)
     if method_cls.name != spec.method:
         base = replace(base, method=method_cls.name)
-    workdir = Path(spec.run_dir) / "trials" / f"{method_cls.name}-{config_hash({'k': spec.key})}"
+    state["base"] = base
+    workdir = spec.trial_dir
     workdir.mkdir(parents=True, exist_ok=True)
     _seed_globals(task.seed)
     ctx = Context.create(
@@ -184,10 +276,26 @@ def _run(
         reporter=reporter,
         options=spec.method_options,
     )
+    with state["time_limit"]():  # search + evaluation; FP pretraining is not the method's
+        return _search_and_evaluate(spec, ctx, method_cls, splits, budget, log, finish, state)
+
+
+def _search_and_evaluate(
+    spec: TrialSpec,
+    ctx: Context,
+    method_cls: type,
+    splits: DataSplits,
+    budget: Budget,
+    log: logging.Logger,
+    finish: Callable[[list[ResultRow]], list[dict[str, Any]]],
+    state: dict[str, Any],
+) -> list[dict[str, Any]]:
+    base: ResultRow = state["base"]
     meter = ctx.budget
     search_timer = _Timer()
     try:
         method = method_cls(**spec.method_options)
+        state["search_t0"] = time.perf_counter()
         with search_timer:
             result = method.search(ctx)
         if search_timer.seconds > budget.max_search_seconds:
@@ -214,10 +322,10 @@ def _run(
     )
     if not result.candidates:
         return finish([replace(base, status="failed", error="the method returned no candidate")])
-    rows = []
+    state["base"] = base  # a timeout from here on keeps the search's cost
     for index, candidate in enumerate(result.candidates):
-        rows.extend(_evaluate_candidate(base, index, candidate, result, ctx, splits, spec))
-    return finish(rows)
+        state["rows"].extend(_evaluate_candidate(base, index, candidate, result, ctx, splits, spec))
+    return finish(state["rows"])
 
 
 def _evaluate_candidate(

@@ -68,3 +68,21 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory, digits_splits) -> Pretr
     space = get_space("resnet20")
     state, info = pretrain_fp(space, digits_splits, preset, seed=0, cache_dir=folder)
     return Pretrained(space, digits_splits, preset, state, info, folder)
+
+
+PLUGINS = Path(__file__).parent / "plugins"
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray per test session (2 CPUs); workers can import the test plugins."""
+    import ray
+
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(PLUGINS), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

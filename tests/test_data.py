@@ -13,6 +13,7 @@ from benchmark import data as data_module
 from benchmark.data import (
     DataError,
     DataSplits,
+    check_data_dir,
     fixed_batch,
     list_datasets,
     load_splits,
@@ -333,6 +334,24 @@ def test_cifar_missing_directory(tmp_path: Path) -> None:
     assert "--data-dir" in str(info.value) and "--download" in str(info.value)
     with pytest.raises(DataError, match="cifar-100-python"):
         load_splits("cifar100", tmp_path)  # exists, but holds no dataset folder
+
+
+def test_check_data_dir_is_the_cheap_form_of_the_loader_checks(
+    cifar10_dir: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
+    root, _ = cifar10_dir
+    check_data_dir("digits", None)  # needs nothing
+    check_data_dir("cifar10", root, verify=False)  # files present
+    check_data_dir("cifar10", root / "cifar-10-batches-py", verify=False)
+    with pytest.raises(DataError, match="checksum"):  # not the official files
+        check_data_dir("cifar10", root)
+    with pytest.raises(DataError, match="--data-dir"):
+        check_data_dir("cifar10", None)
+    with pytest.raises(DataError, match="no such directory"):
+        check_data_dir("cifar10", tmp_path / "nowhere")
+    check_data_dir("cifar10", tmp_path / "nowhere", download=True)  # fetched later
+    with pytest.raises(DataError, match="unknown dataset"):
+        check_data_dir("mnist", root)
 
 
 def test_cifar_missing_file(cifar10_dir: tuple[Path, dict[str, np.ndarray]]) -> None:

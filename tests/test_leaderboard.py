@@ -274,6 +274,48 @@ def test_load_runs_skips_a_corrupt_parquet_with_a_warning(tmp_path: Path) -> Non
     assert set(frame["run_id"]) == {"good"}
 
 
+def test_load_runs_skips_a_run_with_truncated_parquet_and_garbage_csv(tmp_path: Path) -> None:
+    good = _store(tmp_path / "good", [row("A", 0, run_id="good")])
+    bad = _store(tmp_path / "bad", [row("B", 0, run_id="bad")])
+    parquet = (bad / "records.parquet").read_bytes()
+    (bad / "records.parquet").write_bytes(parquet[: len(parquet) // 2])  # truncated
+    (bad / "records.csv").write_bytes(b"\x00\xff\xfe garbage \x81\n\x02,\x03")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = load_runs([good, bad])
+    assert set(frame["run_id"]) == {"good"}
+    messages = [str(w.message) for w in caught]
+    for name in ("records.parquet", "records.csv"):
+        assert any(str(bad / name) in m and "skipped" in m for m in messages), messages
+
+
+def test_load_runs_reads_the_csv_when_the_parquet_is_truncated(tmp_path: Path) -> None:
+    run = _store(tmp_path / "r", [row("A", 0, run_id="r")])
+    parquet = (run / "records.parquet").read_bytes()
+    (run / "records.parquet").write_bytes(parquet[:-20])
+    with pytest.warns(UserWarning, match=r"r[/\\]records\.parquet"):
+        frame = load_runs([run])
+    assert frame["method"].tolist() == ["A"]
+
+
+def test_cli_leaderboard_warns_about_an_unreadable_run_and_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from benchmark.cli import main
+
+    _store(tmp_path / "out" / "runs" / "good", [row("A", 0, run_id="good")])
+    bad = tmp_path / "out" / "runs" / "bad"
+    bad.mkdir()
+    (bad / "records.parquet").write_bytes(b"PAR1 truncated")
+    board = tmp_path / "board"
+    assert main(["leaderboard", str(tmp_path / "out"), "--out", str(board)]) == 0
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and str(bad / "records.parquet") in warned[0], err
+    assert "Traceback" not in err
+    assert "| A " in (board / "leaderboard.md").read_text()
+
+
 def test_load_runs_falls_back_to_csv(tmp_path: Path) -> None:
     run = _store(tmp_path / "r", [row("A", 0, run_id="r", trial_key="1e5")])
     (run / "records.parquet").unlink()

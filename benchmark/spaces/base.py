@@ -55,6 +55,11 @@ class SearchSpace(ABC):
         """The architecture bits-only methods work on (``None`` for fixed spaces)."""
         return None
 
+    @property
+    def smallest_arch(self) -> Any:
+        """The architecture with the fewest MACs and parameters (``None`` for fixed spaces)."""
+        return self.reference_arch
+
     def validate_arch(self, arch: Any) -> Any:
         """Return ``arch`` normalised for this space, or raise :class:`SpaceError`."""
         return None
@@ -168,6 +173,14 @@ class SearchSpace(ABC):
         """
         report = cost_from_profiles(self.profiles(self.reference_arch), {})
         return Reference(report.bitops_w8a8, report.size_bits_w8a8)
+
+    def cheapest_cost(self) -> CostReport:
+        """Cost of the cheapest candidate: :attr:`smallest_arch` with every searchable layer
+        at the lowest bit choice (fixed layers per the convention). No constraint tighter
+        than this (in BitOPs or size) can be met on this space."""
+        arch = self.smallest_arch
+        low = min(self.bit_choices)
+        return self.cost(self.uniform_policy(low, low, arch), arch)
 
     def cost(self, policy: Mapping[str, LayerBits], arch: Any = None) -> CostReport:
         """Cost of a (full or searchable-only) policy on this space, for one 32×32 image."""

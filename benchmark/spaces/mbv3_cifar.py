@@ -69,6 +69,7 @@ from benchmark.spaces.mbv3_arch import (
     MBV3Arch,
     as_arch,
     max_arch,
+    min_arch,
     sample_arch,
 )
 
@@ -358,6 +359,11 @@ class MBV3CifarSpace(SearchSpace):
     @property
     def reference_arch(self) -> MBV3Arch:
         return REFERENCE_ARCH
+
+    @property
+    def smallest_arch(self) -> MBV3Arch:
+        """Kernel 3, expand 3, depth 2 everywhere (:func:`~.mbv3_arch.min_arch`)."""
+        return min_arch()
 
     def validate_arch(self, arch: Any) -> MBV3Arch:
         """The canonical :class:`MBV3Arch` of ``arch`` (an arch, its dict, or None)."""

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import time
+
+import torch
+
 from benchmark.protocol import Candidate, Context, SearchResult
 from methods.base import Method
 
@@ -39,3 +44,75 @@ class AllW4(Method):
     def search(self, ctx: Context) -> SearchResult:
         policy = ctx.space.uniform_policy(self.bits, self.bits, ctx.space.reference_arch)
         return SearchResult([Candidate(policy, label=f"all{self.bits}")])
+
+
+class Diverging(Method):
+    """Trains until its weights, and so its loss, overflow to inf/NaN."""
+
+    name = "diverging"
+    searches = "bits"
+
+    def search(self, ctx: Context) -> SearchResult:
+        model = ctx.space.build(ctx.space.reference_arch).to(ctx.device)
+        model.load_state_dict(ctx.fp_state, strict=False)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in ctx.train_loader(32):
+            loss = torch.nn.functional.cross_entropy(model(x.to(ctx.device)), y.to(ctx.device))
+            ctx.report(loss=float(loss))  # the harness ends the search on a non-finite loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():  # a blow-up, 1e20× per step (BN would hide a big lr)
+                for param in model.parameters():
+                    param.mul_(1e20)
+        raise AssertionError("the loss stayed finite")
+
+
+class Crashing(Method):
+    """Kills its own process (a segfault, an OOM kill) in the middle of the search."""
+
+    name = "crashing"
+    searches = "bits"
+
+    def search(self, ctx: Context) -> SearchResult:
+        with (ctx.workdir / "attempts").open("a") as handle:  # the test counts retries
+            handle.write("attempt\n")
+        os._exit(17)
+
+
+class Hanging(Method):
+    """Never returns from search (sleeps, or spins in pure Python)."""
+
+    name = "hanging"
+    searches = "bits"
+
+    def __init__(self, nap: float = 0.2) -> None:
+        self.nap = nap  # 0: spin in Python; long: stuck in one C call
+
+    def search(self, ctx: Context) -> SearchResult:
+        while True:
+            if self.nap:
+                time.sleep(self.nap)
+
+
+class Checkpointing(Method):
+    """Counts ``steps`` search steps, checkpointing each; with ``die_at`` the process
+    dies (``os._exit``) at that step the first time, so a resumed run must continue."""
+
+    name = "checkpointing"
+    searches = "bits"
+
+    def __init__(self, steps: int = 5, die_at: int | None = None) -> None:
+        self.steps, self.die_at = steps, die_at
+
+    def search(self, ctx: Context) -> SearchResult:
+        state = ctx.load_checkpoint() or {"step": 0, "started_at": []}
+        state["started_at"].append(state["step"])
+        for step in range(state["step"], self.steps):
+            if step == self.die_at and len(state["started_at"]) == 1:
+                os._exit(9)
+            state["step"] = step + 1
+            ctx.save_checkpoint(state)
+        policy = ctx.space.uniform_policy(4, 4, ctx.space.reference_arch)
+        meta = {"started_at": state["started_at"]}
+        return SearchResult([Candidate(policy, label="w4", meta=meta)])

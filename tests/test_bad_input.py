@@ -1,0 +1,243 @@
+"""Bad input to the CLI: exit code 2, one ``error:`` line saying what is wrong and what to do,
+no traceback, nothing written, no training started (every case fails in validation)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import benchmark.runner
+from benchmark.cli import main
+
+GPUS_TOO_MANY = str(torch.cuda.device_count() + 1)
+CPUS_TOO_MANY = str((os.cpu_count() or 1) + 1)
+MAX_SECONDS = 10.0  # generous (shared CI cores): a case that trains would take minutes
+
+UNKNOWN_LAYER = {"nolayer": {"w_bits": 4, "a_bits": 4}}
+FILES: dict[str, str] = {  # name -> content, created under tmp_path/in for every case
+    "unknown_layer.json": json.dumps(UNKNOWN_LAYER),
+    "bits5.json": json.dumps({"layer1.0.conv1": {"w_bits": 5, "a_bits": 4}}),
+    "list.json": json.dumps([["layer1.0.conv1", 4, 4]]),
+    "no_w_bits.json": json.dumps({"layer1.0.conv1": {"a_bits": 4}}),
+    "string_bits.json": json.dumps({"layer1.0.conv1": {"w_bits": "4", "a_bits": 4}}),
+    "triple.json": json.dumps({"layer1.0.conv1": [4, 4, 4]}),
+    "partial.json": json.dumps({"layer1.0.conv1": {"w_bits": 4, "a_bits": 4}}),
+    "fixed_at_4.json": json.dumps({"conv1": {"w_bits": 4, "a_bits": 4}}),
+    "not_json.json": "w_bits: 4, a_bits: 4",
+    "a_file": "not a folder",
+    "cifar_empty/.keep": "",
+    "cifar_incomplete/cifar-10-batches-py/data_batch_1": "junk",
+    **{f"cifar_corrupt/cifar-10-batches-py/{name}": "junk" for name in (
+        "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+        "test_batch", "batches.meta",
+    )},
+    "unreadable_run/records.parquet": "PAR1 not parquet at all",
+}  # fmt: skip
+
+RUN = ["run", "--methods", "uniform"]
+CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
+    # --- names (each lists the valid ones)
+    ("unknown-method", ["run", "--methods", "nope"], ("unknown method 'nope'", "uniform")),
+    ("unknown-method-path", ["run", "--methods", "no_such_module:Cls"], "cannot import"),
+    (
+        "unknown-space",
+        [*RUN, "--space", "nope"],
+        ("unknown space 'nope'", "mbv3-cifar, resnet20"),
+    ),
+    (
+        "unknown-dataset",
+        [*RUN, "--dataset", "nope"],
+        ("unknown dataset 'nope'", "cifar10, cifar100, digits"),
+    ),
+    (
+        "unknown-preset",
+        [*RUN, "--preset", "nope"],
+        ("unknown preset 'nope'", "paper, small, smoke"),
+    ),
+    ("missing-preset-file", [*RUN, "--preset", "{in}/none.toml"], "does not exist"),
+    ("unknown-executor", [*RUN, "--executor", "dask"], "invalid choice"),
+    ("unknown-subcommand", ["bogus"], "invalid choice: 'bogus'"),
+    ("unknown-option", [*RUN, "--frobnicate"], "unrecognized arguments"),
+    ("no-methods", ["run"], "--methods is required"),
+    # --- constraints: malformed and impossible
+    ("constraint-not-a-number", [*RUN, "--constraint", "bitops<=abc"], "cannot read constraint"),
+    ("constraint-wrong-operator", [*RUN, "--constraint", "bitops<0.5"], "cannot read constraint"),
+    (
+        "constraint-unknown-metric",
+        [*RUN, "--constraint", "latency<=1"],
+        "unknown constraint metric 'latency'",
+    ),
+    ("constraint-unknown-unit", [*RUN, "--constraint", "bitops<=3q"], "unknown unit 'q'"),
+    ("constraint-zero", [*RUN, "--constraint", "bitops<=0"], "positive"),
+    ("constraint-ratio-too-big", [*RUN, "--constraint", "bitops<=20"], "add a unit"),
+    ("constraint-non-ascii", [*RUN, "--constraint", "ſize<=0.5"], "cannot read constraint"),
+    (
+        "constraint-impossible-ratio",
+        [*RUN, "--space", "resnet20", "--constraint", "bitops<=0.001"],
+        ("cannot be met on resnet20", "bitops<=0.0728"),
+    ),
+    (
+        "constraint-impossible-absolute",
+        [*RUN, "--space", "resnet20", "--constraint", "size<=1KB"],
+        ("cannot be met on resnet20", "KB"),
+    ),
+    (
+        "constraint-impossible-default-space",
+        [*RUN, "--constraint", "bitops<=0.5,bitops<=0.05"],
+        "bitops<=0.05 cannot be met on mbv3-cifar",
+    ),
+    # --- data
+    ("cifar-without-data-dir", [*RUN, "--dataset", "cifar10"], "--data-dir"),
+    (
+        "cifar-missing-dir",
+        [*RUN, "--dataset", "cifar10", "--data-dir", "{in}/nowhere"],
+        "no such directory",
+    ),
+    (
+        "cifar-no-dataset-folder",
+        [*RUN, "--dataset", "cifar10", "--data-dir", "{in}/cifar_empty"],
+        "no cifar-10-batches-py folder",
+    ),
+    (
+        "cifar-incomplete",
+        [*RUN, "--dataset", "cifar10", "--data-dir", "{in}/cifar_incomplete"],
+        ("incomplete", "missing data_batch_2"),
+    ),
+    (
+        "cifar-corrupt",
+        [*RUN, "--dataset", "cifar10", "--data-dir", "{in}/cifar_corrupt"],
+        ("fail the MD5 checksum", "re-download"),
+    ),
+    (
+        "cifar100-in-cifar10-dir",
+        [*RUN, "--dataset", "cifar100", "--data-dir", "{in}/cifar_corrupt"],
+        "no cifar-100-python folder",
+    ),
+    # --- resources and cluster
+    ("gpus-above-machine", [*RUN, "--gpus-per-trial", GPUS_TOO_MANY], "more than this machine"),
+    ("gpus-negative", [*RUN, "--gpus-per-trial", "-1"], "at least 0"),
+    ("cpus-zero", [*RUN, "--cpus-per-trial", "0"], "above 0"),
+    ("cpus-nan", [*RUN, "--cpus-per-trial", "nan"], "finite"),
+    ("cpus-above-machine", [*RUN, "--cpus-per-trial", CPUS_TOO_MANY], "more than this machine"),
+    ("address-unreachable", [*RUN, "--address", "127.0.0.1:1"], "cannot reach a Ray cluster"),
+    ("address-bad-port", [*RUN, "--address", "127.0.0.1:99999"], "cannot read --address"),
+    ("address-bad-scheme", [*RUN, "--address", "http://127.0.0.1:1"], "cannot read --address"),
+    # --- output folders and run ids
+    ("out-under-a-file", [*RUN, "--out", "{in}/a_file/out"], "is a file, not a folder"),
+    ("out-is-a-file", [*RUN, "--out", "{in}/a_file"], "is a file, not a folder"),
+    ("cache-under-a-file", [*RUN, "--cache-dir", "{in}/a_file/cache"], "--cache-dir"),
+    ("run-id-with-slash", [*RUN, "--run-id", "../escape"], "not a plain folder name"),
+    ("resume-unknown-run", ["run", "--resume", "nope"], "no run 'nope' to resume"),
+    # --- seeds, budgets, method options
+    ("seeds-not-integers", [*RUN, "--seeds", "a,b"], "seeds must be integers"),
+    ("seeds-float", [*RUN, "--seeds", "1.5"], "seeds must be integers"),
+    ("seeds-negative", [*RUN, "--seeds", "-1"], "between 0 and"),
+    ("seeds-repeated", [*RUN, "--seeds", "0,1,0"], "given twice"),
+    ("seeds-empty", [*RUN, "--seeds", ","], "seeds must be integers"),
+    ("max-samples-negative", [*RUN, "--max-search-samples", "-5"], "at least 1"),
+    ("max-samples-float", [*RUN, "--max-search-samples", "1.5"], "whole number"),
+    ("max-seconds-zero", [*RUN, "--max-search-seconds", "0"], "above 0"),
+    ("method-options-not-json", [*RUN, "--method-options", "{bad"], "not valid JSON"),
+    ("method-options-list", [*RUN, "--method-options", "[1]"], "must be a JSON object"),
+    (
+        "method-options-unknown-method",
+        [*RUN, "--method-options", '{"random": {"num_samples": 3}}'],
+        "'random', which is not in --methods",
+    ),
+    (
+        "method-options-not-a-dict",
+        [*RUN, "--method-options", '{"uniform": 3}'],
+        "must be a JSON object of constructor options",
+    ),
+    # --- cost: names and policy files of the wrong shape
+    ("cost-unknown-space", ["cost", "--space", "vgg"], ("unknown space 'vgg'", "resnet20")),
+    ("cost-uniform-bits-5", ["cost", "--policy", "w5a5"], "not in the allowed set"),
+    ("cost-unreadable-spec", ["cost", "--policy", "nonsense"], "w4a4"),
+    ("cost-unknown-layer", ["cost", "--policy", "{in}/unknown_layer.json"], "unknown layer"),
+    ("cost-bits-5", ["cost", "--policy", "{in}/bits5.json"], "w_bits=5"),
+    ("cost-json-list", ["cost", "--policy", "{in}/list.json"], "must be a JSON object"),
+    ("cost-no-w-bits", ["cost", "--policy", "{in}/no_w_bits.json"], "has no w_bits"),
+    ("cost-string-bits", ["cost", "--policy", "{in}/string_bits.json"], "must be integers"),
+    ("cost-three-bits", ["cost", "--policy", "{in}/triple.json"], '{"w_bits": B, "a_bits": B}'),
+    ("cost-missing-layers", ["cost", "--policy", "{in}/partial.json"], "missing 17 layer(s)"),
+    ("cost-fixed-layer", ["cost", "--policy", "{in}/fixed_at_4.json"], "fixed at W8A8"),
+    ("cost-not-json", ["cost", "--policy", "{in}/not_json.json"], "not valid JSON"),
+    ("cost-missing-file", ["cost", "--policy", "{in}/nowhere.json"], "does not exist"),
+    ("cost-bad-arch-json", ["cost", "--arch", "{bad"], "neither a JSON file nor inline JSON"),
+    (
+        "cost-bad-arch",
+        ["cost", "--space", "mbv3-cifar", "--arch", '{"kernels": [3]}'],
+        "needs exactly the keys",
+    ),
+    ("cost-fixed-bits", ["cost", "--fixed-bits", "5"], "fixed_bits must be one of"),
+    ("cost-num-classes-zero", ["cost", "--num-classes", "0"], "at least 1"),
+    ("cost-num-classes-huge", ["cost", "--num-classes", "10000000"], "at most"),
+    # --- leaderboard
+    ("leaderboard-missing-dir", ["leaderboard", "{in}/nowhere"], "does not exist"),
+    ("leaderboard-nothing-readable", ["leaderboard", "{in}/unreadable_run"], "no readable"),
+    (
+        "leaderboard-out-under-a-file",
+        ["leaderboard", "{in}/unreadable_run", "--out", "{in}/a_file/lb"],
+        "is a file, not a folder",
+    ),
+]
+
+
+def _materials(folder: Path) -> None:
+    for name, content in FILES.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+
+
+def _tree(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+@pytest.fixture()
+def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a case gets as far as running trials."""
+
+    def started(*args: object, **kwargs: object) -> None:
+        pytest.fail("a bad input reached the executor (validation missed it)")
+
+    monkeypatch.setattr(benchmark.runner, "run_serial", started)
+    monkeypatch.setattr(benchmark.runner, "run_ray", started)
+
+
+@pytest.mark.parametrize(("argv", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_exits_2_with_one_line(
+    argv: list[str],
+    expected: str | tuple[str, ...],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    no_training: None,
+) -> None:
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    _materials(inputs)
+    argv = [a.replace("{in}", str(inputs)) for a in argv]
+    if argv[0] == "run" and "--out" not in argv:
+        argv += ["--out", str(out)]
+    monkeypatch.chdir(tmp_path)  # a default path (results/) would land here
+    before = _tree(tmp_path)
+
+    start = time.perf_counter()
+    code = main(argv)
+    took = time.perf_counter() - start
+
+    captured = capsys.readouterr()
+    err = captured.err
+    assert code == 2, (code, err)
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    for word in (expected,) if isinstance(expected, str) else expected:
+        assert word in err, err
+    assert "Traceback" not in err + captured.out
+    assert not out.exists()
+    assert _tree(tmp_path) == before, "a bad input wrote files"
+    assert took < MAX_SECONDS, f"validation took {took:.1f} s: a slow check runs too early"
