@@ -1,7 +1,9 @@
 """Speed: ResNet-20 W4A4 LSQ training step vs the FP32 step (same batch, CPU threads).
 
 Usage: python scripts/bench_quant_step.py [--threads 2] [--batch 128] [--steps 10]
-Prints median seconds per step for both and their ratio (target: W4A4/FP32 <= 1.3).
+Prints median seconds per step for both and their ratio (target: W4A4/FP32 <= 1.3), and which
+LSQ implementation ran (``lsq_path``: ``fused`` C++ kernel or ``python``). To time the PyTorch
+implementation instead: ``MPQBENCH_LSQ_KERNEL=python python scripts/bench_quant_step.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import time
 
 import torch
 
+from benchmark.quant import lsq_kernel
+from benchmark.quant.lsq import lsq_path
 from benchmark.spaces import get_space
 
 
@@ -45,6 +49,9 @@ def main() -> None:
     fp = space.build().to(args.device).train()
     q = space.build(policy=space.uniform_policy(4)).to(args.device).train()
     q.load_state_dict(fp.state_dict())
+    # which LSQ implementation the activations (and weights) use; builds the kernel if needed
+    path = lsq_path(x, torch.ones(1, device=args.device))
+    load_s = lsq_kernel.load_seconds()  # build or cache load, seconds (None: not tried)
     # interleave to share machine noise
     fp_t, q_t = [], []
     for _ in range(3):
@@ -61,6 +68,8 @@ def main() -> None:
                 "w4a4_step_s": round(q_s, 4),
                 "ratio": round(q_s / fp_s, 3),
                 "target_ratio": 1.3,
+                "lsq_path": path,
+                "lsq_kernel_load_s": None if load_s is None else round(load_s, 2),
             }
         )
     )

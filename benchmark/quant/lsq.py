@@ -3,19 +3,34 @@
 ``x̂ = round(clamp(x/|s|, Qn, Qp))·|s|`` with a straight-through round; the
 gradient through the clamp is zero outside ``[Qn, Qp]``; the step's gradient is
 scaled by ``1/sqrt(numel·Qp)``; ``s`` starts at ``2·mean|x|/sqrt(Qp)`` on first use.
+
+Two implementations give the same numbers (forward and ``grad_x`` bit for bit; the step's
+gradient up to the order of its float sum):
+
+- ``fused``: a C++ CPU kernel (:mod:`benchmark.quant.lsq_kernel`), one pass over memory
+  forward and one backward; used for CPU float32 tensors. It is compiled on first use and
+  cached in torch's extension directory.
+- ``python``: :class:`_LSQFunction` in plain PyTorch; used for other devices and dtypes, when
+  the kernel cannot be built (one warning is logged), or when the environment variable
+  ``MPQBENCH_LSQ_KERNEL=python`` is set (read on every call; ``auto``, the default, picks the
+  kernel where it applies).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from benchmark.quant import lsq_kernel
 from benchmark.quant.base import DEFAULT_BIT_CHOICES, Quantizer, register_quantizer
 
-_EPS = 1e-8
+_EPS = 1e-8  # added to |s| (same unit as x); the C++ kernel adds the same float32 constant
+KERNEL_ENV = "MPQBENCH_LSQ_KERNEL"
 
 
 class _LSQFunction(torch.autograd.Function):
@@ -51,9 +66,58 @@ class _LSQFunction(torch.autograd.Function):
         return grad_x, grad_step, None, None, None
 
 
+class _LSQKernelFunction(torch.autograd.Function):
+    """LSQ through the fused C++ CPU kernel; the same maths as :class:`_LSQFunction`.
+
+    Saved for backward: one float32 code per element (``round(v) − v`` inside the range,
+    ``∓inf`` below/above it), from which one pass gives ``grad_x`` and ``Σ grad·d``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, x: Tensor, step: Tensor, qn: int, qp: int, grad_scale: float, lib: Any
+    ) -> Tensor:
+        out, code = lsq_kernel.forward(lib, x, step, qn, qp, save_code=True)
+        ctx.save_for_backward(code, step)
+        ctx.grid = (qn, qp)
+        ctx.grad_scale = grad_scale
+        ctx.lib = lib
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        code, step = ctx.saved_tensors
+        need_x, need_step = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x, total = lsq_kernel.backward(ctx.lib, grad, code, *ctx.grid, need_x, need_step)
+        grad_step = None
+        if need_step:
+            grad_step = (ctx.grad_scale * torch.sign(step)) * total
+        return grad_x, grad_step, None, None, None, None
+
+
+def lsq_path(x: Tensor, step: Tensor) -> str:
+    """Which implementation :func:`lsq_quantize` uses for these inputs: ``"fused"`` or
+    ``"python"`` (builds the kernel on the first call that could use it)."""
+    if os.environ.get(KERNEL_ENV, "auto").strip().lower() == "python":
+        return "python"
+    if not lsq_kernel.supports(x, step) or lsq_kernel.load() is None:
+        return "python"
+    return "fused"
+
+
 def lsq_quantize(x: Tensor, step: Tensor, qn: int, qp: int, grad_scale: float) -> Tensor:
-    """Fake-quantize ``x`` with step ``step`` (a 1-element tensor) on the grid ``[qn, qp]``."""
-    return _LSQFunction.apply(x, step, qn, qp, grad_scale)
+    """Fake-quantize ``x`` with step ``step`` (a 1-element tensor) on the grid ``[qn, qp]``.
+
+    ``grad_scale`` (unitless) multiplies the step's gradient. See the module docstring for
+    which implementation runs.
+    """
+    if lsq_path(x, step) == "python":
+        return _LSQFunction.apply(x, step, qn, qp, grad_scale)
+    lib = lsq_kernel.load()
+    if torch.is_grad_enabled() and (x.requires_grad or step.requires_grad):
+        return _LSQKernelFunction.apply(x, step, qn, qp, grad_scale, lib)
+    out, _ = lsq_kernel.forward(lib, x, step, qn, qp, save_code=False)
+    return out
 
 
 @register_quantizer("lsq")
