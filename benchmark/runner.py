@@ -155,6 +155,10 @@ def run_ray(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, private Ray instance
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report over the network
+    # rows are stored by the run store; Tune's per-trial CSV/JSON/TensorBoard logs are not
+    # needed, and writing them is per-trial overhead
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     import logging
 
     import ray

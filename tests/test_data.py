@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import data as data_module
+from benchmark import cifar as cifar_module
 from benchmark.data import (
     DataError,
     DataSplits,
@@ -399,7 +399,7 @@ def test_cifar_download_failure_is_data_error(
     def offline(*args: object, **kwargs: object) -> None:
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
 
-    monkeypatch.setattr(data_module, "download_and_extract_archive", offline)
+    monkeypatch.setattr(cifar_module, "download_and_extract_archive", offline)
     with pytest.raises(DataError, match="downloading CIFAR-10"):
         load_splits("cifar10", tmp_path / "new", download=True)
 
@@ -412,7 +412,7 @@ def test_cifar_download_skipped_when_present(
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("should not download")
 
-    monkeypatch.setattr(data_module, "download_and_extract_archive", fail)
+    monkeypatch.setattr(cifar_module, "download_and_extract_archive", fail)
     assert len(load_splits("cifar10", root, download=True, verify=False).test) == 20
 
 
