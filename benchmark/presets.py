@@ -120,8 +120,10 @@ def load_preset(name: str) -> Preset:
             raise PresetError(f"preset file {name} does not exist")
         try:
             return Preset.from_dict(tomllib.loads(path.read_text()))
-        except tomllib.TOMLDecodeError as err:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise PresetError(f"preset file {name} is not valid TOML ({err})") from None
+        except OSError as err:
+            raise PresetError(f"cannot read preset file {name} ({err.strerror})") from None
     if name not in list_presets():
         raise PresetError(f"unknown preset {name!r}; choose one of {', '.join(list_presets())}")
     text = resources.files("benchmark").joinpath("presets", f"{name}.toml").read_text()

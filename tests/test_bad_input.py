@@ -19,7 +19,7 @@ CPUS_TOO_MANY = str((os.cpu_count() or 1) + 1)
 MAX_SECONDS = 10.0  # generous (shared CI cores): a case that trains would take minutes
 
 UNKNOWN_LAYER = {"nolayer": {"w_bits": 4, "a_bits": 4}}
-FILES: dict[str, str] = {  # name -> content, created under tmp_path/in for every case
+FILES: dict[str, str | bytes] = {  # name -> content, created under tmp_path/in for every case
     "unknown_layer.json": json.dumps(UNKNOWN_LAYER),
     "bits5.json": json.dumps({"layer1.0.conv1": {"w_bits": 5, "a_bits": 4}}),
     "list.json": json.dumps([["layer1.0.conv1", 4, 4]]),
@@ -37,6 +37,7 @@ FILES: dict[str, str] = {  # name -> content, created under tmp_path/in for ever
         "test_batch", "batches.meta",
     )},
     "unreadable_run/records.parquet": "PAR1 not parquet at all",
+    "binary.toml": b"\x89PNG\r\n\x1a\n\xff\xfe",
 }  # fmt: skip
 
 RUN = ["run", "--methods", "uniform"]
@@ -60,6 +61,7 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
         ("unknown preset 'nope'", "paper, small, smoke"),
     ),
     ("missing-preset-file", [*RUN, "--preset", "{in}/none.toml"], "does not exist"),
+    ("binary-preset-file", [*RUN, "--preset", "{in}/binary.toml"], "not valid TOML"),
     ("unknown-executor", [*RUN, "--executor", "dask"], "invalid choice"),
     ("unknown-subcommand", ["bogus"], "invalid choice: 'bogus'"),
     ("unknown-option", [*RUN, "--frobnicate"], "unrecognized arguments"),
@@ -192,7 +194,10 @@ def _materials(folder: Path) -> None:
     for name, content in FILES.items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
 
 
 def _tree(folder: Path) -> dict[str, int]:
