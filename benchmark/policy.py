@@ -68,7 +68,7 @@ def policy_from_dict(data: Mapping[str, object]) -> Policy:
         else:
             raise PolicyError(
                 f'policy entry for layer {name!r} must be {{"w_bits": B, "a_bits": B}}, '
-                f"got {_short(entry)}"
+                f"got {short_text(entry)}"
             )
         if (
             isinstance(w, bool)
@@ -76,7 +76,7 @@ def policy_from_dict(data: Mapping[str, object]) -> Policy:
             or not (isinstance(w, int) and isinstance(a, int))
         ):
             raise PolicyError(
-                f"bits for layer {name!r} must be integers, got {_short(w)}, {_short(a)}"
+                f"bits for layer {name!r} must be integers, got {short_text(w)}, {short_text(a)}"
             )
         policy[str(name)] = LayerBits(w, a)
     return policy
@@ -99,18 +99,18 @@ def load_policy_file(path: str | Path) -> Policy:
     except UnicodeDecodeError as err:
         raise PolicyError(f"policy file {path} is not valid JSON (not UTF-8 text: {err})") from None
     except (OSError, ValueError) as err:  # ValueError: a path with a NUL byte
-        raise PolicyError(f"cannot read policy file {path} ({_short(err)})") from None
+        raise PolicyError(f"cannot read policy file {path} ({short_text(err)})") from None
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as err:  # JSONDecodeError, too many digits, nesting
         raise PolicyError(
-            f"policy file {path} is not valid JSON ({_short(err)}): write "
+            f"policy file {path} is not valid JSON ({short_text(err)}): write "
             '{"<layer>": {"w_bits": B, "a_bits": B}, ...}'
         ) from None
     return policy_from_dict(data)
 
 
-def _short(value: object, limit: int = 120) -> str:
+def short_text(value: object, limit: int = 120) -> str:
     """``repr`` of ``value`` (or an exception's text) on one line, cut to ``limit`` chars."""
     text = str(value) if isinstance(value, BaseException) else repr(value)
     text = " ".join(text.split())

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from benchmark.cost import CostReport, Reference
+from benchmark.policy import short_text
 from benchmark.protocol import Constraint
 from benchmark.spaces.base import SearchSpace
 
@@ -64,7 +65,8 @@ def check_writable_dir(path: str | Path, option: str) -> Path:
         writable = os.access(existing, os.W_OK | os.X_OK)
     except (OSError, ValueError, RuntimeError) as err:  # too long, NUL byte, symlink loop
         raise InputError(
-            f"{option} {_short(path)} is not a usable path ({_short(err)}): pass another folder"
+            f"{option} {short_text(path)} is not a usable path ({short_text(err)}): "
+            "pass another folder"
         ) from None
     if not is_dir:
         raise InputError(
@@ -84,7 +86,7 @@ def check_method_options(options: object, methods: Sequence[str]) -> dict[str, d
     if not isinstance(options, Mapping):
         raise InputError(
             f"--method-options must be a JSON object like "
-            f'{{"random": {{"num_samples": 8}}}}, got {_short(options)}'
+            f'{{"random": {{"num_samples": 8}}}}, got {short_text(options)}'
         )
     for name, value in options.items():
         if name not in methods:
@@ -95,7 +97,7 @@ def check_method_options(options: object, methods: Sequence[str]) -> dict[str, d
         if not isinstance(value, Mapping):
             raise InputError(
                 f"--method-options for {name!r} must be a JSON object of constructor options, "
-                f"got {_short(value)}"
+                f"got {short_text(value)}"
             )
     return {str(k): dict(v) for k, v in options.items()}
 
@@ -166,7 +168,7 @@ def parse_address(address: str) -> tuple[str, int] | None:
         scheme, rest = "", text
     if scheme not in ("", "ray"):
         raise InputError(
-            f"cannot read --address {_short(address)}: use auto, HOST:PORT or ray://HOST:PORT"
+            f"cannot read --address {short_text(address)}: use auto, HOST:PORT or ray://HOST:PORT"
         )
     try:
         parts = urlsplit(f"//{rest}")
@@ -175,7 +177,7 @@ def parse_address(address: str) -> tuple[str, int] | None:
         host, port = None, None
     if not host or parts.path not in ("", "/") or parts.query or parts.username:
         raise InputError(
-            f"cannot read --address {_short(address)}: use auto, HOST:PORT or ray://HOST:PORT"
+            f"cannot read --address {short_text(address)}: use auto, HOST:PORT or ray://HOST:PORT"
         )
     return host, port or (RAY_CLIENT_PORT if scheme == "ray" else RAY_DEFAULT_PORT)
 
@@ -190,9 +192,9 @@ def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except (OSError, UnicodeError) as err:  # refused, timeout, unknown host, bad IDNA name
-        reason = "timed out" if isinstance(err, TimeoutError) else _short(err)
+        reason = "timed out" if isinstance(err, TimeoutError) else short_text(err)
         raise InputError(
-            f"cannot reach a Ray cluster at --address {_short(address)} ({reason}): start it "
+            f"cannot reach a Ray cluster at --address {short_text(address)} ({reason}): start it "
             "with `ray start --head`, check host and port, or drop --address to run locally"
         ) from None
 
@@ -203,10 +205,3 @@ def _round_up(value: float) -> str:
         return f"{value:g}"
     step = 10 ** (math.floor(math.log10(value)) - 2)
     return f"{math.ceil(value / step - 1e-9) * step:.3g}"
-
-
-def _short(value: object, limit: int = 120) -> str:
-    """``repr`` of ``value`` (an exception's text) on one line, cut to ``limit`` characters."""
-    text = str(value) if isinstance(value, BaseException) else repr(value)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
