@@ -14,7 +14,10 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from benchmark.records import RunStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_CONSTRAINT = "bitops<=0.3"
@@ -313,7 +316,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _validate_run(args: argparse.Namespace) -> None:
+def _validate_run(args: argparse.Namespace, options: object) -> None:
     """Check every input before anything starts or is written: names, constraints, method
     options, resources, folders, data files, the cluster address (cheapest checks first)."""
     from benchmark import validation
@@ -339,13 +342,7 @@ def _validate_run(args: argparse.Namespace) -> None:
     constraints = [Constraint.parse(c) for c in args.constraint]
     args.constraint = [c.text for c in constraints]
     try:
-        options = args.method_options
-        if isinstance(options, str):
-            try:
-                options = json.loads(options)
-            except (ValueError, RecursionError) as err:
-                raise UsageError(f"--method-options is not valid JSON ({err})") from None
-        if options is not None:
+        if args.method_options is not None:
             validation.check_method_options(options, args.method_list)
         if args.run_id is not None:
             validation.check_run_id(args.run_id)
@@ -422,12 +419,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--methods is required (or --resume RUN_ID to finish a run)")
     args.method_list = args.methods
     options: dict[str, dict] = {}
-    if args.method_options:
+    if args.method_options is not None:
         try:
             options = json.loads(args.method_options)
         except (ValueError, RecursionError) as err:
             raise UsageError(f"--method-options is not valid JSON ({err})") from None
-    _validate_run(args)
+    _validate_run(args, options)
     # trials may run in other processes (Ray workers) with another working directory
     if args.preset.endswith(".toml"):
         args.preset = str(Path(args.preset).resolve())
@@ -458,7 +455,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_locked(
-    args: argparse.Namespace, run_id: str, run_dir: Path, options: dict, store: Any
+    args: argparse.Namespace, run_id: str, run_dir: Path, options: dict, store: RunStore
 ) -> int:
     from benchmark.presets import load_preset
     from benchmark.records import hardware, versions
@@ -498,7 +495,8 @@ def _run_locked(
                 "trials": [s.key for s in specs],
             }
         )
-    pending = [s for s in specs if s.key not in store.finished_trials()]
+    finished = store.finished_trials()
+    pending = [s for s in specs if s.key not in finished]
     recovered = 0
     for spec in list(pending):  # finished in a worker, but the driver died before storing
         rows = read_outbox(spec)

@@ -138,8 +138,9 @@ def _check_cluster(cpus_per_trial: float, gpus_per_trial: float) -> None:
             )
 
 
-def _crashed_row(spec: TrialSpec, error: str) -> list[dict[str, Any]]:
-    return [spec_row(spec, status="crashed", error=error[:2000])]
+def _lost_trial_rows(spec: TrialSpec, error: str) -> list[dict[str, Any]]:
+    """Rows of a trial whose worker is gone: what it left in its outbox, else ``crashed``."""
+    return read_outbox(spec) or [spec_row(spec, status="crashed", error=error[:2000])]
 
 
 def run_ray(
@@ -217,7 +218,7 @@ def run_ray(
             error = str(trial.get_error() or "the worker process died").strip()
             lines = [line for line in error.splitlines() if line.strip()]
             text = f"worker crashed (retried once): {lines[-1] if lines else error}"
-            rows = read_outbox(spec) or _crashed_row(spec, text)
+            rows = _lost_trial_rows(spec, text)
             store.add(rows)
             i, label = labels[spec.key]
             progress(f"[{i}/{total}] {label}: {summarize(rows)}")
@@ -245,9 +246,10 @@ def run_ray(
             tuner.fit()
         if interrupted["flag"]:
             raise KeyboardInterrupt
+        finished = store.finished_trials()
         for spec in specs:  # a trial Ray lost without an error event
-            if spec.key not in store.finished_trials():
-                store.add(read_outbox(spec) or _crashed_row(spec, "no result from the worker"))
+            if spec.key not in finished:
+                store.add(_lost_trial_rows(spec, "no result from the worker"))
     finally:
         if started_here:
             ray.shutdown()

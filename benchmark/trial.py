@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -133,15 +134,35 @@ class _Timer:
         self.seconds += time.perf_counter() - self._t0
 
 
+def _recorded_names(spec: TrialSpec) -> tuple[str, str]:
+    """The method's registered name and the preset's own name, as rows record them.
+
+    The spec's text stands where either cannot be loaded (that failure is recorded too).
+    """
+    from methods import get_method  # the harness reaches methods only through the registry
+
+    task = Task(**spec.task)
+    try:
+        method = get_method(spec.method).name
+    except Exception:  # noqa: BLE001 - reported when the trial sets up
+        method = spec.method
+    try:
+        preset = load_preset(task.preset).name  # a preset file's name, not its path
+    except Exception:  # noqa: BLE001 - reported when the trial sets up
+        preset = task.preset
+    return method, preset
+
+
 def _base_row(spec: TrialSpec, device_name: str) -> ResultRow:
     task = Task(**spec.task)
+    method, preset = _recorded_names(spec)
     return ResultRow(
         run_id=spec.run_id,
         trial_key=spec.key,
-        method=spec.method,
+        method=method,
         space=task.space,
         dataset=task.dataset,
-        preset=Path(task.preset).stem if task.preset.endswith(".toml") else task.preset,
+        preset=preset,
         seed=task.seed,
         constraint=task.constraint,
         device=device_name,
@@ -149,16 +170,30 @@ def _base_row(spec: TrialSpec, device_name: str) -> ResultRow:
     )
 
 
+def _stamped(rows: list[ResultRow]) -> list[dict[str, Any]]:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return [asdict(replace(r, finished_at=stamp)) for r in rows]
+
+
 def spec_row(spec: TrialSpec, **fields: Any) -> dict[str, Any]:
     """A row for a trial that produced none itself (e.g. its worker crashed)."""
-    row = replace(_base_row(spec, _device(spec)[1]), **fields)
-    try:
-        from methods import get_method
+    return _stamped([replace(_base_row(spec, _device(spec)[1]), **fields)])[0]
 
-        row = replace(row, method=get_method(spec.method).name)
-    except Exception:  # noqa: BLE001 - keep the name as given
-        pass
-    return asdict(replace(row, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S")))
+
+@dataclass
+class _Progress:
+    """What a trial has so far: what a timeout keeps."""
+
+    base: ResultRow  # the trial's row before its candidates (search cost once known)
+    rows: list[ResultRow] = field(default_factory=list)  # candidate rows finished
+    search_t0: float | None = None  # perf_counter() when the search started
+
+    def timed_out(self, limit: float) -> list[dict[str, Any]]:
+        text = f"TrialTimeout: the trial ran past its time limit of {limit:g} s"
+        row = replace(self.base, status="timeout", error=text)
+        if self.search_t0 is not None and math.isnan(row.search_device_hours):
+            row = replace(row, search_device_hours=(time.perf_counter() - self.search_t0) / 3600)
+        return _stamped([*self.rows, row])
 
 
 def run_trial(
@@ -176,68 +211,45 @@ def run_trial(
     the trial is stuck in C code and cannot be stopped, write the rows and end the
     process ``grace`` seconds after the limit.
     """
-    task = Task(**spec.task)
     torch.set_num_threads(max(1, int(spec.cpus)))
     device, device_name = _device(spec)
     log = logging.getLogger(f"mpqbench.trial.{spec.method}")
-    base = _base_row(spec, device_name)
-
-    def finish(rows: list[ResultRow]) -> list[dict[str, Any]]:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        return [asdict(replace(r, finished_at=stamp)) for r in rows]
-
+    progress = _Progress(_base_row(spec, device_name))
     limit = spec.max_trial_seconds
-    if limit is None:
-        try:
-            limit = load_preset(task.preset).budget.max_trial_seconds
-        except Exception:  # noqa: BLE001 - a bad preset is reported by _run below
-            limit = None
-    # what a timeout keeps: the trial's base row so far and the candidate rows finished
-    state: dict[str, Any] = {"base": base, "rows": []}
-
-    def timed_out() -> list[dict[str, Any]]:
-        text = f"TrialTimeout: the trial ran past its time limit of {limit:g} s"
-        row = replace(state["base"], status="timeout", error=text)
-        if "search_t0" in state and row.search_device_hours != row.search_device_hours:
-            row = replace(
-                row, search_device_hours=(time.perf_counter() - state["search_t0"]) / 3600
-            )
-        return finish([*state["rows"], row])
 
     def hard_timeout() -> None:
         log.error("trial %s is stuck past its time limit; ending the worker", spec.key)
-        write_outbox(spec, timed_out())
+        write_outbox(spec, progress.timed_out(limit))
         os._exit(EXIT_HARD_TIMEOUT)
 
-    state["time_limit"] = lambda: time_limit(
-        limit, on_hard_timeout=hard_timeout if hard_exit else None
-    )
     try:
-        rows = _run(spec, task, base, device, log, reporter, finish, state)
+        ctx, method_cls, splits = _set_up(spec, device, log, reporter)
+        if limit is None:
+            limit = ctx.preset.budget.max_trial_seconds
+        # search + evaluation; FP pretraining is not the method's
+        with time_limit(limit, on_hard_timeout=hard_timeout if hard_exit else None):
+            rows = _search_and_evaluate(spec, ctx, method_cls, splits, log, progress)
     except TrialTimeout:
         log.warning("trial %s ran past its time limit of %s s", spec.key, limit)
-        rows = timed_out()
+        rows = progress.timed_out(limit)
     except Exception as err:  # noqa: BLE001 - setup failures are recorded, not raised
         log.warning("trial %s failed during set-up: %s", spec.key, err)
-        rows = finish([replace(base, status=_status_of(err), error=_error_text(err))])
+        rows = _stamped([replace(progress.base, status=_status_of(err), error=_error_text(err))])
     write_outbox(spec, rows)
     return rows
 
 
-def _run(
+def _set_up(
     spec: TrialSpec,
-    task: Task,
-    base: ResultRow,
     device: torch.device,
     log: logging.Logger,
     reporter: Callable[[dict[str, Any]], None] | None,
-    finish: Callable[[list[ResultRow]], list[dict[str, Any]]],
-    state: dict[str, Any],
-) -> list[dict[str, Any]]:
+) -> tuple[Context, type, DataSplits]:
+    """The trial's context (data, space, cached FP checkpoint), method class and splits."""
     from methods import get_method  # the harness reaches methods only through the registry
 
+    task = Task(**spec.task)
     preset = load_preset(task.preset)
-    base = replace(base, preset=preset.name)  # a preset file's name, not its path
     splits = load_splits(
         task.dataset,
         spec.data_dir,
@@ -257,9 +269,6 @@ def _run(
         splits, preset, seed=task.seed, device=device, cache_dir=spec.cache_dir
     )
     method_cls = get_method(spec.method)
-    if method_cls.name != spec.method:
-        base = replace(base, method=method_cls.name)
-    state["base"] = base
     workdir = spec.trial_dir
     workdir.mkdir(parents=True, exist_ok=True)
     _seed_globals(task.seed)
@@ -276,8 +285,7 @@ def _run(
         reporter=reporter,
         options=spec.method_options,
     )
-    with state["time_limit"]():  # search + evaluation; FP pretraining is not the method's
-        return _search_and_evaluate(spec, ctx, method_cls, splits, budget, log, finish, state)
+    return ctx, method_cls, splits
 
 
 def _search_and_evaluate(
@@ -285,17 +293,16 @@ def _search_and_evaluate(
     ctx: Context,
     method_cls: type,
     splits: DataSplits,
-    budget: Budget,
     log: logging.Logger,
-    finish: Callable[[list[ResultRow]], list[dict[str, Any]]],
-    state: dict[str, Any],
+    progress: _Progress,
 ) -> list[dict[str, Any]]:
-    base: ResultRow = state["base"]
+    base = progress.base
+    budget = ctx.budget.budget
     meter = ctx.budget
     search_timer = _Timer()
     try:
         method = method_cls(**spec.method_options)
-        state["search_t0"] = time.perf_counter()
+        progress.search_t0 = time.perf_counter()
         with search_timer:
             result = method.search(ctx)
         if search_timer.seconds > budget.max_search_seconds:
@@ -304,7 +311,7 @@ def _search_and_evaluate(
             )
     except Exception as err:  # noqa: BLE001 - a failing method never takes the run down
         log.warning("%s failed: %s", spec.method, err)
-        return finish(
+        return _stamped(
             [
                 replace(
                     base,
@@ -321,11 +328,11 @@ def _search_and_evaluate(
         samples_processed=meter.samples,
     )
     if not result.candidates:
-        return finish([replace(base, status="failed", error="the method returned no candidate")])
-    state["base"] = base  # a timeout from here on keeps the search's cost
+        return _stamped([replace(base, status="failed", error="the method returned no candidate")])
+    progress.base = base  # a timeout from here on keeps the search's cost
     for index, candidate in enumerate(result.candidates):
-        state["rows"].extend(_evaluate_candidate(base, index, candidate, result, ctx, splits, spec))
-    return finish(state["rows"])
+        progress.rows.extend(_evaluate_candidate(base, index, candidate, result, ctx, splits, spec))
+    return _stamped(progress.rows)
 
 
 def _evaluate_candidate(
