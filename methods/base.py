@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from benchmark.protocol import Context, SearchResult
+from benchmark.arena import Context, SearchResult
 
 SEARCHES = ("bits", "arch+uniform-bits", "arch+bits")
 

@@ -1,7 +1,7 @@
 """``ompq``: Orthogonal Mixed Precision Quantization (Ma et al., AAAI 2023, arXiv 2109.07865).
 
 One eval-mode forward pass (BN running statistics) of the FP checkpoint on ONE training
-batch (``benchmark.data.fixed_batch``, charged to the budget), no training:
+batch (``benchmark.arena.fixed_batch``, charged to the budget), no training:
 
 1. **Feature taps** (forward hooks, see :func:`find_taps`), one LP variable each. Per
    residual block, every conv's output after its BN + activation, the block's last
@@ -54,10 +54,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.data import fixed_batch
-from benchmark.policy import LayerBits
-from benchmark.protocol import Candidate, Context, SearchResult
-from benchmark.spaces.base import SearchSpace
+from benchmark.arena import Candidate, Context, LayerBits, SearchResult, SearchSpace, fixed_batch
 from methods import register_method
 from methods.base import Method
 from methods.ompq_orm import (

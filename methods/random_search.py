@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmark.policy import LayerBits
-from benchmark.protocol import Candidate, Context, SearchResult
-from benchmark.train import evaluate, recalibrate
+from benchmark.arena import Candidate, Context, LayerBits, SearchResult, evaluate, recalibrate
 from methods import register_method
 from methods.base import Method
 

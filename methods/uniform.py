@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmark.protocol import Candidate, Context, SearchResult
+from benchmark.arena import Candidate, Context, SearchResult
 from methods import register_method
 from methods.base import Method
 

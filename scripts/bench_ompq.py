@@ -26,12 +26,14 @@ from typing import Any
 
 import torch
 
-from benchmark.checkpoints import default_cache_dir
-from benchmark.data import DataSplits, fixed_batch, load_splits
-from benchmark.presets import Preset, load_preset
-from benchmark.protocol import Budget, Context, Task
-from benchmark.spaces import get_space
-from benchmark.spaces.base import SearchSpace
+from benchmark.arena.cache import default_cache_dir
+from benchmark.arena.context import Context
+from benchmark.arena.data import DataSplits, fixed_batch, load_splits
+from benchmark.arena.presets import Preset, load_preset
+from benchmark.arena.protocol import Budget, Task
+from benchmark.arena.recipes.pretrain import fp_starting_point
+from benchmark.arena.spaces import get_space
+from benchmark.arena.spaces.base import SearchSpace
 from methods.ompq import OMPQ, find_taps, tap_grams, task_budget
 from methods.ompq_orm import (
     BitProblem,
@@ -124,7 +126,7 @@ def main() -> None:
         fp_state, source = build().state_dict(), "random init"
     else:
         cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-        fp_state, _ = space.pretrain(splits, preset, seed=0, cache_dir=cache)
+        fp_state, _ = fp_starting_point(space, splits, preset, seed=0, cache_dir=cache)
         source = f"smoke FP checkpoint ({cache})"
 
     load_before = os.getloadavg()[0]

@@ -14,9 +14,10 @@ import time
 
 import torch
 
-from benchmark.data import load_splits
-from benchmark.presets import load_preset
-from benchmark.spaces import get_space
+from benchmark.arena.data import load_splits
+from benchmark.arena.presets import load_preset
+from benchmark.arena.recipes.pretrain import fp_starting_point
+from benchmark.arena.spaces import get_space
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     space = get_space(args.space, num_classes=splits.num_classes)
     with tempfile.TemporaryDirectory() as cache:
         t0 = time.perf_counter()
-        _, info = space.pretrain(splits, preset, seed=args.seed, cache_dir=cache)
+        _, info = fp_starting_point(space, splits, preset, seed=args.seed, cache_dir=cache)
         seconds = time.perf_counter() - t0
     print(
         json.dumps(

@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from benchmark.quant import lsq_kernel
-from benchmark.quant.lsq import lsq_path
-from benchmark.spaces import get_space
+from benchmark.arena.quant import lsq_kernel
+from benchmark.arena.quant.lsq import lsq_path
+from benchmark.arena.spaces import get_space
 
 
 def time_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:

@@ -20,11 +20,11 @@ import time
 import torch
 from torch import nn
 
-from benchmark.data import load_splits
-from benchmark.presets import load_preset
-from benchmark.spaces import get_space
-from benchmark.spaces.mbv3_arch import max_arch
-from benchmark.supernet import pretrain_supernet
+from benchmark.arena.data import load_splits
+from benchmark.arena.presets import load_preset
+from benchmark.arena.recipes.pretrain import pretrain_supernet
+from benchmark.arena.spaces import get_space
+from benchmark.arena.spaces.mbv3.arch import max_arch
 
 
 def fwd_bwd_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:

@@ -46,8 +46,8 @@ class Pretrained:
 
 @pytest.fixture(scope="session")
 def digits_splits():
-    from benchmark.data import load_splits
-    from benchmark.presets import load_preset
+    from benchmark.arena.data import load_splits
+    from benchmark.arena.presets import load_preset
 
     preset = load_preset("smoke")
     return load_splits("digits", val_fraction=preset.data.val_fraction, seed=0)
@@ -59,9 +59,9 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory, digits_splits) -> Pretr
 
     It has a cache folder of its own, so that other tests' checkpoints never mix with it.
     """
-    from benchmark.presets import load_preset
-    from benchmark.spaces import get_space
-    from benchmark.train import pretrain_fp
+    from benchmark.arena.presets import load_preset
+    from benchmark.arena.recipes.pretrain import pretrain_fp
+    from benchmark.arena.spaces import get_space
 
     folder = tmp_path_factory.mktemp("fp-resnet20")
     preset = load_preset("smoke")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import benchmark.runner
+import benchmark.harness.runner
 from benchmark.cli import main
 
 GPUS_TOO_MANY = str(torch.cuda.device_count() + 1)
@@ -211,8 +211,8 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def started(*args: object, **kwargs: object) -> None:
         pytest.fail("a bad input reached the executor (validation missed it)")
 
-    monkeypatch.setattr(benchmark.runner, "run_serial", started)
-    monkeypatch.setattr(benchmark.runner, "run_ray", started)
+    monkeypatch.setattr(benchmark.harness.runner, "run_serial", started)
+    monkeypatch.setattr(benchmark.harness.runner, "run_ray", started)
 
 
 @pytest.mark.parametrize(("argv", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

@@ -10,10 +10,10 @@ import torchvision
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.cost import cost_from_profiles, model_cost, profile_layers
-from benchmark.policy import LayerBits, PolicyError
-from benchmark.quant import apply_policy, quant_layers, quantize_model
-from benchmark.spaces import get_space
+from benchmark.arena.cost import cost_from_profiles, model_cost, profile_layers
+from benchmark.arena.policy import LayerBits, PolicyError
+from benchmark.arena.quant import apply_policy, quant_layers, quantize_model
+from benchmark.arena.spaces import get_space
 
 RESNET20_MACS = 40_551_040
 

@@ -1,4 +1,4 @@
-"""Tests of benchmark.data: splits, hygiene, CIFAR file handling, loaders (no downloads)."""
+"""Tests of benchmark.arena.data: splits, hygiene, CIFAR file handling, loaders (no downloads)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import cifar as cifar_module
-from benchmark.data import (
+from benchmark.arena.data import (
     DataError,
     DataSplits,
     check_data_dir,
@@ -19,6 +18,7 @@ from benchmark.data import (
     load_splits,
     make_loader,
 )
+from benchmark.arena.data import cifar as cifar_module
 
 CIFAR10_MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(3, 1, 1)
 CIFAR10_STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(3, 1, 1)

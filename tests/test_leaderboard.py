@@ -1,5 +1,5 @@
-"""Tests of benchmark.leaderboard on hand-made rows: selection, statistics, ranks, hypervolume,
-loading and the written files."""
+"""Tests of benchmark.report (leaderboard) on hand-made rows: selection, statistics, ranks,
+hypervolume, loading and the written files."""
 
 from __future__ import annotations
 
@@ -11,20 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.leaderboard import (
-    AGGREGATE_COLUMNS,
-    Leaderboard,
-    LeaderboardError,
-    aggregate,
-    average_rank,
-    build_leaderboard,
-    hypervolume,
-    hypervolume_table,
-    load_runs,
-    pareto_front,
-    write_leaderboard,
-)
-from benchmark.records import ResultRow, RunStore, rows_to_frame
+from benchmark.harness.records import ResultRow, RunStore, rows_to_frame
+from benchmark.report.aggregate import AGGREGATE_COLUMNS, aggregate, average_rank
+from benchmark.report.leaderboard import Leaderboard, build_leaderboard
+from benchmark.report.load import LeaderboardError, load_runs
+from benchmark.report.pareto import hypervolume, hypervolume_table, pareto_front
+from benchmark.report.render import write_leaderboard
 
 TASK = {
     "space": "resnet20",

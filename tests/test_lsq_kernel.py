@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from benchmark.quant import LSQQuantizer, lsq_kernel
-from benchmark.quant import lsq as lsq_module
-from benchmark.quant.lsq import KERNEL_ENV, lsq_path, lsq_quantize
+from benchmark.arena.quant import LSQQuantizer, lsq_kernel
+from benchmark.arena.quant import lsq as lsq_module
+from benchmark.arena.quant.lsq import KERNEL_ENV, lsq_path, lsq_quantize
 
 BITS = (2, 3, 4, 8)
 

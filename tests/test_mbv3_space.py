@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.cost import profile_layers
-from benchmark.data import LabeledTensorDataset
-from benchmark.policy import LayerBits, PolicyError
-from benchmark.protocol import Constraint
-from benchmark.quant import QuantConfig, quant_layers
-from benchmark.spaces import SpaceError, get_space, list_spaces
-from benchmark.spaces.mbv3_arch import (
+from benchmark.arena.cost import profile_layers
+from benchmark.arena.data import LabeledTensorDataset
+from benchmark.arena.policy import LayerBits, PolicyError
+from benchmark.arena.protocol import Constraint
+from benchmark.arena.quant import QuantConfig, quant_layers
+from benchmark.arena.recipes.loop import recalibrate
+from benchmark.arena.spaces import SpaceError, get_space, list_spaces
+from benchmark.arena.spaces.mbv3.arch import (
     DEPTH_CHOICES,
     EXPAND_CHOICES,
     KERNEL_CHOICES,
@@ -27,8 +28,7 @@ from benchmark.spaces.mbv3_arch import (
     mutate,
     sample_arch,
 )
-from benchmark.spaces.mbv3_cifar import MBV3Net, MBV3Supernet
-from benchmark.train import recalibrate
+from benchmark.arena.spaces.mbv3.nets import MBV3Net, MBV3Supernet
 
 PER_BIT = QuantConfig(per_bit_weight=True, per_bit_act=True)
 

@@ -19,12 +19,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from benchmark.arena.context import Context
+from benchmark.arena.data import load_splits
+from benchmark.arena.presets import load_preset
+from benchmark.arena.protocol import Budget, Task
+from benchmark.arena.spaces import get_space
 from benchmark.cli import main
-from benchmark.data import load_splits
-from benchmark.presets import load_preset
-from benchmark.protocol import Budget, Context, Task
-from benchmark.spaces import get_space
-from benchmark.trial import TrialSpec, run_trial
+from benchmark.harness.spec import TrialSpec
+from benchmark.harness.trial import run_trial
 from methods import get_method
 from methods.ompq import OMPQ, feature_gram, find_taps, tap_grams
 from methods.ompq_orm import (
@@ -70,7 +72,7 @@ def splits(micro: str):
 @pytest.fixture(scope="module")
 def micro_fp(micro: str, splits, cache_dir: Path) -> dict:
     """FP ResNet-20 of the micro preset (cached where the CLI runs below look for it)."""
-    from benchmark.train import pretrain_fp
+    from benchmark.arena.recipes.pretrain import pretrain_fp
 
     space = get_space("resnet20", num_classes=splits.num_classes)
     state, _ = pretrain_fp(space, splits, load_preset(micro), seed=0, cache_dir=cache_dir)

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import benchmark.runner
+import benchmark.harness.runner
+from benchmark.arena.policy import PolicyError, load_policy_file, policy_from_dict
+from benchmark.arena.protocol import Constraint, ProtocolError
+from benchmark.arena.spaces import get_space
 from benchmark.cli import main
-from benchmark.policy import PolicyError, load_policy_file, policy_from_dict
-from benchmark.protocol import Constraint, ProtocolError
-from benchmark.spaces import get_space
 
 FAST = settings(max_examples=30, deadline=None)
 
@@ -134,8 +134,8 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def started(*args: object, **kwargs: object) -> None:
         pytest.fail("arbitrary argv reached the executor")
 
-    monkeypatch.setattr(benchmark.runner, "run_serial", started)
-    monkeypatch.setattr(benchmark.runner, "run_ray", started)
+    monkeypatch.setattr(benchmark.harness.runner, "run_serial", started)
+    monkeypatch.setattr(benchmark.harness.runner, "run_ray", started)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -1,4 +1,4 @@
-"""Tests of benchmark.plots on hand-made rows: files are valid PNGs, edge cases do not crash."""
+"""Tests of benchmark.report.plots on hand-made rows: valid PNGs, edge cases do not crash."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmark.plots import (
+from benchmark.harness.records import ResultRow, rows_to_frame
+from benchmark.report.plots import (
     constraint_ratio,
     plot_accuracy_vs_bitops,
     plot_accuracy_vs_search_cost,
@@ -16,7 +17,6 @@ from benchmark.plots import (
     selected_per_trial,
     write_plots,
 )
-from benchmark.records import ResultRow, rows_to_frame
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

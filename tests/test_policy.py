@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.policy import (
+from benchmark.arena.policy import (
     LayerBits,
     PolicyError,
     load_policy_file,
@@ -17,7 +17,7 @@ from benchmark.policy import (
     uniform_policy,
     validate_policy,
 )
-from benchmark.spaces import SpaceError, get_space
+from benchmark.arena.spaces import SpaceError, get_space
 
 SEARCHABLE = [f"layer{s}.{b}.conv{c}" for s in (1, 2, 3) for b in range(3) for c in (1, 2)]
 ALL_LAYERS = ["conv1", *SEARCHABLE, "fc"]

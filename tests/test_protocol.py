@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.cost import Reference
-from benchmark.protocol import Budget, BudgetExceeded, BudgetMeter, Constraint, ProtocolError
-from benchmark.spaces import get_space
+from benchmark.arena.cost import Reference
+from benchmark.arena.protocol import Budget, BudgetExceeded, BudgetMeter, Constraint, ProtocolError
+from benchmark.arena.spaces import get_space
 from methods import MethodError, get_method, list_methods
 
 
@@ -93,7 +93,7 @@ def test_registry_lists_and_loads() -> None:
     with pytest.raises(MethodError, match="cannot import"):
         get_method("no_such_module_xyz:Thing")
     with pytest.raises(MethodError, match="not a Method"):
-        get_method("benchmark.protocol:Task")
+        get_method("benchmark.arena.protocol:Task")
 
 
 def test_outside_method_by_path(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,8 +10,8 @@ import torchvision
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.policy import FP_BITS, LayerBits, PolicyError
-from benchmark.quant import (
+from benchmark.arena.policy import FP_BITS, LayerBits, PolicyError
+from benchmark.arena.quant import (
     LSQQuantizer,
     QConv2d,
     QLinear,
@@ -25,7 +25,7 @@ from benchmark.quant import (
     quantize_model,
     register_quantizer,
 )
-from benchmark.quant import base as quant_base
+from benchmark.arena.quant import base as quant_base
 
 BITS = (2, 3, 4, 8)
 

@@ -18,8 +18,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from benchmark.arena.protocol import TrialTimeout
+from benchmark.arena.recipes.pretrain import fp_starting_point
 from benchmark.cli import main
-from benchmark.watchdog import TrialTimeout, time_limit
+from benchmark.harness.watchdog import time_limit
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -120,7 +122,7 @@ def test_time_limit_in_a_worker_thread_and_hard_timeout() -> None:
 
 
 def test_file_lock_builds_a_cached_checkpoint_once(tmp_path: Path) -> None:
-    from benchmark.checkpoints import cached
+    from benchmark.arena.cache import cached
 
     calls = []
 
@@ -146,9 +148,9 @@ def test_file_lock_builds_a_cached_checkpoint_once(tmp_path: Path) -> None:
 @pytest.fixture()
 def tiny_fp(cache_dir: Path) -> None:
     """The FP ResNet-20 checkpoint of the tiny preset, built before a timed test starts."""
-    from benchmark.data import load_splits
-    from benchmark.presets import load_preset
-    from benchmark.spaces import get_space
+    from benchmark.arena.data import load_splits
+    from benchmark.arena.presets import load_preset
+    from benchmark.arena.spaces import get_space
 
     preset = load_preset(TINY)
     data = preset.data
@@ -159,7 +161,7 @@ def tiny_fp(cache_dir: Path) -> None:
         train_subset=data.train_subset,
         augment=data.augment,
     )
-    get_space("resnet20").pretrain(splits, preset, seed=0, cache_dir=str(cache_dir))
+    fp_starting_point(get_space("resnet20"), splits, preset, seed=0, cache_dir=str(cache_dir))
 
 
 def test_every_fault_is_recorded_and_the_run_goes_on(
@@ -355,7 +357,7 @@ def test_resume_recovers_rows_a_worker_left(tmp_path: Path, cache_dir: Path) -> 
     assert main(argv) == 0
     run_dir = tmp_path / "runs" / "ob"
     full = _records(run_dir)
-    from benchmark.records import RunStore
+    from benchmark.harness.records import RunStore
 
     store = RunStore.open(run_dir)
     first = full[full["seed"] == 0]
@@ -369,7 +371,7 @@ def test_resume_recovers_rows_a_worker_left(tmp_path: Path, cache_dir: Path) -> 
 
 
 def test_resume_of_a_run_in_use_is_refused(tmp_path: Path, cache_dir: Path) -> None:
-    from benchmark.checkpoints import file_lock
+    from benchmark.arena.files import file_lock
 
     argv = _argv(tmp_path, cache_dir, "busy", "--methods", "uniform", "--executor", "serial")
     run_dir = tmp_path / "runs" / "busy"

@@ -7,9 +7,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.policy import LayerBits, PolicyError
-from benchmark.quant import QConv2d, QLinear, current_policy, quant_layers
-from benchmark.spaces import SearchSpace, SpaceError, get_space, list_spaces
+from benchmark.arena.policy import LayerBits, PolicyError
+from benchmark.arena.quant import QConv2d, QLinear, current_policy, quant_layers
+from benchmark.arena.spaces import SearchSpace, SpaceError, get_space, list_spaces
 
 
 @pytest.fixture(scope="module")

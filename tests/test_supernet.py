@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.presets import load_preset
-from benchmark.spaces import get_space
-from benchmark.spaces.mbv3_arch import max_arch
-from benchmark.supernet import pretrain_supernet, sandwich_step, soft_cross_entropy
-from benchmark.train import evaluate, recalibrate
+from benchmark.arena.presets import load_preset
+from benchmark.arena.recipes.loop import evaluate, recalibrate
+from benchmark.arena.recipes.pretrain import fp_starting_point, pretrain_supernet
+from benchmark.arena.recipes.supernet import sandwich_step, soft_cross_entropy
+from benchmark.arena.spaces import get_space
+from benchmark.arena.spaces.mbv3.arch import max_arch
 
 
 def test_soft_cross_entropy_matches_hard_ce_on_one_hot() -> None:
@@ -57,4 +58,4 @@ def test_smoke_pretraining_reaches_90_percent_and_caches(digits_splits, tmp_path
     rc = preset.recalibration
     recalibrate(net, digits_splits.train, batches=rc.batches, batch_size=rc.batch_size)
     assert evaluate(net, digits_splits.test) == info["subnets"]["largest"]["test_top1"]
-    assert space.pretrain(digits_splits, preset, seed=0, cache_dir=tmp_path)[1]["cached"]
+    assert fp_starting_point(space, digits_splits, preset, seed=0, cache_dir=tmp_path)[1]["cached"]

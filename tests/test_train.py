@@ -11,23 +11,17 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-import benchmark.train as train_module
-from benchmark.checkpoints import default_cache_dir
-from benchmark.data import LabeledTensorDataset, make_loader
-from benchmark.policy import LayerBits
-from benchmark.presets import Recipe, load_preset
-from benchmark.quant import QConv2d, QLinear, apply_policy, current_policy, quant_layers
-from benchmark.spaces import SearchSpace
-from benchmark.train import (
-    DivergedError,
-    evaluate,
-    finetune_qat,
-    lr_at,
-    pretrain_fp,
-    recalibrate,
-    total_steps,
-    train,
-)
+import benchmark.arena.recipes.pretrain as train_module
+from benchmark.arena.cache import default_cache_dir
+from benchmark.arena.data import LabeledTensorDataset, make_loader
+from benchmark.arena.policy import LayerBits
+from benchmark.arena.presets import Recipe, load_preset
+from benchmark.arena.protocol import DivergedError
+from benchmark.arena.quant import QConv2d, QLinear, apply_policy, current_policy, quant_layers
+from benchmark.arena.recipes.finetune import finetune_qat
+from benchmark.arena.recipes.loop import evaluate, lr_at, recalibrate, total_steps, train
+from benchmark.arena.recipes.pretrain import pretrain_fp
+from benchmark.arena.spaces import SearchSpace
 
 # --------------------------------------------------------------------------- schedule
 

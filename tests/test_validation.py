@@ -1,4 +1,4 @@
-"""benchmark.validation: the checks accept what is valid (the rejections are in
+"""benchmark.harness.validation: the checks accept what is valid (the rejections are in
 test_bad_input.py), and valid CLI input gets through validation to the executor."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-import benchmark.runner
+import benchmark.harness.runner
+from benchmark.arena.protocol import Constraint
+from benchmark.arena.spaces import get_space
 from benchmark.cli import main
-from benchmark.protocol import Constraint
-from benchmark.spaces import get_space
-from benchmark.validation import (
+from benchmark.harness.validation import (
     RAY_CLIENT_PORT,
     RAY_DEFAULT_PORT,
     InputError,
@@ -70,7 +70,9 @@ def test_checks_accept_valid_input(tmp_path: Path) -> None:
 
 def test_valid_run_reaches_the_executor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(benchmark.runner, "run_serial", lambda specs, *a, **k: calls.append(1))
+    monkeypatch.setattr(
+        benchmark.harness.runner, "run_serial", lambda specs, *a, **k: calls.append(1)
+    )
     argv = ["run", "--methods", "uniform,random", "--space", "resnet20,mbv3-cifar"]
     argv += ["--constraint", "bitops<=0.1,size<=0.3", "--seeds", "0,1", "--out", str(tmp_path)]
     argv += ["--executor", "serial", "--run-id", "valid", "--no-leaderboard"]

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from benchmark.protocol import Candidate, Context, SearchResult
+from benchmark.arena import Candidate, Context, SearchResult
 from methods.base import Method
 
 

@@ -1,0 +1,137 @@
+"""The arena: everything a method may use. This module is the method API.
+
+A method imports from here and from nowhere else in ``benchmark``::
+
+    from benchmark.arena import Candidate, Context, LayerBits, SearchResult
+
+What is here, by job (units: bits, MACs per 32×32 image, BitOPs per image, seconds,
+top-1 in percent):
+
+- the contract: :class:`Context` (data, FP checkpoint, budget meter, seeded RNGs, logger,
+  checkpoints, ``report``), :class:`Candidate`, :class:`SearchResult`, :class:`Task`,
+  :class:`Constraint`, :class:`Budget` / :class:`BudgetMeter`, and the status exceptions
+  :class:`BudgetExceeded`, :class:`DivergedError`, :class:`TrialTimeout`;
+- policies: :class:`LayerBits`, ``Policy`` (layer name → bits), ``FP_BITS``, helpers;
+- the cost model: :func:`model_cost`, :func:`profile_layers`, :class:`CostReport`;
+- data: :class:`DataSplits`, :func:`make_loader`, :func:`fixed_batch`;
+- quantizers and quantized layers: :class:`QuantConfig`, :class:`Quantizer`,
+  :class:`QConv2d`, :class:`QLinear`, :func:`apply_policy`, :func:`quantize_model`;
+- search spaces: :class:`SearchSpace`, :class:`ElasticSearchSpace`, :func:`get_space`;
+- the frozen recipes: :func:`train`, :func:`evaluate`, :func:`recalibrate`,
+  :func:`finetune_qat`, :func:`sandwich_step`, :func:`soft_cross_entropy`.
+
+Inside the arena, modules import each other's submodules, never this package.
+"""
+
+from benchmark.arena.context import Context
+from benchmark.arena.cost import (
+    CostReport,
+    LayerCost,
+    LayerProfile,
+    Reference,
+    model_cost,
+    profile_layers,
+)
+from benchmark.arena.data import DataError, DataSplits, fixed_batch, make_loader
+from benchmark.arena.policy import (
+    FP_BITS,
+    LayerBits,
+    Policy,
+    PolicyError,
+    policy_from_dict,
+    policy_to_dict,
+    uniform_policy,
+)
+from benchmark.arena.presets import Preset, Recipe
+from benchmark.arena.protocol import (
+    Budget,
+    BudgetExceeded,
+    BudgetMeter,
+    Candidate,
+    Constraint,
+    DivergedError,
+    ProtocolError,
+    SearchResult,
+    Task,
+    TrialTimeout,
+)
+from benchmark.arena.quant import (
+    QConv2d,
+    QLinear,
+    QuantConfig,
+    Quantizer,
+    QuantLayer,
+    apply_policy,
+    create_quantizer,
+    quant_layers,
+    quantize_model,
+    register_quantizer,
+)
+from benchmark.arena.recipes.finetune import finetune_qat
+from benchmark.arena.recipes.loop import StepLoss, TrainStats, evaluate, recalibrate, train
+from benchmark.arena.recipes.supernet import sandwich_step, soft_cross_entropy
+from benchmark.arena.spaces import (
+    ElasticSearchSpace,
+    SearchSpace,
+    SpaceError,
+    get_space,
+    list_spaces,
+    register_space,
+)
+
+__all__ = [
+    "FP_BITS",
+    "Budget",
+    "BudgetExceeded",
+    "BudgetMeter",
+    "Candidate",
+    "Constraint",
+    "Context",
+    "CostReport",
+    "DataError",
+    "DataSplits",
+    "DivergedError",
+    "ElasticSearchSpace",
+    "LayerBits",
+    "LayerCost",
+    "LayerProfile",
+    "Policy",
+    "PolicyError",
+    "Preset",
+    "ProtocolError",
+    "QConv2d",
+    "QLinear",
+    "QuantConfig",
+    "QuantLayer",
+    "Quantizer",
+    "Recipe",
+    "Reference",
+    "SearchResult",
+    "SearchSpace",
+    "SpaceError",
+    "StepLoss",
+    "Task",
+    "TrainStats",
+    "TrialTimeout",
+    "apply_policy",
+    "create_quantizer",
+    "evaluate",
+    "finetune_qat",
+    "fixed_batch",
+    "get_space",
+    "list_spaces",
+    "make_loader",
+    "model_cost",
+    "policy_from_dict",
+    "policy_to_dict",
+    "profile_layers",
+    "quant_layers",
+    "quantize_model",
+    "recalibrate",
+    "register_quantizer",
+    "register_space",
+    "sandwich_step",
+    "soft_cross_entropy",
+    "train",
+    "uniform_policy",
+]

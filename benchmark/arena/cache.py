@@ -1,0 +1,77 @@
+"""Verified checkpoint files and the on-disk cache of FP checkpoints.
+
+A cached checkpoint carries a sidecar ``<file>.json`` with its config and SHA-256; a file
+whose hash does not match is treated as missing (and rebuilt), never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmark.arena.files import atomic_write_bytes, atomic_write_text, config_hash, file_lock
+
+
+def default_cache_dir() -> Path:
+    """``$MPQBENCH_CACHE`` or ``~/.cache/mpqbench``."""
+    return Path(os.environ.get("MPQBENCH_CACHE", Path.home() / ".cache" / "mpqbench"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_verified(path: Path, payload: Any, config: dict[str, Any]) -> None:
+    """``torch.save`` atomically, with a sidecar holding the config and the file's SHA-256."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    meta = {"config": config, "sha256": _sha256(path)}
+    atomic_write_text(path.with_suffix(path.suffix + ".json"), json.dumps(meta, indent=2))
+
+
+def load_verified(path: Path) -> Any | None:
+    """The payload if the file exists and matches its recorded hash, else ``None``."""
+    meta_path = path.with_suffix(path.suffix + ".json")
+    if not path.exists() or not meta_path.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("sha256") != _sha256(path):
+            return None
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - any unreadable cache entry is rebuilt
+        return None
+
+
+def cached(
+    cache_dir: Path, kind: str, config: dict[str, Any], build: Callable[[], Any]
+) -> tuple[Any, bool]:
+    """Load ``<cache_dir>/<kind>-<hash(config)>.pt`` or build, save and return it.
+
+    Returns ``(payload, was_cached)``.
+    """
+    path = Path(cache_dir) / f"{kind}-{config_hash(config)}.pt"
+    payload = load_verified(path)
+    if payload is not None:
+        return payload, True
+    # one builder at a time: a concurrent trial waits here and then loads the result
+    with file_lock(path.with_suffix(path.suffix + ".lock")):
+        payload = load_verified(path)
+        if payload is not None:
+            return payload, True
+        payload = build()
+        save_verified(path, payload, config)
+    return payload, False

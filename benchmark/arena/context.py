@@ -1,0 +1,150 @@
+"""The context of one trial: everything a method may use.
+
+Built by the harness for one (method, task) trial. It carries the train and validation
+splits only: the test split never reaches a method.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from benchmark.arena.cache import load_verified, save_verified
+from benchmark.arena.cost import CostReport
+from benchmark.arena.data import make_loader
+from benchmark.arena.policy import LayerBits
+from benchmark.arena.presets import Preset
+from benchmark.arena.protocol import Budget, BudgetMeter, Constraint, DivergedError, Task
+from benchmark.arena.spaces.base import SearchSpace
+
+
+@dataclass
+class Context:
+    """Everything a method may use; built by the harness for one (method, task) trial.
+
+    Attributes:
+        task: the task.
+        space: the built search space.
+        preset: the preset (recipes, budget defaults).
+        train_set / val_set: the method's data (the test split is not here).
+        num_classes: classes of the dataset.
+        fp_state: the cached FP checkpoint (state dict of the space's FP model or supernet).
+        device: where to compute.
+        budget: the meter to charge training samples to.
+        rng / np_rng: seeded generators (the torch global seed is also set).
+        log: the trial's logger.
+        workdir: a folder for the method's checkpoints (survives a resumed trial).
+    """
+
+    task: Task
+    space: SearchSpace
+    preset: Preset
+    constraint: Constraint
+    train_set: Dataset
+    val_set: Dataset
+    num_classes: int
+    fp_state: Mapping[str, Tensor]
+    device: torch.device
+    budget: BudgetMeter
+    rng: random.Random
+    np_rng: np.random.Generator
+    log: logging.Logger
+    workdir: Path
+    reporter: Callable[[dict[str, Any]], None] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        task: Task,
+        space: SearchSpace,
+        preset: Preset,
+        splits: Any,
+        fp_state: Mapping[str, Tensor],
+        *,
+        budget: Budget,
+        workdir: Path,
+        device: torch.device | str = "cpu",
+        log: logging.Logger | None = None,
+        reporter: Callable[[dict[str, Any]], None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> Context:
+        """The context of one trial: constraint parsed from the task, RNGs seeded by it,
+        train/val taken from ``splits`` (a :class:`~benchmark.arena.data.DataSplits`; test
+        left out).
+        """
+        return cls(
+            task=task,
+            space=space,
+            preset=preset,
+            constraint=Constraint.parse(task.constraint),
+            train_set=splits.train,
+            val_set=splits.val,
+            num_classes=splits.num_classes,
+            fp_state=fp_state,
+            device=torch.device(device),
+            budget=BudgetMeter(budget),
+            rng=random.Random(task.seed),
+            np_rng=np.random.default_rng(task.seed),
+            log=log or logging.getLogger("mpqbench.method"),
+            workdir=workdir,
+            reporter=reporter,
+            options=dict(options or {}),
+        )
+
+    def report(self, **metrics: Any) -> None:
+        """Send intermediate metrics to the scheduler (Ray Tune) and the trial log.
+
+        A metric whose name contains ``loss`` and whose value is NaN or infinite ends
+        the search: it raises :class:`~benchmark.arena.protocol.DivergedError` (status
+        ``diverged``).
+        """
+        self.log.info("report %s", metrics)
+        for name, value in metrics.items():
+            if "loss" in name and isinstance(value, float | int) and not math.isfinite(value):
+                raise DivergedError(f"the search reported {name}={value}")
+        if self.reporter is not None:
+            self.reporter(metrics)
+
+    def train_loader(self, batch_size: int, *, shuffle: bool = True) -> DataLoader:
+        return make_loader(
+            self.train_set,
+            batch_size,
+            shuffle=shuffle,
+            seed=self.rng.randrange(2**31),
+            drop_last=shuffle,
+        )
+
+    def val_loader(self, batch_size: int = 256) -> DataLoader:
+        return make_loader(self.val_set, batch_size, shuffle=False)
+
+    def cost(self, policy: Mapping[str, LayerBits], arch: Any = None) -> CostReport:
+        """The shared cost model on this task's space."""
+        return self.space.cost(policy, arch)
+
+    def feasible(self, policy: Mapping[str, LayerBits], arch: Any = None) -> bool:
+        """Whether ``policy`` on ``arch`` meets the task's constraint."""
+        return self.constraint.satisfied(self.cost(policy, arch), self.space.reference())
+
+    # resumable searches --------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.workdir / "search_checkpoint.pt"
+
+    def save_checkpoint(self, state: Any) -> None:
+        """Save the method's search state (atomically) so a resumed trial can continue."""
+        save_verified(self.checkpoint_path, state, {"task": self.task.to_dict()})
+
+    def load_checkpoint(self) -> Any | None:
+        """The last saved search state of this trial, or ``None``."""
+        return load_verified(self.checkpoint_path)

@@ -1,0 +1,252 @@
+"""The benchmark contract: Task, Constraint, Budget and its meter, Candidate, SearchResult
+and the status exceptions (budget exceeded, diverged, timeout).
+
+A method receives a :class:`~benchmark.arena.context.Context` and returns a
+:class:`SearchResult`; the harness does everything else (finetune, evaluation, cost,
+recording).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from benchmark.arena.cost import CostReport, Reference
+from benchmark.arena.policy import Policy, policy_to_dict
+
+
+class ProtocolError(ValueError):
+    """Malformed task input (constraint, budget, seeds)."""
+
+
+# --- status exceptions: how a search can end other than ``ok`` ------------------------
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite (status ``diverged``)."""
+
+
+class TrialTimeout(BaseException):
+    """The trial ran past its time limit (status ``timeout``).
+
+    A ``BaseException`` so that a method's ``except Exception`` cannot swallow it.
+    """
+
+
+# --- constraint ---------------------------------------------------------------------
+_CONSTRAINT = re.compile(
+    r"^\s*(?P<metric>bitops|size)\s*<=\s*(?P<value>[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)"
+    r"\s*(?P<unit>[a-z]*)\s*$",
+    re.IGNORECASE | re.ASCII,  # ASCII: "ſize" or a Kelvin sign must not pass for size / k
+)
+_METRIC = re.compile(r"^\s*(?P<metric>[a-z_]\w*)\s*(<=|<|>=|>|=)", re.IGNORECASE | re.ASCII)
+_UNITS = {
+    "bitops": {"": None, "x": None, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12},
+    "size": {
+        "": None,
+        "x": None,
+        "b": 8,
+        "kb": 8e3,
+        "mb": 8e6,
+        "kib": 8 * 1024.0,
+        "mib": 8 * 1024.0**2,
+        "bits": 1,
+    },
+}
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """One metric and a limit: ``bitops<=0.5`` (50% of uniform W8A8 BitOPs), ``size<=0.25``
+    (25% of the 8-bit weight size), or absolute with a unit: ``bitops<=0.3G`` (BitOPs per
+    image), ``size<=40KB`` (bytes; ``bits``, ``KiB``, ``MB`` ... also accepted).
+
+    Attributes:
+        metric: ``"bitops"`` or ``"size"``.
+        limit: the limit, a ratio to W8A8 when ``relative`` else BitOPs or bits.
+        relative: whether ``limit`` is a ratio to the same model at W8A8.
+        text: the canonical spelling, used as the constraint's name in results.
+    """
+
+    metric: str
+    limit: float
+    relative: bool
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> Constraint:
+        """Read ``text``; anything malformed raises :class:`ProtocolError` (one line)."""
+        if not isinstance(text, str):
+            raise ProtocolError(f"a constraint must be text like bitops<=0.5, got {text!r}")
+        match = _CONSTRAINT.match(text)
+        if not match:
+            other = _METRIC.match(text)
+            if other and other["metric"].lower() not in _UNITS:
+                raise ProtocolError(
+                    f"unknown constraint metric {other['metric']!r} in {text!r}: use bitops or "
+                    "size, e.g. bitops<=0.5 or size<=0.25"
+                )
+            raise ProtocolError(
+                f"cannot read constraint {text!r}: write e.g. bitops<=0.5 (ratio to W8A8), "
+                "size<=0.25, bitops<=0.3G or size<=40KB"
+            )
+        metric, unit = match["metric"].lower(), match["unit"].lower()
+        value = float(match["value"])
+        if unit not in _UNITS[metric]:
+            units = ", ".join(u for u in _UNITS[metric] if u)
+            raise ProtocolError(f"unknown unit {unit!r} in {text!r}: use one of {units}")
+        scale = _UNITS[metric][unit]
+        if value <= 0 or not math.isfinite(value):
+            raise ProtocolError(
+                f"constraint limit must be a positive, finite number, got {text!r}: "
+                "write e.g. bitops<=0.5"
+            )
+        if scale is None:
+            if value > 16:
+                raise ProtocolError(
+                    f"{text!r}: a plain number is a ratio to W8A8 (FP is 16× W8A8 at most); "
+                    "add a unit for an absolute limit, e.g. bitops<=0.3G or size<=40KB"
+                )
+            return cls(metric, value, True, f"{metric}<={value:g}")
+        return cls(metric, value * scale, False, f"{metric}<={value:g}{match['unit']}")
+
+    def measure(self, cost: CostReport, reference: Reference | None = None) -> float:
+        """The constrained quantity of ``cost``, in the limit's unit.
+
+        Relative limits divide by ``reference`` (the space's W8A8 cost, so every
+        architecture of a joint space is held to the same absolute number); without
+        one, by the model's own W8A8 cost.
+        """
+        if self.metric == "bitops":
+            value, ref = float(cost.bitops), cost.bitops_w8a8
+            if reference is not None:
+                ref = reference.bitops_w8a8
+        else:
+            value, ref = float(cost.size_bits), cost.size_bits_w8a8
+            if reference is not None:
+                ref = reference.size_bits_w8a8
+        return value / ref if self.relative else value
+
+    def satisfied(self, cost: CostReport, reference: Reference | None = None) -> bool:
+        return self.measure(cost, reference) <= self.limit * (1 + 1e-9)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+# --- budget -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Budget:
+    """Search budget: wall seconds on the trial's device and training samples processed."""
+
+    max_search_seconds: float
+    max_search_samples: int
+
+    def __post_init__(self) -> None:
+        if not self.max_search_seconds > 0 or not self.max_search_samples > 0:
+            raise ProtocolError("budget limits must be positive")
+
+
+class BudgetExceeded(RuntimeError):
+    """Raised by :meth:`BudgetMeter.charge` once a method goes past its budget
+    (status ``over_budget``)."""
+
+
+class BudgetMeter:
+    """Charges the method's training samples and wall time against its :class:`Budget`.
+
+    Methods call ``charge(samples)`` after each training step and may poll
+    ``exhausted()`` to stop gracefully; ``charge`` raises :class:`BudgetExceeded` once
+    the budget is passed, which the harness records as ``over_budget``.
+    """
+
+    def __init__(self, budget: Budget, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.budget = budget
+        self._clock = clock
+        self._start = clock()
+        self.samples = 0
+
+    @property
+    def seconds(self) -> float:
+        return self._clock() - self._start
+
+    def exhausted(self) -> bool:
+        return (
+            self.samples >= self.budget.max_search_samples
+            or self.seconds >= self.budget.max_search_seconds
+        )
+
+    def over(self) -> bool:
+        """Strictly past a limit (what ``charge`` raises on)."""
+        return (
+            self.samples > self.budget.max_search_samples
+            or self.seconds > self.budget.max_search_seconds
+        )
+
+    def charge(self, samples: int) -> None:
+        """Add ``samples`` training images (each image through each subnet counts)."""
+        self.samples += int(samples)
+        if self.over():
+            raise BudgetExceeded(
+                f"search budget exceeded: {self.samples} samples "
+                f"(max {self.budget.max_search_samples}), {self.seconds:.1f} s "
+                f"(max {self.budget.max_search_seconds:g} s)"
+            )
+
+
+# --- task ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Task:
+    """What every method in one comparison gets the same of."""
+
+    space: str
+    dataset: str
+    preset: str
+    constraint: str
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def key(self) -> str:
+        return f"{self.space}|{self.dataset}|{self.preset}|{self.constraint}|seed{self.seed}"
+
+
+# --- results of a search ------------------------------------------------------------
+@dataclass
+class Candidate:
+    """A proposed architecture + per-layer policy, optionally with weights (inherit track).
+
+    ``weights`` is a state dict for ``space.build(arch, policy, quant)`` with the method's
+    own ``quant`` config (``None``: the shared LSQ config).
+    """
+
+    policy: Policy
+    arch: Any = None
+    label: str = ""
+    weights: Mapping[str, Tensor] | None = None
+    quant: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def policy_json(self) -> str:
+        return json.dumps(policy_to_dict(self.policy), sort_keys=False)
+
+    def arch_json(self) -> str:
+        if self.arch is None:
+            return "null"
+        to_dict = getattr(self.arch, "to_dict", None)
+        return json.dumps(to_dict() if to_dict else self.arch, sort_keys=True, default=str)
+
+
+@dataclass
+class SearchResult:
+    """A method's answer: candidates (best first) and its own log (JSON-serialisable)."""
+
+    candidates: list[Candidate]
+    log: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,165 @@
+"""Quantized Conv2d / Linear whose weight and activation bits are set at run time.
+
+One module serves many policies: set ``layer.w_bits`` / ``layer.a_bits`` (bits;
+32 = full precision) or call :func:`apply_policy` on a whole model. The input
+activation is quantized by ``act_quantizer`` and the weight by
+``weight_quantizer`` before the ordinary convolution / matrix product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from benchmark.arena.policy import FP_BITS, LayerBits, Policy, PolicyError
+from benchmark.arena.quant.base import QuantConfig
+
+
+class QuantLayer:
+    """Mixin: run-time ``w_bits``/``a_bits`` and the two quantizers."""
+
+    w_bits: int
+    a_bits: int
+    weight_quantizer: nn.Module
+    act_quantizer: nn.Module
+
+    def _init_quant(self, config: QuantConfig, act_signed: bool | None) -> None:
+        self.w_bits = FP_BITS
+        self.a_bits = FP_BITS
+        self.weight_quantizer = config.make_weight_quantizer()
+        self.act_quantizer = config.make_act_quantizer(act_signed)
+
+    def set_bits(self, bits: LayerBits) -> None:
+        self.w_bits, self.a_bits = int(bits.w_bits), int(bits.a_bits)
+
+    @property
+    def bits(self) -> LayerBits:
+        return LayerBits(self.w_bits, self.a_bits)
+
+    def quantized_weight(self, weight: Tensor) -> Tensor:
+        return self.weight_quantizer(weight, self.w_bits)
+
+    def quantized_input(self, x: Tensor) -> Tensor:
+        return self.act_quantizer(x, self.a_bits)
+
+
+class QConv2d(nn.Conv2d, QuantLayer):
+    """``nn.Conv2d`` with run-time fake quantization of its weight and input."""
+
+    def __init__(
+        self,
+        *args,
+        quant: QuantConfig | None = None,
+        act_signed: bool | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_quant(quant or QuantConfig(), act_signed)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(
+            self.quantized_input(x), self.quantized_weight(self.weight), self.bias
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, w_bits={self.w_bits}, a_bits={self.a_bits}"
+
+
+class QLinear(nn.Linear, QuantLayer):
+    """``nn.Linear`` with run-time fake quantization of its weight and input."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        quant: QuantConfig | None = None,
+        act_signed: bool | None = None,
+    ) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self._init_quant(quant or QuantConfig(), act_signed)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(self.quantized_input(x), self.quantized_weight(self.weight), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, w_bits={self.w_bits}, a_bits={self.a_bits}"
+
+
+def quant_layers(model: nn.Module) -> dict[str, QuantLayer]:
+    """Quantized layers of ``model`` by module name, in registration order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, QuantLayer)}
+
+
+def apply_policy(model: nn.Module, policy: Mapping[str, LayerBits], *, strict: bool = True) -> None:
+    """Set every named layer's bits; ``strict`` rejects names that are not quantized layers."""
+    layers = quant_layers(model)
+    for name, bits in policy.items():
+        if name not in layers:
+            if strict:
+                raise PolicyError(f"{name!r} is not a quantized layer of this model")
+            continue
+        layers[name].set_bits(bits)
+
+
+def current_policy(model: nn.Module) -> Policy:
+    """The bits every quantized layer of ``model`` is set to now."""
+    return {name: layer.bits for name, layer in quant_layers(model).items()}
+
+
+def quantize_model(
+    model: nn.Module,
+    quant: QuantConfig | None = None,
+    *,
+    include: Callable[[str, nn.Module], bool] | None = None,
+) -> nn.Module:
+    """Replace the ``nn.Conv2d``/``nn.Linear`` modules of any model by quantized twins, in place.
+
+    Weights and biases are kept (the same tensors); layers start at full precision.
+    Activation signedness is decided on the first quantized input. ``include(name, module)``
+    selects which layers to replace (default: all).
+    """
+    quant = quant or QuantConfig()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, QuantLayer) or not isinstance(module, nn.Conv2d | nn.Linear):
+            continue
+        if include is not None and not include(name, module):
+            continue
+        if isinstance(module, nn.Conv2d):
+            new: nn.Module = QConv2d(
+                module.in_channels,
+                module.out_channels,
+                module.kernel_size,
+                stride=module.stride,
+                padding=module.padding,
+                dilation=module.dilation,
+                groups=module.groups,
+                bias=module.bias is not None,
+                padding_mode=module.padding_mode,
+                quant=quant,
+            )
+        else:
+            new = QLinear(
+                module.in_features, module.out_features, module.bias is not None, quant=quant
+            )
+        new.weight = module.weight
+        new.bias = module.bias
+        new.to(module.weight.device)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, new)
+    return model
+
+
+@torch.no_grad()
+def copy_quant_state(src: nn.Module, dst: nn.Module) -> None:
+    """Copy quantizer parameters and buffers between two models with the same layer names."""
+    dst_layers = quant_layers(dst)
+    for name, layer in quant_layers(src).items():
+        if name in dst_layers:
+            dst_layers[name].weight_quantizer.load_state_dict(layer.weight_quantizer.state_dict())
+            dst_layers[name].act_quantizer.load_state_dict(layer.act_quantizer.state_dict())

@@ -1,0 +1,208 @@
+"""The FP starting points of every method, trained once and cached on disk, their cost
+shown once and never charged to a method.
+
+- a fixed space's FP checkpoint (:func:`pretrain_fp`): the reference model trained with
+  the preset's ``[pretrain]`` recipe;
+- an elastic space's FP supernet (:func:`pretrain_supernet`): the preset's ``[supernet]``
+  SGD schedule (``[pretrain]`` if it has none; the smoke preset trains 2 epochs instead of
+  5 since every step runs 4 subnets) with the sandwich rule of
+  :mod:`benchmark.arena.recipes.supernet`.
+
+:func:`fp_starting_point` picks the one that fits the space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from benchmark.arena.cache import cached, default_cache_dir
+from benchmark.arena.data import DataSplits
+from benchmark.arena.presets import Preset
+from benchmark.arena.recipes.loop import evaluate, recalibrate, train
+from benchmark.arena.recipes.supernet import NUM_RANDOM_SUBNETS, sandwich_step, supernet_recipe
+from benchmark.arena.spaces.base import ElasticSearchSpace, SearchSpace
+from benchmark.arena.spaces.mbv3.arch import max_arch, min_arch
+from benchmark.arena.spaces.mbv3.nets import MBV3Supernet
+from benchmark.arena.spaces.mbv3.space import MBV3CifarSpace
+
+RECIPE_VERSION = 1
+"""Bump when the training code changes in a way that invalidates cached checkpoints."""
+
+
+SUPERNET_VERSION = 2
+"""Bump when this recipe changes in a way that invalidates cached supernets.
+
+2: squeeze-excite convs became quantized layers (fixed at ``fixed_bits``); the FP state's
+keys and the FP training are unchanged, the bump only keeps old caches apart."""
+
+
+def fp_starting_point(
+    space: SearchSpace,
+    splits: DataSplits,
+    preset: Preset,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    cache_dir: str | Path | None = None,
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The cached FP start of ``space``: its FP supernet when the space is elastic, else the
+    FP checkpoint of its reference model. Returns ``(state_dict, info)``."""
+    pretrain = pretrain_supernet if isinstance(space, ElasticSearchSpace) else pretrain_fp
+    return pretrain(space, splits, preset, seed=seed, device=device, cache_dir=cache_dir)
+
+
+def pretrain_key(space: SearchSpace, splits: DataSplits, preset: Preset, seed: int) -> dict:
+    """What identifies an FP checkpoint: space, dataset, split, recipe, seed, code version."""
+    return {
+        "space": space.config(),
+        "dataset": splits.name,
+        "data": asdict(preset.data),
+        "recipe": asdict(preset.pretrain),
+        "seed": seed,
+        "recipe_version": RECIPE_VERSION,
+    }
+
+
+def pretrain_fp(
+    space: SearchSpace,
+    splits: DataSplits,
+    preset: Preset,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    cache_dir: str | Path | None = None,
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """FP checkpoint of ``space``'s reference model, trained once and cached on disk.
+
+    Returns ``(state_dict, info)``; ``info`` holds ``cached`` (bool), the training cost
+    (``seconds``, ``samples``) of the original training and ``val_top1``/``test_top1``.
+    """
+    key = pretrain_key(space, splits, preset, seed)
+
+    def build() -> dict[str, Any]:
+        torch.manual_seed(seed)
+        model = space.build(space.reference_arch)
+        stats = train(
+            model,
+            splits.train,
+            preset.pretrain,
+            device=device,
+            seed=seed,
+            desc=f"pretrain {space.name}",
+        )
+        batch = preset.data.eval_batch_size
+        info = {
+            **stats.to_dict(),
+            "device": str(device),
+            "val_top1": evaluate(model, splits.val, device=device, batch_size=batch),
+            "test_top1": evaluate(model, splits.test, device=device, batch_size=batch),
+        }
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        return {"state_dict": state, "info": info}
+
+    payload, was_cached = cached(Path(cache_dir or default_cache_dir()), "fp", key, build)
+    return payload["state_dict"], {**payload["info"], "cached": was_cached}
+
+
+def supernet_key(
+    space: MBV3CifarSpace, splits: DataSplits, preset: Preset, seed: int
+) -> dict[str, Any]:
+    """What identifies an FP supernet: space, dataset, split, recipe, sandwich, seed, version."""
+    return {
+        "space": space.config(),
+        "dataset": splits.name,
+        "data": asdict(preset.data),
+        "recipe": asdict(supernet_recipe(preset)),
+        "sandwich": {"num_random": NUM_RANDOM_SUBNETS, "distill": "soft-ce-from-largest"},
+        "seed": seed,
+        "supernet_version": SUPERNET_VERSION,
+    }
+
+
+def evaluate_subnet(
+    space: MBV3CifarSpace,
+    supernet: MBV3Supernet,
+    arch: Any,
+    splits: DataSplits,
+    preset: Preset,
+    *,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Top-1 (percent) on val and test of one extracted subnet after BN recalibration on
+    ``preset.recalibration`` train images; the supernet itself is not modified."""
+    net = space.extract(supernet, arch)
+    rc = preset.recalibration
+    recalibrate(
+        net, splits.train, batches=rc.batches, batch_size=rc.batch_size, device=device, seed=seed
+    )
+    batch = preset.data.eval_batch_size
+    return {
+        "arch": space.validate_arch(arch).to_dict(),
+        "macs": sum(p.macs for p in space.profiles(arch).values()),
+        "val_top1": evaluate(net, splits.val, device=device, batch_size=batch),
+        "test_top1": evaluate(net, splits.test, device=device, batch_size=batch),
+    }
+
+
+def pretrain_supernet(
+    space: MBV3CifarSpace,
+    splits: DataSplits,
+    preset: Preset,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    cache_dir: str | Path | None = None,
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The FP supernet of ``space``, trained once with the sandwich rule and cached on disk.
+
+    Returns ``(state_dict, info)``. The state holds weights, kernel transforms and BN
+    buffers (no quantizer state: load it with ``space.build_supernet(quant, state)``).
+    ``info`` holds ``cached`` (bool), the original training cost (``steps``, ``samples``,
+    ``seconds``, ``final_loss``), ``device`` and, per subnet ``largest`` / ``smallest`` /
+    ``reference``, its ``arch``, ``macs`` and recalibrated ``val_top1`` / ``test_top1``
+    (percent); ``val_top1`` / ``test_top1`` at top level are the largest subnet's.
+    """
+    key = supernet_key(space, splits, preset, seed)
+
+    def build() -> dict[str, Any]:
+        torch.manual_seed(seed)
+        supernet = space.build_supernet()
+        recipe = supernet_recipe(preset)
+        step = sandwich_step(seed=seed, label_smoothing=recipe.label_smoothing)
+        stats = train(
+            supernet,
+            splits.train,
+            recipe,
+            device=device,
+            seed=seed,
+            step_loss=step,
+            desc=f"pretrain {space.name} supernet",
+        )
+        subnets = {
+            name: evaluate_subnet(space, supernet, arch, splits, preset, device=device, seed=seed)
+            for name, arch in (
+                ("largest", max_arch()),
+                ("smallest", min_arch()),
+                ("reference", space.reference_arch),
+            )
+        }
+        info = {
+            **stats.to_dict(),
+            "device": str(device),
+            "val_top1": subnets["largest"]["val_top1"],
+            "test_top1": subnets["largest"]["test_top1"],
+            "subnets": subnets,
+        }
+        state = {
+            k: v.detach().cpu() for k, v in supernet.state_dict().items() if "_quantizer." not in k
+        }
+        return {"state_dict": state, "info": info}
+
+    payload, was_cached = cached(Path(cache_dir or default_cache_dir()), "supernet-fp", key, build)
+    return payload["state_dict"], {**payload["info"], "cached": was_cached}

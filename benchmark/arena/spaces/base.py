@@ -1,0 +1,231 @@
+"""The search-space interface and its registry.
+
+A space builds models, names its quantizable layers, states its bit conventions
+(which layers are fixed at which bits) and checks policies. Fixed-architecture
+spaces (``resnet20``) ignore ``arch``; elastic spaces (``mbv3-cifar``) take one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from torch import nn
+
+from benchmark.arena.cost import (
+    CostReport,
+    LayerProfile,
+    Reference,
+    cost_from_profiles,
+    profile_layers,
+)
+from benchmark.arena.policy import (
+    FP_BITS,
+    LayerBits,
+    Policy,
+    PolicyError,
+    parse_uniform,
+    uniform_policy,
+    validate_policy,
+)
+from benchmark.arena.quant.base import QuantConfig
+
+
+class SpaceError(ValueError):
+    """An unknown space or an invalid architecture for it."""
+
+
+class SearchSpace(ABC):
+    """A shared search space. Subclasses set ``name``, ``bit_choices`` and ``searches``.
+
+    Args:
+        fixed_bits: bits of the layers the convention fixes (first conv, classifier);
+            32 keeps them full precision. Stated in every result's metadata.
+    """
+
+    name: ClassVar[str]
+    bit_choices: ClassVar[tuple[int, ...]]
+    searches: ClassVar[str]  # "bits" or "arch+bits"
+    input_shape: ClassVar[tuple[int, int, int]] = (3, 32, 32)
+
+    def __init__(self, fixed_bits: int = 8, num_classes: int = 10) -> None:
+        if fixed_bits not in (*self.bit_choices, 8, FP_BITS):
+            raise SpaceError(f"fixed_bits must be one of {sorted({*self.bit_choices, 8, 32})}")
+        self.fixed_bits = fixed_bits
+        self.num_classes = num_classes
+
+    # --- architecture ---------------------------------------------------------------
+    @property
+    def reference_arch(self) -> Any:
+        """The architecture bits-only methods work on (``None`` for fixed spaces)."""
+        return None
+
+    @property
+    def smallest_arch(self) -> Any:
+        """The architecture with the fewest MACs and parameters (``None`` for fixed spaces)."""
+        return self.reference_arch
+
+    def validate_arch(self, arch: Any) -> Any:
+        """Return ``arch`` normalised for this space, or raise :class:`SpaceError`."""
+        return None
+
+    @abstractmethod
+    def build(
+        self,
+        arch: Any = None,
+        policy: Mapping[str, LayerBits] | None = None,
+        quant: QuantConfig | None = None,
+    ) -> nn.Module:
+        """A fresh model (random init) with quantized layers set to ``policy`` (FP if None)."""
+
+    def build_from_fp(
+        self,
+        fp_state: Mapping[str, Any],
+        arch: Any = None,
+        policy: Mapping[str, LayerBits] | None = None,
+        quant: QuantConfig | None = None,
+    ) -> nn.Module:
+        """A standalone model of ``arch`` carrying the FP checkpoint's weights.
+
+        Quantizer state is not in an FP checkpoint; it initialises on first use.
+        Elastic spaces override this to extract the subnet from the FP supernet.
+        """
+        model = self.build(arch, policy=policy, quant=quant)
+        missing, unexpected = model.load_state_dict(dict(fp_state), strict=False)
+        bad = [k for k in (*missing, *unexpected) if "_quantizer." not in k]
+        if bad:
+            raise ValueError(f"FP checkpoint does not fit {self.name}: first mismatch {bad[0]!r}")
+        return model
+
+    @abstractmethod
+    def fixed_layer_names(self, arch: Any = None) -> list[str]:
+        """Layers whose bits the convention fixes at ``fixed_bits``."""
+
+    def config(self) -> dict[str, Any]:
+        """What defines this space instance (stored with every result)."""
+        return {"name": self.name, "fixed_bits": self.fixed_bits, "num_classes": self.num_classes}
+
+    # --- layers and policies -----------------------------------------------------
+    def profiles(self, arch: Any = None) -> dict[str, LayerProfile]:
+        """MACs and params per quantizable layer for one 32×32 image, in network order."""
+        arch = self.validate_arch(arch)
+        key = None if arch is None else repr(arch)
+        cache = self.__dict__.setdefault("_profile_cache", {})
+        if key not in cache:
+            cache[key] = profile_layers(self.build(arch), self.input_shape)
+        return cache[key]
+
+    def layer_names(self, arch: Any = None) -> list[str]:
+        return list(self.profiles(arch))
+
+    def searchable_layers(self, arch: Any = None) -> list[str]:
+        fixed = set(self.fixed_layer_names(arch))
+        return [n for n in self.layer_names(arch) if n not in fixed]
+
+    def allowed_bits(self) -> tuple[int, ...]:
+        return tuple(sorted({*self.bit_choices, 8, FP_BITS}))
+
+    def full_policy(self, policy: Mapping[str, LayerBits], arch: Any = None) -> Policy:
+        """Validate a policy over the searchable layers and add the fixed layers' bits.
+
+        Fixed layers may be listed only at their fixed bits. Raises :class:`PolicyError`.
+        """
+        fixed = self.fixed_layer_names(arch)
+        fixed_bits = LayerBits(self.fixed_bits, self.fixed_bits)
+        for name in fixed:
+            if name in policy and policy[name] != fixed_bits:
+                raise PolicyError(
+                    f"layer {name!r} is fixed at W{self.fixed_bits}A{self.fixed_bits} by the "
+                    f"{self.name} convention; drop it from the policy or build the space with "
+                    "another fixed_bits"
+                )
+        searchable = self.searchable_layers(arch)
+        rest = {k: v for k, v in policy.items() if k not in fixed}
+        validate_policy(rest, searchable, self.allowed_bits())
+        full = {name: fixed_bits for name in fixed}
+        full.update({name: rest[name] for name in searchable})
+        order = self.layer_names(arch)
+        return {name: full[name] for name in order}
+
+    def uniform_policy(self, w_bits: int, a_bits: int | None = None, arch: Any = None) -> Policy:
+        """Every searchable layer at ``w_bits``/``a_bits``, fixed layers per the convention."""
+        a_bits = w_bits if a_bits is None else a_bits
+        return self.full_policy(uniform_policy(self.searchable_layers(arch), w_bits, a_bits), arch)
+
+    def parse_policy(self, spec: str | Mapping[str, LayerBits], arch: Any = None) -> Policy:
+        """``"w4a4"`` or a policy mapping → full policy."""
+        if isinstance(spec, str):
+            bits = parse_uniform(spec)
+            if bits is None:
+                raise PolicyError(f"cannot read policy {spec!r}: use e.g. w4a4 or a JSON file")
+            return self.uniform_policy(bits.w_bits, bits.a_bits, arch)
+        return self.full_policy(spec, arch)
+
+    def reference(self) -> Reference:
+        """W8A8 cost of the reference architecture (every counted layer at 8 bits).
+
+        Relative constraints (``bitops<=0.5``) and the ``*_ratio_w8a8`` columns refer to it,
+        so on a joint space all architectures are measured against one number.
+        """
+        report = cost_from_profiles(self.profiles(self.reference_arch), {})
+        return Reference(report.bitops_w8a8, report.size_bits_w8a8)
+
+    def cheapest_cost(self) -> CostReport:
+        """Cost of the cheapest candidate: :attr:`smallest_arch` with every searchable layer
+        at the lowest bit choice (fixed layers per the convention). No constraint tighter
+        than this (in BitOPs or size) can be met on this space."""
+        arch = self.smallest_arch
+        low = min(self.bit_choices)
+        return self.cost(self.uniform_policy(low, low, arch), arch)
+
+    def cost(self, policy: Mapping[str, LayerBits], arch: Any = None) -> CostReport:
+        """Cost of a (full or searchable-only) policy on this space, for one 32×32 image."""
+        return cost_from_profiles(self.profiles(arch), self.full_policy(policy, arch))
+
+
+class ElasticSearchSpace(SearchSpace):
+    """A joint space of architectures and bits served by one weight-sharing supernet.
+
+    Its FP starting point is an FP supernet (not one FP model); a static subnet is
+    extracted from the supernet with the weights it inherits.
+    """
+
+    @abstractmethod
+    def sample_arch(self, rng: Any) -> Any:
+        """A uniformly random architecture of this space."""
+
+    @abstractmethod
+    def build_supernet(
+        self, quant: QuantConfig | None = None, fp_state: Mapping[str, Any] | None = None
+    ) -> nn.Module:
+        """The weight-sharing supernet (random init, or ``fp_state``'s weights)."""
+
+    @abstractmethod
+    def extract(self, supernet: nn.Module, arch: Any = None, policy: Any = None) -> nn.Module:
+        """A static copy of subnet ``arch`` with the weights it inherits from ``supernet``."""
+
+
+SpaceFactory = Callable[..., SearchSpace]
+_SPACES: dict[str, SpaceFactory] = {}
+
+
+def register_space(name: str) -> Callable[[SpaceFactory], SpaceFactory]:
+    """Class decorator that makes a space available by name."""
+
+    def wrap(factory: SpaceFactory) -> SpaceFactory:
+        _SPACES[name] = factory
+        return factory
+
+    return wrap
+
+
+def list_spaces() -> list[str]:
+    return sorted(_SPACES)
+
+
+def get_space(name: str, **kwargs: Any) -> SearchSpace:
+    """Build a registered space; unknown names raise :class:`SpaceError` listing valid ones."""
+    if name not in _SPACES:
+        raise SpaceError(f"unknown space {name!r}; choose one of {', '.join(list_spaces())}")
+    return _SPACES[name](**kwargs)

@@ -1,0 +1,218 @@
+"""``mbv3-cifar``: an OFA-style elastic MobileNetV3 for 32×32 images, searched jointly over
+architecture and per-layer W/A bits.
+
+Layout (channels, stride, activation, squeeze-excite):
+
+- stem: 3×3 conv 3→16, stride 1, BN, h_swish;
+- block 0: MBConv with expand 1 (3×3 depthwise 16, ReLU, 1×1 project 16→16, residual);
+- three elastic stages of 2-3 blocks, widths 24 / 40 / 80, first block stride 2,
+  activations ReLU / h_swish / h_swish, squeeze-excite no / yes / yes. Each block:
+  1×1 expand (``in·e`` channels, e ∈ {3, 4, 6}), depthwise k×k (k ∈ {3, 5}), SE, 1×1
+  project, residual when stride 1 and widths match;
+- head: 1×1 conv 80→320, BN, h_swish, global average pool, linear 320→classes.
+
+MACs per 32×32 image: 18,326,656 for the largest subnet, 6,035,584 for the smallest,
+10,882,688 for :data:`~benchmark.arena.spaces.mbv3.arch.REFERENCE_ARCH` (convs, SE and classifier).
+
+Layer names are stable across architectures: block ``b`` (0 = the expand-1 block, 1-9 =
+stage slots, ``b = 1 + 3·stage + slot``) has ``blocks.b.pw_expand``, ``blocks.b.dw``,
+``blocks.b.pw_project`` and, in stages 2-3, ``blocks.b.se.reduce`` / ``blocks.b.se.expand``.
+Layers of blocks an architecture does not run are absent from its profile and policies.
+
+Bit conventions (stated with every result through :meth:`SearchSpace.config`):
+
+- the stem conv (``stem.conv``), the squeeze-excite convs (``blocks.b.se.reduce`` /
+  ``blocks.b.se.expand``) and the classifier (``classifier``) are quantized layers fixed
+  at ``fixed_bits`` (default 8): never searched, always costed at ``fixed_bits`` ×
+  ``fixed_bits`` (see :meth:`MBV3CifarSpace.fixed_layer_names`). ``fixed_bits=32`` keeps
+  all of them full precision, which restores the FP squeeze-excite of OQAT / QFA (SE then
+  costs 32×32 BitOPs; stem conv and classifier are FP too);
+- every other conv (block 0, expand / depthwise / project of each block, head conv) is
+  searched over W/A bits {2, 3, 4} (8 and 32 accepted).
+
+Activation quantizers: inputs taken from the residual stream (expand convs, head conv, the
+stem's image) use a signed grid; inputs taken after ReLU / h_swish (depthwise, project,
+classifier) an unsigned one (h_swish's negative lobe, ≥ -0.375, is clipped to 0). SE
+``reduce`` reads the spatial mean of the block's h_swish output (slightly negative for a
+channel that sits mostly in the negative lobe) on a signed grid, so that mean is not
+clipped; SE ``expand`` reads a ReLU output, unsigned.
+Biases (SE convs, classifier) stay full precision.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from benchmark.arena.policy import LayerBits, Policy
+from benchmark.arena.quant.base import QuantConfig
+from benchmark.arena.quant.modules import apply_policy
+from benchmark.arena.spaces.base import ElasticSearchSpace, register_space
+from benchmark.arena.spaces.mbv3.arch import (
+    MAX_DEPTH,
+    REFERENCE_ARCH,
+    MBV3Arch,
+    as_arch,
+    min_arch,
+    sample_arch,
+)
+from benchmark.arena.spaces.mbv3.nets import STAGE_SE, MBV3Net, MBV3Supernet, block_index
+
+
+@register_space("mbv3-cifar")
+class MBV3CifarSpace(ElasticSearchSpace):
+    """Elastic MobileNetV3 for 32×32 input: kernel, expand, depth and per-layer W/A bits.
+
+    ``build(arch)`` gives a static subnet (random init); :meth:`build_supernet` the
+    weight-sharing supernet; :meth:`activate` and :meth:`extract` move between them.
+    Architectures are :class:`MBV3Arch` or their dict form; ``None`` means
+    :data:`REFERENCE_ARCH` (full depth, kernel 3, expand 4: what bits-only methods use).
+    """
+
+    name = "mbv3-cifar"
+    bit_choices = (2, 3, 4)
+    searches = "arch+bits"
+
+    # --- architecture ---------------------------------------------------------------
+    @property
+    def reference_arch(self) -> MBV3Arch:
+        return REFERENCE_ARCH
+
+    @property
+    def smallest_arch(self) -> MBV3Arch:
+        """Kernel 3, expand 3, depth 2 everywhere (:func:`.arch.min_arch`)."""
+        return min_arch()
+
+    def validate_arch(self, arch: Any) -> MBV3Arch:
+        """The canonical :class:`MBV3Arch` of ``arch`` (an arch, its dict, or None)."""
+        return as_arch(arch)
+
+    def sample_arch(self, rng: random.Random | np.random.Generator) -> MBV3Arch:
+        """A uniformly random architecture (see :func:`.arch.sample_arch`)."""
+        return sample_arch(rng)
+
+    # --- models -------------------------------------------------------------------------
+    def build(
+        self,
+        arch: Any = None,
+        policy: Mapping[str, LayerBits] | None = None,
+        quant: QuantConfig | None = None,
+    ) -> MBV3Net:
+        """A static subnet for ``arch`` (random init), its layers set to ``policy``."""
+        arch = self.validate_arch(arch)
+        model = MBV3Net(arch, self.num_classes, quant)
+        if policy is not None:
+            apply_policy(model, self.full_policy(policy, arch))
+        return model
+
+    def build_supernet(
+        self,
+        quant: QuantConfig | None = None,
+        fp_state: Mapping[str, Tensor] | None = None,
+    ) -> MBV3Supernet:
+        """The weight-sharing supernet, largest subnet active, all layers FP.
+
+        ``quant`` decides quantizer sharing: the default shares one state per physical
+        layer by every subnet and bit-width (OQAT); ``QuantConfig(per_bit_weight=True,
+        per_bit_act=True)`` keeps one per bit-width (QFA). ``fp_state`` (the FP supernet
+        checkpoint of :func:`~benchmark.arena.recipes.pretrain.pretrain_supernet`) replaces
+        the random init; quantizer entries in it are ignored (quantizer state initialises
+        on first use).
+        """
+        supernet = MBV3Supernet(self.num_classes, quant)
+        if fp_state is not None:
+            weights = {k: v for k, v in fp_state.items() if "_quantizer." not in k}
+            missing, unexpected = supernet.load_state_dict(weights, strict=False)
+            bad = [k for k in (*missing, *unexpected) if "_quantizer." not in k]
+            if bad:
+                raise ValueError(
+                    f"checkpoint is not an {self.name} supernet state: first mismatch {bad[0]!r}"
+                )
+        return supernet
+
+    def build_from_fp(
+        self,
+        fp_state: Mapping[str, Any],
+        arch: Any = None,
+        policy: Mapping[str, LayerBits] | None = None,
+        quant: QuantConfig | None = None,
+    ) -> MBV3Net:
+        """The static subnet ``arch`` extracted from the FP supernet checkpoint ``fp_state``,
+        its layers set to ``policy`` (FP if None); quantizers initialise on first use."""
+        supernet = self.build_supernet(quant, fp_state)
+        return self.extract(supernet, arch, policy)
+
+    def activate(
+        self,
+        supernet: MBV3Supernet,
+        arch: Any,
+        policy: str | Mapping[str, LayerBits] | None = None,
+    ) -> MBV3Arch:
+        """Validate ``arch`` and ``policy`` (``"w4a4"`` or a mapping over the arch's
+        searchable layers) and make the supernet run them; returns the canonical arch.
+
+        With ``policy=None`` the layers keep their current bits.
+        """
+        arch = self.validate_arch(arch)
+        full = None if policy is None else self.parse_policy(policy, arch)
+        supernet.set_active(arch, full)
+        return arch
+
+    def extract(
+        self,
+        supernet: MBV3Supernet,
+        arch: Any = None,
+        policy: str | Mapping[str, LayerBits] | None = None,
+    ) -> MBV3Net:
+        """A static copy of ``arch`` (default: the supernet's active arch) with inherited
+        weights, BN statistics and quantizer state; bits from ``policy`` if given, else the
+        supernet's current bits. The supernet's own active arch is not changed.
+        """
+        arch = supernet.arch if arch is None else self.validate_arch(arch)
+        net = supernet.extract(arch)
+        if policy is not None:
+            apply_policy(net, self.parse_policy(policy, arch))
+        return net
+
+    # --- layers ---------------------------------------------------------------------------
+    def fixed_layer_names(self, arch: Any = None) -> list[str]:
+        """Layers fixed at ``fixed_bits``, in network order: stem conv, SE convs, classifier."""
+        return ["stem.conv", *self.se_layer_names(arch), "classifier"]
+
+    def se_layer_names(self, arch: Any = None) -> list[str]:
+        """The squeeze-excite convs of ``arch`` in network order (fixed at ``fixed_bits``)."""
+        return [n for n in self.layer_names(arch) if ".se." in n]
+
+    def layer_names(self, arch: Any = None) -> list[str]:
+        """Quantizable layers of ``arch`` in network order (SE convs included; no profiling)."""
+        arch = self.validate_arch(arch)
+        names = ["stem.conv", "blocks.0.dw", "blocks.0.pw_project"]
+        for slot in arch.active_slots():
+            b = block_index(slot)
+            names += [f"blocks.{b}.pw_expand", f"blocks.{b}.dw"]
+            if STAGE_SE[slot // MAX_DEPTH]:
+                names += [f"blocks.{b}.se.reduce", f"blocks.{b}.se.expand"]
+            names.append(f"blocks.{b}.pw_project")
+        return [*names, "head.conv", "classifier"]
+
+    def sample_policy(
+        self,
+        arch: Any,
+        rng: random.Random | np.random.Generator,
+        bits: tuple[int, ...] | None = None,
+    ) -> Policy:
+        """A full policy with every searchable layer's W and A bits drawn independently
+        and uniformly from ``bits`` (default :attr:`bit_choices`)."""
+        bits = tuple(bits or self.bit_choices)
+
+        def draw() -> int:
+            if isinstance(rng, np.random.Generator):
+                return int(bits[int(rng.integers(len(bits)))])
+            return int(rng.choice(bits))
+
+        names = self.searchable_layers(arch)
+        return self.full_policy({n: LayerBits(draw(), draw()) for n in names}, arch)

@@ -1,0 +1,289 @@
+"""The commands: ``run``, ``leaderboard``, ``list`` and ``cost`` (parsing and printing;
+the work is the harness's and the reports')."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmark.cli.parser import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    UsageError,
+    _default_space,
+)
+
+
+# --- commands ---------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    from benchmark.arena.data import list_datasets
+    from benchmark.arena.presets import list_presets, load_preset
+    from benchmark.arena.spaces import get_space, list_spaces
+    from methods import get_method, list_methods
+
+    if args.what in ("all", "methods"):
+        print("methods:")
+        for name in list_methods():
+            cls = get_method(name)
+            doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip()
+            print(f"  {name:12s} searches {cls.searches:18s} {doc.splitlines()[0][:70]}")
+    if args.what in ("all", "spaces"):
+        print("spaces:")
+        for name in list_spaces():
+            print(f"  {name:12s} searches {get_space(name).searches}")
+    if args.what in ("all", "datasets"):
+        print("datasets:\n  " + "\n  ".join(list_datasets()))
+    if args.what in ("all", "presets"):
+        print("presets:")
+        for name in list_presets():
+            print(f"  {name:12s} {load_preset(name).description}")
+    return EXIT_OK
+
+
+def _is_file(text: str) -> bool:
+    """Whether ``text`` names an existing file (``False`` for paths the OS refuses)."""
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _read_json_arg(text: str, option: str) -> Any:
+    """``text`` as JSON, read from the file it names or else inline."""
+    try:
+        raw = Path(text).read_text() if _is_file(text) else text
+        return json.loads(raw)
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"cannot read {option} file {text} ({err}): check the path") from None
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, too many digits, nesting
+        raise UsageError(
+            f"{option} is neither a JSON file nor inline JSON ({err}): pass a .json file or "
+            "a JSON text"
+        ) from None
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    from benchmark.arena.policy import load_policy_file
+    from benchmark.arena.spaces import get_space
+
+    space = get_space(args.space, fixed_bits=args.fixed_bits, num_classes=args.num_classes)
+    arch = None if args.arch is None else _read_json_arg(args.arch, "--arch")
+    arch = space.validate_arch(arch)
+    if args.policy.endswith(".json") or _is_file(args.policy):
+        policy = space.full_policy(load_policy_file(args.policy), arch)
+    else:
+        policy = space.parse_policy(args.policy, arch)
+    report = space.cost(policy, arch)
+    reference = space.reference()
+    data = {
+        "space": space.name,
+        "arch": None if arch is None else getattr(arch, "to_dict", lambda: arch)(),
+        **report.to_dict(),
+        "space_bitops_w8a8": reference.bitops_w8a8,
+        "space_bitops_ratio": report.bitops / reference.bitops_w8a8,
+    }
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    print(f"{space.name}: {len(report.layers)} layers, {report.macs:,} MACs per image")
+    print(f"{'layer':28s} {'kind':7s} {'MACs':>12s} {'params':>9s}  W  A")
+    for c in report.layers:
+        print(f"{c.name:28s} {c.kind:7s} {c.macs:12,d} {c.params:9,d} {c.w_bits:2d} {c.a_bits:2d}")
+    print(
+        f"BitOPs {report.bitops:,} ({report.bitops_ratio_w8a8:.4f}× W8A8), "
+        f"MFLOPs/64 {report.mflops64:.3f}, size {report.size_bits:,} bits "
+        f"({report.size_bits / 8 / 1024:.1f} KiB, {report.size_ratio_w8a8:.4f}× 8-bit)"
+    )
+    return EXIT_OK
+
+
+def _validate_run(args: argparse.Namespace, options: object) -> None:
+    """Check every input before anything starts or is written: names, constraints, method
+    options, resources, folders, data files, the cluster address (cheapest checks first)."""
+    from benchmark.arena.data import check_data_dir, list_datasets
+    from benchmark.arena.presets import load_preset
+    from benchmark.arena.protocol import Constraint
+    from benchmark.arena.spaces import get_space
+    from benchmark.harness import validation
+    from methods import get_method
+
+    preset = load_preset(args.preset)
+    args.space = args.space or [_default_space()]
+    args.dataset = args.dataset or [preset.dataset]
+    for name in args.method_list:
+        get_method(name)
+    spaces = [get_space(name) for name in args.space]
+    for name in args.dataset:
+        if name not in list_datasets():
+            raise UsageError(
+                f"unknown dataset {name!r}; choose one of {', '.join(list_datasets())}"
+            )
+        if name != "digits" and args.data_dir is None and not args.download:
+            raise UsageError(f"dataset {name} needs --data-dir (or --download with internet)")
+    constraints = [Constraint.parse(c) for c in args.constraint]
+    args.constraint = [c.text for c in constraints]
+    try:
+        if args.method_options is not None:
+            validation.check_method_options(options, args.method_list)
+        if args.run_id is not None:
+            validation.check_run_id(args.run_id)
+        if args.executor == "ray" and args.address:
+            validation.parse_address(args.address)  # its syntax now, the connection last
+        validation.check_resources(
+            args.cpus_per_trial,
+            args.gpus_per_trial,
+            executor=args.executor,
+            address=args.address if args.executor == "ray" else None,
+        )
+        validation.check_writable_dir(args.out, "--out")
+        if args.cache_dir is not None:
+            validation.check_writable_dir(args.cache_dir, "--cache-dir")
+        for name in args.dataset:  # CIFAR: files present and their MD5 (~1 s)
+            check_data_dir(name, args.data_dir, download=args.download)
+        for space in spaces:  # profiles the space's smallest model once (~0.1 s)
+            for constraint in constraints:
+                validation.check_constraint_reachable(constraint, space)
+        if args.executor == "ray" and args.address:
+            validation.check_address(args.address)
+    except validation.InputError as err:
+        raise UsageError(str(err)) from None
+
+
+def _load_resumed(args: argparse.Namespace) -> None:
+    """Fill ``args`` with the settings stored in the run to resume."""
+    runs = Path(args.out).expanduser().resolve() / "runs"
+    meta_path = runs / args.resume / "metadata.json"
+    if args.methods is not None:
+        raise UsageError("--resume reruns the run's own grid: leave out --methods")
+    try:
+        meta = json.loads(meta_path.read_text())
+        settings = meta["settings"]
+    except FileNotFoundError:
+        known = sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+        hint = f"runs in {runs}: {', '.join(known[-5:])}" if known else f"no runs in {runs}"
+        raise UsageError(f"no run {args.resume!r} to resume ({hint}); check --out") from None
+    except (OSError, ValueError, KeyError) as err:
+        raise UsageError(
+            f"cannot resume {args.resume}: {meta_path} is unreadable ({err})"
+        ) from None
+    from benchmark.harness.run import RESUMED_SETTINGS
+
+    for name in RESUMED_SETTINGS:
+        setattr(args, name, settings[name])
+    args.run_id = args.resume
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.harness.records import new_run_id
+    from benchmark.harness.run import RESUMED_SETTINGS, RunLockedError, RunRequest, execute_run
+    from benchmark.harness.runner import Grid
+
+    if args.resume:
+        _load_resumed(args)
+    elif args.methods is None:
+        raise UsageError("--methods is required (or --resume RUN_ID to finish a run)")
+    args.method_list = args.methods
+    options: dict[str, dict] = {}
+    if args.method_options is not None:
+        try:
+            options = json.loads(args.method_options)
+        except (ValueError, RecursionError) as err:
+            raise UsageError(f"--method-options is not valid JSON ({err})") from None
+    _validate_run(args, options)
+    # trials may run in other processes (Ray workers) with another working directory
+    if args.preset.endswith(".toml"):
+        args.preset = str(Path(args.preset).resolve())
+    for name in ("data_dir", "cache_dir"):
+        if getattr(args, name):
+            setattr(args, name, str(Path(getattr(args, name)).expanduser().resolve()))
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    run_id = args.run_id or new_run_id()
+    run_dir = Path(args.out).expanduser().resolve() / "runs" / run_id
+    if not args.resume and (run_dir / "metadata.json").exists():
+        raise UsageError(
+            f"run {run_id} already exists in {run_dir.parent}; "
+            f"finish it with --resume {run_id} or choose another --run-id"
+        )
+    grid = Grid(
+        args.method_list, args.space, args.dataset, args.constraint, args.seeds, args.preset
+    )
+    request = RunRequest(
+        grid=grid,
+        settings={name: getattr(args, name) for name in RESUMED_SETTINGS},
+        options=options,
+        executor=args.executor,
+        address=args.address,
+        resume=bool(args.resume),
+        command=" ".join(sys.argv),
+    )
+    write = None if args.no_leaderboard else lambda path: _write_leaderboard([path], path)
+    try:
+        outcome = execute_run(request, run_id, run_dir, write_leaderboard=write)
+    except RunLockedError as err:
+        raise UsageError(str(err)) from None
+    except OSError as err:
+        raise UsageError(f"cannot write to {run_dir}: {err.strerror or err}") from None
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if outcome.n_not_ok or outcome.missing else EXIT_OK
+
+
+def _write_leaderboard(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
+    try:
+        from benchmark.report.leaderboard import build_leaderboard
+        from benchmark.report.load import load_runs
+        from benchmark.report.plots import write_plots
+        from benchmark.report.render import write_leaderboard
+    except ImportError:  # the leaderboard module is optional until it lands
+        return []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = load_runs(list(run_dirs))
+    for warning in caught:  # e.g. an unreadable records file: one line each, then go on
+        print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
+    paths = write_leaderboard(build_leaderboard(frame), out_dir)
+    paths += write_plots(frame, out_dir)
+    for path in paths:
+        print(path)
+    return paths
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from benchmark.harness.validation import InputError, check_writable_dir
+    from benchmark.report.load import LeaderboardError
+
+    dirs = [Path(d) for d in args.run_dirs]
+    for d in dirs:
+        if not _exists(d):
+            raise UsageError(f"{d} does not exist: pass run folders or an --out folder")
+    out = Path(args.out) if args.out else (dirs[0] if len(dirs) == 1 else Path("results"))
+    if not args.out and out.is_file():  # a records file as the only argument
+        out = out.parent
+    try:
+        check_writable_dir(out, "--out")
+    except InputError as err:
+        raise UsageError(str(err)) from None
+    try:
+        _write_leaderboard(dirs, out)
+    except LeaderboardError as err:
+        raise UsageError(f"{err}: pass run folders written by `python -m benchmark run`") from None
+    except OSError as err:
+        raise UsageError(f"cannot write the leaderboard to {out}: {err}") from None
+    return EXIT_OK
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False

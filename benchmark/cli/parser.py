@@ -1,0 +1,225 @@
+"""The command line's grammar: ``build_parser``, the argument types and the exit codes.
+
+Bad input raises :class:`UsageError`, reported by :func:`benchmark.cli.main` as one line
+on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import NoReturn
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_CONSTRAINT = "bitops<=0.3"
+DESCRIPTION = "``python -m benchmark``: run | leaderboard | list | cost."
+
+
+class UsageError(Exception):
+    """Bad user input: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, no usage dump
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _csv(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+MAX_SEED = 2**32 - 1
+"""Largest seed every RNG in the harness accepts (numpy's legacy seeding is 32-bit)."""
+
+MAX_NUM_CLASSES = 10_000
+"""Largest ``cost --num-classes`` (the classifier is built in memory to count its MACs)."""
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(t) for t in _csv(text)]
+    except (ValueError, argparse.ArgumentTypeError):
+        message = f"seeds must be integers like 0,1,2, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        message = f"seeds must be between 0 and {MAX_SEED}, got {bad[0]}: use e.g. 0,1,2"
+        raise argparse.ArgumentTypeError(message)
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        message = f"seed {repeated[0]} is given twice in {text!r}: list each seed once"
+        raise argparse.ArgumentTypeError(message)
+    return seeds
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _num_classes(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_NUM_CLASSES:
+        message = f"expected at most {MAX_NUM_CLASSES} classes, got {text!r}"
+        raise argparse.ArgumentTypeError(message)
+    return value
+
+
+def _default_space() -> str:
+    from benchmark.arena.spaces import list_spaces
+
+    return "mbv3-cifar" if "mbv3-cifar" in list_spaces() else "resnet20"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m benchmark", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run methods on tasks and write results + leaderboard")
+    run.add_argument(
+        "--methods",
+        type=_csv,
+        default=None,
+        help="comma list of method names or module:Class paths (required unless --resume)",
+    )
+    run.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        default=None,
+        help="finish run RUN_ID in --out: run only its trials without rows, same settings",
+    )
+    run.add_argument(
+        "--space",
+        type=_csv,
+        default=None,
+        help="comma list of spaces (default: mbv3-cifar; resnet20 = classic track)",
+    )
+    run.add_argument(
+        "--dataset",
+        type=_csv,
+        default=None,
+        help="comma list of datasets (default: the preset's, digits for smoke)",
+    )
+    run.add_argument("--data-dir", default=None, help="folder holding the CIFAR files")
+    run.add_argument(
+        "--download", action="store_true", help="download CIFAR into --data-dir (needs internet)"
+    )
+    run.add_argument("--preset", default="smoke", help="smoke | small | paper (default smoke)")
+    run.add_argument(
+        "--constraint",
+        type=_csv,
+        default=[DEFAULT_CONSTRAINT],
+        help=f"comma list, e.g. bitops<=0.5,size<=0.25 (default {DEFAULT_CONSTRAINT})",
+    )
+    run.add_argument("--seeds", type=_seeds, default=[0], help="comma list of seeds (default 0)")
+    run.add_argument("--out", default="results", help="output folder (default results/)")
+    run.add_argument("--run-id", default=None, help="name of the run folder (default: time-pid)")
+    run.add_argument(
+        "--cache-dir",
+        default=None,
+        help="FP checkpoint cache (default $MPQBENCH_CACHE or ~/.cache/mpqbench)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=("ray", "serial"),
+        default="ray",
+        help="ray (default) or serial (in-process, for debugging)",
+    )
+    run.add_argument(
+        "--address", default=None, help="join a running Ray cluster (e.g. auto or HOST:6379)"
+    )
+    run.add_argument("--cpus-per-trial", type=_positive_float, default=1.0)
+    run.add_argument("--gpus-per-trial", type=_non_negative_float, default=0.0)
+    run.add_argument(
+        "--max-search-seconds",
+        type=_positive_float,
+        default=None,
+        help="override the preset's search budget (seconds)",
+    )
+    run.add_argument(
+        "--max-search-samples",
+        type=_positive_int,
+        default=None,
+        help="override the preset's search budget (training samples)",
+    )
+    run.add_argument(
+        "--method-options",
+        default=None,
+        help='JSON {"method": {"option": value}} passed to method constructors',
+    )
+    run.add_argument(
+        "--max-trial-seconds",
+        type=_positive_float,
+        default=None,
+        help="stop a trial (search + evaluation) after this many seconds: status timeout "
+        "(default: the preset's)",
+    )
+    run.add_argument("--no-leaderboard", action="store_true", help="skip the leaderboard")
+    run.add_argument("-v", "--verbose", action="store_true", help="log training progress")
+
+    lb = sub.add_parser("leaderboard", help="aggregate runs into leaderboard.md/.csv/.html")
+    lb.add_argument(
+        "run_dirs",
+        nargs="*",
+        default=["results"],
+        help="run folders or --out folders (default results/)",
+    )
+    lb.add_argument(
+        "--out", default=None, help="where to write (default: the single run dir, else results/)"
+    )
+
+    ls = sub.add_parser("list", help="list methods, spaces, datasets, presets")
+    ls.add_argument(
+        "what",
+        nargs="?",
+        default="all",
+        choices=("all", "methods", "spaces", "datasets", "presets"),
+    )
+
+    cost = sub.add_parser("cost", help="MACs, BitOPs, MFLOPs/64 and size of a policy")
+    cost.add_argument("--space", default="resnet20")
+    cost.add_argument(
+        "--policy", default="w8a8", help="uniform (w4a4) or a JSON file of per-layer bits"
+    )
+    cost.add_argument("--arch", default=None, help="architecture JSON (file or inline)")
+    cost.add_argument(
+        "--fixed-bits",
+        type=int,
+        default=8,
+        help="bits of the convention-fixed layers (first conv, classifier)",
+    )
+    cost.add_argument("--num-classes", type=_num_classes, default=10)
+    cost.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser

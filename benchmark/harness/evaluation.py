@@ -1,0 +1,118 @@
+"""Evaluation of one candidate on both tracks: ``retrain`` (the shared QAT finetune from
+the FP checkpoint) and ``inherit`` (the method's own weights, recalibration only)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from benchmark.arena.context import Context
+from benchmark.arena.data import DataSplits
+from benchmark.arena.protocol import Candidate, SearchResult
+from benchmark.arena.recipes.finetune import finetune_qat
+from benchmark.arena.recipes.loop import evaluate, recalibrate
+from benchmark.arena.spaces.base import SearchSpace
+from benchmark.harness.outcome import Timer, error_text, status_of
+from benchmark.harness.records import ResultRow
+from benchmark.harness.spec import TrialSpec
+
+
+def evaluate_candidate(
+    base: ResultRow,
+    index: int,
+    candidate: Candidate,
+    result: SearchResult,
+    ctx: Context,
+    splits: DataSplits,
+    spec: TrialSpec,
+) -> list[ResultRow]:
+    space: SearchSpace = ctx.space
+    row = replace(base, candidate=candidate.label or f"candidate{index}", candidate_index=index)
+    try:
+        arch = space.validate_arch(candidate.arch)
+        policy = space.full_policy(candidate.policy, arch)
+    except ValueError as err:
+        return [replace(row, status="failed", error=f"invalid candidate: {err}")]
+    cost = space.cost(policy, arch)
+    reference = space.reference()
+    row = replace(
+        row,
+        policy=Candidate(policy, arch).policy_json(),
+        arch=Candidate(policy, arch).arch_json(),
+        feasible=ctx.constraint.satisfied(cost, reference),
+        macs=float(cost.macs),
+        bitops=float(cost.bitops),
+        mflops64=cost.mflops64,
+        size_bits=float(cost.size_bits),
+        bitops_ratio_w8a8=cost.bitops / reference.bitops_w8a8,
+        size_ratio_w8a8=cost.size_bits / reference.size_bits_w8a8,
+        avg_w_bits=cost.avg_w_bits,
+        avg_a_bits=cost.avg_a_bits,
+        extra=json.dumps(candidate.meta, default=str),
+    )
+    if not row.feasible:
+        return [row]
+    preset, device, seed = ctx.preset, ctx.device, ctx.task.seed
+    batch = preset.data.eval_batch_size
+    rows = []
+    # retrain track: the shared QAT finetune from the FP checkpoint
+    ft, ev = Timer(), Timer()
+    try:
+        with ft:
+            model, stats = finetune_qat(
+                space, policy, ctx.fp_state, splits, preset, arch=arch, seed=seed, device=device
+            )
+        with ev:
+            val = evaluate(model, splits.val, device=device, batch_size=batch)
+            test = evaluate(model, splits.test, device=device, batch_size=batch)
+        rows.append(
+            replace(
+                row,
+                track="retrain",
+                top1_val=val,
+                top1_test=test,
+                finetune_device_hours=ft.seconds / 3600,
+                eval_seconds=ev.seconds,
+            )
+        )
+    except Exception as err:  # noqa: BLE001 - recorded, the run goes on
+        rows.append(
+            replace(
+                row,
+                track="retrain",
+                status=status_of(err),
+                error=error_text(err),
+                finetune_device_hours=ft.seconds / 3600,
+            )
+        )
+    # inherit track: the method's own weights, recalibration only
+    if candidate.weights is not None:
+        ev = Timer()
+        try:
+            with ev:
+                model = space.build(arch, policy=policy, quant=candidate.quant)
+                model.load_state_dict(dict(candidate.weights))
+                recal = preset.recalibration
+                recalibrate(
+                    model,
+                    splits.train,
+                    batches=recal.batches,
+                    batch_size=recal.batch_size,
+                    device=device,
+                    seed=seed,
+                )
+                val = evaluate(model, splits.val, device=device, batch_size=batch)
+                test = evaluate(model, splits.test, device=device, batch_size=batch)
+            rows.append(
+                replace(
+                    row,
+                    track="inherit",
+                    top1_val=val,
+                    top1_test=test,
+                    finetune_device_hours=0.0,
+                    eval_seconds=ev.seconds,
+                )
+            )
+        except Exception as err:  # noqa: BLE001
+            rows.append(replace(row, track="inherit", status="failed", error=error_text(err)))
+    return rows

@@ -1,0 +1,258 @@
+"""Result rows, the per-run store and run metadata.
+
+One tidy row per (run, method, task, candidate, track). A run lives in
+``<out>/runs/<run-id>/`` as ``records.parquet`` + ``records.csv`` (rewritten
+atomically as trials finish) and ``metadata.json``. Rows of one trial are written
+together; a trial's key names what it ran, so a resumed run can skip finished work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmark.arena.files import atomic_write_bytes, atomic_write_text
+
+STATUSES = ("ok", "failed", "diverged", "over_budget", "crashed", "timeout")
+TRACKS = ("retrain", "inherit", "none")
+
+
+@dataclass
+class ResultRow:
+    """One candidate evaluated on one track (accuracy in %, time in hours/seconds)."""
+
+    run_id: str
+    trial_key: str
+    method: str
+    space: str
+    dataset: str
+    preset: str
+    seed: int
+    constraint: str
+    status: str = "ok"
+    error: str = ""
+    candidate: str = ""
+    candidate_index: int = -1
+    track: str = "none"
+    policy: str = "{}"  # JSON {"layer": {"w_bits": b, "a_bits": b}}
+    arch: str = "null"  # JSON of the architecture, null for fixed spaces
+    feasible: bool | None = None
+    top1_test: float = float("nan")
+    top1_val: float = float("nan")
+    macs: float = float("nan")
+    bitops: float = float("nan")
+    mflops64: float = float("nan")
+    size_bits: float = float("nan")
+    bitops_ratio_w8a8: float = float("nan")
+    size_ratio_w8a8: float = float("nan")
+    avg_w_bits: float = float("nan")
+    avg_a_bits: float = float("nan")
+    search_device_hours: float = float("nan")
+    finetune_device_hours: float = float("nan")
+    eval_seconds: float = float("nan")
+    samples_processed: int = 0
+    device: str = ""
+    mpqbench_version: str = ""
+    torch_version: str = ""
+    ray_version: str = ""
+    git_sha: str = ""
+    finished_at: str = ""
+    extra: str = "{}"  # JSON of method-specific labels (e.g. beta, variant)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+COLUMNS: tuple[str, ...] = tuple(ResultRow.__dataclass_fields__)
+
+
+def rows_to_frame(rows: Iterable[Mapping[str, Any] | ResultRow]) -> pd.DataFrame:
+    """A DataFrame with the schema's columns in order."""
+    records = [r.to_dict() if isinstance(r, ResultRow) else dict(r) for r in rows]
+    frame = pd.DataFrame.from_records(records, columns=list(COLUMNS))
+    return frame
+
+
+def git_sha(cwd: Path | None = None) -> str:
+    """The current git commit of the package checkout, or "" outside a repository."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=cwd or Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def versions() -> dict[str, str]:
+    """Package, torch and ray versions plus the git sha (stored in every row)."""
+    import torch
+
+    import benchmark
+
+    try:
+        import ray
+
+        ray_version = ray.__version__
+    except ImportError:  # pragma: no cover - ray is a dependency
+        ray_version = ""
+    return {
+        "mpqbench_version": benchmark.__version__,
+        "torch_version": torch.__version__,
+        "ray_version": ray_version,
+        "git_sha": git_sha(),
+    }
+
+
+def hardware() -> dict[str, Any]:
+    """What the driver runs on (trials record their own device per row)."""
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "cuda_available": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def new_run_id() -> str:
+    """``YYYYmmdd-HHMMSS-<pid>``: sortable and unique per process."""
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+
+
+@dataclass
+class RunStore:
+    """The files of one run; ``add`` is thread-safe and rewrites the tables atomically."""
+
+    run_dir: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def open(cls, run_dir: Path) -> RunStore:
+        """Open (or create) a run folder, loading rows already written."""
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        store = cls(run_dir)
+        if store.records_path.exists():
+            store.rows = read_records(store.records_path).to_dict("records")
+        return store
+
+    @property
+    def records_path(self) -> Path:
+        return self.run_dir / "records.parquet"
+
+    @property
+    def csv_path(self) -> Path:
+        return self.run_dir / "records.csv"
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.run_dir / "metadata.json"
+
+    def finished_trials(self) -> set[str]:
+        return {str(r["trial_key"]) for r in self.rows}
+
+    def add(self, rows: Iterable[Mapping[str, Any] | ResultRow]) -> int:
+        """Append one trial's rows (skipping a trial already stored) and rewrite the tables."""
+        new = [r.to_dict() if isinstance(r, ResultRow) else dict(r) for r in rows]
+        if not new:
+            return 0
+        with self._lock:
+            done = self.finished_trials()
+            new = [r for r in new if str(r["trial_key"]) not in done]
+            if not new:
+                return 0
+            self.rows.extend(new)
+            frame = rows_to_frame(self.rows)
+            atomic_write_bytes(self.records_path, frame.to_parquet(index=False))
+            atomic_write_text(self.csv_path, frame.to_csv(index=False))
+        return len(new)
+
+    def frame(self) -> pd.DataFrame:
+        return rows_to_frame(self.rows)
+
+    def __getstate__(self) -> dict[str, Any]:  # Ray pickles callbacks that hold the store
+        return {"run_dir": self.run_dir, "rows": self.rows}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.run_dir, self.rows, self._lock = state["run_dir"], state["rows"], threading.Lock()
+
+    def write_metadata(self, metadata: Mapping[str, Any]) -> None:
+        atomic_write_text(self.metadata_path, json.dumps(metadata, indent=2, default=str))
+
+
+def read_records(path: Path) -> pd.DataFrame:
+    """Read one records file (``records.parquet`` or ``records.csv``) as written.
+
+    CSV string columns stay strings (a trial key may look numeric). Raises ``ValueError``
+    for a table that is not a records table (no ``run_id`` / ``trial_key`` columns).
+    """
+    path = Path(path)
+    if path.suffix == ".csv":
+        frame = pd.read_csv(path, dtype={c: str for c in _STRING_COLUMNS}, keep_default_na=True)
+    else:
+        frame = pd.read_parquet(path)
+    if "run_id" not in frame.columns or "trial_key" not in frame.columns:
+        raise ValueError("not a records table (no run_id / trial_key columns)")
+    return frame
+
+
+_STRING_COLUMNS = (
+    "run_id", "trial_key", "method", "space", "dataset", "preset", "constraint", "status",
+    "error", "candidate", "track", "policy", "arch", "device", "mpqbench_version",
+    "torch_version", "ray_version", "git_sha", "finished_at", "extra",
+)  # fmt: skip
+_INT_COLUMNS = ("seed", "candidate_index", "samples_processed")
+_FLOAT_COLUMNS = tuple(
+    c for c in COLUMNS if c not in _STRING_COLUMNS and c not in _INT_COLUMNS and c != "feasible"
+)
+
+
+def normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with every schema column present and typed: strings (no NaN), ints,
+    floats and a boolean ``feasible`` (missing counts as not feasible)."""
+    out = frame.copy()
+    for col in COLUMNS:
+        if col not in out.columns:
+            out[col] = np.nan
+    for col in _STRING_COLUMNS:
+        out[col] = out[col].astype(object).where(out[col].notna(), "").astype(str)
+    for col in _INT_COLUMNS:
+        missing = 0 if col == "samples_processed" else -1
+        out[col] = pd.to_numeric(out[col], errors="coerce").fillna(missing).astype("int64")
+    for col in _FLOAT_COLUMNS:
+        out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
+    out["feasible"] = out["feasible"].map(_as_bool).astype(bool)
+    out["status"] = out["status"].str.strip().str.lower()
+    out["track"] = out["track"].str.strip().str.lower().replace("", "none")
+    extra = [c for c in out.columns if c not in COLUMNS]
+    return out[[*COLUMNS, *extra]]
+
+
+def _as_bool(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"true", "1", "yes"}
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return bool(value)

@@ -1,0 +1,289 @@
+"""Runs the grid of trials (methods × spaces × datasets × constraints × seeds).
+
+Two executors run the same :func:`benchmark.harness.trial.run_trial`:
+
+- ``ray`` (default): a Ray Tune ``Tuner`` with one trial per (method, task), each with
+  ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs (fractions allowed). Locally it
+  starts Ray with the machine's CPUs; ``address`` joins a running cluster.
+- ``serial``: the trials one after another in this process (debugging, and to
+  measure Ray's overhead).
+
+Rows are written to the run store as each trial finishes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmark.harness.records import RunStore
+from benchmark.harness.spec import TrialSpec, read_outbox
+from benchmark.harness.trial import run_trial, spec_row
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The cross product a run covers."""
+
+    methods: Sequence[str]
+    spaces: Sequence[str]
+    datasets: Sequence[str]
+    constraints: Sequence[str]
+    seeds: Sequence[int]
+    preset: str
+
+    def tasks(self) -> list[dict[str, Any]]:
+        return [
+            {"space": sp, "dataset": ds, "preset": self.preset, "constraint": c, "seed": s}
+            for sp, ds, c, s in itertools.product(
+                self.spaces, self.datasets, self.constraints, self.seeds
+            )
+        ]
+
+
+def make_specs(
+    grid: Grid, run_id: str, run_dir: Path, method_options: dict[str, dict], **common: Any
+) -> list[TrialSpec]:
+    """One :class:`TrialSpec` per (method, task), in a stable order."""
+    return [
+        TrialSpec(
+            run_id=run_id,
+            method=method,
+            task=task,
+            run_dir=str(run_dir),
+            method_options=method_options.get(method, {}),
+            **common,
+        )
+        for task in grid.tasks()
+        for method in grid.methods
+    ]
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> str:
+    """One compact line: status, candidates, best val-selected accuracy."""
+    if not rows:
+        return "no rows"
+    statuses = sorted({r["status"] for r in rows})
+    evaluated = [r for r in rows if r["track"] != "none" and r["status"] == "ok"]
+    feasible = sum(1 for r in rows if r.get("feasible"))
+    text = f"{'/'.join(statuses)}, {feasible} feasible candidate rows"
+    if evaluated:
+        best = max(evaluated, key=lambda r: r["top1_val"])
+        text += (
+            f", best val {best['top1_val']:.1f}% → test {best['top1_test']:.1f}% "
+            f"({best['candidate']}, {best['track']}, {best['bitops_ratio_w8a8']:.3f}× W8A8 BitOPs)"
+        )
+    hours = rows[0].get("search_device_hours")
+    if hours == hours and hours is not None:
+        text += f", search {hours * 3600:.1f} s"
+    bad = [r for r in rows if r["status"] != "ok"]
+    if bad:
+        text += f" — {bad[0]['error'][:160]}"
+    return text
+
+
+def _label(spec: TrialSpec) -> str:
+    t = spec.task
+    return f"{spec.method} on {t['space']}/{t['dataset']} {t['constraint']} seed {t['seed']}"
+
+
+def run_serial(specs: Sequence[TrialSpec], store: RunStore, progress: Progress) -> None:
+    """Run every trial in this process, one after another."""
+    for i, spec in enumerate(specs, 1):
+        progress(f"[{i}/{len(specs)}] {_label(spec)}: running")
+        t0 = time.perf_counter()
+        rows = run_trial(spec)
+        store.add(rows)
+        progress(
+            f"[{i}/{len(specs)}] {_label(spec)}: {summarize(rows)} "
+            f"[{time.perf_counter() - t0:.0f} s]"
+        )
+
+
+def _ray_trainable(config: dict[str, Any]) -> None:
+    from ray import tune
+
+    spec = TrialSpec(**config["spec"])
+    # a retry after the worker ended itself past the time limit finds the rows it left
+    rows = read_outbox(spec) or run_trial(spec, reporter=lambda metrics: None, hard_exit=True)
+    tune.report({"rows_json": json.dumps(rows, default=str), "done_rows": len(rows)})
+
+
+class RunnerError(Exception):
+    """The runner cannot start (e.g. a cluster without the resources asked for)."""
+
+
+def _check_cluster(cpus_per_trial: float, gpus_per_trial: float) -> None:
+    import ray
+
+    total = ray.cluster_resources()
+    for name, wanted in (("CPU", cpus_per_trial), ("GPU", gpus_per_trial)):
+        have = float(total.get(name, 0.0))
+        if wanted > have:
+            flag = f"--{name.lower()}s-per-trial"
+            raise RunnerError(
+                f"{flag} {wanted:g} but the Ray cluster has {have:g} {name}(s); "
+                f"lower {flag} or add nodes"
+            )
+
+
+def _lost_trial_rows(spec: TrialSpec, error: str) -> list[dict[str, Any]]:
+    """Rows of a trial whose worker is gone: what it left in its outbox, else ``crashed``."""
+    return read_outbox(spec) or [spec_row(spec, status="crashed", error=error[:2000])]
+
+
+def run_ray(
+    specs: Sequence[TrialSpec],
+    store: RunStore,
+    progress: Progress,
+    *,
+    address: str | None = None,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
+) -> None:
+    """Run the trials as a Ray Tune grid; rows are stored as each trial reports them."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, private Ray instance
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report over the network
+    # rows are stored by the run store; Tune's per-trial CSV/JSON/TensorBoard logs are not
+    # needed, and writing them is per-trial overhead
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    import logging
+
+    import ray
+    from ray import tune
+
+    for name in ("ray", "ray.train"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # trial errors are reported as rows and progress lines, not as Tune's tracebacks
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+
+    started_here = False
+    if not ray.is_initialized():
+        try:
+            ray.init(
+                address=address,
+                num_cpus=None if address else os.cpu_count(),
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise RunnerError(
+                f"cannot start or join Ray at {address or 'this machine'} ({first}); "
+                "check --address (`ray status` on the head node)"
+            ) from None
+        started_here = True
+    interrupted = {"flag": False}  # plain data: Tune pickles the callback below
+    labels = {spec.key: (i, _label(spec)) for i, spec in enumerate(specs, 1)}
+    total = len(specs)
+    starts: dict[str, float] = {}
+
+    class _Rows(tune.Callback):
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            spec = TrialSpec(**trial.config["spec"])
+            starts[spec.key] = time.perf_counter()
+            i, label = labels[spec.key]
+            progress(f"[{i}/{total}] {label}: running")
+
+        def on_trial_result(
+            self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+        ) -> None:
+            if "rows_json" not in result:
+                return
+            spec = TrialSpec(**trial.config["spec"])
+            rows = json.loads(result["rows_json"])
+            store.add(rows)
+            i, label = labels[spec.key]
+            took = time.perf_counter() - starts.get(spec.key, time.perf_counter())
+            progress(f"[{i}/{total}] {label}: {summarize(rows)} [{took:.0f} s]")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            if interrupted["flag"]:  # stopped by Ctrl-C: left for --resume
+                return
+            spec = TrialSpec(**trial.config["spec"])
+            error = str(trial.get_error() or "the worker process died").strip()
+            lines = [line for line in error.splitlines() if line.strip()]
+            text = f"worker crashed (retried once): {lines[-1] if lines else error}"
+            rows = _lost_trial_rows(spec, text)
+            store.add(rows)
+            i, label = labels[spec.key]
+            progress(f"[{i}/{total}] {label}: {summarize(rows)}")
+
+    try:
+        _check_cluster(cpus_per_trial, gpus_per_trial)
+        trainable = tune.with_resources(
+            _ray_trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
+        )
+        storage = (store.run_dir / "ray").resolve()
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"spec": tune.grid_search([asdict(s) for s in specs])},
+            # a worker process serves trial after trial (torch imported once)
+            tune_config=tune.TuneConfig(reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str(storage),
+                verbose=0,
+                callbacks=[_Rows()],
+                failure_config=tune.FailureConfig(max_failures=1),
+            ),
+        )
+        with _graceful_interrupt(interrupted):
+            tuner.fit()
+        if interrupted["flag"]:
+            raise KeyboardInterrupt
+        finished = store.finished_trials()
+        for spec in specs:  # a trial Ray lost without an error event
+            if spec.key not in finished:
+                store.add(_lost_trial_rows(spec, "no result from the worker"))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+@contextmanager
+def _graceful_interrupt(flag: dict[str, bool]) -> Iterator[None]:
+    """First Ctrl-C: set ``flag["flag"]`` and ask Tune to stop its trials and return (Tune's
+    SIGUSR1 handler); a second Ctrl-C raises ``KeyboardInterrupt`` at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if flag["flag"]:
+            raise KeyboardInterrupt
+        flag["flag"] = True
+        line = "interrupt: stopping the running trials (Ctrl-C again to force)"
+        print(line, file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if previous_env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous_env
+
+
+def stderr_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,62 @@
+"""A trial's plain-data description (it travels to Ray workers) and its outbox."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark.arena.files import atomic_write_text, config_hash
+from benchmark.arena.protocol import Task
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything a worker needs to run one trial (plain data: it travels to Ray workers)."""
+
+    run_id: str
+    method: str
+    task: dict[str, Any]
+    run_dir: str
+    method_options: dict[str, Any] = field(default_factory=dict)
+    data_dir: str | None = None
+    download: bool = False
+    cache_dir: str | None = None
+    max_search_seconds: float | None = None
+    max_search_samples: int | None = None
+    cpus: float = 1.0
+    gpus: float = 0.0
+    max_trial_seconds: float | None = None  # None: the preset's
+
+    @property
+    def key(self) -> str:
+        """Identifies the trial inside a run (resume skips finished keys)."""
+        options = json.dumps(self.method_options, sort_keys=True)
+        return f"{self.method}|{Task(**self.task).key}|{options}"
+
+    @property
+    def trial_dir(self) -> Path:
+        """``<run>/trials/<method>-<hash of key>``: the method's workdir and the outbox."""
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.method)
+        return Path(self.run_dir) / "trials" / f"{slug}-{config_hash({'k': self.key})}"
+
+    @property
+    def outbox(self) -> Path:
+        """Where the worker leaves the trial's finished rows (read back on retry/resume)."""
+        return self.trial_dir / "rows.json"
+
+
+def write_outbox(spec: TrialSpec, rows: list[dict[str, Any]]) -> None:
+    """Store a finished trial's rows next to its workdir (atomic)."""
+    atomic_write_text(spec.outbox, json.dumps(rows, default=str))
+
+
+def read_outbox(spec: TrialSpec) -> list[dict[str, Any]] | None:
+    """The rows a worker left for ``spec``, or ``None`` (none, or unreadable)."""
+    try:
+        rows = json.loads(spec.outbox.read_text())
+    except (OSError, ValueError):
+        return None
+    return rows if isinstance(rows, list) and rows else None

@@ -1,0 +1,249 @@
+"""One trial = one (method, task): build the context, search under the budget, then
+evaluate every candidate the same way and return result rows.
+
+The harness measures all cost here; a method never reports its own. Search,
+finetune and evaluation are timed separately (device-hours are wall hours on the
+trial's device: one GPU, or the trial's CPU threads).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark.arena.context import Context
+from benchmark.arena.data import DataSplits, load_splits
+from benchmark.arena.presets import load_preset
+from benchmark.arena.protocol import Budget, BudgetExceeded, Constraint, Task, TrialTimeout
+from benchmark.arena.recipes.pretrain import fp_starting_point
+from benchmark.arena.spaces import get_space
+from benchmark.harness.evaluation import evaluate_candidate
+from benchmark.harness.outcome import Timer, error_text, status_of
+from benchmark.harness.records import ResultRow, versions
+from benchmark.harness.spec import TrialSpec, write_outbox
+from benchmark.harness.watchdog import time_limit
+
+EXIT_HARD_TIMEOUT = 3  # a worker that had to end itself past its time limit
+
+
+def _device(spec: TrialSpec) -> tuple[torch.device, str]:
+    if spec.gpus > 0 and torch.cuda.is_available():
+        return torch.device("cuda"), torch.cuda.get_device_name(0)
+    threads = max(1, int(spec.cpus))
+    return torch.device("cpu"), f"cpu ({threads} thread{'s' if threads > 1 else ''})"
+
+
+def _seed_globals(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _recorded_names(spec: TrialSpec) -> tuple[str, str]:
+    """The method's registered name and the preset's own name, as rows record them.
+
+    The spec's text stands where either cannot be loaded (that failure is recorded too).
+    """
+    from methods import get_method  # the harness reaches methods only through the registry
+
+    task = Task(**spec.task)
+    try:
+        method = get_method(spec.method).name
+    except Exception:  # noqa: BLE001 - reported when the trial sets up
+        method = spec.method
+    try:
+        preset = load_preset(task.preset).name  # a preset file's name, not its path
+    except Exception:  # noqa: BLE001 - reported when the trial sets up
+        preset = task.preset
+    return method, preset
+
+
+def _base_row(spec: TrialSpec, device_name: str) -> ResultRow:
+    task = Task(**spec.task)
+    method, preset = _recorded_names(spec)
+    return ResultRow(
+        run_id=spec.run_id,
+        trial_key=spec.key,
+        method=method,
+        space=task.space,
+        dataset=task.dataset,
+        preset=preset,
+        seed=task.seed,
+        constraint=task.constraint,
+        device=device_name,
+        **versions(),
+    )
+
+
+def _stamped(rows: list[ResultRow]) -> list[dict[str, Any]]:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return [asdict(replace(r, finished_at=stamp)) for r in rows]
+
+
+def spec_row(spec: TrialSpec, **fields: Any) -> dict[str, Any]:
+    """A row for a trial that produced none itself (e.g. its worker crashed)."""
+    return _stamped([replace(_base_row(spec, _device(spec)[1]), **fields)])[0]
+
+
+@dataclass
+class _Progress:
+    """What a trial has so far: what a timeout keeps."""
+
+    base: ResultRow  # the trial's row before its candidates (search cost once known)
+    rows: list[ResultRow] = field(default_factory=list)  # candidate rows finished
+    search_t0: float | None = None  # perf_counter() when the search started
+
+    def timed_out(self, limit: float) -> list[dict[str, Any]]:
+        text = f"TrialTimeout: the trial ran past its time limit of {limit:g} s"
+        row = replace(self.base, status="timeout", error=text)
+        if self.search_t0 is not None and math.isnan(row.search_device_hours):
+            row = replace(row, search_device_hours=(time.perf_counter() - self.search_t0) / 3600)
+        return _stamped([*self.rows, row])
+
+
+def run_trial(
+    spec: TrialSpec,
+    reporter: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    hard_exit: bool = False,
+) -> list[dict[str, Any]]:
+    """Run one trial, store its rows in the outbox and return them.
+
+    Never raises for a method's own failure. Past the time limit (the spec's, else the
+    preset's ``max_trial_seconds``, counted from the end of the set-up: data and the
+    cached FP checkpoint) the trial stops with a ``timeout`` row; rows of candidates
+    evaluated before it are kept. ``hard_exit`` (worker processes only): if
+    the trial is stuck in C code and cannot be stopped, write the rows and end the
+    process ``grace`` seconds after the limit.
+    """
+    torch.set_num_threads(max(1, int(spec.cpus)))
+    device, device_name = _device(spec)
+    log = logging.getLogger(f"mpqbench.trial.{spec.method}")
+    progress = _Progress(_base_row(spec, device_name))
+    limit = spec.max_trial_seconds
+
+    def hard_timeout() -> None:
+        log.error("trial %s is stuck past its time limit; ending the worker", spec.key)
+        write_outbox(spec, progress.timed_out(limit))
+        os._exit(EXIT_HARD_TIMEOUT)
+
+    try:
+        ctx, method_cls, splits = _set_up(spec, device, log, reporter)
+        if limit is None:
+            limit = ctx.preset.budget.max_trial_seconds
+        # search + evaluation; FP pretraining is not the method's
+        with time_limit(limit, on_hard_timeout=hard_timeout if hard_exit else None):
+            rows = _search_and_evaluate(spec, ctx, method_cls, splits, log, progress)
+    except TrialTimeout:
+        log.warning("trial %s ran past its time limit of %s s", spec.key, limit)
+        rows = progress.timed_out(limit)
+    except Exception as err:  # noqa: BLE001 - setup failures are recorded, not raised
+        log.warning("trial %s failed during set-up: %s", spec.key, err)
+        rows = _stamped([replace(progress.base, status=status_of(err), error=error_text(err))])
+    write_outbox(spec, rows)
+    return rows
+
+
+def _set_up(
+    spec: TrialSpec,
+    device: torch.device,
+    log: logging.Logger,
+    reporter: Callable[[dict[str, Any]], None] | None,
+) -> tuple[Context, type, DataSplits]:
+    """The trial's context (data, space, cached FP checkpoint), method class and splits."""
+    from methods import get_method  # the harness reaches methods only through the registry
+
+    task = Task(**spec.task)
+    preset = load_preset(task.preset)
+    splits = load_splits(
+        task.dataset,
+        spec.data_dir,
+        download=spec.download,
+        val_fraction=preset.data.val_fraction,
+        seed=task.seed,
+        train_subset=preset.data.train_subset,
+        augment=preset.data.augment,
+    )
+    space = get_space(task.space, num_classes=splits.num_classes)
+    Constraint.parse(task.constraint)  # a bad constraint fails before FP pretraining
+    budget = Budget(
+        spec.max_search_seconds or preset.budget.max_search_seconds,
+        spec.max_search_samples or preset.budget.max_search_samples,
+    )
+    fp_state, _ = fp_starting_point(
+        space, splits, preset, seed=task.seed, device=device, cache_dir=spec.cache_dir
+    )
+    method_cls = get_method(spec.method)
+    workdir = spec.trial_dir
+    workdir.mkdir(parents=True, exist_ok=True)
+    _seed_globals(task.seed)
+    ctx = Context.create(
+        task,
+        space,
+        preset,
+        splits,
+        fp_state,
+        budget=budget,
+        workdir=workdir,
+        device=device,
+        log=log,
+        reporter=reporter,
+        options=spec.method_options,
+    )
+    return ctx, method_cls, splits
+
+
+def _search_and_evaluate(
+    spec: TrialSpec,
+    ctx: Context,
+    method_cls: type,
+    splits: DataSplits,
+    log: logging.Logger,
+    progress: _Progress,
+) -> list[dict[str, Any]]:
+    base = progress.base
+    budget = ctx.budget.budget
+    meter = ctx.budget
+    search_timer = Timer()
+    try:
+        method = method_cls(**spec.method_options)
+        progress.search_t0 = time.perf_counter()
+        with search_timer:
+            result = method.search(ctx)
+        if search_timer.seconds > budget.max_search_seconds:
+            raise BudgetExceeded(
+                f"search took {search_timer.seconds:.1f} s, budget {budget.max_search_seconds:g} s"
+            )
+    except Exception as err:  # noqa: BLE001 - a failing method never takes the run down
+        log.warning("%s failed: %s", spec.method, err)
+        return _stamped(
+            [
+                replace(
+                    base,
+                    status=status_of(err),
+                    error=error_text(err),
+                    search_device_hours=search_timer.seconds / 3600,
+                    samples_processed=meter.samples,
+                )
+            ]
+        )
+    base = replace(
+        base,
+        search_device_hours=search_timer.seconds / 3600,
+        samples_processed=meter.samples,
+    )
+    if not result.candidates:
+        return _stamped([replace(base, status="failed", error="the method returned no candidate")])
+    progress.base = base  # a timeout from here on keeps the search's cost
+    for index, candidate in enumerate(result.candidates):
+        progress.rows.extend(evaluate_candidate(base, index, candidate, result, ctx, splits, spec))
+    return _stamped(progress.rows)

@@ -1,0 +1,207 @@
+"""Checks of a run's inputs before anything starts or is written.
+
+Each check is cheap (no training, no data loading, no Ray), touches nothing on disk and
+raises :class:`InputError` with one line that says what is wrong and what to do. The CLI
+runs them all before it creates the run folder; they are also usable from Python.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import socket
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from benchmark.arena.cost import CostReport, Reference
+from benchmark.arena.policy import short_text
+from benchmark.arena.protocol import Constraint
+from benchmark.arena.spaces.base import SearchSpace
+
+RAY_DEFAULT_PORT = 6379
+"""Port of a Ray head's GCS when ``--address`` names only a host."""
+
+RAY_CLIENT_PORT = 10001
+"""Port of a Ray client server (``ray://HOST``) when none is given."""
+
+CONNECT_TIMEOUT_S = 2.0
+"""How long :func:`check_address` waits for a TCP connection (seconds)."""
+
+_CHEAPEST: dict[str, tuple[CostReport, Reference]] = {}
+"""Cheapest candidate's cost and the W8A8 reference, per space configuration (JSON)."""
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+class InputError(ValueError):
+    """A run input that cannot work; the message is one actionable line."""
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it is a plain folder name (letters, digits, ``._+-``, at most 128)."""
+    if not _RUN_ID.match(run_id) or run_id.endswith("."):
+        raise InputError(
+            f"--run-id {run_id!r} is not a plain folder name: use letters, digits, '.', '_', "
+            "'+' or '-' (no '/', no leading dot), e.g. --run-id cifar-sweep-1"
+        )
+    return run_id
+
+
+def check_writable_dir(path: str | Path, option: str) -> Path:
+    """``path`` resolved, after checking that it is (or can be created as) a writable folder.
+
+    Nothing is created: the nearest existing ancestor must be a folder this process can write
+    to. (As root, permission bits do not stop writes; a file in the way still does.)
+    """
+    try:
+        target = Path(path).expanduser().resolve()
+        existing = target
+        while not existing.exists():
+            existing = existing.parent
+        is_dir = existing.is_dir()
+        writable = os.access(existing, os.W_OK | os.X_OK)
+    except (OSError, ValueError, RuntimeError) as err:  # too long, NUL byte, symlink loop
+        raise InputError(
+            f"{option} {short_text(path)} is not a usable path ({short_text(err)}): "
+            "pass another folder"
+        ) from None
+    if not is_dir:
+        raise InputError(
+            f"{option} {target} cannot be created: {existing} is a file, not a folder; "
+            "pass another folder"
+        )
+    if not writable:
+        raise InputError(
+            f"{option} {target} is not writable ({existing} denies write access): pass a folder "
+            "you can write to"
+        )
+    return target
+
+
+def check_method_options(options: object, methods: Sequence[str]) -> dict[str, dict]:
+    """``--method-options`` (already JSON-decoded): ``{"<method in --methods>": {...}}``."""
+    if not isinstance(options, Mapping):
+        raise InputError(
+            f"--method-options must be a JSON object like "
+            f'{{"random": {{"num_samples": 8}}}}, got {short_text(options)}'
+        )
+    for name, value in options.items():
+        if name not in methods:
+            raise InputError(
+                f"--method-options names method {name!r}, which is not in --methods "
+                f"({', '.join(methods)}): fix the name or add the method"
+            )
+        if not isinstance(value, Mapping):
+            raise InputError(
+                f"--method-options for {name!r} must be a JSON object of constructor options, "
+                f"got {short_text(value)}"
+            )
+    return {str(k): dict(v) for k, v in options.items()}
+
+
+def check_constraint_reachable(constraint: Constraint, space: SearchSpace) -> None:
+    """Reject a limit below the cheapest candidate of ``space`` (no method could meet it).
+
+    Profiles two models of the space (its smallest and its reference architecture, ~0.1 s
+    each on an idle CPU) the first time a space configuration is checked in this process.
+    """
+    key = json.dumps(space.config(), sort_keys=True, default=str)
+    if key not in _CHEAPEST:
+        _CHEAPEST[key] = (space.cheapest_cost(), space.reference())
+    cheapest = constraint.measure(*_CHEAPEST[key])
+    if constraint.limit >= cheapest * (1 - 1e-9):
+        return
+    low = min(space.bit_choices)
+    if constraint.relative:
+        reach = f"{cheapest:.4g}× W8A8"
+        fix = f"{constraint.metric}<={_round_up(cheapest)}"
+    elif constraint.metric == "bitops":
+        reach = f"{cheapest / 1e9:.4g}G BitOPs"
+        fix = f"bitops<={_round_up(cheapest / 1e9)}G"
+    else:
+        reach = f"{cheapest / 8e3:.4g} KB"
+        fix = f"size<={_round_up(cheapest / 8e3)}KB"
+    raise InputError(
+        f"constraint {constraint.text} cannot be met on {space.name}: its cheapest candidate "
+        f"(smallest architecture, W{low}A{low}, fixed layers at {space.fixed_bits} bits) "
+        f"needs {reach}; use a limit of at least that, e.g. {fix}"
+    )
+
+
+def check_resources(
+    cpus_per_trial: float,
+    gpus_per_trial: float,
+    *,
+    executor: str,
+    address: str | None,
+) -> None:
+    """Trial resources this machine can give (a cluster, ``address``, is left to Ray)."""
+    if address or os.environ.get("RAY_ADDRESS"):
+        return
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if gpus_per_trial > gpus:
+        raise InputError(
+            f"--gpus-per-trial {gpus_per_trial:g} is more than this machine has ({gpus} GPU"
+            f"{'' if gpus == 1 else 's'} visible to torch): use --gpus-per-trial "
+            f"{min(gpus, 1)} or --address of a Ray cluster with GPUs"
+        )
+    cpus = os.cpu_count() or 1
+    if executor == "ray" and cpus_per_trial > cpus:
+        raise InputError(
+            f"--cpus-per-trial {cpus_per_trial:g} is more than this machine has ({cpus} CPUs): "
+            f"Ray could never start a trial; use --cpus-per-trial {cpus} or less"
+        )
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a Ray ``--address``; ``None`` for ``auto`` / ``local`` (Ray's)."""
+    text = address.strip()
+    if text.lower() in ("auto", "local"):
+        return None
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    if scheme not in ("", "ray"):
+        raise InputError(
+            f"cannot read --address {short_text(address)}: use auto, HOST:PORT or ray://HOST:PORT"
+        )
+    try:
+        parts = urlsplit(f"//{rest}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or parts.path not in ("", "/") or parts.query or parts.username:
+        raise InputError(
+            f"cannot read --address {short_text(address)}: use auto, HOST:PORT or ray://HOST:PORT"
+        )
+    return host, port or (RAY_CLIENT_PORT if scheme == "ray" else RAY_DEFAULT_PORT)
+
+
+def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A TCP connection to the Ray head at ``address`` opens within ``timeout`` seconds."""
+    target = parse_address(address)
+    if target is None:
+        return
+    host, port = target
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except (OSError, UnicodeError) as err:  # refused, timeout, unknown host, bad IDNA name
+        reason = "timed out" if isinstance(err, TimeoutError) else short_text(err)
+        raise InputError(
+            f"cannot reach a Ray cluster at --address {short_text(address)} ({reason}): start it "
+            "with `ray start --head`, check host and port, or drop --address to run locally"
+        ) from None
+
+
+def _round_up(value: float) -> str:
+    """``value`` rounded up to 3 significant digits, as short text (0.0727 -> 0.0728)."""
+    if value <= 0 or not math.isfinite(value):
+        return f"{value:g}"
+    step = 10 ** (math.floor(math.log10(value)) - 2)
+    return f"{math.ceil(value / step - 1e-9) * step:.3g}"

@@ -1,0 +1,100 @@
+"""Reading the records of many runs into one frame for the leaderboard and the plots."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.harness.records import normalise, read_records
+from benchmark.report.aggregate import CANDIDATE_KEYS
+
+
+class LeaderboardError(ValueError):
+    """Nothing to build a leaderboard from (no readable records)."""
+
+
+def load_runs(run_dirs: Sequence[Path]) -> pd.DataFrame:
+    """Read the records of every run under ``run_dirs`` into one normalised frame.
+
+    Each entry may be a run folder (``records.parquet``, else ``records.csv``), an ``--out``
+    folder holding ``runs/<id>/``, a folder of run folders, or a records file itself. A file
+    that cannot be read is skipped with a warning naming it; exact duplicates of
+    (run_id, trial_key, candidate_index, track) are dropped (first kept).
+
+    Raises:
+        LeaderboardError: when no records could be read at all.
+    """
+    frames: list[pd.DataFrame] = []
+    seen: set[Path] = set()
+    for entry in run_dirs:
+        for run_dir in _run_folders(Path(entry)):
+            key = run_dir.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            frame = _read_run(run_dir)
+            if frame is not None:
+                frames.append(frame)
+    if not frames:
+        names = ", ".join(str(p) for p in run_dirs) or "(no paths given)"
+        raise LeaderboardError(f"no readable records.parquet or records.csv in: {names}")
+    frame = normalise(pd.concat(frames, ignore_index=True))
+    return drop_duplicate_rows(frame)
+
+
+def _run_folders(path: Path) -> list[Path]:
+    """The run folders (or single records files) that ``path`` stands for."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        warnings.warn(f"leaderboard: {path} does not exist; skipped", stacklevel=3)
+        return []
+    if _has_records(path):
+        return [path]
+    parent = path / "runs" if (path / "runs").is_dir() else path
+    runs = sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not runs:
+        warnings.warn(f"leaderboard: no run folders under {path}; skipped", stacklevel=3)
+    return runs
+
+
+def _has_records(folder: Path) -> bool:
+    return (folder / "records.parquet").is_file() or (folder / "records.csv").is_file()
+
+
+def _read_run(run: Path) -> pd.DataFrame | None:
+    """Records of one run folder or file; ``None`` (with a warning) when unreadable."""
+    candidates = [run] if run.is_file() else [run / "records.parquet", run / "records.csv"]
+    existing = [p for p in candidates if p.is_file()]
+    if not existing:
+        warnings.warn(f"leaderboard: no records file in {run}; skipped", stacklevel=3)
+        return None
+    for path in existing:
+        try:
+            return read_records(path)
+        except Exception as exc:  # noqa: BLE001 - any corrupt file is skipped, not fatal
+            warnings.warn(
+                f"leaderboard: cannot read {path} ({type(exc).__name__}: {exc}); skipped",
+                stacklevel=3,
+            )
+    return None
+
+
+def drop_duplicate_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Drop repeated (run_id, trial_key, candidate_index, track) rows, keeping the first;
+    warns when the repeats differ in content (a sign of two different runs sharing an id)."""
+    keys = list(CANDIDATE_KEYS)
+    repeated = frame.duplicated(keys, keep="first")
+    if repeated.any():
+        identical = frame.astype(str).duplicated(keep="first")
+        conflicting = int((repeated & ~identical).sum())
+        if conflicting:
+            warnings.warn(
+                f"leaderboard: {conflicting} rows repeat a (run_id, trial_key, candidate_index,"
+                " track) key with different content; the first one is kept",
+                stacklevel=2,
+            )
+    return frame.loc[~repeated].reset_index(drop=True)
