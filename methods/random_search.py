@@ -4,15 +4,16 @@ Each sample draws per-layer W/A bits uniformly from the space's choices (and, on
 ``arch+bits`` space, a random architecture), rejecting samples over the constraint.
 A feasible sample is scored on the validation split without training: FP weights,
 quantizers initialised and BN recalibrated on ``calib_batches`` train batches. The
-``top_k`` best by validation top-1 are the candidates. Calibration images are charged
-to the budget; the search stops at ``num_samples`` or when the budget is spent.
+``top_k`` best by validation top-1 are the candidates. ``ctx.score`` charges the
+calibration and validation images to the budget; the search stops at ``num_samples`` or
+when the budget is spent.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from benchmark.arena import Candidate, Context, LayerBits, SearchResult, evaluate, recalibrate
+from benchmark.arena import Candidate, Context, ElasticSearchSpace, LayerBits, SearchResult
 from methods import register_method
 from methods.base import Method
 
@@ -37,9 +38,8 @@ class RandomSearch(Method):
     def _sample(self, ctx: Context) -> tuple[Any, dict[str, LayerBits]] | None:
         space, rng = ctx.space, ctx.rng
         for _ in range(self.max_tries):
-            sample_arch = getattr(space, "sample_arch", None)
-            arch = sample_arch(rng) if space.searches != "bits" and sample_arch else None
-            arch = space.reference_arch if arch is None else arch
+            elastic = isinstance(space, ElasticSearchSpace) and space.searches != "bits"
+            arch = space.sample_arch(rng) if elastic else space.reference_arch
             bits = space.bit_choices
             policy = {
                 name: LayerBits(rng.choice(bits), rng.choice(bits))
@@ -52,7 +52,6 @@ class RandomSearch(Method):
 
     def search(self, ctx: Context) -> SearchResult:
         scored: list[tuple[float, Candidate]] = []
-        recal = ctx.preset.recalibration
         for i in range(self.num_samples):
             if ctx.budget.exhausted():
                 break
@@ -61,17 +60,7 @@ class RandomSearch(Method):
                 ctx.log.warning("no feasible random sample in %d tries", self.max_tries)
                 break
             arch, policy = sample
-            model = ctx.space.build_from_fp(ctx.fp_state, arch, policy)
-            used = recalibrate(
-                model,
-                ctx.train_set,
-                batches=self.calib_batches,
-                batch_size=recal.batch_size,
-                device=ctx.device,
-                seed=i,
-            )
-            ctx.budget.charge(used)
-            acc = evaluate(model, ctx.val_set, device=ctx.device)
+            acc = ctx.score(ctx.subnet(arch, policy), seed=i, batches=self.calib_batches)
             ctx.report(sample=i, val_top1=acc)
             scored.append(
                 (acc, Candidate(policy, arch, label=f"sample{i}", meta={"proxy_val_top1": acc}))

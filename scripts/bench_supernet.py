@@ -45,7 +45,7 @@ def slicing_overhead(policy: str, batch: int, steps: int, rounds: int = 3) -> di
     space = get_space("mbv3-cifar")
     torch.manual_seed(0)
     supernet = space.build_supernet()
-    space.activate(supernet, max_arch(), None if policy == "fp" else policy)
+    space.set_active(supernet, max_arch(), None if policy == "fp" else policy)
     static = space.extract(supernet, max_arch())
     x = torch.randn(batch, 3, 32, 32)
     y = torch.randint(0, 10, (batch,))

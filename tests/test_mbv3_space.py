@@ -14,7 +14,7 @@ from benchmark.arena.data import LabeledTensorDataset
 from benchmark.arena.policy import LayerBits, PolicyError
 from benchmark.arena.protocol import Constraint
 from benchmark.arena.quant import QuantConfig, quant_layers
-from benchmark.arena.recipes.loop import recalibrate
+from benchmark.arena.recipes.scoring import recalibrate
 from benchmark.arena.spaces import SpaceError, get_space, list_spaces
 from benchmark.arena.spaces.mbv3.arch import (
     DEPTH_CHOICES,
@@ -153,7 +153,7 @@ def test_se_layers_are_fixed_quantized_layers(space) -> None:
     with pytest.raises(PolicyError, match="fixed at W8A8"):
         space.full_policy({**policy, "blocks.9.se.expand": LayerBits(8, 4)}, arch)
     with pytest.raises(PolicyError, match="fixed at W8A8"):
-        space.activate(space.build_supernet(), arch, {**policy, se[-1]: LayerBits(32, 32)})
+        space.set_active(space.build_supernet(), arch, {**policy, se[-1]: LayerBits(32, 32)})
     fp_space = get_space("mbv3-cifar", fixed_bits=32)
     with pytest.raises(PolicyError, match="fixed at W32A32"):
         fp_space.full_policy({**policy, "blocks.4.se.reduce": LayerBits(8, 8)}, arch)
@@ -205,7 +205,7 @@ def test_supernet_profile_counts_only_active_slices(space) -> None:
     supernet = space.build_supernet()
     rng = np.random.default_rng(3)
     for arch in (max_arch(), min_arch(), space.sample_arch(rng)):
-        space.activate(supernet, arch)
+        space.set_active(supernet, arch)
         assert profile_layers(supernet) == space.profiles(arch)
         assert supernet.active_layer_names() == space.layer_names(arch)
 
@@ -282,7 +282,7 @@ def test_invalid_policy(space) -> None:
         space.full_policy({**searchable, "stem.conv": LayerBits(4, 4)}, arch)
     supernet = space.build_supernet()
     with pytest.raises(PolicyError):
-        space.activate(supernet, arch, {**searchable, "blocks.9.dw": LayerBits(4, 4)})
+        space.set_active(supernet, arch, {**searchable, "blocks.9.dw": LayerBits(4, 4)})
     with pytest.raises(PolicyError, match="not a quantized layer of the active subnet"):
         supernet.set_active(arch, {"blocks.9.dw": LayerBits(4, 4)})
 
@@ -312,7 +312,7 @@ def test_extracted_equals_active_supernet(space, quant) -> None:
     archs = [max_arch(), min_arch(), sample_arch(rng), sample_arch(rng)]
     for i, arch in enumerate(archs):
         policy = space.sample_policy(arch, rng) if i else None  # FP for the largest
-        space.activate(supernet, arch, policy or "w32a32")
+        space.set_active(supernet, arch, policy or "w32a32")
         _calibrate(supernet, x)
         with torch.no_grad():
             expected = supernet(x)
@@ -346,7 +346,7 @@ def test_kernel_transform_is_materialised(space) -> None:
             if hasattr(block.dw, "transform_5to3"):
                 block.dw.transform_5to3.add_(0.1 * torch.randn(9, 9))
     arch = MBV3Arch([3] * 9, [4] * 9, [3] * 3)
-    space.activate(supernet, arch)
+    space.set_active(supernet, arch)
     net = space.extract(supernet, arch)
     w5 = supernet.blocks["2"].dw.weight[:96, :, 1:4, 1:4].reshape(96, 9)
     expected = (w5 @ supernet.blocks["2"].dw.transform_5to3.T).view(96, 1, 3, 3)
@@ -387,13 +387,13 @@ def test_shared_step_size_across_bits_and_archs(space) -> None:
     supernet = space.build_supernet(QuantConfig())
     x = torch.randn(4, 3, 32, 32)
     name = "blocks.2.pw_expand"
-    space.activate(supernet, max_arch(), "w4a4")
+    space.set_active(supernet, max_arch(), "w4a4")
     supernet.train()
     supernet(x)
     step = _step(supernet, name, "weight")
     value = step.detach().clone()
     assert step.numel() == 1
-    space.activate(supernet, MBV3Arch([3] * 9, [3] * 9, [3] * 3), "w2a2")
+    space.set_active(supernet, MBV3Arch([3] * 9, [3] * 9, [3] * 3), "w2a2")
     supernet(x)
     assert _step(supernet, name, "weight") is step
     assert torch.equal(step.detach(), value)  # one step per physical conv, never re-initialised
@@ -406,7 +406,7 @@ def test_per_bit_step_sizes(space) -> None:
     x = torch.randn(4, 3, 32, 32)
     name = "blocks.2.dw"
     supernet.train()
-    space.activate(supernet, max_arch(), "w4a4")
+    space.set_active(supernet, max_arch(), "w4a4")
     supernet(x)
     step = _step(supernet, name, "weight")
     quantizer = quant_layers(supernet)[name].weight_quantizer
@@ -415,7 +415,7 @@ def test_per_bit_step_sizes(space) -> None:
     assert slot4 != slot2
     assert bool(quantizer.initialized[slot4]) and not bool(quantizer.initialized[slot2])
     value4 = step[slot4].item()
-    space.activate(supernet, max_arch(), "w2a2")
+    space.set_active(supernet, max_arch(), "w2a2")
     supernet(x)
     assert bool(quantizer.initialized[slot2])
     assert step[slot4].item() == value4

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from benchmark.arena.presets import load_preset
-from benchmark.arena.recipes.loop import evaluate, recalibrate
 from benchmark.arena.recipes.pretrain import fp_starting_point, pretrain_supernet
+from benchmark.arena.recipes.scoring import evaluate, recalibrate
 from benchmark.arena.recipes.supernet import sandwich_step, soft_cross_entropy
 from benchmark.arena.spaces import get_space
 from benchmark.arena.spaces.mbv3.arch import max_arch
@@ -26,7 +26,7 @@ def test_sandwich_step_counts_every_subnet_and_distills() -> None:
     x, y = torch.randn(6, 3, 32, 32), torch.randint(0, 10, (6,))
     seen = []
     supernet.register_forward_pre_hook(lambda m, _: seen.append(m.arch))
-    loss, samples = sandwich_step(seed=0)(supernet, x, y)
+    loss, samples = sandwich_step(space, seed=0)(supernet, x, y)
     assert samples == 4 * 6
     assert len(seen) == 4 and seen[0] == max_arch() and seen[1] != seen[0]
     assert supernet.arch == max_arch()

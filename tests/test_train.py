@@ -19,8 +19,9 @@ from benchmark.arena.presets import Recipe, load_preset
 from benchmark.arena.protocol import DivergedError
 from benchmark.arena.quant import QConv2d, QLinear, apply_policy, current_policy, quant_layers
 from benchmark.arena.recipes.finetune import finetune_qat
-from benchmark.arena.recipes.loop import evaluate, lr_at, recalibrate, total_steps, train
+from benchmark.arena.recipes.loop import lr_at, total_steps, train
 from benchmark.arena.recipes.pretrain import pretrain_fp
+from benchmark.arena.recipes.scoring import evaluate, recalibrate
 from benchmark.arena.spaces import SearchSpace
 
 # --------------------------------------------------------------------------- schedule

@@ -17,8 +17,13 @@ top-1 in percent):
 - quantizers and quantized layers: :class:`QuantConfig`, :class:`Quantizer`,
   :class:`QConv2d`, :class:`QLinear`, :func:`apply_policy`, :func:`quantize_model`;
 - search spaces: :class:`SearchSpace`, :class:`ElasticSearchSpace`, :func:`get_space`;
+- the toolkit on the context (every image charged to the budget): ``ctx.train``
+  (the shared loop, extra :class:`Phase` s for alternating updates), ``ctx.finetune``,
+  ``ctx.score`` (recalibrate + validation top-1), ``ctx.subnet`` / ``ctx.fp_supernet``
+  (models with inherited weights), ``ctx.split``;
 - the frozen recipes: :func:`train`, :func:`evaluate`, :func:`recalibrate`,
-  :func:`finetune_qat`, :func:`sandwich_step`, :func:`soft_cross_entropy`.
+  :func:`recalibrate_and_evaluate`, :func:`finetune_qat`, :func:`sandwich_step` with a
+  :class:`SandwichSampler`, :func:`soft_cross_entropy`.
 
 Inside the arena, modules import each other's submodules, never this package.
 """
@@ -68,8 +73,9 @@ from benchmark.arena.quant import (
     register_quantizer,
 )
 from benchmark.arena.recipes.finetune import finetune_qat
-from benchmark.arena.recipes.loop import StepLoss, TrainStats, evaluate, recalibrate, train
-from benchmark.arena.recipes.supernet import sandwich_step, soft_cross_entropy
+from benchmark.arena.recipes.loop import Phase, StepLoss, TrainStats, train
+from benchmark.arena.recipes.scoring import evaluate, recalibrate, recalibrate_and_evaluate
+from benchmark.arena.recipes.supernet import SandwichSampler, sandwich_step, soft_cross_entropy
 from benchmark.arena.spaces import (
     ElasticSearchSpace,
     SearchSpace,
@@ -95,6 +101,7 @@ __all__ = [
     "LayerBits",
     "LayerCost",
     "LayerProfile",
+    "Phase",
     "Policy",
     "PolicyError",
     "Preset",
@@ -105,6 +112,7 @@ __all__ = [
     "QuantLayer",
     "Quantizer",
     "Recipe",
+    "SandwichSampler",
     "Reference",
     "SearchResult",
     "SearchSpace",
@@ -128,6 +136,7 @@ __all__ = [
     "quant_layers",
     "quantize_model",
     "recalibrate",
+    "recalibrate_and_evaluate",
     "register_quantizer",
     "register_space",
     "sandwich_step",

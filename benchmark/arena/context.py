@@ -26,11 +26,16 @@ from benchmark.arena.policy import LayerBits
 from benchmark.arena.presets import Preset
 from benchmark.arena.protocol import Budget, BudgetMeter, Constraint, DivergedError, Task
 from benchmark.arena.spaces.base import SearchSpace
+from benchmark.arena.toolkit import Toolkit
 
 
 @dataclass
-class Context:
+class Context(Toolkit):
     """Everything a method may use; built by the harness for one (method, task) trial.
+
+    Besides the attributes below, the budget-charged toolkit of
+    :class:`~benchmark.arena.toolkit.Toolkit`: ``train``, ``finetune``, ``score``,
+    ``subnet``, ``fp_supernet`` and ``split``.
 
     Attributes:
         task: the task.

@@ -10,7 +10,7 @@ from benchmark.arena.context import Context
 from benchmark.arena.data import DataSplits
 from benchmark.arena.protocol import Candidate, SearchResult
 from benchmark.arena.recipes.finetune import finetune_qat
-from benchmark.arena.recipes.loop import evaluate, recalibrate
+from benchmark.arena.recipes.scoring import evaluate, recalibrate_and_evaluate
 from benchmark.arena.spaces.base import SearchSpace
 from benchmark.harness.outcome import Timer, error_text, status_of
 from benchmark.harness.records import ResultRow
@@ -92,17 +92,16 @@ def evaluate_candidate(
             with ev:
                 model = space.build(arch, policy=policy, quant=candidate.quant)
                 model.load_state_dict(dict(candidate.weights))
-                recal = preset.recalibration
-                recalibrate(
+                scores, _ = recalibrate_and_evaluate(
                     model,
                     splits.train,
-                    batches=recal.batches,
-                    batch_size=recal.batch_size,
+                    {"val": splits.val, "test": splits.test},
+                    preset.recalibration,
+                    eval_batch_size=batch,
                     device=device,
                     seed=seed,
                 )
-                val = evaluate(model, splits.val, device=device, batch_size=batch)
-                test = evaluate(model, splits.test, device=device, batch_size=batch)
+                val, test = scores["val"], scores["test"]
             rows.append(
                 replace(
                     row,

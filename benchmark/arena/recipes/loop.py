@@ -1,5 +1,5 @@
-"""The shared training loop (SGD + warm-up/cosine schedule), top-1 evaluation and BN
-recalibration.
+"""The shared training loop: SGD + warm-up/cosine schedule, optional extra phases
+(alternating updates of other parameters on other data), budget charging hooks.
 
 Accuracies are top-1 in percent (0-100); durations in seconds; ``samples`` counts
 training images passed forward through a model (one image through one subnet = 1).
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -81,18 +81,13 @@ def total_steps(recipe: Recipe, steps_per_epoch: int) -> int:
     return min(steps, recipe.max_steps) if recipe.max_steps else steps
 
 
-def _batches(loader: DataLoader, steps: int) -> Iterable[tuple[Tensor, Tensor]]:
-    done = 0
-    while done < steps:
-        for batch in loader:
-            yield batch
-            done += 1
-            if done >= steps:
-                return
+StepLoss = Callable[[nn.Module, Tensor, Tensor], tuple["Tensor | Iterable[Tensor]", int]]
+"""``(model, x, y) → (loss, samples forwarded)``: lets recipes plug in sandwich rules.
 
-
-StepLoss = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, int]]
-"""``(model, x, y) → (loss, samples forwarded)``: lets recipes plug in sandwich rules."""
+``loss`` is one tensor to back-propagate, or an iterable of tensors (e.g. a generator, one
+per subnet) that the loop back-propagates one by one as they come: gradient accumulation
+over several subnets in one step, each subnet's graph freed before the next forward.
+"""
 
 
 def cross_entropy_step(label_smoothing: float = 0.0) -> StepLoss:
@@ -103,6 +98,60 @@ def cross_entropy_step(label_smoothing: float = 0.0) -> StepLoss:
     return step
 
 
+@dataclass
+class Phase:
+    """One more optimisation phase of a training run, besides the main one.
+
+    Its own batches (from ``data``), its own loss and its own optimizer (which names the
+    parameters it may change, e.g. DNAS's architecture logits). ``every="step"``: one of
+    its batches after each main step (alternating batches); ``"epoch"``: a full pass over
+    ``data`` after each main epoch (DNAS: weights for an epoch, then θ for an epoch).
+    ``step_loss`` defaults to cross-entropy with the recipe's label smoothing.
+    ``schedule`` applies the main warm-up + cosine schedule to its learning rates too.
+    """
+
+    data: Dataset
+    optimizer: torch.optim.Optimizer
+    step_loss: StepLoss | None = None
+    every: str = "step"
+    batch_size: int | None = None  # default: the recipe's
+    schedule: bool = False
+    clip_grad_norm: float | None = None
+    name: str = "phase"
+
+    def __post_init__(self) -> None:
+        if self.every not in ("step", "epoch"):
+            raise ValueError(f"Phase.every must be 'step' or 'epoch', got {self.every!r}")
+
+
+@dataclass
+class _Runner:
+    """What a phase needs at every step: its batches, loss, optimizer and base rates."""
+
+    phase: Phase
+    step_loss: StepLoss
+    loader: DataLoader
+    batches: Iterator[tuple[Tensor, Tensor]]
+    base_lrs: list[float]
+
+    @classmethod
+    def create(cls, phase: Phase, recipe: Recipe, seed: int) -> _Runner:
+        data, batch_size = phase.data, phase.batch_size or recipe.batch_size
+        if len(data) == 0:
+            raise ValueError(f"{phase.name}: the training set is empty")
+        loader = make_loader(
+            data, batch_size, shuffle=True, seed=seed, drop_last=len(data) >= batch_size
+        )
+        base = [float(g["lr"]) for g in phase.optimizer.param_groups]
+        step_loss = phase.step_loss or cross_entropy_step(recipe.label_smoothing)
+        return cls(phase, step_loss, loader, _cycle(loader), base)
+
+
+def _cycle(loader: DataLoader) -> Iterator[tuple[Tensor, Tensor]]:
+    while True:
+        yield from loader
+
+
 def train(
     model: nn.Module,
     train_set: Dataset,
@@ -111,102 +160,103 @@ def train(
     device: torch.device | str = "cpu",
     seed: int = 0,
     step_loss: StepLoss | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    clip_grad_norm: float | None = None,
+    phases: Sequence[Phase] = (),
     on_step: Callable[[int, float, int], None] | None = None,
+    on_epoch: Callable[[int], None] | None = None,
+    charge: Callable[[int], None] | None = None,
     desc: str = "train",
 ) -> TrainStats:
-    """SGD + cosine schedule over ``recipe.epochs`` of ``train_set``; returns cost and loss.
+    """SGD + warm-up/cosine schedule over ``recipe.epochs`` of ``train_set``.
 
-    ``step_loss`` returns the loss to back-propagate and the samples it forwarded;
-    ``on_step(step, loss, samples)`` is called after every step (budget charging, reports).
-    Raises :class:`DivergedError` if the loss is not finite.
+    Args:
+        step_loss: the loss of one batch and the samples it forwarded (default:
+            cross-entropy with the recipe's label smoothing); see :data:`StepLoss`.
+        optimizer: the main phase's optimizer (default: SGD from the recipe over every
+            trainable parameter, weight decay on conv/linear weights only). The schedule
+            scales each of its parameter groups' own learning rate.
+        clip_grad_norm: clip the gradient norm of the optimizer's parameters (L2) before
+            each step.
+        phases: more :class:`Phase` s interleaved with the main one (alternating updates).
+        on_step: ``(step, loss, samples)`` after every main step (reports).
+        on_epoch: ``(epoch)`` after every full main epoch (temperature annealing, logs).
+        charge: ``(samples)`` after every forward of any phase (budget charging).
+
+    Returns the main phase's cost and last loss; ``samples`` counts every phase's images.
+    Raises :class:`DivergedError` if a loss is not finite.
     """
     device = torch.device(device)
     model.to(device).train()
     if len(train_set) == 0:
         raise ValueError(f"{desc}: the training set is empty")
-    drop_last = len(train_set) >= recipe.batch_size
-    loader = make_loader(train_set, recipe.batch_size, shuffle=True, seed=seed, drop_last=drop_last)
-    steps_per_epoch = max(1, len(loader))
+    main = Phase(
+        train_set,
+        optimizer or make_optimizer(model, recipe),
+        step_loss,
+        schedule=True,
+        clip_grad_norm=clip_grad_norm,
+        name=desc,
+    )
+    main_run = _Runner.create(main, recipe, seed)
+    extra = [_Runner.create(p, recipe, seed + 1 + i) for i, p in enumerate(phases)]
+    steps_per_epoch = max(1, len(main_run.loader))
     steps = total_steps(recipe, steps_per_epoch)
     warmup = round(recipe.warmup_epochs * steps_per_epoch)
-    optimizer = make_optimizer(model, recipe)
-    step_loss = step_loss or cross_entropy_step(recipe.label_smoothing)
     stats = TrainStats()
     start = time.perf_counter()
     log_every = max(1, steps // 10)
-    for step, (x, y) in enumerate(_batches(loader, steps)):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, steps, warmup, recipe.lr)
+
+    def run_step(runner: _Runner, step: int, x: Tensor, y: Tensor) -> tuple[float, int]:
+        phase, opt = runner.phase, runner.phase.optimizer
+        if phase.schedule:
+            for group, base in zip(opt.param_groups, runner.base_lrs, strict=True):
+                group["lr"] = lr_at(step, steps, warmup, base)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        loss, samples = step_loss(model, x, y)
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise DivergedError(f"{desc}: loss became {loss_value} at step {step}")
-        loss.backward()
-        optimizer.step()
-        stats.steps += 1
+        model.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)
+        loss, samples = runner.step_loss(model, x, y)
+        value = _backward(loss, f"{phase.name}: loss", step)
+        if phase.clip_grad_norm is not None:
+            params = [p for g in opt.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, phase.clip_grad_norm)
+        opt.step()
         stats.samples += samples
+        if charge is not None:
+            charge(samples)
+        return value, samples
+
+    for step in range(steps):
+        x, y = next(main_run.batches)
+        loss_value, samples = run_step(main_run, step, x, y)
+        stats.steps += 1
         stats.final_loss = loss_value
         if on_step is not None:
             on_step(step, loss_value, samples)
+        for runner in extra:
+            if runner.phase.every == "step":
+                run_step(runner, step, *next(runner.batches))
         if (step + 1) % log_every == 0 or step + 1 == steps:
             log.info("%s step %d/%d loss %.4f", desc, step + 1, steps, loss_value)
+        if (step + 1) % steps_per_epoch == 0:
+            for runner in extra:
+                if runner.phase.every == "epoch":
+                    for _ in range(len(runner.loader)):
+                        run_step(runner, step, *next(runner.batches))
+            if on_epoch is not None:
+                on_epoch((step + 1) // steps_per_epoch - 1)
     stats.seconds = time.perf_counter() - start
     return stats
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, dataset: Dataset, *, device: torch.device | str = "cpu", batch_size: int = 256
-) -> float:
-    """Top-1 accuracy in percent on ``dataset`` (eval mode)."""
-    device = torch.device(device)
-    model.to(device).eval()
-    correct = total = 0
-    for x, y in make_loader(dataset, batch_size, shuffle=False):
-        pred = model(x.to(device)).argmax(1)
-        correct += int((pred == y.to(device)).sum())
-        total += y.shape[0]
-    return 100.0 * correct / max(total, 1)
-
-
-@torch.no_grad()
-def recalibrate(
-    model: nn.Module,
-    dataset: Dataset,
-    *,
-    batches: int,
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    seed: int = 0,
-) -> int:
-    """Reset and re-estimate BN statistics (and calibrating quantizers) on train images.
-
-    BN running stats become the plain average over ``batches`` batches; modules with
-    ``start_calibration()``/``end_calibration()`` (e.g. BatchQuant ranges) are told too.
-    Returns the number of images used.
-    """
-    device = torch.device(device)
-    model.to(device)
-    was_training = model.training
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average = plain mean over batches
-    calibrating = [m for m in model.modules() if hasattr(m, "start_calibration")]
-    for m in calibrating:
-        m.start_calibration()
-    model.train()
-    used = 0
-    loader = make_loader(dataset, batch_size, shuffle=True, seed=seed)
-    for x, _ in _batches(loader, batches):
-        model(x.to(device))
-        used += x.shape[0]
-    for bn, momentum in zip(bns, momenta, strict=True):
-        bn.momentum = momentum
-    for m in calibrating:
-        m.end_calibration()
-    model.train(was_training)
-    return used
+def _backward(loss: Tensor | Iterable[Tensor], what: str, step: int) -> float:
+    """Back-propagate ``loss`` (or each of its parts as they come); their summed value."""
+    parts = [loss] if isinstance(loss, Tensor) else loss
+    total = 0.0
+    for part in parts:
+        value = float(part.detach())
+        if not math.isfinite(value):
+            raise DivergedError(f"{what} became {value} at step {step}")
+        part.backward()
+        total += value
+    return total

@@ -18,17 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from benchmark.arena.cache import cached, default_cache_dir
 from benchmark.arena.data import DataSplits
 from benchmark.arena.presets import Preset
-from benchmark.arena.recipes.loop import evaluate, recalibrate, train
+from benchmark.arena.recipes.loop import train
+from benchmark.arena.recipes.scoring import evaluate, recalibrate_and_evaluate
 from benchmark.arena.recipes.supernet import NUM_RANDOM_SUBNETS, sandwich_step, supernet_recipe
 from benchmark.arena.spaces.base import ElasticSearchSpace, SearchSpace
-from benchmark.arena.spaces.mbv3.arch import max_arch, min_arch
-from benchmark.arena.spaces.mbv3.nets import MBV3Supernet
-from benchmark.arena.spaces.mbv3.space import MBV3CifarSpace
 
 RECIPE_VERSION = 1
 """Bump when the training code changes in a way that invalidates cached checkpoints."""
@@ -110,7 +108,7 @@ def pretrain_fp(
 
 
 def supernet_key(
-    space: MBV3CifarSpace, splits: DataSplits, preset: Preset, seed: int
+    space: ElasticSearchSpace, splits: DataSplits, preset: Preset, seed: int
 ) -> dict[str, Any]:
     """What identifies an FP supernet: space, dataset, split, recipe, sandwich, seed, version."""
     return {
@@ -125,8 +123,8 @@ def supernet_key(
 
 
 def evaluate_subnet(
-    space: MBV3CifarSpace,
-    supernet: MBV3Supernet,
+    space: ElasticSearchSpace,
+    supernet: nn.Module,
     arch: Any,
     splits: DataSplits,
     preset: Preset,
@@ -137,21 +135,25 @@ def evaluate_subnet(
     """Top-1 (percent) on val and test of one extracted subnet after BN recalibration on
     ``preset.recalibration`` train images; the supernet itself is not modified."""
     net = space.extract(supernet, arch)
-    rc = preset.recalibration
-    recalibrate(
-        net, splits.train, batches=rc.batches, batch_size=rc.batch_size, device=device, seed=seed
+    scores, _ = recalibrate_and_evaluate(
+        net,
+        splits.train,
+        {"val": splits.val, "test": splits.test},
+        preset.recalibration,
+        eval_batch_size=preset.data.eval_batch_size,
+        device=device,
+        seed=seed,
     )
-    batch = preset.data.eval_batch_size
     return {
         "arch": space.validate_arch(arch).to_dict(),
         "macs": sum(p.macs for p in space.profiles(arch).values()),
-        "val_top1": evaluate(net, splits.val, device=device, batch_size=batch),
-        "test_top1": evaluate(net, splits.test, device=device, batch_size=batch),
+        "val_top1": scores["val"],
+        "test_top1": scores["test"],
     }
 
 
 def pretrain_supernet(
-    space: MBV3CifarSpace,
+    space: ElasticSearchSpace,
     splits: DataSplits,
     preset: Preset,
     *,
@@ -174,7 +176,7 @@ def pretrain_supernet(
         torch.manual_seed(seed)
         supernet = space.build_supernet()
         recipe = supernet_recipe(preset)
-        step = sandwich_step(seed=seed, label_smoothing=recipe.label_smoothing)
+        step = sandwich_step(space, seed=seed, label_smoothing=recipe.label_smoothing)
         stats = train(
             supernet,
             splits.train,
@@ -187,8 +189,8 @@ def pretrain_supernet(
         subnets = {
             name: evaluate_subnet(space, supernet, arch, splits, preset, device=device, seed=seed)
             for name, arch in (
-                ("largest", max_arch()),
-                ("smallest", min_arch()),
+                ("largest", space.max_arch()),
+                ("smallest", space.min_arch()),
                 ("reference", space.reference_arch),
             )
         }

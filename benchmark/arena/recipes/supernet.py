@@ -1,27 +1,54 @@
-"""The sandwich step of weight-sharing supernet training.
+"""The sandwich step of weight-sharing supernet training, for every elastic space.
 
-The largest subnet, the smallest one and ``NUM_RANDOM_SUBNETS`` uniformly random ones run
-on the same batch; the largest learns from the labels (cross-entropy, with the recipe's
-label smoothing), the others from the largest's detached soft predictions (in-place
-distillation, soft-target cross-entropy). The losses are summed (the same gradient as
-accumulating one backward per subnet) and one SGD step is taken. Every image through every
-subnet counts as one training sample.
+One step runs, on the same batch, the subnets a :class:`SandwichSampler` draws: the
+largest one first, then the others (by default the smallest and ``NUM_RANDOM_SUBNETS``
+uniformly random architectures). Each subnet is an (architecture, policy) pair, so the
+same step trains the FP supernet (policy ``None``: FP layers), OQAT's uniform-bit supernet
+and QFA's independent per-layer bits: only the sampler differs.
+
+Losses:
+
+- in-place distillation (default): the largest learns from the labels (cross-entropy with
+  the recipe's label smoothing), the others from the largest's detached soft predictions
+  (soft-target cross-entropy);
+- with an external ``teacher`` (QFA): every subnet, the largest included, learns from the
+  labels plus the teacher's soft predictions.
+
+The losses are summed into one backward (the same gradient as one backward per subnet),
+or, with ``accumulate=True``, back-propagated one subnet at a time (less memory; the same
+gradient up to float rounding). One SGD step follows. Every image through every subnet
+counts as one training sample.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from benchmark.arena.policy import Policy
 from benchmark.arena.presets import Preset, Recipe
 from benchmark.arena.recipes.loop import StepLoss
-from benchmark.arena.spaces.mbv3.arch import max_arch, min_arch, sample_arch
-from benchmark.arena.spaces.mbv3.nets import MBV3Supernet
+from benchmark.arena.spaces.base import ElasticSearchSpace
 
 NUM_RANDOM_SUBNETS = 2
 """Random subnets per step besides the largest and the smallest."""
+
+Subnet = tuple[Any, "Policy | str | None"]
+"""An (architecture, policy) pair; policy ``None`` keeps the layers' bits (FP in an FP
+supernet), a string such as ``"w4a4"`` is a uniform policy."""
+
+PolicyRule = Callable[[Any, random.Random], "Policy | str | None"]
+"""``(arch, rng) → policy`` of one sampled subnet."""
+
+
+def _keep_bits(arch: Any, rng: random.Random) -> None:
+    return None
 
 
 def soft_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
@@ -29,30 +56,89 @@ def soft_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
     return -(target_probs * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
-def sandwich_step(
-    *, num_random: int = NUM_RANDOM_SUBNETS, seed: int = 0, label_smoothing: float = 0.0
-) -> StepLoss:
-    """A :data:`~benchmark.arena.recipes.loop.StepLoss` for an :class:`MBV3Supernet`: largest +
-    smallest + ``num_random`` random subnets on one batch, in-place distillation from the largest.
+@dataclass
+class SandwichSampler:
+    """Which subnets one sandwich step runs: the largest architecture, the smallest and
+    ``num_random`` random ones, each with the bits ``policy(arch, rng)`` gives
+    (``largest_policy`` for the largest, default the same rule).
 
-    Returns ``(summed loss, batch · (2 + num_random))``; leaves the largest subnet active.
-    Random subnets come from a private ``random.Random(seed)``.
+    Architectures come from the space (``max_arch``, ``min_arch``, ``sample_arch``); all
+    randomness from the ``rng`` a step passes in.
     """
-    rng = random.Random(seed)
-    largest, smallest = max_arch(), min_arch()
 
-    def step(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, int]:
-        if not isinstance(model, MBV3Supernet):
-            raise TypeError(f"sandwich_step needs an MBV3Supernet, got {type(model).__name__}")
-        model.set_active(largest)
+    space: ElasticSearchSpace
+    num_random: int = NUM_RANDOM_SUBNETS
+    policy: PolicyRule = _keep_bits
+    largest_policy: PolicyRule | None = None
+
+    def largest(self, rng: random.Random) -> Subnet:
+        arch = self.space.max_arch()
+        return arch, (self.largest_policy or self.policy)(arch, rng)
+
+    def others(self, rng: random.Random) -> list[Subnet]:
+        archs = [
+            self.space.min_arch(),
+            *(self.space.sample_arch(rng) for _ in range(self.num_random)),
+        ]
+        return [(arch, self.policy(arch, rng)) for arch in archs]
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies the sampler (for cache keys and logs)."""
+        return {"num_random": self.num_random, "policy": getattr(self.policy, "__name__", "")}
+
+
+def sandwich_step(
+    space: ElasticSearchSpace,
+    sampler: SandwichSampler | None = None,
+    *,
+    seed: int = 0,
+    label_smoothing: float = 0.0,
+    teacher: nn.Module | None = None,
+    accumulate: bool = False,
+) -> StepLoss:
+    """A :data:`~benchmark.arena.recipes.loop.StepLoss` for ``space``'s supernet.
+
+    ``sampler`` defaults to the FP sandwich (largest, smallest and
+    :data:`NUM_RANDOM_SUBNETS` random architectures, layers' bits kept). Returns
+    ``(loss, batch · subnets)`` and leaves the largest subnet active; the sampler's
+    randomness comes from a private ``random.Random(seed)``. ``teacher`` (eval mode, no
+    gradient) replaces in-place distillation; ``accumulate`` back-propagates per subnet.
+    """
+    sampler = sampler or SandwichSampler(space)
+    rng = random.Random(seed)
+
+    def subnet_losses(
+        model: nn.Module, x: Tensor, y: Tensor, largest: Subnet, others: list[Subnet]
+    ) -> Iterator[Tensor]:
+        space.set_active(model, *largest)
         logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        teacher = F.softmax(logits.detach(), dim=1)
-        for arch in [smallest, *(sample_arch(rng) for _ in range(num_random))]:
-            model.set_active(arch)
-            loss = loss + soft_cross_entropy(model(x), teacher)
-        model.set_active(largest)
-        return loss, x.shape[0] * (2 + num_random)
+        if teacher is None:
+            target = F.softmax(logits.detach(), dim=1)
+        else:
+            with torch.no_grad():
+                target = F.softmax(teacher(x), dim=1)
+            loss = loss + soft_cross_entropy(logits, target)
+        yield loss
+        for arch, policy in others:
+            space.set_active(model, arch, policy)
+            out = model(x)
+            part = soft_cross_entropy(out, target)
+            if teacher is not None:
+                part = F.cross_entropy(out, y, label_smoothing=label_smoothing) + part
+            yield part
+        space.set_active(model, *largest)
+
+    def step(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor | Iterator[Tensor], int]:
+        largest, others = sampler.largest(rng), sampler.others(rng)
+        samples = x.shape[0] * (1 + len(others))
+        parts = subnet_losses(model, x, y, largest, others)
+        if accumulate:
+            return parts, samples
+        loss = next(parts)
+        for part in parts:
+            loss = loss + part
+        return loss, samples
 
     return step
 

@@ -187,13 +187,32 @@ class SearchSpace(ABC):
 class ElasticSearchSpace(SearchSpace):
     """A joint space of architectures and bits served by one weight-sharing supernet.
 
-    Its FP starting point is an FP supernet (not one FP model); a static subnet is
-    extracted from the supernet with the weights it inherits.
+    What every joint space offers, so that methods never probe with ``getattr``:
+    architectures (sample, largest, smallest, mutate, crossover), the supernet (build it,
+    make it run one subnet with a policy, extract a static copy of a subnet). Its FP
+    starting point is an FP supernet, not one FP model. ``rng`` is a ``random.Random``
+    or a ``numpy.random.Generator``.
     """
 
     @abstractmethod
     def sample_arch(self, rng: Any) -> Any:
         """A uniformly random architecture of this space."""
+
+    @abstractmethod
+    def max_arch(self) -> Any:
+        """The largest architecture (the supernet's teacher in the sandwich rule)."""
+
+    @abstractmethod
+    def min_arch(self) -> Any:
+        """The smallest architecture."""
+
+    @abstractmethod
+    def mutate(self, arch: Any, rng: Any, prob: float = 0.1) -> Any:
+        """``arch`` with each gene resampled with probability ``prob``."""
+
+    @abstractmethod
+    def crossover(self, a: Any, b: Any, rng: Any) -> Any:
+        """A child of ``a`` and ``b``, each gene from either parent."""
 
     @abstractmethod
     def build_supernet(
@@ -202,7 +221,19 @@ class ElasticSearchSpace(SearchSpace):
         """The weight-sharing supernet (random init, or ``fp_state``'s weights)."""
 
     @abstractmethod
-    def extract(self, supernet: nn.Module, arch: Any = None, policy: Any = None) -> nn.Module:
+    def set_active(
+        self, supernet: nn.Module, arch: Any, policy: str | Mapping[str, LayerBits] | None = None
+    ) -> Any:
+        """Make ``supernet`` run ``arch`` with ``policy`` (``None``: keep the layers' bits);
+        validates both and returns the canonical architecture."""
+
+    @abstractmethod
+    def extract(
+        self,
+        supernet: nn.Module,
+        arch: Any = None,
+        policy: str | Mapping[str, LayerBits] | None = None,
+    ) -> nn.Module:
         """A static copy of subnet ``arch`` with the weights it inherits from ``supernet``."""
 
 

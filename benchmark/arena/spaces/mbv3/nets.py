@@ -245,7 +245,7 @@ class MBV3Supernet(_MBV3Base):
 
         ``policy`` may name only layers of the active blocks (others raise
         :class:`PolicyError`); layers it omits keep their bits. No space conventions are
-        checked here: :meth:`MBV3CifarSpace.activate` validates a full policy first.
+        checked here: :meth:`MBV3CifarSpace.set_active` validates a full policy first.
         """
         arch = as_arch(arch)
         for slot in range(NUM_STAGES * MAX_DEPTH):

@@ -57,7 +57,10 @@ from benchmark.arena.spaces.mbv3.arch import (
     REFERENCE_ARCH,
     MBV3Arch,
     as_arch,
+    crossover,
+    max_arch,
     min_arch,
+    mutate,
     sample_arch,
 )
 from benchmark.arena.spaces.mbv3.nets import STAGE_SE, MBV3Net, MBV3Supernet, block_index
@@ -68,7 +71,7 @@ class MBV3CifarSpace(ElasticSearchSpace):
     """Elastic MobileNetV3 for 32×32 input: kernel, expand, depth and per-layer W/A bits.
 
     ``build(arch)`` gives a static subnet (random init); :meth:`build_supernet` the
-    weight-sharing supernet; :meth:`activate` and :meth:`extract` move between them.
+    weight-sharing supernet; :meth:`set_active` and :meth:`extract` move between them.
     Architectures are :class:`MBV3Arch` or their dict form; ``None`` means
     :data:`REFERENCE_ARCH` (full depth, kernel 3, expand 4: what bits-only methods use).
     """
@@ -94,6 +97,24 @@ class MBV3CifarSpace(ElasticSearchSpace):
     def sample_arch(self, rng: random.Random | np.random.Generator) -> MBV3Arch:
         """A uniformly random architecture (see :func:`.arch.sample_arch`)."""
         return sample_arch(rng)
+
+    def max_arch(self) -> MBV3Arch:
+        """Kernel 5, expand 6, depth 3 everywhere."""
+        return max_arch()
+
+    def min_arch(self) -> MBV3Arch:
+        """Kernel 3, expand 3, depth 2 everywhere."""
+        return min_arch()
+
+    def mutate(
+        self, arch: Any, rng: random.Random | np.random.Generator, prob: float = 0.1
+    ) -> MBV3Arch:
+        """Each gene of ``arch`` resampled with probability ``prob`` (:func:`.arch.mutate`)."""
+        return mutate(self.validate_arch(arch), rng, prob)
+
+    def crossover(self, a: Any, b: Any, rng: random.Random | np.random.Generator) -> MBV3Arch:
+        """Uniform crossover of two architectures (:func:`.arch.crossover`)."""
+        return crossover(self.validate_arch(a), self.validate_arch(b), rng)
 
     # --- models -------------------------------------------------------------------------
     def build(
@@ -146,7 +167,7 @@ class MBV3CifarSpace(ElasticSearchSpace):
         supernet = self.build_supernet(quant, fp_state)
         return self.extract(supernet, arch, policy)
 
-    def activate(
+    def set_active(
         self,
         supernet: MBV3Supernet,
         arch: Any,
