@@ -23,9 +23,10 @@ batch (``benchmark.arena.fixed_batch``, charged to the budget), no training:
 2. **ORM** (centred linear CKA) between taps, ``γ``, ``θ = exp(−β γ)``, suffix-mean
    objective (:mod:`methods.ompq_orm`).
 3. **Constraint from the task**: ``Σ_taps u_t · b_t ≤ limit − cost of the fixed layers``,
-   with ``u_t = Σ MACs·a_bits`` (BitOPs per weight bit) or ``Σ params`` (bits per weight
-   bit) over the tap's layers, from ``space.profiles(arch)``; relative limits are ratios of
-   ``space.reference()``. Activation bits are uniform (``a_bits``, default 8).
+   with ``limit = ctx.limit`` (the task's absolute limit) and ``u_t = Σ MACs·a_bits``
+   (BitOPs per weight bit) or ``Σ params`` (bits per weight bit) over the tap's layers and
+   the fixed layers' cost both from the space's cost table (``space.cost_table(arch)``).
+   Activation bits are uniform (``a_bits``, default 8).
 4. **Bits**: the paper's LP in ``x = b/8`` with bounds ``[min, max]/8`` of the space's
    weight-bit choices (resnet20 {2,3,4,8} → [0.25, 1]; mbv3-cifar {2,3,4} → [0.25, 0.5];
    ``bit_bounds`` narrows them, e.g. ``[4, 8]`` for the paper's QAT [0.5, 1]), solved by
@@ -282,29 +283,17 @@ class CostBudget:
         }
 
 
-def task_budget(
-    ctx: Context, arch: Any, taps: Sequence[Tap], a_bits: int, low_bits: int
-) -> CostBudget:
-    """Per-tap unit costs and the fixed layers' cost under the task's constraint."""
-    space, constraint = ctx.space, ctx.constraint
-    reference = space.reference()
-    bitops = constraint.metric == "bitops"
-    ref = reference.bitops_w8a8 if bitops else reference.size_bits_w8a8
-    limit = constraint.limit * ref if constraint.relative else constraint.limit
-    profiles = space.profiles(arch)
-    units = [
-        sum(profiles[n].macs * a_bits if bitops else profiles[n].params for n in t.layers)
-        for t in taps
-    ]
-    governed = _governed(taps)
-    low = {n: LayerBits(low_bits, a_bits) for n in governed}
-    report = space.cost(space.full_policy(low, arch), arch)
-    fixed = sum(
-        (c.bitops if bitops else c.size_bits) for c in report.layers if c.name not in governed
-    )
-    return CostBudget(
-        constraint.metric, float(limit), float(ref), float(fixed), np.array(units, float)
-    )
+def task_budget(ctx: Context, arch: Any, taps: Sequence[Tap], a_bits: int) -> CostBudget:
+    """Per-tap unit costs and the fixed layers' cost (the space's cost table) under the
+    task's absolute limit (``ctx.limit``)."""
+    metric, table = ctx.constraint.metric, ctx.space.cost_table(arch)
+    if _governed(taps) != set(table.searchable):
+        raise RuntimeError("ompq: the taps do not cover the searchable layers (internal error)")
+    reference = ctx.space.reference()
+    ref = reference.bitops_w8a8 if metric == "bitops" else reference.size_bits_w8a8
+    units = [sum(table.weight_bit_cost(n, metric, a_bits) for n in t.layers) for t in taps]
+    fixed = table.fixed_total(metric)
+    return CostBudget(metric, ctx.limit, float(ref), float(fixed), np.array(units, float))
 
 
 # --- the method ---------------------------------------------------------------------
@@ -401,7 +390,7 @@ class OMPQ(Method):
         note = TAP_NOTES[mode](sorted(_own_taps(taps)))
         if mode != "blocks":
             ctx.log.info("ompq: %s", note)
-        budget = task_budget(ctx, arch, taps, self.a_bits, choices[0])
+        budget = task_budget(ctx, arch, taps, self.a_bits)
         self._check_feasible(ctx, budget, choices[0])
         orm, log = self._orm(ctx, model, taps)
         gammas = gamma(orm)

@@ -294,3 +294,31 @@ def test_cost_from_profiles_default_bits() -> None:
     report = cost_from_profiles(profiles, {}, default_bits=LayerBits(8, 8))
     assert report.bitops == report.bitops_w8a8
     assert cost_from_profiles(list(profiles.values()), {}) == cost_from_profiles(profiles, {})
+
+
+def test_model_cost_accepts_the_json_policy_format() -> None:
+    """The README's policy format, plain dicts (e.g. from JSON), costs like LayerBits."""
+    model = TinyCNN()
+    policy = {"block.dw": LayerBits(4, 8), "block.pw": LayerBits(2, 3), "head": LayerBits(8, 8)}
+    expected = model_cost(model, policy, (1, 28, 28))
+    as_json = json.loads(json.dumps({n: b.to_dict() for n, b in policy.items()}))
+    assert model_cost(model, as_json, (1, 28, 28)) == expected
+    mixed = {**as_json, "head": LayerBits(8, 8)}
+    assert model_cost(model, mixed, (1, 28, 28)) == expected
+    pairs = {n: [b.w_bits, b.a_bits] for n, b in policy.items()}  # the list form policies allow
+    assert model_cost(model, pairs, (1, 28, 28)) == expected
+    assert {c.name: (c.w_bits, c.a_bits) for c in expected.layers}["block.pw"] == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ({"block.pw": {"w_bits": 4}}, "layer 'block.pw' has no a_bits"),
+        ({"block.pw": {"w_bits": "4", "a_bits": 4}}, "must be integers"),
+        ({"block.pw": 4}, r"must be \{\"w_bits\": B, \"a_bits\": B\}, got 4"),
+        (["block.pw"], "a policy must be a JSON object"),
+    ],
+)
+def test_model_cost_bad_policy_entry_is_a_policy_error(policy: object, message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        model_cost(TinyCNN(), policy, (1, 28, 28))  # type: ignore[arg-type]

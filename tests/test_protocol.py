@@ -67,6 +67,76 @@ def test_constraint_against_space_reference() -> None:
     assert not Constraint.parse("size<=130KB").satisfied(w4, ref)
 
 
+@pytest.mark.parametrize("metric", ["bitops", "size"])
+def test_constraint_absolute_limit(metric: str) -> None:
+    space = get_space("resnet20")
+    ref = space.reference()
+    w8a8 = ref.bitops_w8a8 if metric == "bitops" else ref.size_bits_w8a8
+    assert w8a8 == (40_551_040 * 64 if metric == "bitops" else 268_336 * 8)
+    assert Constraint.parse(f"{metric}<=0.5").absolute(ref) == 0.5 * w8a8
+    half = Reference(ref.bitops_w8a8 / 2, ref.size_bits_w8a8 / 2)
+    assert Constraint.parse(f"{metric}<=0.5").absolute(half) == 0.25 * w8a8
+    # absolute limits: as parsed (BitOPs per image, bits), whatever the reference
+    unit = "G" if metric == "bitops" else "KB"
+    absolute = Constraint.parse(f"{metric}<=0.3{unit}")
+    expected = 0.3e9 if metric == "bitops" else 0.3e3 * 8
+    assert absolute.absolute(ref) == absolute.absolute(half) == pytest.approx(expected)
+    assert isinstance(absolute.absolute(ref), float)
+
+
+def test_satisfied_is_the_cost_against_the_absolute_limit() -> None:
+    space = get_space("resnet20")
+    ref = space.reference()
+    w4 = space.cost(space.uniform_policy(4))
+    for metric, value in (("bitops", w4.bitops), ("size", w4.size_bits)):
+        w8a8 = ref.bitops_w8a8 if metric == "bitops" else ref.size_bits_w8a8
+        at = Constraint.parse(f"{metric}<={value / w8a8!r}")
+        assert at.absolute(ref) == pytest.approx(value, rel=1e-15) and at.satisfied(w4, ref)
+        below = Constraint.parse(f"{metric}<={(value - 1e3) / w8a8!r}")
+        assert below.absolute(ref) < value and not below.satisfied(w4, ref)
+    # without a reference, a relative limit refers to the model's own W8A8 cost
+    own = Constraint.parse(f"bitops<={w4.bitops / w4.bitops_w8a8!r}")
+    assert own.satisfied(w4) and not Constraint.parse("bitops<=0.25").satisfied(w4)
+
+
+@pytest.mark.parametrize(
+    ("space_name", "constraint"),
+    [("resnet20", "bitops<=0.4"), ("resnet20", "size<=100KB"), ("mbv3-cifar", "size<=0.6")],
+)
+def test_context_limit(space_name: str, constraint: str, tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from benchmark.arena.context import Context
+    from benchmark.arena.presets import load_preset
+    from benchmark.arena.protocol import Task
+
+    space = get_space(space_name)
+    ctx = Context.create(
+        Task(space_name, "digits", "smoke", constraint, 0),
+        space,
+        load_preset("smoke"),
+        SimpleNamespace(train=[], val=[], num_classes=10),
+        {},
+        budget=Budget(1.0, 1),
+        workdir=tmp_path,
+    )
+    ref = space.reference()
+    assert ctx.limit == Constraint.parse(constraint).absolute(ref)
+    expected = {"bitops<=0.4": 0.4 * ref.bitops_w8a8, "size<=100KB": 100e3 * 8}
+    expected["size<=0.6"] = 0.6 * ref.size_bits_w8a8
+    assert ctx.limit == pytest.approx(expected[constraint])
+    # feasible() is the same check against the same number
+    arch = space.reference_arch
+    for bits in space.bit_choices:
+        policy = space.uniform_policy(bits, bits, arch)
+        cost = space.cost(policy, arch)
+        value = cost.bitops if ctx.constraint.metric == "bitops" else cost.size_bits
+        assert ctx.feasible(policy, arch) == (value <= ctx.limit)
+    lowest = min(space.bit_choices)
+    assert ctx.feasible(space.uniform_policy(lowest, lowest, arch), arch)
+    assert not ctx.feasible(space.uniform_policy(8, 8, arch), arch)
+
+
 def test_budget_meter_charges_and_raises() -> None:
     now = [0.0]
     meter = BudgetMeter(Budget(10.0, 100), clock=lambda: now[0])

@@ -13,6 +13,11 @@ top-1 in percent):
   :class:`BudgetExceeded`, :class:`DivergedError`, :class:`TrialTimeout`;
 - policies: :class:`LayerBits`, ``Policy`` (layer name → bits), ``FP_BITS``, helpers;
 - the cost model: :func:`model_cost`, :func:`profile_layers`, :class:`CostReport`;
+- cost targets to optimise against: the task's absolute limit (``ctx.limit``,
+  :meth:`Constraint.absolute`: BitOPs per image or weight bits), a space's per-layer
+  :class:`CostTable` (``space.cost_table(arch)``: lookups, totals, fixed layers' share,
+  numpy coefficients for LP / ILP) and the differentiable :func:`expected_cost` under
+  per-layer bit probabilities (torch);
 - data: :class:`DataSplits`, :func:`make_loader`, :func:`fixed_batch`;
 - quantizers and quantized layers: :class:`QuantConfig`, :class:`Quantizer`,
   :class:`QConv2d`, :class:`QLinear`, :func:`apply_policy`, :func:`quantize_model`;
@@ -37,6 +42,7 @@ from benchmark.arena.cost import (
     model_cost,
     profile_layers,
 )
+from benchmark.arena.cost_table import CostTable, expected_cost
 from benchmark.arena.data import DataError, DataSplits, fixed_batch, make_loader
 from benchmark.arena.policy import (
     FP_BITS,
@@ -94,6 +100,7 @@ __all__ = [
     "Constraint",
     "Context",
     "CostReport",
+    "CostTable",
     "DataError",
     "DataSplits",
     "DivergedError",
@@ -124,6 +131,7 @@ __all__ = [
     "apply_policy",
     "create_quantizer",
     "evaluate",
+    "expected_cost",
     "finetune_qat",
     "fixed_batch",
     "get_space",

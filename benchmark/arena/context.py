@@ -137,8 +137,14 @@ class Context(Toolkit):
         """The shared cost model on this task's space."""
         return self.space.cost(policy, arch)
 
+    @property
+    def limit(self) -> float:
+        """The task's absolute limit on this space's reference: BitOPs per 32×32 image
+        (``bitops`` constraints) or bits of weight storage (``size``)."""
+        return self.constraint.absolute(self.space.reference())
+
     def feasible(self, policy: Mapping[str, LayerBits], arch: Any = None) -> bool:
-        """Whether ``policy`` on ``arch`` meets the task's constraint."""
+        """Whether ``policy`` on ``arch`` meets the task's constraint (:attr:`limit`)."""
         return self.constraint.satisfied(self.cost(policy, arch), self.space.reference())
 
     # resumable searches --------------------------------------------------------------

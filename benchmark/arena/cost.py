@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmark.arena.policy import FP_BITS, LayerBits
+from benchmark.arena.policy import FP_BITS, LayerBits, Policy, policy_from_dict
 
 FP_LAYER = LayerBits(FP_BITS, FP_BITS)
 """Bits of a layer the policy does not mention: full precision (32 × 32)."""
@@ -233,19 +233,37 @@ def cost_from_profiles(
     )
 
 
+def as_policy(policy: Mapping[str, object]) -> Policy:
+    """A policy of :class:`LayerBits` from one given as such or in its JSON form
+    (``{"layer": {"w_bits": 4, "a_bits": 4}}``, e.g. loaded from a file); entries may mix
+    both. A malformed entry raises :class:`~benchmark.arena.policy.PolicyError`."""
+    if isinstance(policy, Mapping) and all(isinstance(b, LayerBits) for b in policy.values()):
+        return dict(policy)
+    if not isinstance(policy, Mapping):
+        return policy_from_dict(policy)  # raises: a policy must be a mapping
+    return policy_from_dict(
+        {name: b.to_dict() if isinstance(b, LayerBits) else b for name, b in policy.items()}
+    )
+
+
 def model_cost(
     model: nn.Module,
-    policy: Mapping[str, LayerBits] | None = None,
+    policy: Mapping[str, LayerBits] | Mapping[str, Mapping[str, int]] | None = None,
     input_shape: Sequence[int] = (3, 32, 32),
     *,
     default_bits: LayerBits = FP_LAYER,
 ) -> CostReport:
-    """Cost of any model under a per-layer policy (unlisted layers: ``default_bits``).
+    """Cost of any model under a per-layer policy (unlisted layers: ``default_bits``), for
+    one image of ``input_shape``.
 
-    If ``policy`` is None and the model has quantized layers, their current bits are used.
+    ``policy`` maps layer names to :class:`LayerBits` or to their JSON form
+    ``{"w_bits": 4, "a_bits": 4}`` (as the README documents; a malformed entry raises
+    :class:`~benchmark.arena.policy.PolicyError`). If ``policy`` is None and the model has
+    quantized layers, their current bits are used.
     """
     if policy is None:
         from benchmark.arena.quant.modules import current_policy
 
         policy = current_policy(model)
-    return cost_from_profiles(profile_layers(model, input_shape), policy, default_bits=default_bits)
+    bits = as_policy(policy)
+    return cost_from_profiles(profile_layers(model, input_shape), bits, default_bits=default_bits)

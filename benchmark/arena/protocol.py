@@ -132,8 +132,29 @@ class Constraint:
                 ref = reference.size_bits_w8a8
         return value / ref if self.relative else value
 
+    def absolute(self, reference: Reference) -> float:
+        """The limit in absolute units: BitOPs per 32×32 image (``bitops``) or bits of
+        weight storage (``size``).
+
+        A relative limit is multiplied by ``reference``'s W8A8 value of the metric (the
+        space's :meth:`~benchmark.arena.spaces.base.SearchSpace.reference`); an absolute
+        one is returned as is.
+        """
+        if not self.relative:
+            return float(self.limit)
+        ref = reference.bitops_w8a8 if self.metric == "bitops" else reference.size_bits_w8a8
+        return float(self.limit * ref)
+
     def satisfied(self, cost: CostReport, reference: Reference | None = None) -> bool:
-        return self.measure(cost, reference) <= self.limit * (1 + 1e-9)
+        """THE feasibility check: ``cost``'s BitOPs (or weight bits) at most
+        :meth:`absolute` of ``reference`` (1e-9 relative tolerance for round-off).
+
+        Without ``reference``, a relative limit refers to the model's own W8A8 cost.
+        """
+        if reference is None:
+            reference = Reference(cost.bitops_w8a8, cost.size_bits_w8a8)
+        value = cost.bitops if self.metric == "bitops" else cost.size_bits
+        return value <= self.absolute(reference) * (1 + 1e-9)
 
     def __str__(self) -> str:
         return self.text

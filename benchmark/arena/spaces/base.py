@@ -20,6 +20,7 @@ from benchmark.arena.cost import (
     cost_from_profiles,
     profile_layers,
 )
+from benchmark.arena.cost_table import CostTable
 from benchmark.arena.policy import (
     FP_BITS,
     LayerBits,
@@ -114,6 +115,19 @@ class SearchSpace(ABC):
         cache = self.__dict__.setdefault("_profile_cache", {})
         if key not in cache:
             cache[key] = profile_layers(self.build(arch), self.input_shape)
+        return cache[key]
+
+    def cost_table(self, arch: Any = None) -> CostTable:
+        """Per-layer costs of ``arch`` (MACs per 32×32 image, params, BitOPs and weight
+        bits at every allowed bit pair, the fixed layers and their bits), cached per arch."""
+        arch = self.validate_arch(arch)
+        key = None if arch is None else repr(arch)
+        cache = self.__dict__.setdefault("_cost_table_cache", {})
+        if key not in cache:
+            profiles = self.profiles(arch)
+            bits = LayerBits(self.fixed_bits, self.fixed_bits)
+            fixed = {n: bits for n in self.fixed_layer_names(arch) if n in profiles}
+            cache[key] = CostTable(tuple(profiles.values()), fixed, self.allowed_bits())
         return cache[key]
 
     def layer_names(self, arch: Any = None) -> list[str]:
