@@ -1,14 +1,22 @@
-"""Method registry: ``@register_method``, ``get_method``, ``list_methods``.
+"""Method registry: ``@register_method``, ``get_method``, ``list_methods``, ``method_options``.
 
-A user's own method joins from outside the package either by path
-(``--methods my.module:MyMethod``) or through the entry-point group
-``mpqbench.methods`` (``my_method = "my.module:MyMethod"`` in its pyproject).
+A user's own method joins from outside the package by spec, ``module:Class`` (an
+importable module, e.g. ``my.module:MyMethod``) or ``path/to/file.py:Class`` (a file), or
+through the entry-point group ``mpqbench.methods`` (``my_method = "my.module:MyMethod"``
+in its pyproject). Every problem loading one is a :class:`MethodError` with a one-line
+message naming the spec and what to do.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
+import inspect
+import sys
+import warnings
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from methods.base import SEARCHES, Method
 
@@ -18,15 +26,46 @@ ENTRY_POINT_GROUP = "mpqbench.methods"
 
 
 class MethodError(ValueError):
-    """Unknown or unloadable method."""
+    """Unknown or unloadable method, or options it does not take (one-line message)."""
+
+
+def _same_class(a: type, b: type) -> bool:
+    return a is b or (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+
+
+def check_method_class(cls: object, where: str) -> type[Method]:
+    """``cls`` if it is a concrete :class:`Method` with a ``name`` and a valid ``searches``."""
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise MethodError(f"{where} is not a Method subclass (subclass methods.base.Method)")
+    name = cls.__dict__.get("name", getattr(cls, "name", None))
+    if not isinstance(name, str) or not name:
+        raise MethodError(f"{where} has no name: set the class attribute name = '...'")
+    if getattr(cls, "searches", None) not in SEARCHES:
+        raise MethodError(
+            f"{where}: searches must be one of {', '.join(SEARCHES)}, "
+            f"got {getattr(cls, 'searches', None)!r}"
+        )
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+        raise MethodError(f"{where} is abstract: implement {missing}")
+    return cls
 
 
 def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator: register a :class:`Method` subclass under ``cls.name``."""
+    """Class decorator: register a concrete :class:`Method` subclass under ``cls.name``.
+
+    A second, different class under a name already taken is refused.
+    """
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise TypeError("register_method expects a Method subclass")
     if getattr(cls, "searches", None) not in SEARCHES:
         raise TypeError(f"{cls.__name__}.searches must be one of {SEARCHES}")
+    taken = _METHODS.get(cls.name)
+    if taken is not None and not _same_class(taken, cls):
+        raise MethodError(
+            f"method name {cls.name!r} is taken by {taken.__module__}.{taken.__qualname__}; "
+            f"give {cls.__module__}.{cls.__qualname__} another name"
+        )
     _METHODS[cls.name] = cls
     return cls
 
@@ -41,34 +80,144 @@ def _load_entry_points() -> dict[str, str]:
 
 
 def list_methods() -> list[str]:
-    """Built-in and entry-point method names."""
+    """Built-in and entry-point method names; a plugin that fails to load is left out
+    with one warning line."""
     _load_builtins()
-    return sorted(set(_METHODS) | set(_load_entry_points()))
+    names = set(_METHODS)
+    for name, value in _load_entry_points().items():
+        try:
+            names.add(get_method(value).name)
+        except MethodError as err:
+            warnings.warn(f"entry point {name!r} ({value}) skipped: {err}", stacklevel=2)
+    return sorted(names)
 
 
-def _load_path(path: str) -> type[Method]:
-    module_name, _, attr = path.partition(":")
+def _is_file_spec(module: str) -> bool:
+    return module.endswith(".py") or "/" in module or "\\" in module
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """``(module or file, class name)`` of a ``module:Class`` or ``file.py:Class`` spec."""
+    module, sep, attr = spec.rpartition(":")
+    if not sep or not module or not attr.isidentifier():
+        raise MethodError(
+            f"cannot read method spec {spec!r}: write module:Class (e.g. my.module:MyMethod) "
+            "or path/to/file.py:Class"
+        )
+    if not _is_file_spec(module) and not all(p.isidentifier() for p in module.split(".")):
+        raise MethodError(
+            f"cannot read method spec {spec!r}: {module!r} is not an importable module name "
+            "(no relative imports); give a dotted module name or a .py file path"
+        )
+    return module, attr
+
+
+def _import(module: str, spec: str):
+    """Import ``module`` (a dotted name or a .py file); any failure is a MethodError."""
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise MethodError(f"cannot import {module_name!r} for method {path!r}: {err}") from None
-    cls = getattr(module, attr, None)
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise MethodError(f"{path!r} is not a Method subclass (mpqbench methods.base.Method)")
-    return cls
+        if not _is_file_spec(module):
+            return importlib.import_module(module)
+        path = Path(module).expanduser().resolve()
+        if not path.is_file():
+            raise MethodError(f"method file {module} of {spec!r} does not exist: check the path")
+        name = f"mpqbench_user_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+        if name in sys.modules:
+            return sys.modules[name]
+        loader_spec = importlib.util.spec_from_file_location(name, path)
+        loaded = importlib.util.module_from_spec(loader_spec)
+        sys.modules[name] = loaded
+        try:
+            loader_spec.loader.exec_module(loaded)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+        return loaded
+    except MethodError:
+        raise
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as err:
+        raise MethodError(
+            f"method module {module!r} of {spec!r} exited while importing (exit {err.code}): "
+            "a method module must not call sys.exit at import"
+        ) from None
+    except BaseException as err:  # noqa: BLE001 - SyntaxError, ImportError, anything raised
+        text = " ".join(str(err).split()) or "no message"
+        raise MethodError(
+            f"method module {module!r} of {spec!r} failed to import: {type(err).__name__}: {text}"
+        ) from None
+
+
+def _load_spec(spec: str) -> type[Method]:
+    module_name, attr = split_spec(spec)
+    module = _import(module_name, spec)
+    if not hasattr(module, attr):
+        raise MethodError(f"{module_name!r} has no {attr!r} (method spec {spec!r})")
+    return check_method_class(getattr(module, attr), repr(spec))
 
 
 def get_method(name: str) -> type[Method]:
-    """A method class by registry name, entry-point name or ``module:Class`` path."""
+    """A method class by registry name, entry-point name or spec (``module:Class``,
+    ``file.py:Class``)."""
+    if not isinstance(name, str) or not name.strip():
+        raise MethodError(f"a method is a name or a module:Class spec, got {name!r}")
     if ":" in name:
-        return _load_path(name)
+        return _load_spec(name)
     _load_builtins()
     if name in _METHODS:
         return _METHODS[name]
     external = _load_entry_points()
     if name in external:
-        return _load_path(external[name])
+        return _load_spec(external[name])
     raise MethodError(f"unknown method {name!r}; choose one of {', '.join(list_methods())}")
 
 
-__all__ = ["Method", "MethodError", "get_method", "list_methods", "register_method"]
+def option_defaults(cls: type[Method]) -> dict[str, object]:
+    """The options (``__init__`` keyword parameters) a method class takes, each with its
+    default (``inspect.Parameter.empty`` when it has none).
+
+    ``**kwargs`` passed on to a parent's ``__init__`` accept what that parent accepts;
+    :class:`Method` itself takes none.
+    """
+    accepted: dict[str, object] = {}
+    for klass in cls.__mro__:
+        if klass is Method:
+            break
+        if "__init__" not in klass.__dict__:
+            continue
+        params = list(inspect.signature(klass.__dict__["__init__"]).parameters.values())[1:]
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        for p in params:
+            if p.kind in kinds:
+                accepted.setdefault(p.name, p.default)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            break
+    return accepted
+
+
+def accepted_options(cls: type[Method]) -> list[str]:
+    """The names of the options a method class takes (see :func:`option_defaults`)."""
+    return sorted(option_defaults(cls))
+
+
+def check_options(cls: type[Method], options: dict, where: str) -> None:
+    """Refuse an option ``cls.__init__`` does not take, naming the accepted ones."""
+    accepted = accepted_options(cls)
+    for key in options:
+        if key not in accepted:
+            takes = f"it takes {', '.join(accepted)}" if accepted else "it takes no options"
+            raise MethodError(f"method {where} has no option {key!r}: {takes}")
+
+
+__all__ = [
+    "Method",
+    "MethodError",
+    "accepted_options",
+    "check_method_class",
+    "check_options",
+    "get_method",
+    "list_methods",
+    "option_defaults",
+    "register_method",
+    "split_spec",
+]

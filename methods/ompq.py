@@ -421,6 +421,7 @@ class OMPQ(Method):
                 )
                 log["runs"].append(run_log)
                 candidates.append(candidate)
+                ctx.offer(*candidates)  # the answer so far, if the budget ends the search
         return SearchResult(candidates, log=log)
 
     def _orm(

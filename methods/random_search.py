@@ -6,7 +6,8 @@ A feasible sample is scored on the validation split without training: FP weights
 quantizers initialised and BN recalibrated on ``calib_batches`` train batches. The
 ``top_k`` best by validation top-1 are the candidates. ``ctx.score`` charges the
 calibration and validation images to the budget; the search stops at ``num_samples`` or
-when the budget is spent.
+when the budget is spent, and offers its best ``top_k`` after every sample (what is
+evaluated when the budget ends the search).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class RandomSearch(Method):
             scored.append(
                 (acc, Candidate(policy, arch, label=f"sample{i}", meta={"proxy_val_top1": acc}))
             )
-        scored.sort(key=lambda item: -item[0])
+            scored.sort(key=lambda item: -item[0])  # stable: ties keep their sampling order
+            ctx.offer(*(c for _, c in scored[: self.top_k]))  # the answer if the budget ends
         return SearchResult(
             [c for _, c in scored[: self.top_k]],
             log={"samples": len(scored), "proxy_val_top1": [a for a, _ in scored]},

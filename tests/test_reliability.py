@@ -188,7 +188,7 @@ def test_every_fault_is_recorded_and_the_run_goes_on(
         "diverging": ["diverged"],
         "greedy": ["over_budget"],
         "crashing": ["crashed"],
-        "allw4": ["ok"],
+        "allw4[bits=2]": ["ok"],
     }
     errors = dict(zip(rows["method"], rows["error"], strict=True))
     assert "boom" in errors["raising"] and "loss=nan" in errors["diverging"]

@@ -24,7 +24,14 @@ from benchmark.arena.cost import CostReport
 from benchmark.arena.data import make_loader
 from benchmark.arena.policy import LayerBits
 from benchmark.arena.presets import Preset
-from benchmark.arena.protocol import Budget, BudgetMeter, Constraint, DivergedError, Task
+from benchmark.arena.protocol import (
+    Budget,
+    BudgetMeter,
+    Candidate,
+    Constraint,
+    DivergedError,
+    Task,
+)
 from benchmark.arena.spaces.base import SearchSpace
 from benchmark.arena.toolkit import Toolkit
 
@@ -67,6 +74,7 @@ class Context(Toolkit):
     workdir: Path
     reporter: Callable[[dict[str, Any]], None] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    offered: list[Candidate] = field(default_factory=list)
 
     @classmethod
     def create(
@@ -153,9 +161,34 @@ class Context(Toolkit):
         return self.workdir / "search_checkpoint.pt"
 
     def save_checkpoint(self, state: Any) -> None:
-        """Save the method's search state (atomically) so a resumed trial can continue."""
-        save_verified(self.checkpoint_path, state, {"task": self.task.to_dict()})
+        """Save the method's search state (atomically) so a resumed trial can continue;
+        the budget spent so far is saved with it and restored on resume."""
+        payload = {"state": state, "spent": self.budget.spent()}
+        save_verified(self.checkpoint_path, payload, {"task": self.task.to_dict()})
 
     def load_checkpoint(self) -> Any | None:
         """The last saved search state of this trial, or ``None``."""
-        return load_verified(self.checkpoint_path)
+        payload = load_verified(self.checkpoint_path)
+        return None if payload is None else payload["state"]
+
+    def restore_spend(self) -> dict[str, float] | None:
+        """Charge the meter what the saved search had spent (the harness calls this when a
+        trial resumes, so a resumed search gets only what it had left)."""
+        payload = load_verified(self.checkpoint_path)
+        if not isinstance(payload, dict) or "spent" not in payload:
+            return None
+        spent = payload["spent"]
+        self.budget.restore(spent["samples"], spent["seconds"])
+        return spent
+
+    # anytime candidates -----------------------------------------------------------------
+    def offer(self, *candidates: Candidate) -> None:
+        """Hand over the search's current answer (best first), replacing what was offered
+        before. When the budget ends the search, these are evaluated (status ``ok``,
+        ``stopped_by_budget``); a search that returns gives its own final answer."""
+        for candidate in candidates:
+            if not isinstance(candidate, Candidate):
+                raise TypeError(
+                    f"ctx.offer takes Candidate objects, got {type(candidate).__name__}"
+                )
+        self.offered = list(candidates)

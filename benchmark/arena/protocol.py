@@ -31,6 +31,12 @@ class DivergedError(RuntimeError):
     """The training loss became NaN or infinite (status ``diverged``)."""
 
 
+class SearchIgnoredStop(BaseException):
+    """The search kept running past the budget's stop and the harness's grace margin
+    (status ``over_budget``). A ``BaseException`` so that ``except Exception`` cannot
+    swallow it."""
+
+
 class TrialTimeout(BaseException):
     """The trial ran past its time limit (status ``timeout``).
 
@@ -181,20 +187,36 @@ class BudgetExceeded(RuntimeError):
 class BudgetMeter:
     """Charges the method's training samples and wall time against its :class:`Budget`.
 
-    Methods call ``charge(samples)`` after each training step and may poll
-    ``exhausted()`` to stop gracefully; ``charge`` raises :class:`BudgetExceeded` once
-    the budget is passed, which the harness records as ``over_budget``.
+    Helpers of the toolkit charge for the method; a method that forwards images itself
+    calls ``charge(samples)``. ``exhausted()`` says the budget is spent (a method may poll
+    it to stop gracefully); ``charge`` raises :class:`BudgetExceeded` once it is passed:
+    the normal end of a search, whose offered candidates the harness then evaluates.
     """
 
     def __init__(self, budget: Budget, clock: Callable[[], float] = time.perf_counter) -> None:
         self.budget = budget
         self._clock = clock
         self._start = clock()
+        self._earlier_seconds = 0.0
         self.samples = 0
 
     @property
     def seconds(self) -> float:
-        return self._clock() - self._start
+        """Wall seconds spent, an interrupted earlier attempt's included."""
+        return self._earlier_seconds + self._clock() - self._start
+
+    def restore(self, samples: int, seconds: float) -> None:
+        """Count what an interrupted attempt of this search spent (``--resume``)."""
+        self.samples += int(samples)
+        self._earlier_seconds += float(seconds)
+
+    def spent(self) -> dict[str, float]:
+        """What was spent so far: ``{"samples": ..., "seconds": ...}`` (saved with a
+        search checkpoint)."""
+        return {"samples": self.samples, "seconds": self.seconds}
+
+    def seconds_left(self) -> float:
+        return self.budget.max_search_seconds - self.seconds
 
     def exhausted(self) -> bool:
         return (
@@ -210,11 +232,11 @@ class BudgetMeter:
         )
 
     def charge(self, samples: int) -> None:
-        """Add ``samples`` training images (each image through each subnet counts)."""
+        """Add ``samples`` images (each image through each subnet counts)."""
         self.samples += int(samples)
         if self.over():
             raise BudgetExceeded(
-                f"search budget exceeded: {self.samples} samples "
+                f"search budget spent: {self.samples} samples "
                 f"(max {self.budget.max_search_samples}), {self.seconds:.1f} s "
                 f"(max {self.budget.max_search_seconds:g} s)"
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from benchmark.cli.commands import cmd_cost, cmd_leaderboard, cmd_list, cmd_run
 from benchmark.cli.parser import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, build_parser
@@ -15,7 +16,30 @@ from benchmark.cli.parser import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, build
 COMMANDS = {"run": cmd_run, "leaderboard": cmd_leaderboard, "list": cmd_list, "cost": cmd_cost}
 
 
+def _shadowing_folder() -> str | None:
+    """A ``methods`` folder that hides mpqbench's own (e.g. in the working directory)."""
+    import benchmark
+
+    home = Path(benchmark.__file__).resolve().parent.parent
+    try:
+        import methods
+    except Exception:  # noqa: BLE001 - whatever that folder's __init__ raises
+        return str(Path.cwd() / "methods")
+    where = getattr(methods, "__file__", None)
+    if where is None or Path(where).resolve().parent.parent != home:
+        return str(next(iter(getattr(methods, "__path__", [])), where))
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    shadow = _shadowing_folder()
+    if shadow is not None:
+        print(
+            f"error: the folder {shadow} shadows mpqbench's 'methods' package: run from "
+            "another folder or rename it",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     from benchmark.arena.data import DataError
     from benchmark.arena.policy import PolicyError
     from benchmark.arena.presets import PresetError

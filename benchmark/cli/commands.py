@@ -30,7 +30,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     if args.what in ("all", "methods"):
         print("methods:")
-        for name in list_methods():
+        with warnings.catch_warnings(record=True) as caught:  # a broken plugin: one line
+            warnings.simplefilter("always")
+            names = list_methods()
+        for warning in caught:
+            print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
+        for name in names:
             cls = get_method(name)
             doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip()
             print(f"  {name:12s} searches {cls.searches:18s} {doc.splitlines()[0][:70]}")
@@ -112,13 +117,19 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
     from benchmark.arena.protocol import Constraint
     from benchmark.arena.spaces import get_space
     from benchmark.harness import validation
-    from methods import get_method
 
     preset = load_preset(args.preset)
     args.space = args.space or [_default_space()]
     args.dataset = args.dataset or [preset.dataset]
-    for name in args.method_list:
-        get_method(name)
+    try:  # each method loaded once; options keyed by name or spec, checked against each
+        args.method_list, args.options_by_spec = validation.resolve_methods(
+            args.method_list, options if args.method_options is not None else None
+        )
+    except validation.InputError as err:
+        raise UsageError(str(err)) from None
+    args.methods = args.method_list  # file specs absolute: what workers and --resume read
+    if args.method_options is not None:  # keyed by those specs, for --resume
+        args.method_options = json.dumps(args.options_by_spec, sort_keys=True)
     spaces = [get_space(name) for name in args.space]
     for name in args.dataset:
         if name not in list_datasets():
@@ -130,8 +141,6 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
     constraints = [Constraint.parse(c) for c in args.constraint]
     args.constraint = [c.text for c in constraints]
     try:
-        if args.method_options is not None:
-            validation.check_method_options(options, args.method_list)
         if args.run_id is not None:
             validation.check_run_id(args.run_id)
         if args.executor == "ray" and args.address:
@@ -220,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     request = RunRequest(
         grid=grid,
         settings={name: getattr(args, name) for name in RESUMED_SETTINGS},
-        options=options,
+        options=args.options_by_spec,
         executor=args.executor,
         address=args.address,
         resume=bool(args.resume),

@@ -35,7 +35,7 @@ class ResultRow:
 
     run_id: str
     trial_key: str
-    method: str
+    method: str  # the variant's name: "ompq", or "ompq[beta=1]" with non-default options
     space: str
     dataset: str
     preset: str
@@ -63,6 +63,7 @@ class ResultRow:
     finetune_device_hours: float = float("nan")
     eval_seconds: float = float("nan")
     samples_processed: int = 0
+    stopped_by_budget: bool = False  # the budget ended the search; its offered candidates ran
     device: str = ""
     mpqbench_version: str = ""
     torch_version: str = ""
@@ -70,6 +71,7 @@ class ResultRow:
     git_sha: str = ""
     finished_at: str = ""
     extra: str = "{}"  # JSON of method-specific labels (e.g. beta, variant)
+    method_options: str = "{}"  # JSON of the --method-options the method ran with
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -221,11 +223,12 @@ def read_records(path: Path) -> pd.DataFrame:
 _STRING_COLUMNS = (
     "run_id", "trial_key", "method", "space", "dataset", "preset", "constraint", "status",
     "error", "candidate", "track", "policy", "arch", "device", "mpqbench_version",
-    "torch_version", "ray_version", "git_sha", "finished_at", "extra",
+    "torch_version", "ray_version", "git_sha", "finished_at", "extra", "method_options",
 )  # fmt: skip
 _INT_COLUMNS = ("seed", "candidate_index", "samples_processed")
+_BOOL_COLUMNS = ("feasible", "stopped_by_budget")
 _FLOAT_COLUMNS = tuple(
-    c for c in COLUMNS if c not in _STRING_COLUMNS and c not in _INT_COLUMNS and c != "feasible"
+    c for c in COLUMNS if c not in (*_STRING_COLUMNS, *_INT_COLUMNS, *_BOOL_COLUMNS)
 )
 
 
@@ -243,7 +246,8 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
         out[col] = pd.to_numeric(out[col], errors="coerce").fillna(missing).astype("int64")
     for col in _FLOAT_COLUMNS:
         out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
-    out["feasible"] = out["feasible"].map(_as_bool).astype(bool)
+    for col in _BOOL_COLUMNS:
+        out[col] = out[col].map(_as_bool).astype(bool)
     out["status"] = out["status"].str.strip().str.lower()
     out["track"] = out["track"].str.strip().str.lower().replace("", "none")
     extra = [c for c in out.columns if c not in COLUMNS]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,3 +61,25 @@ def read_outbox(spec: TrialSpec) -> list[dict[str, Any]] | None:
     except (OSError, ValueError):
         return None
     return rows if isinstance(rows, list) and rows else None
+
+
+MAX_VARIANT_TEXT = 40
+"""Longest option text in a variant name; longer ones are named by a hash."""
+
+
+def variant_name(name: str, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
+    """How results name a method run with ``options``: ``name`` when every option is at its
+    default, ``name[label]`` for a ``label`` option, else ``name[k=v,...]`` (sorted, short:
+    a hash of the options past :data:`MAX_VARIANT_TEXT` characters). Stable across runs."""
+    if "label" in options:
+        return f"{name}[{options['label']}]"
+    changed = {k: v for k, v in options.items() if k not in defaults or defaults[k] != v}
+    if not changed:
+        return name
+    text = ",".join(
+        f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"
+        for k, v in sorted(changed.items())
+    )
+    if len(text) > MAX_VARIANT_TEXT:
+        text = config_hash(changed)[:8]
+    return f"{name}[{text}]"

@@ -8,12 +8,13 @@ trial's device: one GPU, or the trial's CPU threads).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -22,15 +23,25 @@ import torch
 
 from benchmark.arena.context import Context
 from benchmark.arena.data import DataSplits, load_splits
+from benchmark.arena.policy import LayerBits
 from benchmark.arena.presets import load_preset
-from benchmark.arena.protocol import Budget, BudgetExceeded, Constraint, Task, TrialTimeout
+from benchmark.arena.protocol import (
+    Budget,
+    BudgetExceeded,
+    Candidate,
+    Constraint,
+    SearchIgnoredStop,
+    SearchResult,
+    Task,
+    TrialTimeout,
+)
 from benchmark.arena.recipes.pretrain import fp_starting_point
 from benchmark.arena.spaces import get_space
 from benchmark.harness.evaluation import evaluate_candidate
 from benchmark.harness.outcome import Timer, error_text, status_of
 from benchmark.harness.records import ResultRow, versions
-from benchmark.harness.spec import TrialSpec, write_outbox
-from benchmark.harness.watchdog import time_limit
+from benchmark.harness.spec import TrialSpec, variant_name, write_outbox
+from benchmark.harness.watchdog import SEARCH_GRACE_SECONDS, search_stop, time_limit
 
 EXIT_HARD_TIMEOUT = 3  # a worker that had to end itself past its time limit
 
@@ -49,15 +60,17 @@ def _seed_globals(seed: int) -> None:
 
 
 def _recorded_names(spec: TrialSpec) -> tuple[str, str]:
-    """The method's registered name and the preset's own name, as rows record them.
+    """The method's name (with its variant: ``ompq[beta=1]``) and the preset's own name,
+    as rows record them.
 
     The spec's text stands where either cannot be loaded (that failure is recorded too).
     """
-    from methods import get_method  # the harness reaches methods only through the registry
+    from methods import get_method, option_defaults  # the registry: the harness's way in
 
     task = Task(**spec.task)
     try:
-        method = get_method(spec.method).name
+        cls = get_method(spec.method)
+        method = variant_name(cls.name, spec.method_options, option_defaults(cls))
     except Exception:  # noqa: BLE001 - reported when the trial sets up
         method = spec.method
     try:
@@ -74,6 +87,7 @@ def _base_row(spec: TrialSpec, device_name: str) -> ResultRow:
         run_id=spec.run_id,
         trial_key=spec.key,
         method=method,
+        method_options=json.dumps(spec.method_options, sort_keys=True, default=str),
         space=task.space,
         dataset=task.dataset,
         preset=preset,
@@ -211,39 +225,78 @@ def _search_and_evaluate(
     progress: _Progress,
 ) -> list[dict[str, Any]]:
     base = progress.base
-    budget = ctx.budget.budget
     meter = ctx.budget
     search_timer = Timer()
+    earlier = ctx.restore_spend()  # a resumed search gets only what it had left
+    if earlier is not None:
+        log.info("resuming a search that had spent %s", earlier)
+    earlier_seconds = 0.0 if earlier is None else float(earlier["seconds"])
+
+    def with_cost(row: ResultRow, **fields: Any) -> ResultRow:
+        hours = (earlier_seconds + search_timer.seconds) / 3600
+        return replace(row, search_device_hours=hours, samples_processed=meter.samples, **fields)
+
     try:
-        method = method_cls(**spec.method_options)
+        method = method_cls(**{k: v for k, v in spec.method_options.items() if k != "label"})
         progress.search_t0 = time.perf_counter()
-        with search_timer:
-            result = method.search(ctx)
-        if search_timer.seconds > budget.max_search_seconds:
-            raise BudgetExceeded(
-                f"search took {search_timer.seconds:.1f} s, budget {budget.max_search_seconds:g} s"
-            )
+        result, stopped = _search(method, ctx, search_timer)
+    except SearchIgnoredStop:
+        text = (
+            f"the search ran past its budget's stop by more than the {SEARCH_GRACE_SECONDS:g} s "
+            "grace: end the search when ctx.budget is spent (charge raises BudgetExceeded)"
+        )
+        log.warning("%s: %s", spec.method, text)
+        return _stamped([with_cost(base, status="over_budget", error=text)])
     except Exception as err:  # noqa: BLE001 - a failing method never takes the run down
         log.warning("%s failed: %s", spec.method, err)
-        return _stamped(
-            [
-                replace(
-                    base,
-                    status=status_of(err),
-                    error=error_text(err),
-                    search_device_hours=search_timer.seconds / 3600,
-                    samples_processed=meter.samples,
-                )
-            ]
-        )
-    base = replace(
-        base,
-        search_device_hours=search_timer.seconds / 3600,
-        samples_processed=meter.samples,
-    )
-    if not result.candidates:
-        return _stamped([replace(base, status="failed", error="the method returned no candidate")])
+        return _stamped([with_cost(base, status=status_of(err), error=error_text(err))])
+    base = with_cost(base, stopped_by_budget=stopped)
     progress.base = base  # a timeout from here on keeps the search's cost
     for index, candidate in enumerate(result.candidates):
         progress.rows.extend(evaluate_candidate(base, index, candidate, result, ctx, splits, spec))
     return _stamped(progress.rows)
+
+
+def _search(method: Any, ctx: Context, timer: Timer) -> tuple[SearchResult, bool]:
+    """Run the search under its budget: ``(result, stopped_by_budget)``.
+
+    The budget's stop (``BudgetExceeded`` from a charge, or the wall clock) ends the
+    search and its offered candidates are the result; with none offered it is
+    ``over_budget``. A search that returns gives its own candidates.
+    """
+    meter = ctx.budget
+    try:
+        with timer, search_stop(meter.seconds_left()):
+            result = method.search(ctx)
+    except BudgetExceeded as stop:
+        if not ctx.offered:
+            raise BudgetExceeded(f"{stop}; the search had offered no candidate") from None
+        return SearchResult(list(ctx.offered), log={"stopped_by_budget": str(stop)}), True
+    return _checked(result), meter.exhausted()
+
+
+def _checked(result: Any) -> SearchResult:
+    """``result`` if it is a well-formed :class:`SearchResult` with candidates; else a
+    one-line ``TypeError`` / ``ValueError`` (the trial is then ``failed``)."""
+    if not isinstance(result, SearchResult):
+        raise TypeError(
+            f"search returned {type(result).__name__}, not a SearchResult: "
+            "return SearchResult([Candidate(policy, arch), ...])"
+        )
+    candidates = result.candidates
+    if not isinstance(candidates, list | tuple):
+        raise TypeError(f"SearchResult.candidates is a {type(candidates).__name__}, not a list")
+    if not candidates:
+        raise ValueError("the method returned no candidate")
+    for i, candidate in enumerate(candidates):
+        if not isinstance(candidate, Candidate):
+            raise TypeError(f"candidate {i} is a {type(candidate).__name__}, not a Candidate")
+        policy = candidate.policy
+        if not isinstance(policy, Mapping) or not all(
+            isinstance(bits, LayerBits) for bits in policy.values()
+        ):
+            raise TypeError(
+                f"candidate {i} has a policy of {type(policy).__name__}: give a mapping of "
+                "layer name → LayerBits(w_bits, a_bits)"
+            )
+    return result

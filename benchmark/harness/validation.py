@@ -205,3 +205,65 @@ def _round_up(value: float) -> str:
         return f"{value:g}"
     step = 10 ** (math.floor(math.log10(value)) - 2)
     return f"{math.ceil(value / step - 1e-9) * step:.3g}"
+
+
+def resolve_methods(
+    specs: Sequence[str], options: Mapping | None
+) -> tuple[list[str], dict[str, dict]]:
+    """Load every ``--methods`` entry and key ``--method-options`` by it.
+
+    File specs (``./my_method.py:MyMethod``) become absolute, so that Ray workers with
+    another working directory find them. A method given twice (``uniform,uniform`` or a
+    name and a spec of one class), or two classes sharing one name, is refused. Options
+    may be keyed by a method's registered name or by its spec as given; each is checked
+    against the method's ``__init__`` (``label``, the variant's name in results, is the
+    harness's). Returns ``(specs, options by spec)``.
+    """
+    from methods import check_options, get_method, split_spec
+
+    resolved: list[str] = []
+    classes: dict[str, type] = {}
+    given: dict[str, str] = {}  # a spec as given → as resolved
+    for spec in specs:
+        cls = get_method(spec)
+        target = spec
+        if ":" in spec:
+            module, attr = split_spec(spec)
+            if module.endswith(".py") or "/" in module:
+                target = f"{Path(module).expanduser().resolve()}:{attr}"
+        for other, other_cls in classes.items():
+            if other_cls is cls or other_cls.name == cls.name:
+                raise InputError(
+                    f"method {cls.name!r} is given twice in --methods ({given_name(other, given)}"
+                    f", {spec}): list each method once"
+                )
+        classes[target], given[spec] = cls, target
+        resolved.append(target)
+    if options is None:
+        return resolved, {}
+    check_method_options(options, [*given, *resolved, *(c.name for c in classes.values())])
+    by_spec: dict[str, dict] = {}
+    for key, value in options.items():
+        target = given.get(key) or next((s for s in resolved if key in (s, classes[s].name)), None)
+        if target in by_spec:
+            raise InputError(
+                f"--method-options gives options for method {classes[target].name!r} twice "
+                f"(once as {key!r}): give them once"
+            )
+        label = value.get("label")
+        if "label" in value and (not isinstance(label, str) or not _LABEL.match(label)):
+            raise InputError(
+                f"--method-options label for {key!r} must be short text (letters, digits, "
+                f"'.', '_', '-', '='; up to 40), got {short_text(label)}"
+            )
+        check_options(classes[target], {k: v for k, v in value.items() if k != "label"}, key)
+        by_spec[target] = dict(value)
+    return resolved, by_spec
+
+
+_LABEL = re.compile(r"^[A-Za-z0-9._=-]{1,40}$")
+
+
+def given_name(resolved: str, given: Mapping[str, str]) -> str:
+    """The spec as the user wrote it for a resolved spec."""
+    return next((g for g, r in given.items() if r == resolved), resolved)

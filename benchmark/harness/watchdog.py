@@ -18,13 +18,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from benchmark.arena.protocol import TrialTimeout
+from benchmark.arena.protocol import BudgetExceeded, SearchIgnoredStop, TrialTimeout
 
 
-def _raise_in_thread(thread_id: int) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread_id), ctypes.py_object(TrialTimeout)
-    )
+def _raise_in_thread(thread_id: int, exc: type[BaseException] = TrialTimeout) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
 
 
 @contextmanager
@@ -86,3 +84,51 @@ def time_limit(
         if in_main:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+
+
+SEARCH_GRACE_SECONDS = 10.0
+"""How long a search may run past its wall-clock budget's stop before it is ``over_budget``."""
+
+
+class _WallClockStop(BudgetExceeded):
+    """The search's wall-clock budget is spent (raised in the search's thread)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(args or ("the search's wall-clock budget is spent",)))
+
+
+@contextmanager
+def search_stop(seconds: float, *, grace: float = SEARCH_GRACE_SECONDS) -> Iterator[None]:
+    """Stop a search that outlives its wall-clock budget: after ``seconds`` raise
+    :class:`~benchmark.arena.protocol.BudgetExceeded` in this thread (the normal stop,
+    as ``charge`` raises it), after ``seconds + grace``
+    :class:`~benchmark.arena.protocol.SearchIgnoredStop` (a search that swallowed the
+    stop). Both arrive between two Python bytecodes: a long C call finishes first.
+    Timer threads, so it nests inside :func:`time_limit`'s ``SIGALRM``.
+    """
+    lock = threading.Lock()
+    done = False
+    thread_id = threading.get_ident()
+
+    def fire(exc: type[BaseException]) -> Callable[[], None]:
+        def go() -> None:
+            with lock:
+                if not done:
+                    _raise_in_thread(thread_id, exc)
+
+        return go
+
+    timers = [
+        threading.Timer(max(0.0, seconds), fire(_WallClockStop)),
+        threading.Timer(max(0.0, seconds) + grace, fire(SearchIgnoredStop)),
+    ]
+    for timer in timers:
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    finally:
+        with lock:
+            done = True
+        for timer in timers:
+            timer.cancel()

@@ -116,3 +116,87 @@ class Checkpointing(Method):
         policy = ctx.space.uniform_policy(4, 4, ctx.space.reference_arch)
         meta = {"started_at": state["started_at"]}
         return SearchResult([Candidate(policy, label="w4", meta=meta)])
+
+
+def _uniform(ctx: Context, bits: int) -> Candidate:
+    policy = ctx.space.uniform_policy(bits, bits, ctx.space.reference_arch)
+    return Candidate(policy, label=f"w{bits}")
+
+
+class Offering(Method):
+    """Offers a better answer after every 100 charged samples and never returns: only the
+    budget ends it (``sleep``: seconds per step, so the wall clock can be the limit)."""
+
+    name = "offering"
+    searches = "bits"
+
+    def __init__(self, charge: int = 100, sleep: float = 0.0) -> None:
+        self.charge, self.sleep = charge, sleep
+
+    def search(self, ctx: Context) -> SearchResult:
+        for step in range(10**9):
+            ctx.offer(_uniform(ctx, 8 if step == 0 else 4))
+            if self.charge:
+                ctx.budget.charge(self.charge)
+            time.sleep(self.sleep)
+        raise AssertionError("unreachable")
+
+
+class Stubborn(Method):
+    """Offers an answer, then swallows the budget's stop and keeps running."""
+
+    name = "stubborn"
+    searches = "bits"
+
+    def search(self, ctx: Context) -> SearchResult:
+        ctx.offer(_uniform(ctx, 4))
+        while True:
+            try:
+                time.sleep(0.05)
+            except Exception:  # noqa: BLE001 - the point: it ignores the stop
+                pass
+
+
+class Malformed(Method):
+    """Spends a little time, then returns something that is not a proper result."""
+
+    name = "malformed"
+    searches = "bits"
+
+    def __init__(self, kind: str = "list") -> None:
+        self.kind = kind
+
+    def search(self, ctx: Context) -> SearchResult:
+        time.sleep(0.3)
+        good = _uniform(ctx, 4)
+        if self.kind == "list":
+            return [good]
+        if self.kind == "not-a-candidate":
+            return SearchResult([good, {"policy": good.policy}])
+        return SearchResult([Candidate([("conv", 4)])])  # "bad-policy"
+
+
+class Spending(Method):
+    """Charges 1000 samples per step and checkpoints; dies at ``die_at`` the first time.
+    Stops itself when the budget is exhausted and returns the steps it managed."""
+
+    name = "spending"
+    searches = "bits"
+
+    def __init__(self, steps: int = 8, die_at: int | None = None) -> None:
+        self.steps, self.die_at = steps, die_at
+
+    def search(self, ctx: Context) -> SearchResult:
+        state = ctx.load_checkpoint() or {"step": 0, "runs": 0}
+        state["runs"] += 1
+        for step in range(state["step"], self.steps):
+            if ctx.budget.exhausted():
+                break
+            if step == self.die_at and state["runs"] == 1:
+                os._exit(9)
+            ctx.budget.charge(1000)
+            state["step"] = step + 1
+            ctx.save_checkpoint(state)
+        candidate = _uniform(ctx, 4)
+        candidate.meta.update(steps=state["step"], runs=state["runs"])
+        return SearchResult([candidate])
