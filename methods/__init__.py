@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
 import inspect
 import sys
+import types
 import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -37,7 +37,10 @@ def check_method_class(cls: object, where: str) -> type[Method]:
     """``cls`` if it is a concrete :class:`Method` with a ``name`` and a valid ``searches``."""
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise MethodError(f"{where} is not a Method subclass (subclass methods.base.Method)")
-    name = cls.__dict__.get("name", getattr(cls, "name", None))
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+        raise MethodError(f"{where} is abstract: implement {missing}")
+    name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         raise MethodError(f"{where} has no name: set the class attribute name = '...'")
     if getattr(cls, "searches", None) not in SEARCHES:
@@ -45,9 +48,6 @@ def check_method_class(cls: object, where: str) -> type[Method]:
             f"{where}: searches must be one of {', '.join(SEARCHES)}, "
             f"got {getattr(cls, 'searches', None)!r}"
         )
-    if inspect.isabstract(cls):
-        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
-        raise MethodError(f"{where} is abstract: implement {missing}")
     return cls
 
 
@@ -86,7 +86,8 @@ def list_methods() -> list[str]:
     names = set(_METHODS)
     for name, value in _load_entry_points().items():
         try:
-            names.add(get_method(value).name)
+            get_method(value)
+            names.add(name)
         except MethodError as err:
             warnings.warn(f"entry point {name!r} ({value}) skipped: {err}", stacklevel=2)
     return sorted(names)
@@ -123,11 +124,12 @@ def _import(module: str, spec: str):
         name = f"mpqbench_user_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
         if name in sys.modules:
             return sys.modules[name]
-        loader_spec = importlib.util.spec_from_file_location(name, path)
-        loaded = importlib.util.module_from_spec(loader_spec)
+        loaded = types.ModuleType(name)
+        loaded.__file__ = str(path)
+        code = compile(path.read_text(encoding="utf-8"), str(path), "exec")  # no __pycache__
         sys.modules[name] = loaded
         try:
-            loader_spec.loader.exec_module(loaded)
+            exec(code, loaded.__dict__)
         except BaseException:
             sys.modules.pop(name, None)
             raise
@@ -144,7 +146,7 @@ def _import(module: str, spec: str):
     except BaseException as err:  # noqa: BLE001 - SyntaxError, ImportError, anything raised
         text = " ".join(str(err).split()) or "no message"
         raise MethodError(
-            f"method module {module!r} of {spec!r} failed to import: {type(err).__name__}: {text}"
+            f"cannot import method module {module!r} of {spec!r}: {type(err).__name__}: {text}"
         ) from None
 
 

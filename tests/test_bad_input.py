@@ -38,6 +38,14 @@ FILES: dict[str, str | bytes] = {  # name -> content, created under tmp_path/in 
     )},
     "unreadable_run/records.parquet": "PAR1 not parquet at all",
     "binary.toml": b"\x89PNG\r\n\x1a\n\xff\xfe",
+    "raising_method.py": "raise ValueError('this module is broken')\n",
+    "syntax_method.py": "class Broken(:\n",
+    "exiting_method.py": "import sys\nsys.exit(0)\n",
+    "wrong_searches.py": (
+        "from methods.base import Method\n\n\nclass Wrong(Method):\n"
+        "    name = 'wrong'\n    searches = 'everything'\n\n"
+        "    def search(self, ctx):\n        return None\n"
+    ),
 }  # fmt: skip
 
 RUN = ["run", "--methods", "uniform"]
@@ -66,6 +74,60 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
     ("unknown-subcommand", ["bogus"], "invalid choice: 'bogus'"),
     ("unknown-option", [*RUN, "--frobnicate"], "unrecognized arguments"),
     ("no-methods", ["run"], "--methods is required"),
+    # --- outside methods and their options
+    (
+        "method-module-raises",
+        ["run", "--methods", "{in}/raising_method.py:M"],
+        ("raising_method.py", "cannot import", "ValueError: this module is broken"),
+    ),
+    (
+        "method-module-syntax-error",
+        ["run", "--methods", "{in}/syntax_method.py:M"],
+        ("syntax_method.py", "cannot import", "SyntaxError"),
+    ),
+    (
+        "method-module-exits",
+        ["run", "--methods", "{in}/exiting_method.py:M"],
+        ("exiting_method.py", "exited while importing"),
+    ),
+    ("method-file-missing", ["run", "--methods", "{in}/none.py:M"], "does not exist"),
+    ("method-abstract", ["run", "--methods", "methods.base:Method"], "is abstract"),
+    (
+        "method-searches-everything",
+        ["run", "--methods", "{in}/wrong_searches.py:Wrong"],
+        "searches must be one of",
+    ),
+    ("method-spec-no-module", ["run", "--methods", ":Foo"], "cannot read method spec"),
+    ("method-spec-relative", ["run", "--methods", ".mod:X"], "not an importable module"),
+    ("method-spec-no-class", ["run", "--methods", "methods.uniform:"], "cannot read method spec"),
+    ("method-class-missing", ["run", "--methods", "methods.uniform:Nope"], "has no 'Nope'"),
+    ("method-twice", ["run", "--methods", "uniform,uniform"], "given twice"),
+    (
+        "method-alias-twice",
+        ["run", "--methods", "uniform,methods.uniform:Uniform"],
+        ("given twice", "list each method once"),
+    ),
+    (
+        "method-option-typo",
+        ["run", "--methods", "random", "--method-options", '{"random": {"num_sample": 3}}'],
+        ("has no option 'num_sample'", "num_samples, top_k"),
+    ),
+    (
+        "method-options-twice",
+        [
+            "run",
+            "--methods",
+            "uniform",
+            "--method-options",
+            '{"uniform": {"bits": [4]}, "methods.uniform:Uniform": {"bits": [2]}}',
+        ],
+        "not in --methods",
+    ),
+    (
+        "method-label-not-text",
+        ["run", "--methods", "uniform", "--method-options", '{"uniform": {"label": 3}}'],
+        "label for 'uniform' must be short text",
+    ),
     # --- constraints: malformed and impossible
     ("constraint-not-a-number", [*RUN, "--constraint", "bitops<=abc"], "cannot read constraint"),
     ("constraint-wrong-operator", [*RUN, "--constraint", "bitops<0.5"], "cannot read constraint"),
