@@ -158,6 +158,11 @@ def run_ray(
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, private Ray instance
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report over the network
+    # Ray starts its workers at nice 15: on a machine with other work the trials then get
+    # almost no CPU (measured: 1-5% each beside two busy processes) and wall-clock budgets
+    # run out. A local run's trials compete as ordinary processes.
+    if not address:
+        os.environ.setdefault("RAY_worker_niceness", "0")
     # rows are stored by the run store; Tune's per-trial CSV/JSON/TensorBoard logs are not
     # needed, and writing them is per-trial overhead
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
