@@ -14,7 +14,10 @@ top-1 in percent):
 - policies: :class:`LayerBits`, ``Policy`` (layer name → bits), ``FP_BITS``, helpers;
 - the cost model: :func:`model_cost`, :func:`profile_layers`, :class:`CostReport`;
 - data: :class:`DataSplits`, :func:`make_loader`, :func:`fixed_batch`;
-- quantizers and quantized layers: :class:`QuantConfig`, :class:`Quantizer`,
+- quantizers and quantized layers: :class:`QuantConfig` (which quantizers a layer uses,
+  state sharing, bits; ``to_dict`` / ``from_dict``), one typed config per quantizer kind
+  (:class:`QuantizerConfig`; :class:`LSQConfig`), :class:`Quantizer`,
+  :func:`register_quantizer` (config type → quantizer class), :func:`list_quantizers`,
   :class:`QConv2d`, :class:`QLinear`, :func:`apply_policy`, :func:`quantize_model`;
 - search spaces: :class:`SearchSpace`, :class:`ElasticSearchSpace`, :func:`get_space`;
 - the frozen recipes: :func:`train`, :func:`evaluate`, :func:`recalibrate`,
@@ -56,13 +59,16 @@ from benchmark.arena.protocol import (
     TrialTimeout,
 )
 from benchmark.arena.quant import (
+    LSQConfig,
     QConv2d,
     QLinear,
     QuantConfig,
     Quantizer,
+    QuantizerConfig,
     QuantLayer,
     apply_policy,
     create_quantizer,
+    list_quantizers,
     quant_layers,
     quantize_model,
     register_quantizer,
@@ -92,6 +98,7 @@ __all__ = [
     "DataSplits",
     "DivergedError",
     "ElasticSearchSpace",
+    "LSQConfig",
     "LayerBits",
     "LayerCost",
     "LayerProfile",
@@ -104,6 +111,7 @@ __all__ = [
     "QuantConfig",
     "QuantLayer",
     "Quantizer",
+    "QuantizerConfig",
     "Recipe",
     "Reference",
     "SearchResult",
@@ -119,6 +127,7 @@ __all__ = [
     "finetune_qat",
     "fixed_batch",
     "get_space",
+    "list_quantizers",
     "list_spaces",
     "make_loader",
     "model_cost",
