@@ -18,7 +18,9 @@ top-1 in percent):
   state sharing, bits; ``to_dict`` / ``from_dict``), one typed config per quantizer kind
   (:class:`QuantizerConfig`; :class:`LSQConfig`), :class:`Quantizer`,
   :func:`register_quantizer` (config type → quantizer class), :func:`list_quantizers`,
-  :class:`QConv2d`, :class:`QLinear`, :func:`apply_policy`, :func:`quantize_model`;
+  :class:`QConv2d`, :class:`QLinear`, :class:`QuantLayer` (``set_bit_mixture`` for a
+  weighted mixture of bit-widths, :class:`BitMixture`), :func:`apply_policy`,
+  :func:`quantize_model`;
 - search spaces: :class:`SearchSpace`, :class:`ElasticSearchSpace`, :func:`get_space`;
 - the frozen recipes: :func:`train`, :func:`evaluate`, :func:`recalibrate`,
   :func:`finetune_qat`, :func:`sandwich_step`, :func:`soft_cross_entropy`.
@@ -59,6 +61,7 @@ from benchmark.arena.protocol import (
     TrialTimeout,
 )
 from benchmark.arena.quant import (
+    BitMixture,
     LSQConfig,
     QConv2d,
     QLinear,
@@ -87,6 +90,7 @@ from benchmark.arena.spaces import (
 
 __all__ = [
     "FP_BITS",
+    "BitMixture",
     "Budget",
     "BudgetExceeded",
     "BudgetMeter",

@@ -5,6 +5,7 @@ Importing this package registers the built-in quantizers (``lsq``: :class:`LSQCo
 
 from benchmark.arena.quant.base import QuantConfig
 from benchmark.arena.quant.lsq import LSQConfig, LSQQuantizer, lsq_quantize
+from benchmark.arena.quant.mixture import BitMixture
 from benchmark.arena.quant.modules import (
     QConv2d,
     QLinear,
@@ -27,6 +28,7 @@ from benchmark.arena.quant.quantizer import (
 
 __all__ = [
     "DEFAULT_BIT_CHOICES",
+    "BitMixture",
     "LSQConfig",
     "LSQQuantizer",
     "QConv2d",
