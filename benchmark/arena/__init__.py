@@ -22,6 +22,9 @@ top-1 in percent):
   weighted mixture of bit-widths, :class:`BitMixture`), :func:`apply_policy`,
   :func:`quantize_model`;
 - search spaces: :class:`SearchSpace`, :class:`ElasticSearchSpace`, :func:`get_space`;
+  each states the bits of its never-searched layers per role (:class:`FixedConvention`:
+  ``space.fixed_roles``, ``space.fixed_policy``; another one with ``space.with_fixed``
+  or ``Candidate(fixed=...)``) and builds layers with ``space.layer_quant(quant)``;
 - the frozen recipes: :func:`train`, :func:`evaluate`, :func:`recalibrate`,
   :func:`finetune_qat`, :func:`sandwich_step`, :func:`soft_cross_entropy`.
 
@@ -81,6 +84,7 @@ from benchmark.arena.recipes.loop import StepLoss, TrainStats, evaluate, recalib
 from benchmark.arena.recipes.supernet import sandwich_step, soft_cross_entropy
 from benchmark.arena.spaces import (
     ElasticSearchSpace,
+    FixedConvention,
     SearchSpace,
     SpaceError,
     get_space,
@@ -102,6 +106,7 @@ __all__ = [
     "DataSplits",
     "DivergedError",
     "ElasticSearchSpace",
+    "FixedConvention",
     "LSQConfig",
     "LayerBits",
     "LayerCost",
