@@ -134,6 +134,7 @@ def test_config_states_the_convention_and_rebuilds_it(mbv3) -> None:
         again = get_space("mbv3-cifar", fixed_bits=json.loads(text)["fixed_bits"])
         assert again.fixed == space.fixed
         assert again.fixed_policy(max_arch()) == space.fixed_policy(max_arch())
+        assert mbv3.with_fixed(32).with_fixed(space.fixed).fixed == space.fixed
 
 
 def test_with_fixed_is_a_copy_sharing_profiles(resnet) -> None:

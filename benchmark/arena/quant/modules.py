@@ -59,7 +59,9 @@ class QuantLayer:
         matrix product, differentiable in ``w_probs``, ``a_probs``, the weight and the
         quantizers. ``w_bits`` / ``a_bits`` of the layer are kept but not used meanwhile.
         Raises ``ValueError`` for mismatched lengths or a bit-width a quantizer has no
-        state for. The tensors are used as given on every forward pass (not copied).
+        state for. The tensors are used as given on every forward pass (not copied), so
+        clear the mixture before ``copy.deepcopy`` of the model (non-leaf tensors, such as a
+        softmax of logits, cannot be deep-copied) or before extracting a subnet.
         """
         mixture = BitMixture.create(w_bits, w_probs, a_bits, a_probs)
         mixture.check(self.weight_quantizer, self.act_quantizer)

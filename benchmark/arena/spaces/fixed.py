@@ -8,9 +8,11 @@ single layers set apart. A convention is written (:data:`FixedSpec`) as
 - an ``int`` ``b``: every fixed layer at W = A = ``b`` bits (``fixed_bits=8``, ``32`` for FP);
 - a mapping from role or fixed layer name to bits (an ``int`` for W = A, a
   :class:`~benchmark.arena.policy.LayerBits`, or ``{"w_bits": w, "a_bits": a}``), which
-  changes only what it names: ``{"stem": 32}`` (QFA: FP stem, the rest as before),
-  ``{"stem": 32, "se": 32, "classifier": 32}`` (OQAT). A role resets the layers of that
-  role set apart before; within one mapping a layer name wins over its role.
+  changes only what it names: ``{"stem": 32}`` (FP first conv, the rest as before),
+  ``{"stem": 32, "se": 32}`` (QFA on ``mbv3-cifar``: FP first conv and SE, 8-bit
+  classifier), ``{"stem": 32, "se": 32, "classifier": 32}`` (OQAT). A role resets the
+  layers of that role set apart before; within one mapping a layer name wins over its role;
+- a :class:`FixedConvention` (another space's ``space.fixed``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmark.arena.policy import LayerBits, Policy
-
-FixedSpec = int | Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ class FixedConvention:
         """
         if spec is None:
             return self
+        if isinstance(spec, FixedConvention):  # the convention of another space
+            spec = spec.to_dict()
         allowed = sorted(set(allowed))
         if isinstance(spec, int) and not isinstance(spec, bool):
             if spec not in allowed:
@@ -106,6 +108,11 @@ class FixedConvention:
         """Role and layer → bits (an ``int`` when W = A, else ``{"w_bits", "a_bits"}``);
         a valid :data:`FixedSpec` that gives this convention back."""
         return {key: _plain(b) for key, b in {**self.roles, **self.layers}.items()}
+
+
+FixedSpec = int | Mapping[str, Any] | FixedConvention
+"""How a convention is written: bits for every fixed layer, a mapping from role or layer to
+bits, or another :class:`FixedConvention` (the same as its :meth:`~FixedConvention.to_dict`)."""
 
 
 def _plain(bits: LayerBits) -> int | dict[str, int]:
