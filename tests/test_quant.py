@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 import torch
@@ -25,7 +27,7 @@ from benchmark.arena.quant import (
     quantize_model,
     register_quantizer,
 )
-from benchmark.arena.quant import base as quant_base
+from benchmark.arena.quant import quantizer as quant_registry
 
 BITS = (2, 3, 4, 8)
 
@@ -314,10 +316,14 @@ def test_unknown_quantizer_is_a_clear_error() -> None:
 
 
 def test_register_custom_quantizer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(quant_base, "_QUANTIZERS", dict(quant_base._QUANTIZERS))
+    monkeypatch.setattr(quant_registry, "_QUANTIZERS", dict(quant_registry._QUANTIZERS))
 
-    @register_quantizer("sign-test")
-    class SignQuantizer(quant_base.Quantizer):
+    @dataclass(frozen=True)
+    class SignConfig(quant_registry.QuantizerConfig):
+        kind: ClassVar[str] = "sign-test"
+
+    @register_quantizer(SignConfig)
+    class SignQuantizer(quant_registry.Quantizer):
         def quantize(self, x: Tensor, bits: int) -> Tensor:
             return torch.sign(x)
 
@@ -331,7 +337,7 @@ def test_register_custom_quantizer(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_quant_config_round_trip() -> None:
-    config = QuantConfig(per_bit_weight=True, bit_choices=(2, 4), act_kwargs={})
+    config = QuantConfig(per_bit_weight=True, bit_choices=(2, 4))
     data = config.to_dict()
     assert data["bit_choices"] == [2, 4]
     assert QuantConfig.from_dict(data) == config

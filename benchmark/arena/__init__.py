@@ -19,13 +19,21 @@ top-1 in percent):
   numpy coefficients for LP / ILP) and the differentiable :func:`expected_cost` under
   per-layer bit probabilities (torch);
 - data: :class:`DataSplits`, :func:`make_loader`, :func:`fixed_batch`;
-- quantizers and quantized layers: :class:`QuantConfig`, :class:`Quantizer`,
-  :class:`QConv2d`, :class:`QLinear`, :func:`apply_policy`, :func:`quantize_model`;
+- quantizers and quantized layers: :class:`QuantConfig` (which quantizers a layer uses,
+  state sharing, bits; ``to_dict`` / ``from_dict``), one typed config per quantizer kind
+  (:class:`QuantizerConfig`; :class:`LSQConfig`), :class:`Quantizer`,
+  :func:`register_quantizer` (config type → quantizer class), :func:`list_quantizers`,
+  :class:`QConv2d`, :class:`QLinear`, :class:`QuantLayer` (``set_bit_mixture`` for a
+  weighted mixture of bit-widths, :class:`BitMixture`), :func:`apply_policy`,
+  :func:`quantize_model`;
 - search spaces: :class:`SearchSpace`, :class:`ElasticSearchSpace`, :func:`get_space`;
+  each states the bits of its never-searched layers per role (:class:`FixedConvention`:
+  ``space.fixed_roles``, ``space.fixed_policy``; another one with ``space.with_fixed``
+  or ``Candidate(fixed=...)``) and builds layers with ``space.layer_quant(quant)``;
 - the toolkit on the context (every image charged to the budget): ``ctx.train``
   (the shared loop, extra :class:`Phase` s for alternating updates), ``ctx.finetune``,
   ``ctx.score`` (recalibrate + validation top-1), ``ctx.subnet`` / ``ctx.fp_supernet``
-  (models with inherited weights), ``ctx.split``;
+  (models with inherited weights), ``ctx.split``, ``ctx.offer`` (the answer so far);
 - the frozen recipes: :func:`train`, :func:`evaluate`, :func:`recalibrate`,
   :func:`recalibrate_and_evaluate`, :func:`finetune_qat`, :func:`sandwich_step` with a
   :class:`SandwichSampler`, :func:`soft_cross_entropy`.
@@ -67,13 +75,17 @@ from benchmark.arena.protocol import (
     TrialTimeout,
 )
 from benchmark.arena.quant import (
+    BitMixture,
+    LSQConfig,
     QConv2d,
     QLinear,
     QuantConfig,
     Quantizer,
+    QuantizerConfig,
     QuantLayer,
     apply_policy,
     create_quantizer,
+    list_quantizers,
     quant_layers,
     quantize_model,
     register_quantizer,
@@ -84,6 +96,7 @@ from benchmark.arena.recipes.scoring import evaluate, recalibrate, recalibrate_a
 from benchmark.arena.recipes.supernet import SandwichSampler, sandwich_step, soft_cross_entropy
 from benchmark.arena.spaces import (
     ElasticSearchSpace,
+    FixedConvention,
     SearchSpace,
     SpaceError,
     get_space,
@@ -93,6 +106,7 @@ from benchmark.arena.spaces import (
 
 __all__ = [
     "FP_BITS",
+    "BitMixture",
     "Budget",
     "BudgetExceeded",
     "BudgetMeter",
@@ -105,6 +119,8 @@ __all__ = [
     "DataSplits",
     "DivergedError",
     "ElasticSearchSpace",
+    "FixedConvention",
+    "LSQConfig",
     "LayerBits",
     "LayerCost",
     "LayerProfile",
@@ -118,6 +134,7 @@ __all__ = [
     "QuantConfig",
     "QuantLayer",
     "Quantizer",
+    "QuantizerConfig",
     "Recipe",
     "SandwichSampler",
     "Reference",
@@ -135,6 +152,7 @@ __all__ = [
     "finetune_qat",
     "fixed_batch",
     "get_space",
+    "list_quantizers",
     "list_spaces",
     "make_loader",
     "model_cost",

@@ -267,7 +267,14 @@ class Candidate:
     """A proposed architecture + per-layer policy, optionally with weights (inherit track).
 
     ``weights`` is a state dict for ``space.build(arch, policy, quant)`` with the method's
-    own ``quant`` config (``None``: the shared LSQ config).
+    own ``quant`` config (a ``QuantConfig``; ``None``: the shared LSQ config).
+
+    ``fixed`` is the candidate's own convention for the space's fixed layers, if not the
+    space's: an int (every fixed layer at W = A = that many bits; 32 = FP) or a mapping from
+    role (``"stem"``, ``"se"``, ``"classifier"``) or fixed layer name to bits, on top of the
+    space's convention (``space.with_fixed(fixed)``). The harness validates it against the
+    space's fixed layers and allowed bits, then costs, checks and evaluates the candidate
+    (both tracks) under it; the row's ``fixed`` column records the convention used.
     """
 
     policy: Policy
@@ -276,6 +283,7 @@ class Candidate:
     weights: Mapping[str, Tensor] | None = None
     quant: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
+    fixed: int | Mapping[str, Any] | None = None
 
     def policy_json(self) -> str:
         return json.dumps(policy_to_dict(self.policy), sort_keys=False)

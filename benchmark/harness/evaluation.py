@@ -1,5 +1,10 @@
 """Evaluation of one candidate on both tracks: ``retrain`` (the shared QAT finetune from
-the FP checkpoint) and ``inherit`` (the method's own weights, recalibration only)."""
+the FP checkpoint) and ``inherit`` (the method's own weights, recalibration only).
+
+A candidate with its own fixed-layer convention (``Candidate.fixed``) is costed, checked
+and evaluated on ``space.with_fixed(candidate.fixed)``; each row records that convention
+(``fixed``) and the quantizer config its track used (``quant``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from dataclasses import replace
 from benchmark.arena.context import Context
 from benchmark.arena.data import DataSplits
 from benchmark.arena.protocol import Candidate, SearchResult
+from benchmark.arena.quant.base import QuantConfig
 from benchmark.arena.recipes.finetune import finetune_qat
 from benchmark.arena.recipes.scoring import evaluate, recalibrate_and_evaluate
 from benchmark.arena.spaces.base import SearchSpace
@@ -29,6 +35,7 @@ def evaluate_candidate(
     space: SearchSpace = ctx.space
     row = replace(base, candidate=candidate.label or f"candidate{index}", candidate_index=index)
     try:
+        space = space.with_fixed(candidate.fixed)
         arch = space.validate_arch(candidate.arch)
         policy = space.full_policy(candidate.policy, arch)
     except ValueError as err:
@@ -39,6 +46,7 @@ def evaluate_candidate(
         row,
         policy=Candidate(policy, arch).policy_json(),
         arch=Candidate(policy, arch).arch_json(),
+        fixed=json.dumps(space.fixed.to_dict()),
         feasible=ctx.constraint.satisfied(cost, reference),
         macs=float(cost.macs),
         bitops=float(cost.bitops),
@@ -57,6 +65,7 @@ def evaluate_candidate(
     rows = []
     # retrain track: the shared QAT finetune from the FP checkpoint
     ft, ev = Timer(), Timer()
+    retrain_quant = quant_json(space, None)
     try:
         with ft:
             model, stats = finetune_qat(
@@ -69,6 +78,7 @@ def evaluate_candidate(
             replace(
                 row,
                 track="retrain",
+                quant=retrain_quant,
                 top1_val=val,
                 top1_test=test,
                 finetune_device_hours=ft.seconds / 3600,
@@ -80,6 +90,7 @@ def evaluate_candidate(
             replace(
                 row,
                 track="retrain",
+                quant=retrain_quant,
                 status=status_of(err),
                 error=error_text(err),
                 finetune_device_hours=ft.seconds / 3600,
@@ -88,7 +99,9 @@ def evaluate_candidate(
     # inherit track: the method's own weights, recalibration only
     if candidate.weights is not None:
         ev = Timer()
+        inherit_quant = ""
         try:
+            inherit_quant = quant_json(space, candidate.quant)
             with ev:
                 model = space.build(arch, policy=policy, quant=candidate.quant)
                 model.load_state_dict(dict(candidate.weights))
@@ -106,6 +119,7 @@ def evaluate_candidate(
                 replace(
                     row,
                     track="inherit",
+                    quant=inherit_quant,
                     top1_val=val,
                     top1_test=test,
                     finetune_device_hours=0.0,
@@ -113,5 +127,21 @@ def evaluate_candidate(
                 )
             )
         except Exception as err:  # noqa: BLE001
-            rows.append(replace(row, track="inherit", status="failed", error=error_text(err)))
+            rows.append(
+                replace(
+                    row,
+                    track="inherit",
+                    quant=inherit_quant,
+                    status="failed",
+                    error=error_text(err),
+                )
+            )
     return rows
+
+
+def quant_json(space: SearchSpace, quant: QuantConfig | None) -> str:
+    """JSON of the quantizer config ``space`` builds a track's model with (``None``: the
+    shared default), as :meth:`SearchSpace.layer_quant` completes it."""
+    if quant is not None and not isinstance(quant, QuantConfig):
+        raise TypeError(f"Candidate.quant must be a QuantConfig or None, got {quant!r}")
+    return json.dumps(space.layer_quant(quant).to_dict())

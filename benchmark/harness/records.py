@@ -48,6 +48,8 @@ class ResultRow:
     track: str = "none"
     policy: str = "{}"  # JSON {"layer": {"w_bits": b, "a_bits": b}}
     arch: str = "null"  # JSON of the architecture, null for fixed spaces
+    quant: str = ""  # JSON of the QuantConfig used on this track ("" when no track ran)
+    fixed: str = ""  # JSON {"role or layer": bits} of the fixed layers' convention used
     feasible: bool | None = None
     top1_test: float = float("nan")
     top1_val: float = float("nan")
@@ -222,8 +224,9 @@ def read_records(path: Path) -> pd.DataFrame:
 
 _STRING_COLUMNS = (
     "run_id", "trial_key", "method", "space", "dataset", "preset", "constraint", "status",
-    "error", "candidate", "track", "policy", "arch", "device", "mpqbench_version",
-    "torch_version", "ray_version", "git_sha", "finished_at", "extra", "method_options",
+    "error", "candidate", "track", "policy", "arch", "quant", "fixed", "device",
+    "mpqbench_version", "torch_version", "ray_version", "git_sha", "finished_at", "extra",
+    "method_options",
 )  # fmt: skip
 _INT_COLUMNS = ("seed", "candidate_index", "samples_processed")
 _BOOL_COLUMNS = ("feasible", "stopped_by_budget")

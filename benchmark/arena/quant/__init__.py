@@ -1,17 +1,11 @@
 """Quantizers and quantized modules shared by every method.
 
-Importing this package registers the built-in quantizers (``lsq``).
+Importing this package registers the built-in quantizers (``lsq``: :class:`LSQConfig`).
 """
 
-from benchmark.arena.quant.base import (
-    DEFAULT_BIT_CHOICES,
-    QuantConfig,
-    Quantizer,
-    create_quantizer,
-    list_quantizers,
-    register_quantizer,
-)
-from benchmark.arena.quant.lsq import LSQQuantizer, lsq_quantize
+from benchmark.arena.quant.base import QuantConfig
+from benchmark.arena.quant.lsq import LSQConfig, LSQQuantizer, lsq_quantize
+from benchmark.arena.quant.mixture import BitMixture
 from benchmark.arena.quant.modules import (
     QConv2d,
     QLinear,
@@ -22,16 +16,29 @@ from benchmark.arena.quant.modules import (
     quant_layers,
     quantize_model,
 )
+from benchmark.arena.quant.quantizer import (
+    DEFAULT_BIT_CHOICES,
+    Quantizer,
+    QuantizerConfig,
+    as_quantizer_config,
+    create_quantizer,
+    list_quantizers,
+    register_quantizer,
+)
 
 __all__ = [
     "DEFAULT_BIT_CHOICES",
+    "BitMixture",
+    "LSQConfig",
     "LSQQuantizer",
     "QConv2d",
     "QLinear",
     "QuantConfig",
     "QuantLayer",
     "Quantizer",
+    "QuantizerConfig",
     "apply_policy",
+    "as_quantizer_config",
     "copy_quant_state",
     "create_quantizer",
     "current_policy",

@@ -1,110 +1,39 @@
-"""The quantizer interface, its registry and the config that chooses quantizers.
+""":class:`QuantConfig`: which quantizers a quantized layer uses and how their state is shared.
 
-A quantizer is an ``nn.Module`` called as ``quantizer(x, bits)``; ``bits >= 32``
-returns ``x`` unchanged (full precision). Its learnable state (step sizes, clip
-values) is either shared by every bit-width or kept per bit-width, chosen by
-``per_bit``. Later methods add their own kinds (BatchQuant, PACT, DoReFa,
-KL-calibrated linear) with :func:`register_quantizer`.
+The quantizer interface itself (:class:`Quantizer`, :class:`QuantizerConfig`, the registry)
+is in :mod:`benchmark.arena.quant.quantizer`; its names are re-exported here so that
+``from benchmark.arena.quant.base import Quantizer`` keeps working.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import torch
-from torch import Tensor, nn
-
 from benchmark.arena.policy import FP_BITS
+from benchmark.arena.quant.lsq import LSQConfig
+from benchmark.arena.quant.quantizer import (
+    DEFAULT_BIT_CHOICES,
+    Quantizer,
+    QuantizerConfig,
+    as_quantizer_config,
+    create_quantizer,
+    list_quantizers,
+    register_quantizer,
+)
 
-DEFAULT_BIT_CHOICES: tuple[int, ...] = (2, 3, 4, 8)
+__all__ = [
+    "DEFAULT_BIT_CHOICES",
+    "QuantConfig",
+    "Quantizer",
+    "QuantizerConfig",
+    "create_quantizer",
+    "list_quantizers",
+    "register_quantizer",
+]
 
-
-class Quantizer(nn.Module, ABC):
-    """Base class: fake-quantizes a tensor to ``bits`` bits (STE in the backward pass).
-
-    Args:
-        signed: ``True`` for a symmetric signed grid, ``False`` for an unsigned one,
-            ``None`` to decide on the first quantized input (signed if it has negatives).
-        bit_choices: bit-widths this quantizer may be asked for (bits).
-        per_bit: keep separate learnable state per bit-width instead of sharing it.
-    """
-
-    def __init__(
-        self,
-        signed: bool | None = None,
-        bit_choices: Sequence[int] = DEFAULT_BIT_CHOICES,
-        per_bit: bool = False,
-    ) -> None:
-        super().__init__()
-        self.bit_choices = tuple(sorted(set(int(b) for b in bit_choices if b < FP_BITS)))
-        self.per_bit = per_bit
-        # -1: undecided (auto), 0: unsigned, 1: signed. A buffer so it is saved and copied.
-        self.register_buffer("_signed", torch.tensor(-1 if signed is None else int(signed)))
-
-    @property
-    def signed(self) -> bool | None:
-        value = int(self._signed)
-        return None if value < 0 else bool(value)
-
-    def grid(self, bits: int) -> tuple[int, int]:
-        """Integer range ``(Qn, Qp)`` of the grid at ``bits`` bits."""
-        if self.signed:
-            return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-        return 0, 2**bits - 1
-
-    def slot(self, bits: int) -> int:
-        """Index of the state used at ``bits``: 0 when shared, else the bit's position."""
-        if bits not in self.bit_choices:
-            raise ValueError(f"{bits}-bit is not among this quantizer's bits {self.bit_choices}")
-        return self.bit_choices.index(bits) if self.per_bit else 0
-
-    @property
-    def num_slots(self) -> int:
-        return len(self.bit_choices) if self.per_bit else 1
-
-    def forward(self, x: Tensor, bits: int) -> Tensor:
-        if bits >= FP_BITS:
-            return x
-        if self.signed is None:
-            self._signed.fill_(int(bool((x.detach() < 0).any())))
-        return self.quantize(x, int(bits))
-
-    @abstractmethod
-    def quantize(self, x: Tensor, bits: int) -> Tensor:
-        """Fake-quantize ``x`` to ``bits`` bits (``bits < 32``)."""
-
-    def extra_repr(self) -> str:
-        return f"signed={self.signed}, bits={self.bit_choices}, per_bit={self.per_bit}"
-
-
-QuantizerFactory = Callable[..., Quantizer]
-_QUANTIZERS: dict[str, QuantizerFactory] = {}
-
-
-def register_quantizer(name: str) -> Callable[[QuantizerFactory], QuantizerFactory]:
-    """Class decorator: make a quantizer available by name in :class:`QuantConfig`."""
-
-    def wrap(factory: QuantizerFactory) -> QuantizerFactory:
-        _QUANTIZERS[name] = factory
-        return factory
-
-    return wrap
-
-
-def list_quantizers() -> list[str]:
-    return sorted(_QUANTIZERS)
-
-
-def create_quantizer(name: str, **kwargs: Any) -> Quantizer:
-    """Build a registered quantizer; unknown names raise ``ValueError`` listing valid ones."""
-    if name not in _QUANTIZERS:
-        raise ValueError(
-            f"unknown quantizer {name!r}; choose one of {', '.join(list_quantizers())}"
-        )
-    return _QUANTIZERS[name](**kwargs)
+_KEYS = ("weight", "act", "per_bit_weight", "per_bit_act", "bit_choices")
 
 
 @dataclass(frozen=True)
@@ -112,47 +41,62 @@ class QuantConfig:
     """Which quantizers a quantized layer uses, and how their state is shared.
 
     Attributes:
-        weight: registered quantizer name for weights (signed grid).
-        act: registered quantizer name for input activations.
-        per_bit_weight: keep one weight step per bit-width (QFA) instead of one shared (OQAT).
+        weight: the weight quantizer's config (signed grid), e.g. ``LSQConfig()``; a kind
+            name (``"lsq"``) or the dict form is accepted and stored as the config.
+        act: the same for input activations.
+        per_bit_weight: keep one weight state per bit-width (QFA) instead of one shared (OQAT).
         per_bit_act: the same for activations.
-        bit_choices: bit-widths the layers may be set to (bits; 32 = FP is always allowed).
-        weight_kwargs / act_kwargs: extra arguments for the quantizer constructors.
+        bit_choices: bit-widths the layers may be set to (bits, sorted, below 32; 32 = FP is
+            always allowed). A search space adds every bit-width its layers can be set to
+            (:meth:`with_bits`), so per-bit state has a slot for each.
     """
 
-    weight: str = "lsq"
-    act: str = "lsq"
+    weight: QuantizerConfig = field(default_factory=LSQConfig)
+    act: QuantizerConfig = field(default_factory=LSQConfig)
     per_bit_weight: bool = False
     per_bit_act: bool = False
     bit_choices: tuple[int, ...] = DEFAULT_BIT_CHOICES
-    weight_kwargs: dict[str, Any] = field(default_factory=dict)
-    act_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight", as_quantizer_config(self.weight))
+        object.__setattr__(self, "act", as_quantizer_config(self.act))
+        bits = sorted({int(b) for b in self.bit_choices if int(b) < FP_BITS})
+        if not bits or bits[0] < 1:
+            raise ValueError(f"bit_choices must be bit-widths from 1 to 31, got {self.bit_choices}")
+        object.__setattr__(self, "bit_choices", tuple(bits))
+
+    def with_bits(self, bits: Iterable[int]) -> QuantConfig:
+        """This config with ``bits`` (bits; 32 ignored) added to :attr:`bit_choices`."""
+        return replace(self, bit_choices=(*self.bit_choices, *bits))
 
     def make_weight_quantizer(self) -> Quantizer:
         return create_quantizer(
-            self.weight,
-            signed=True,
-            bit_choices=self.bit_choices,
-            per_bit=self.per_bit_weight,
-            **self.weight_kwargs,
+            self.weight, signed=True, bit_choices=self.bit_choices, per_bit=self.per_bit_weight
         )
 
     def make_act_quantizer(self, signed: bool | None) -> Quantizer:
         return create_quantizer(
-            self.act,
-            signed=signed,
-            bit_choices=self.bit_choices,
-            per_bit=self.per_bit_act,
-            **self.act_kwargs,
+            self.act, signed=signed, bit_choices=self.bit_choices, per_bit=self.per_bit_act
         )
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["bit_choices"] = list(self.bit_choices)
-        return data
+        """Plain, JSON-ready form: quantizer configs as ``{"kind": ..., ...}`` dicts."""
+        return {
+            "weight": self.weight.to_dict(),
+            "act": self.act.to_dict(),
+            "per_bit_weight": self.per_bit_weight,
+            "per_bit_act": self.per_bit_act,
+            "bit_choices": list(self.bit_choices),
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> QuantConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> QuantConfig:
+        """The config :meth:`to_dict` wrote (missing keys take their defaults)."""
+        unknown = sorted(set(data) - set(_KEYS))
+        if unknown:
+            raise ValueError(
+                f"unknown QuantConfig key(s) {', '.join(unknown)}; use {', '.join(_KEYS)}"
+            )
         data = dict(data)
         if "bit_choices" in data:
             data["bit_choices"] = tuple(data["bit_choices"])

@@ -3,6 +3,7 @@
 ``x̂ = round(clamp(x/|s|, Qn, Qp))·|s|`` with a straight-through round; the
 gradient through the clamp is zero outside ``[Qn, Qp]``; the step's gradient is
 scaled by ``1/sqrt(numel·Qp)``; ``s`` starts at ``2·mean|x|/sqrt(Qp)`` on first use.
+Its options are :class:`LSQConfig` (registered as kind ``"lsq"``).
 
 Two implementations give the same numbers (forward and ``grad_x`` bit for bit; the step's
 gradient up to the order of its float sum):
@@ -21,13 +22,19 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from benchmark.arena.quant import lsq_kernel
-from benchmark.arena.quant.base import DEFAULT_BIT_CHOICES, Quantizer, register_quantizer
+from benchmark.arena.quant.quantizer import (
+    DEFAULT_BIT_CHOICES,
+    Quantizer,
+    QuantizerConfig,
+    register_quantizer,
+)
 
 _EPS = 1e-8  # added to |s| (same unit as x); the C++ kernel adds the same float32 constant
 KERNEL_ENV = "MPQBENCH_LSQ_KERNEL"
@@ -120,17 +127,37 @@ def lsq_quantize(x: Tensor, step: Tensor, qn: int, qp: int, grad_scale: float) -
     return out
 
 
-@register_quantizer("lsq")
+@dataclass(frozen=True)
+class LSQConfig(QuantizerConfig):
+    """LSQ's options (dict form ``{"kind": "lsq", "grad_scale": true}``).
+
+    Attributes:
+        grad_scale: scale the step's gradient by ``1/sqrt(numel·Qp)`` as the LSQ paper
+            (and OQAT / QFA) do; ``False`` leaves it unscaled (factor 1).
+    """
+
+    kind: ClassVar[str] = "lsq"
+    grad_scale: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.grad_scale, bool):
+            raise TypeError(f"LSQConfig.grad_scale must be a bool, got {self.grad_scale!r}")
+
+
+@register_quantizer(LSQConfig)
 class LSQQuantizer(Quantizer):
     """LSQ with one learnable step size, shared by all bit-widths or kept per bit-width."""
+
+    config: LSQConfig
 
     def __init__(
         self,
         signed: bool | None = None,
         bit_choices: Sequence[int] = DEFAULT_BIT_CHOICES,
         per_bit: bool = False,
+        config: LSQConfig | None = None,
     ) -> None:
-        super().__init__(signed=signed, bit_choices=bit_choices, per_bit=per_bit)
+        super().__init__(signed=signed, bit_choices=bit_choices, per_bit=per_bit, config=config)
         self.step = nn.Parameter(torch.ones(self.num_slots))
         self.register_buffer("initialized", torch.zeros(self.num_slots, dtype=torch.bool))
 
@@ -139,7 +166,7 @@ class LSQQuantizer(Quantizer):
         qn, qp = self.grid(bits)
         if not bool(self.initialized[slot]):
             self.init_step(x, bits)
-        grad_scale = 1.0 / math.sqrt(x.numel() * qp)
+        grad_scale = 1.0 / math.sqrt(x.numel() * qp) if self.config.grad_scale else 1.0
         return lsq_quantize(x, self.step[slot : slot + 1], qn, qp, grad_scale)
 
     @torch.no_grad()

@@ -4,11 +4,15 @@ One module serves many policies: set ``layer.w_bits`` / ``layer.a_bits`` (bits;
 32 = full precision) or call :func:`apply_policy` on a whole model. The input
 activation is quantized by ``act_quantizer`` and the weight by
 ``weight_quantizer`` before the ordinary convolution / matrix product.
+
+:meth:`QuantLayer.set_bit_mixture` makes a layer run a weighted mixture of bit-widths
+instead (DNAS's super-net; see :mod:`benchmark.arena.quant.mixture`) until
+:meth:`QuantLayer.clear_bit_mixture`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +20,7 @@ from torch.nn import functional as F
 
 from benchmark.arena.policy import FP_BITS, LayerBits, Policy, PolicyError
 from benchmark.arena.quant.base import QuantConfig
+from benchmark.arena.quant.mixture import BitMixture, mix
 
 
 class QuantLayer:
@@ -31,6 +36,7 @@ class QuantLayer:
         self.a_bits = FP_BITS
         self.weight_quantizer = config.make_weight_quantizer()
         self.act_quantizer = config.make_act_quantizer(act_signed)
+        self._bit_mixture: BitMixture | None = None
 
     def set_bits(self, bits: LayerBits) -> None:
         self.w_bits, self.a_bits = int(bits.w_bits), int(bits.a_bits)
@@ -39,10 +45,47 @@ class QuantLayer:
     def bits(self) -> LayerBits:
         return LayerBits(self.w_bits, self.a_bits)
 
+    def set_bit_mixture(
+        self,
+        w_bits: Sequence[int],
+        w_probs: Tensor,
+        a_bits: Sequence[int],
+        a_probs: Tensor,
+    ) -> None:
+        """Run a weighted mixture of bit-widths until :meth:`clear_bit_mixture`.
+
+        The layer then computes ``op(Σ_j a_probs[j]·Q_a(x, a_bits[j]),
+        Σ_i w_probs[i]·Q_w(W, w_bits[i]))`` (bits; 32 = the FP branch), one convolution /
+        matrix product, differentiable in ``w_probs``, ``a_probs``, the weight and the
+        quantizers. ``w_bits`` / ``a_bits`` of the layer are kept but not used meanwhile.
+        Raises ``ValueError`` for mismatched lengths or a bit-width a quantizer has no
+        state for. The tensors are used as given on every forward pass (not copied), so
+        clear the mixture before ``copy.deepcopy`` of the model (non-leaf tensors, such as a
+        softmax of logits, cannot be deep-copied) or before extracting a subnet.
+        """
+        mixture = BitMixture.create(w_bits, w_probs, a_bits, a_probs)
+        mixture.check(self.weight_quantizer, self.act_quantizer)
+        self._bit_mixture = mixture
+
+    def clear_bit_mixture(self) -> None:
+        """Back to the single bit-widths ``w_bits`` / ``a_bits``."""
+        self._bit_mixture = None
+
+    @property
+    def bit_mixture(self) -> BitMixture | None:
+        """The mixture set by :meth:`set_bit_mixture`, or ``None``."""
+        return getattr(self, "_bit_mixture", None)
+
     def quantized_weight(self, weight: Tensor) -> Tensor:
+        mixture = self.bit_mixture
+        if mixture is not None:
+            return mix(self.weight_quantizer, weight, mixture.w_bits, mixture.w_probs)
         return self.weight_quantizer(weight, self.w_bits)
 
     def quantized_input(self, x: Tensor) -> Tensor:
+        mixture = self.bit_mixture
+        if mixture is not None:
+            return mix(self.act_quantizer, x, mixture.a_bits, mixture.a_probs)
         return self.act_quantizer(x, self.a_bits)
 
 

@@ -9,10 +9,13 @@ from benchmark.arena.spaces.base import (
     list_spaces,
     register_space,
 )
+from benchmark.arena.spaces.fixed import FixedConvention, FixedSpec
 from benchmark.arena.spaces.mbv3 import space as _mbv3  # noqa: F401  (registers "mbv3-cifar")
 
 __all__ = [
     "ElasticSearchSpace",
+    "FixedConvention",
+    "FixedSpec",
     "SearchSpace",
     "SpaceError",
     "get_space",

@@ -1,12 +1,14 @@
 """The search-space interface and its registry.
 
 A space builds models, names its quantizable layers, states its bit conventions
-(which layers are fixed at which bits) and checks policies. Fixed-architecture
-spaces (``resnet20``) ignore ``arch``; elastic spaces (``mbv3-cifar``) take one.
+(which layers are fixed at which bits: :mod:`benchmark.arena.spaces.fixed`) and checks
+policies. Fixed-architecture spaces (``resnet20``) ignore ``arch``; elastic spaces
+(``mbv3-cifar``) take one.
 """
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -31,6 +33,7 @@ from benchmark.arena.policy import (
     validate_policy,
 )
 from benchmark.arena.quant.base import QuantConfig
+from benchmark.arena.spaces.fixed import FixedConvention, FixedSpec
 
 
 class SpaceError(ValueError):
@@ -38,23 +41,29 @@ class SpaceError(ValueError):
 
 
 class SearchSpace(ABC):
-    """A shared search space. Subclasses set ``name``, ``bit_choices`` and ``searches``.
+    """A shared search space. Subclasses set ``name``, ``bit_choices``, ``searches`` and
+    ``default_fixed``, and implement :meth:`fixed_roles`.
 
     Args:
-        fixed_bits: bits of the layers the convention fixes (first conv, classifier);
-            32 keeps them full precision. Stated in every result's metadata.
+        fixed_bits: the convention for the layers that are never searched
+            (:data:`~benchmark.arena.spaces.fixed.FixedSpec`): ``None`` keeps the space's
+            ``default_fixed``; an int puts every fixed layer at that W = A bits (32 = full
+            precision); a mapping from role (``"stem"``, ``"classifier"``, ...) or fixed
+            layer name to bits changes only those. Stated by :meth:`config` (in every
+            result's metadata); a candidate may bring its own (:meth:`with_fixed`).
     """
 
     name: ClassVar[str]
     bit_choices: ClassVar[tuple[int, ...]]
     searches: ClassVar[str]  # "bits" or "arch+bits"
     input_shape: ClassVar[tuple[int, int, int]] = (3, 32, 32)
+    default_fixed: ClassVar[Mapping[str, int]]  # role → bits (W = A), roles in network order
 
-    def __init__(self, fixed_bits: int = 8, num_classes: int = 10) -> None:
-        if fixed_bits not in (*self.bit_choices, 8, FP_BITS):
-            raise SpaceError(f"fixed_bits must be one of {sorted({*self.bit_choices, 8, 32})}")
-        self.fixed_bits = fixed_bits
+    def __init__(self, fixed_bits: FixedSpec | None = None, num_classes: int = 10) -> None:
         self.num_classes = num_classes
+        self.fixed: FixedConvention = self._convention(
+            FixedConvention.of(self.default_fixed), fixed_bits
+        )
 
     # --- architecture ---------------------------------------------------------------
     @property
@@ -99,12 +108,62 @@ class SearchSpace(ABC):
             raise ValueError(f"FP checkpoint does not fit {self.name}: first mismatch {bad[0]!r}")
         return model
 
+    # --- the fixed-precision convention ---------------------------------------------
     @abstractmethod
+    def fixed_roles(self, arch: Any = None) -> dict[str, list[str]]:
+        """The layers the convention fixes, by role (the keys of ``default_fixed``, in that
+        order), each role's layers in network order."""
+
     def fixed_layer_names(self, arch: Any = None) -> list[str]:
-        """Layers whose bits the convention fixes at ``fixed_bits``."""
+        """Layers whose bits the convention fixes (never searched), role by role."""
+        return [name for names in self.fixed_roles(arch).values() for name in names]
+
+    def fixed_policy(self, arch: Any = None) -> Policy:
+        """Bits of every fixed layer of ``arch`` under this space's convention."""
+        return self.fixed.resolve(self.fixed_roles(arch))
+
+    @property
+    def fixed_bits(self) -> int | dict[str, Any]:
+        """The convention as :meth:`config` states it: ``b`` when every fixed layer is at
+        W = A = ``b`` bits, else :meth:`FixedConvention.to_dict` (role / layer → bits)."""
+        uniform = self.fixed.uniform_bits
+        return self.fixed.to_dict() if uniform is None else uniform
+
+    def with_fixed(self, fixed: FixedSpec | None) -> SearchSpace:
+        """This space with another convention for its fixed layers (``fixed`` changes this
+        one, see :data:`~benchmark.arena.spaces.fixed.FixedSpec`; ``None``: this space).
+
+        The copy shares everything else (layer profiles included); cost, feasibility,
+        ``build`` and both evaluation tracks of a candidate use the convention of the space
+        they are called on. Raises :class:`SpaceError` for an unknown role or layer, or
+        bits outside :meth:`allowed_bits`.
+        """
+        if fixed is None:
+            return self
+        self.__dict__.setdefault("_profile_cache", {})  # shared with the copy
+        other = copy.copy(self)
+        other.fixed = self._convention(self.fixed, fixed)
+        return other
+
+    def _convention(self, base: FixedConvention, spec: FixedSpec | None) -> FixedConvention:
+        if spec is None:
+            return base
+        role_layers = self.fixed_roles(self.reference_arch)  # every name a spec may use
+        try:
+            return base.apply(spec, role_layers, self.allowed_bits())
+        except ValueError as err:
+            raise SpaceError(f"{self.name}: {err}") from None
+
+    def layer_quant(self, quant: QuantConfig | None = None) -> QuantConfig:
+        """The quantizer config this space builds its layers with: ``quant`` (default
+        ``QuantConfig()``) with :meth:`allowed_bits` added to its ``bit_choices``, so that
+        per-bit quantizer state has a slot for every bit-width a layer can be set to (the
+        fixed layers' 8 bits included)."""
+        return (quant or QuantConfig()).with_bits(self.allowed_bits())
 
     def config(self) -> dict[str, Any]:
-        """What defines this space instance (stored with every result)."""
+        """What defines this space instance (stored with every result); ``fixed_bits``
+        states the convention (:attr:`fixed_bits`)."""
         return {"name": self.name, "fixed_bits": self.fixed_bits, "num_classes": self.num_classes}
 
     # --- layers and policies -----------------------------------------------------
@@ -143,21 +202,22 @@ class SearchSpace(ABC):
     def full_policy(self, policy: Mapping[str, LayerBits], arch: Any = None) -> Policy:
         """Validate a policy over the searchable layers and add the fixed layers' bits.
 
-        Fixed layers may be listed only at their fixed bits. Raises :class:`PolicyError`.
+        Fixed layers may be listed only at the bits this space's convention gives them
+        (:meth:`fixed_policy`; another convention: :meth:`with_fixed`). Raises
+        :class:`PolicyError`.
         """
-        fixed = self.fixed_layer_names(arch)
-        fixed_bits = LayerBits(self.fixed_bits, self.fixed_bits)
-        for name in fixed:
-            if name in policy and policy[name] != fixed_bits:
+        fixed = self.fixed_policy(arch)
+        for name, bits in fixed.items():
+            if name in policy and policy[name] != bits:
                 raise PolicyError(
-                    f"layer {name!r} is fixed at W{self.fixed_bits}A{self.fixed_bits} by the "
-                    f"{self.name} convention; drop it from the policy or build the space with "
-                    "another fixed_bits"
+                    f"layer {name!r} is fixed at W{bits.w_bits}A{bits.a_bits} by the "
+                    f"{self.name} convention; drop it from the policy or choose another "
+                    "convention (SearchSpace.with_fixed, Candidate.fixed)"
                 )
         searchable = self.searchable_layers(arch)
         rest = {k: v for k, v in policy.items() if k not in fixed}
         validate_policy(rest, searchable, self.allowed_bits())
-        full = {name: fixed_bits for name in fixed}
+        full = dict(fixed)
         full.update({name: rest[name] for name in searchable})
         order = self.layer_names(arch)
         return {name: full[name] for name in order}

@@ -2,8 +2,9 @@
 
 3 stages × 3 basic blocks, widths 16/32/64, 40,551,040 MACs per 32×32 image (convs and
 classifier). Every conv and the classifier is a quantized layer; the first conv
-(``conv1``) and the classifier (``fc``) are fixed at ``fixed_bits`` (default 8) by
-convention, the 18 block convs are searched over W/A bits {2, 3, 4, 8}.
+(``conv1``, role ``"stem"``) and the classifier (``fc``, role ``"classifier"``) are fixed
+by convention, at W8A8 by default (``fixed_bits``: an int for both, or per role / layer,
+e.g. ``{"stem": 32}``); the 18 block convs are searched over W/A bits {2, 3, 4, 8}.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class ResNet20Space(SearchSpace):
     name = "resnet20"
     bit_choices = (2, 3, 4, 8)
     searches = "bits"
+    default_fixed = {"stem": 8, "classifier": 8}
 
     def build(
         self,
@@ -101,10 +103,11 @@ class ResNet20Space(SearchSpace):
         policy: Mapping[str, LayerBits] | None = None,
         quant: QuantConfig | None = None,
     ) -> nn.Module:
-        model = ResNet20(self.num_classes, quant)
+        model = ResNet20(self.num_classes, self.layer_quant(quant))
         if policy is not None:
             apply_policy(model, self.full_policy(policy))
         return model
 
-    def fixed_layer_names(self, arch: Any = None) -> list[str]:
-        return ["conv1", "fc"]
+    def fixed_roles(self, arch: Any = None) -> dict[str, list[str]]:
+        """``{"stem": ["conv1"], "classifier": ["fc"]}``."""
+        return {"stem": ["conv1"], "classifier": ["fc"]}

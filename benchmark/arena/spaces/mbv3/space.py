@@ -21,12 +21,14 @@ Layers of blocks an architecture does not run are absent from its profile and po
 
 Bit conventions (stated with every result through :meth:`SearchSpace.config`):
 
-- the stem conv (``stem.conv``), the squeeze-excite convs (``blocks.b.se.reduce`` /
-  ``blocks.b.se.expand``) and the classifier (``classifier``) are quantized layers fixed
-  at ``fixed_bits`` (default 8): never searched, always costed at ``fixed_bits`` ×
-  ``fixed_bits`` (see :meth:`MBV3CifarSpace.fixed_layer_names`). ``fixed_bits=32`` keeps
-  all of them full precision, which restores the FP squeeze-excite of OQAT / QFA (SE then
-  costs 32×32 BitOPs; stem conv and classifier are FP too);
+- the stem conv (``stem.conv``, role ``"stem"``), the squeeze-excite convs
+  (``blocks.b.se.reduce`` / ``blocks.b.se.expand``, role ``"se"``) and the classifier
+  (``classifier``, role ``"classifier"``) are quantized layers fixed by convention, at
+  W8A8 by default: never searched, always costed at their fixed bits (see
+  :meth:`MBV3CifarSpace.fixed_roles`). ``fixed_bits=32`` keeps all of them full
+  precision; per role, ``{"stem": 32, "se": 32, "classifier": 32}`` is OQAT's convention
+  and ``{"stem": 32, "se": 32}`` QFA's (FP stem and SE, 8-bit classifier); FP layers
+  cost 32×32 BitOPs;
 - every other conv (block 0, expand / depthwise / project of each block, head conv) is
   searched over W/A bits {2, 3, 4} (8 and 32 accepted).
 
@@ -79,6 +81,7 @@ class MBV3CifarSpace(ElasticSearchSpace):
     name = "mbv3-cifar"
     bit_choices = (2, 3, 4)
     searches = "arch+bits"
+    default_fixed = {"stem": 8, "se": 8, "classifier": 8}
 
     # --- architecture ---------------------------------------------------------------
     @property
@@ -125,7 +128,7 @@ class MBV3CifarSpace(ElasticSearchSpace):
     ) -> MBV3Net:
         """A static subnet for ``arch`` (random init), its layers set to ``policy``."""
         arch = self.validate_arch(arch)
-        model = MBV3Net(arch, self.num_classes, quant)
+        model = MBV3Net(arch, self.num_classes, self.layer_quant(quant))
         if policy is not None:
             apply_policy(model, self.full_policy(policy, arch))
         return model
@@ -139,12 +142,13 @@ class MBV3CifarSpace(ElasticSearchSpace):
 
         ``quant`` decides quantizer sharing: the default shares one state per physical
         layer by every subnet and bit-width (OQAT); ``QuantConfig(per_bit_weight=True,
-        per_bit_act=True)`` keeps one per bit-width (QFA). ``fp_state`` (the FP supernet
+        per_bit_act=True)`` keeps one per bit-width (QFA; :meth:`layer_quant` gives every
+        bit-width a layer can be set to a slot, 8 included). ``fp_state`` (the FP supernet
         checkpoint of :func:`~benchmark.arena.recipes.pretrain.pretrain_supernet`) replaces
         the random init; quantizer entries in it are ignored (quantizer state initialises
         on first use).
         """
-        supernet = MBV3Supernet(self.num_classes, quant)
+        supernet = MBV3Supernet(self.num_classes, self.layer_quant(quant))
         if fp_state is not None:
             weights = {k: v for k, v in fp_state.items() if "_quantizer." not in k}
             missing, unexpected = supernet.load_state_dict(weights, strict=False)
@@ -200,12 +204,16 @@ class MBV3CifarSpace(ElasticSearchSpace):
         return net
 
     # --- layers ---------------------------------------------------------------------------
-    def fixed_layer_names(self, arch: Any = None) -> list[str]:
-        """Layers fixed at ``fixed_bits``, in network order: stem conv, SE convs, classifier."""
-        return ["stem.conv", *self.se_layer_names(arch), "classifier"]
+    def fixed_roles(self, arch: Any = None) -> dict[str, list[str]]:
+        """Fixed layers by role, in network order: stem conv, SE convs, classifier."""
+        return {
+            "stem": ["stem.conv"],
+            "se": self.se_layer_names(arch),
+            "classifier": ["classifier"],
+        }
 
     def se_layer_names(self, arch: Any = None) -> list[str]:
-        """The squeeze-excite convs of ``arch`` in network order (fixed at ``fixed_bits``)."""
+        """The squeeze-excite convs of ``arch`` in network order (fixed, role ``"se"``)."""
         return [n for n in self.layer_names(arch) if ".se." in n]
 
     def layer_names(self, arch: Any = None) -> list[str]:
