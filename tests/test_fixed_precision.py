@@ -8,10 +8,11 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
-from benchmark.arena import LayerBits, QuantConfig, SpaceError, get_space
+from benchmark.arena import LayerBits, QuantConfig, SearchSpace, SpaceError, get_space
 from benchmark.arena.policy import PolicyError
-from benchmark.arena.quant import current_policy, quant_layers
+from benchmark.arena.quant import QConv2d, QLinear, apply_policy, current_policy, quant_layers
 from benchmark.arena.spaces.mbv3.arch import max_arch, min_arch
 
 FP = LayerBits(32, 32)
@@ -223,3 +224,44 @@ def test_per_bit_supernet_to_inherit_track_round_trip(mbv3) -> None:
     qfa.set_active(supernet, arch, qfa.uniform_policy(3, arch=arch))
     assert quant_layers(supernet)["stem.conv"].bits == FP
     assert bool(torch.isfinite(supernet(x)).all())
+
+
+# --------------------------------------------------------------------------- other spaces
+
+
+class _OldStyleSpace(SearchSpace):
+    """A space written before roles: it names its fixed layers only."""
+
+    name = "old-style-test"
+    bit_choices = (2, 4)
+    searches = "bits"
+
+    def build(self, arch=None, policy=None, quant=None) -> nn.Module:
+        quant = self.layer_quant(quant)
+        model = nn.Sequential(
+            QConv2d(3, 4, 3, stride=4, padding=1, quant=quant, act_signed=True),
+            nn.Flatten(),
+            QLinear(4 * 8 * 8, self.num_classes, quant=quant, act_signed=False),
+        )
+        if policy is not None:
+            apply_policy(model, self.full_policy(policy))
+        return model
+
+    def fixed_layer_names(self, arch=None) -> list[str]:
+        return ["0"]
+
+
+def test_a_space_naming_only_its_fixed_layers_has_one_role() -> None:
+    space = _OldStyleSpace()
+    assert space.fixed_roles() == {"fixed": ["0"]}
+    assert space.fixed_policy() == {"0": W8}
+    assert space.uniform_policy(2) == {"0": W8, "2": LayerBits(2, 2)}
+    assert _OldStyleSpace(fixed_bits=32).fixed_policy() == {"0": FP}
+    assert space.with_fixed({"fixed": 4}).fixed_policy() == {"0": LayerBits(4, 4)}
+    assert space.with_fixed({"0": 32}).config()["fixed_bits"] == {"fixed": 8, "0": 32}
+
+    class NoFixedLayers(_OldStyleSpace):
+        fixed_layer_names = SearchSpace.fixed_layer_names
+
+    with pytest.raises(NotImplementedError, match="NoFixedLayers must implement fixed_roles"):
+        NoFixedLayers().fixed_layer_names()  # neither method: a clear error, no recursion

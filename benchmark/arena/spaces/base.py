@@ -42,7 +42,8 @@ class SpaceError(ValueError):
 
 class SearchSpace(ABC):
     """A shared search space. Subclasses set ``name``, ``bit_choices``, ``searches`` and
-    ``default_fixed``, and implement :meth:`fixed_roles`.
+    ``default_fixed``, and implement :meth:`fixed_roles` (or, with the one role
+    ``"fixed"`` at 8 bits, only :meth:`fixed_layer_names`).
 
     Args:
         fixed_bits: the convention for the layers that are never searched
@@ -57,7 +58,8 @@ class SearchSpace(ABC):
     bit_choices: ClassVar[tuple[int, ...]]
     searches: ClassVar[str]  # "bits" or "arch+bits"
     input_shape: ClassVar[tuple[int, int, int]] = (3, 32, 32)
-    default_fixed: ClassVar[Mapping[str, int]]  # role → bits (W = A), roles in network order
+    # role → bits (W = A), roles in network order
+    default_fixed: ClassVar[Mapping[str, int]] = {"fixed": 8}
 
     def __init__(self, fixed_bits: FixedSpec | None = None, num_classes: int = 10) -> None:
         self.num_classes = num_classes
@@ -109,10 +111,16 @@ class SearchSpace(ABC):
         return model
 
     # --- the fixed-precision convention ---------------------------------------------
-    @abstractmethod
     def fixed_roles(self, arch: Any = None) -> dict[str, list[str]]:
         """The layers the convention fixes, by role (the keys of ``default_fixed``, in that
-        order), each role's layers in network order."""
+        order), each role's layers in network order.
+
+        The default puts :meth:`fixed_layer_names` in the one role ``"fixed"``, for a space
+        that implements only that method.
+        """
+        if type(self).fixed_layer_names is SearchSpace.fixed_layer_names:
+            raise NotImplementedError(f"{type(self).__name__} must implement fixed_roles")
+        return {"fixed": self.fixed_layer_names(arch)}
 
     def fixed_layer_names(self, arch: Any = None) -> list[str]:
         """Layers whose bits the convention fixes (never searched), role by role."""
