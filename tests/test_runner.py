@@ -70,7 +70,7 @@ def test_serial_run_of_baselines(tmp_path: Path, cache_dir: Path) -> None:
     )
     assert code == 0
     rows = _records(run_dir)
-    assert set(rows["method"]) == {"uniform", "random"}
+    assert set(rows["method"]) == {"uniform", "random[num_samples=3]"}  # a variant
     uni = rows[rows["method"] == "uniform"]
     # W8A8 and W4A4 are over 20% of W8A8 BitOPs: recorded infeasible, never trained
     assert set(uni[uni["feasible"] == False]["candidate"]) == {"W8A8", "W4A4"}  # noqa: E712
@@ -78,7 +78,7 @@ def test_serial_run_of_baselines(tmp_path: Path, cache_dir: Path) -> None:
     ok = rows[rows["track"] == "retrain"]
     assert (ok["bitops_ratio_w8a8"] <= 0.2).all() and (ok["top1_test"] > 0).all()
     assert (ok["finetune_device_hours"] > 0).all()
-    assert (rows[rows["method"] == "random"]["samples_processed"] > 0).all()
+    assert (rows[rows["method"] == "random[num_samples=3]"]["samples_processed"] > 0).all()
     for name in ("records.csv", "metadata.json", "leaderboard.md", "leaderboard.html"):
         assert (run_dir / name).is_file(), name
     meta = json.loads((run_dir / "metadata.json").read_text())
@@ -124,7 +124,7 @@ def test_failures_are_recorded_and_run_goes_on(
     assert "boom from a broken method" in by_method["raising"]["error"].iloc[0]
     assert list(by_method["greedy"]["status"]) == ["over_budget"]
     assert by_method["greedy"]["samples_processed"].iloc[0] > 5000
-    good = by_method["allw4"]
+    good = by_method["allw4[bits=2]"]
     assert list(good["status"]) == ["ok"] and list(good["track"]) == ["retrain"]
     assert "greedy" in (run_dir / "leaderboard.md").read_text()
 
