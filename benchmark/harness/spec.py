@@ -63,6 +63,16 @@ def read_outbox(spec: TrialSpec) -> list[dict[str, Any]] | None:
     return rows if isinstance(rows, list) and rows else None
 
 
+LABEL_OPTION = "label"
+"""The option that names a variant in results; the harness's, not passed to the method."""
+
+
+def constructor_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``--method-options`` for one method, less the harness's :data:`LABEL_OPTION`: what
+    its ``__init__`` receives."""
+    return {k: v for k, v in options.items() if k != LABEL_OPTION}
+
+
 MAX_VARIANT_TEXT = 40
 """Longest option text in a variant name; longer ones are named by a hash."""
 
@@ -71,8 +81,8 @@ def variant_name(name: str, options: Mapping[str, Any], defaults: Mapping[str, A
     """How results name a method run with ``options``: ``name`` when every option is at its
     default, ``name[label]`` for a ``label`` option, else ``name[k=v,...]`` (sorted, short:
     a hash of the options past :data:`MAX_VARIANT_TEXT` characters). Stable across runs."""
-    if "label" in options:
-        return f"{name}[{options['label']}]"
+    if LABEL_OPTION in options:
+        return f"{name}[{options[LABEL_OPTION]}]"
     changed = {k: v for k, v in options.items() if k not in defaults or defaults[k] != v}
     if not changed:
         return name

@@ -40,7 +40,7 @@ from benchmark.arena.spaces import get_space
 from benchmark.harness.evaluation import evaluate_candidate
 from benchmark.harness.outcome import Timer, error_text, status_of
 from benchmark.harness.records import ResultRow, versions
-from benchmark.harness.spec import TrialSpec, variant_name, write_outbox
+from benchmark.harness.spec import TrialSpec, constructor_options, variant_name, write_outbox
 from benchmark.harness.watchdog import SEARCH_GRACE_SECONDS, search_stop, time_limit
 
 EXIT_HARD_TIMEOUT = 3  # a worker that had to end itself past its time limit
@@ -237,7 +237,7 @@ def _search_and_evaluate(
         return replace(row, search_device_hours=hours, samples_processed=meter.samples, **fields)
 
     try:
-        method = method_cls(**{k: v for k, v in spec.method_options.items() if k != "label"})
+        method = method_cls(**constructor_options(spec.method_options))
         progress.search_t0 = time.perf_counter()
         result, stopped = _search(method, ctx, search_timer)
     except SearchIgnoredStop:

@@ -219,6 +219,7 @@ def resolve_methods(
     against the method's ``__init__`` (``label``, the variant's name in results, is the
     harness's). Returns ``(specs, options by spec)``.
     """
+    from benchmark.harness.spec import constructor_options
     from methods import check_options, get_method, split_spec
 
     resolved: list[str] = []
@@ -256,7 +257,7 @@ def resolve_methods(
                 f"--method-options label for {key!r} must be short text (letters, digits, "
                 f"'.', '_', '-', '='; up to 40), got {short_text(label)}"
             )
-        check_options(classes[target], {k: v for k, v in value.items() if k != "label"}, key)
+        check_options(classes[target], constructor_options(value), key)
         by_spec[target] = dict(value)
     return resolved, by_spec
 
