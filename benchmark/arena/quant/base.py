@@ -1,8 +1,7 @@
 """:class:`QuantConfig`: which quantizers a quantized layer uses and how their state is shared.
 
 The quantizer interface itself (:class:`Quantizer`, :class:`QuantizerConfig`, the registry)
-is in :mod:`benchmark.arena.quant.quantizer`; its names are re-exported here so that
-``from benchmark.arena.quant.base import Quantizer`` keeps working.
+is in :mod:`benchmark.arena.quant.quantizer`.
 """
 
 from __future__ import annotations
@@ -19,19 +18,9 @@ from benchmark.arena.quant.quantizer import (
     QuantizerConfig,
     as_quantizer_config,
     create_quantizer,
-    list_quantizers,
-    register_quantizer,
 )
 
-__all__ = [
-    "DEFAULT_BIT_CHOICES",
-    "QuantConfig",
-    "Quantizer",
-    "QuantizerConfig",
-    "create_quantizer",
-    "list_quantizers",
-    "register_quantizer",
-]
+__all__ = ["QuantConfig"]
 
 _KEYS = ("weight", "act", "per_bit_weight", "per_bit_act", "bit_choices")
 
