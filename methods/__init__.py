@@ -18,6 +18,7 @@ import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from benchmark.arena import Preset, PresetError, parse_section
 from methods.base import SEARCHES, Method
 
 _METHODS: dict[str, type[Method]] = {}
@@ -211,14 +212,53 @@ def check_options(cls: type[Method], options: dict, where: str) -> None:
             raise MethodError(f"method {where} has no option {key!r}: {takes}")
 
 
+def check_preset_sections(preset: Preset, given: list[type[Method]] | None = None) -> None:
+    """Validate every ``[methods.<name>]`` section of ``preset`` against that method's
+    ``preset_section`` schema. ``given`` adds methods from outside the registry (specs).
+
+    Raises:
+        PresetError: a section naming no known method, for a method without a preset
+            section, or with a bad key (one line).
+    """
+    classes = {cls.name: cls for cls in given or []}
+    for name in preset.methods:
+        cls = classes.get(name)
+        if cls is None:
+            try:
+                cls = get_method(name)
+            except MethodError:
+                raise PresetError(
+                    f"preset {preset.name}: [methods.{name}] names no method; registered: "
+                    f"{', '.join(list_methods())}"
+                ) from None
+        method_preset(cls, preset)
+
+
+def method_preset(cls: type[Method], preset: Preset) -> object | None:
+    """The parsed ``[methods.<name>]`` section of ``preset`` for ``cls`` (its schema's
+    defaults when the preset has none; ``None`` for a method without a schema)."""
+    values = preset.methods.get(cls.name)
+    if cls.preset_section is None:
+        if values is not None:
+            raise PresetError(
+                f"preset {preset.name}: method {cls.name!r} takes no [methods.{cls.name}] "
+                "section: remove it"
+            )
+        return None
+    source, section = f"preset {preset.name}", f"methods.{cls.name}"
+    return parse_section(cls.preset_section, values or {}, source, section)
+
+
 __all__ = [
     "Method",
     "MethodError",
     "accepted_options",
     "check_method_class",
     "check_options",
+    "check_preset_sections",
     "get_method",
     "list_methods",
+    "method_preset",
     "option_defaults",
     "register_method",
     "split_spec",

@@ -19,11 +19,18 @@ class Method(ABC):
             space it works on the space's reference architecture), ``"arch+uniform-bits"``
             or ``"arch+bits"``.
 
+        preset_section: the schema of the method's own preset keys, ``[methods.<name>]``
+            in a preset file (a class decorated with ``benchmark.arena.preset_schema``), or
+            ``None`` when it has none. The harness validates the section before the run
+            starts and hands the parsed one to the search as ``ctx.preset_section``
+            (the schema's defaults when the preset has no such section).
+
     Options come from ``--method-options`` as keyword arguments to ``__init__``.
     """
 
     name: ClassVar[str]
     searches: ClassVar[str] = "bits"
+    preset_section: ClassVar[type | None] = None
 
     def __init__(self, **options: Any) -> None:
         if options:

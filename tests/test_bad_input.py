@@ -12,13 +12,53 @@ import pytest
 import torch
 
 import benchmark.harness.runner
+from benchmark.arena.presets import load_preset
 from benchmark.cli import main
+from benchmark.harness.records import rows_to_frame
 
 GPUS_TOO_MANY = str(torch.cuda.device_count() + 1)
 CPUS_TOO_MANY = str((os.cpu_count() or 1) + 1)
 MAX_SECONDS = 10.0  # generous (shared CI cores): a case that trains would take minutes
 
 UNKNOWN_LAYER = {"nolayer": {"w_bits": 4, "a_bits": 4}}
+TINY = str(Path(__file__).parent / "tiny.toml")
+TINY_TEXT = Path(TINY).read_text()
+
+
+def _preset(old: str, new: str) -> str:
+    """tests/tiny.toml with one line changed (the change must apply)."""
+    assert old in TINY_TEXT, old
+    return TINY_TEXT.replace(old, new, 1)
+
+
+SETTINGS = {  # what a run stores for --resume (tests/tiny.toml, uniform, resnet20)
+    "methods": ["uniform"], "space": ["resnet20"], "dataset": ["digits"], "data_dir": None,
+    "download": False, "preset": TINY, "constraint": ["bitops<=0.3"], "seeds": [0],
+    "cache_dir": None, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0,
+    "max_search_seconds": None, "max_search_samples": None, "max_trial_seconds": None,
+    "method_options": None,
+}  # fmt: skip
+
+
+def _metadata(**changes: object) -> str:
+    meta = {
+        "run_id": "r", "settings": dict(SETTINGS), "trials": [],
+        "preset_hash": load_preset(TINY).recipe_hash,
+    }  # fmt: skip
+    for key, value in changes.items():
+        if value is None:
+            meta.pop(key, None)
+        elif key == "seeds":
+            meta["settings"]["seeds"] = value
+        else:
+            meta[key] = value
+    return json.dumps(meta)
+
+
+FOREIGN_RECORDS = rows_to_frame(
+    [{"run_id": "other", "trial_key": "k", "method": "uniform", "space": "resnet20",
+      "dataset": "digits", "preset": "tiny", "seed": 0, "constraint": "bitops<=0.3"}]
+).to_parquet(index=False)  # fmt: skip
 FILES: dict[str, str | bytes] = {  # name -> content, created under tmp_path/in for every case
     "unknown_layer.json": json.dumps(UNKNOWN_LAYER),
     "bits5.json": json.dumps({"layer1.0.conv1": {"w_bits": 5, "a_bits": 4}}),
@@ -37,6 +77,36 @@ FILES: dict[str, str | bytes] = {  # name -> content, created under tmp_path/in 
         "test_batch", "batches.meta",
     )},
     "unreadable_run/records.parquet": "PAR1 not parquet at all",
+    # presets that do not match the schema
+    "typo_section.toml": TINY_TEXT.replace("[finetune]", "[finetun]"),
+    "epochs_text.toml": _preset("epochs = 1", 'epochs = "two"'),
+    "batch_zero.toml": _preset("batch_size = 64", "batch_size = 0"),
+    "val_fraction.toml": _preset("val_fraction = 0.1", "val_fraction = 1.5"),
+    "budget_negative.toml": _preset("max_search_samples = 20000", "max_search_samples = -5"),
+    "lr_nan.toml": _preset("lr = 0.01", "lr = nan"),
+    "max_steps_negative.toml": _preset("max_steps = 3", "max_steps = -3"),
+    "pretrain_negative.toml": _preset("epochs = 2", "epochs = -2"),
+    "trial_seconds_huge.toml": _preset("max_trial_seconds = 600.0", "max_trial_seconds = 1e300"),
+    "unknown_key.toml": _preset("lr = 0.01", "lr = 0.01\nlearning_rate = 0.1"),
+    "method_section_unknown.toml": TINY_TEXT + "\n[methods.nosuch]\nx = 1\n",
+    "method_section_unwanted.toml": TINY_TEXT + "\n[methods.uniform]\nx = 1\n",
+    # damaged run state (--resume r --out {in}/<name>)
+    "meta_junk/runs/r/metadata.json": "[1,2",
+    "meta_list/runs/r/metadata.json": "[1, 2]",
+    "meta_no_settings/runs/r/metadata.json": _metadata(settings=None),
+    "meta_seeds_text/runs/r/metadata.json": _metadata(seeds="0"),
+    "recipe_changed/runs/r/metadata.json": _metadata(preset_hash="0123456789abcdef"),
+    "records_empty/runs/r/metadata.json": _metadata(),
+    "records_empty/runs/r/records.parquet": "",
+    "records_empty/runs/r/trials/uniform-0/rows.json": json.dumps(
+        [{"trial_key": "k", "status": "ok"}]
+    ),
+    "records_junk/runs/r/metadata.json": _metadata(),
+    "records_junk/runs/r/records.parquet": "PAR1 garbage",
+    "records_foreign/runs/r/metadata.json": _metadata(),
+    "records_foreign/runs/r/records.parquet": FOREIGN_RECORDS,
+    "outbox_junk/runs/r/metadata.json": _metadata(),
+    "outbox_junk/runs/r/trials/uniform-0/rows.json": "{not json",
     "binary.toml": b"\x89PNG\r\n\x1a\n\xff\xfe",
     "raising_method.py": "raise ValueError('this module is broken')\n",
     "syntax_method.py": "class Broken(:\n",
@@ -197,12 +267,140 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
     ("cache-under-a-file", [*RUN, "--cache-dir", "{in}/a_file/cache"], "--cache-dir"),
     ("run-id-with-slash", [*RUN, "--run-id", "../escape"], "not a plain folder name"),
     ("resume-unknown-run", ["run", "--resume", "nope"], "no run 'nope' to resume"),
+    ("out-empty", [*RUN, "--out", ""], "empty path"),
+    # --- presets checked against their schema (the key and what it accepts)
+    (
+        "preset-unknown-section",
+        [*RUN, "--preset", "{in}/typo_section.toml"],
+        ("unknown section [finetun]", "did you mean [finetune]"),
+    ),
+    (
+        "preset-unknown-key",
+        [*RUN, "--preset", "{in}/unknown_key.toml"],
+        ("unknown key [finetune] learning_rate", "lr"),
+    ),
+    (
+        "preset-epochs-text",
+        [*RUN, "--preset", "{in}/epochs_text.toml"],
+        ("[finetune] epochs = 'two'", "a number > 0"),
+    ),
+    (
+        "preset-batch-size-zero",
+        [*RUN, "--preset", "{in}/batch_zero.toml"],
+        ("[pretrain] batch_size = 0", "a whole number ≥ 1"),
+    ),
+    (
+        "preset-val-fraction",
+        [*RUN, "--preset", "{in}/val_fraction.toml"],
+        ("[data] val_fraction = 1.5", "> 0 and < 1"),
+    ),
+    (
+        "preset-budget-negative",
+        [*RUN, "--preset", "{in}/budget_negative.toml"],
+        ("[budget] max_search_samples = -5", "≥ 1"),
+    ),
+    ("preset-lr-nan", [*RUN, "--preset", "{in}/lr_nan.toml"], ("[finetune] lr = nan", "finite")),
+    (
+        "preset-max-steps-negative",
+        [*RUN, "--preset", "{in}/max_steps_negative.toml"],
+        ("[finetune] max_steps = -3", "≥ 1, or leave it out"),
+    ),
+    (
+        "preset-pretrain-epochs-negative",
+        [*RUN, "--preset", "{in}/pretrain_negative.toml"],
+        ("[pretrain] epochs = -2", "a number > 0"),
+    ),
+    (
+        "preset-trial-seconds-huge",
+        [*RUN, "--preset", "{in}/trial_seconds_huge.toml"],
+        ("[budget] max_trial_seconds", "≤ 31,622,400"),
+    ),
+    (
+        "preset-method-section-unknown",
+        [*RUN, "--preset", "{in}/method_section_unknown.toml"],
+        ("[methods.nosuch] names no method", "uniform"),
+    ),
+    (
+        "preset-method-section-unwanted",
+        [*RUN, "--preset", "{in}/method_section_unwanted.toml"],
+        "takes no [methods.uniform] section",
+    ),
+    # --- resume: the run's own settings, its recipe, its files intact
+    (
+        "resume-with-task-flags",
+        ["run", "--resume", "r", "--seeds", "1", "--space", "resnet20"],
+        ("leave out --space, --seeds"),
+    ),
+    (
+        "resume-with-constraint",
+        ["run", "--resume", "r", "--constraint", "bitops<=0.5"],
+        "leave out --constraint",
+    ),
+    (
+        "resume-recipe-changed",
+        ["run", "--resume", "r", "--out", "{in}/recipe_changed"],
+        ("the recipe changed", "restore the preset file or start a new run"),
+    ),
+    (
+        "resume-metadata-junk",
+        ["run", "--resume", "r", "--out", "{in}/meta_junk"],
+        ("metadata.json is unreadable", "start a new run"),
+    ),
+    (
+        "resume-metadata-list",
+        ["run", "--resume", "r", "--out", "{in}/meta_list"],
+        "metadata.json is not a JSON object",
+    ),
+    (
+        "resume-metadata-no-settings",
+        ["run", "--resume", "r", "--out", "{in}/meta_no_settings"],
+        "metadata.json has no 'settings' key",
+    ),
+    (
+        "resume-metadata-wrong-shape",
+        ["run", "--resume", "r", "--out", "{in}/meta_seeds_text"],
+        ("metadata.json: settings seeds = '0'", "list"),
+    ),
+    (
+        "resume-records-empty",
+        ["run", "--resume", "r", "--out", "{in}/records_empty"],
+        ("records.parquet is damaged (an empty file)", "1 trial outbox(es)", "rebuilds"),
+    ),
+    (
+        "resume-records-garbage",
+        ["run", "--resume", "r", "--out", "{in}/records_junk"],
+        ("records.parquet is damaged", "no trial outbox holds rows"),
+    ),
+    (
+        "resume-records-foreign",
+        ["run", "--resume", "r", "--out", "{in}/records_foreign"],
+        "holds rows of run other, not of r",
+    ),
+    (
+        "resume-outbox-junk",
+        ["run", "--resume", "r", "--out", "{in}/outbox_junk"],
+        ("rows.json is not JSON", "delete it, and --resume reruns that trial"),
+    ),
     # --- seeds, budgets, method options
     ("seeds-not-integers", [*RUN, "--seeds", "a,b"], "seeds must be integers"),
     ("seeds-float", [*RUN, "--seeds", "1.5"], "seeds must be integers"),
     ("seeds-negative", [*RUN, "--seeds", "-1"], "between 0 and"),
     ("seeds-repeated", [*RUN, "--seeds", "0,1,0"], "given twice"),
     ("seeds-empty", [*RUN, "--seeds", ","], "seeds must be integers"),
+    ("seeds-non-ascii-digit", [*RUN, "--seeds", "\u0663"], "seeds must be integers"),
+    (
+        "constraint-twice",
+        [*RUN, "--constraint", "bitops<=0.3,bitops<=0.3"],
+        ("bitops<=0.3 is given twice", "list each constraint once"),
+    ),
+    (
+        "constraint-twice-spelled-apart",
+        [*RUN, "--constraint", "bitops<=0.3,bitops<=0.30"],
+        ("given twice in --constraint (bitops<=0.3, bitops<=0.30)"),
+    ),
+    ("constraint-overflows", [*RUN, "--constraint", "bitops<=1e300G"], "too large"),
+    ("trial-seconds-beyond-timer", [*RUN, "--max-trial-seconds", "1e12"], "at most 31622400"),
+    ("search-seconds-beyond-timer", [*RUN, "--max-search-seconds", "1e300"], "at most"),
     ("max-samples-negative", [*RUN, "--max-search-samples", "-5"], "at least 1"),
     ("max-samples-float", [*RUN, "--max-search-samples", "1.5"], "whole number"),
     ("max-seconds-zero", [*RUN, "--max-search-seconds", "0"], "above 0"),

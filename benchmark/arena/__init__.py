@@ -34,6 +34,10 @@ top-1 in percent):
   (the shared loop, extra :class:`Phase` s for alternating updates), ``ctx.finetune``,
   ``ctx.score`` (recalibrate + validation top-1), ``ctx.subnet`` / ``ctx.fp_supernet``
   (models with inherited weights), ``ctx.split``, ``ctx.offer`` (the answer so far);
+- presets: :class:`Preset` and :class:`Recipe` (validated pydantic dataclasses), and a
+  method's own preset keys: a :func:`preset_schema` class as the method's
+  ``preset_section`` (parsed into ``ctx.preset_section``; :func:`parse_section`,
+  :class:`PresetError`);
 - the frozen recipes: :func:`train`, :func:`evaluate`, :func:`recalibrate`,
   :func:`recalibrate_and_evaluate`, :func:`finetune_qat`, :func:`sandwich_step` with a
   :class:`SandwichSampler`, :func:`soft_cross_entropy`.
@@ -61,7 +65,7 @@ from benchmark.arena.policy import (
     policy_to_dict,
     uniform_policy,
 )
-from benchmark.arena.presets import Preset, Recipe
+from benchmark.arena.presets import Preset, PresetError, Recipe, parse_section, preset_schema
 from benchmark.arena.protocol import (
     Budget,
     BudgetExceeded,
@@ -128,6 +132,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "Preset",
+    "PresetError",
     "ProtocolError",
     "QConv2d",
     "QLinear",
@@ -156,8 +161,10 @@ __all__ = [
     "list_spaces",
     "make_loader",
     "model_cost",
+    "parse_section",
     "policy_from_dict",
     "policy_to_dict",
+    "preset_schema",
     "profile_layers",
     "quant_layers",
     "quantize_model",

@@ -56,6 +56,8 @@ class Context(Toolkit):
         rng / np_rng: seeded generators (the torch global seed is also set).
         log: the trial's logger.
         workdir: a folder for the method's checkpoints (survives a resumed trial).
+        preset_section: the method's own ``[methods.<name>]`` preset section, parsed by
+            its ``preset_section`` schema (``None`` for a method without one).
     """
 
     task: Task
@@ -74,6 +76,7 @@ class Context(Toolkit):
     workdir: Path
     reporter: Callable[[dict[str, Any]], None] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    preset_section: Any = None
     offered: list[Candidate] = field(default_factory=list)
 
     @classmethod
@@ -91,6 +94,7 @@ class Context(Toolkit):
         log: logging.Logger | None = None,
         reporter: Callable[[dict[str, Any]], None] | None = None,
         options: dict[str, Any] | None = None,
+        preset_section: Any = None,
     ) -> Context:
         """The context of one trial: constraint parsed from the task, RNGs seeded by it,
         train/val taken from ``splits`` (a :class:`~benchmark.arena.data.DataSplits`; test
@@ -113,6 +117,7 @@ class Context(Toolkit):
             workdir=workdir,
             reporter=reporter,
             options=dict(options or {}),
+            preset_section=preset_section,
         )
 
     def report(self, **metrics: Any) -> None:

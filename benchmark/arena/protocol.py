@@ -66,6 +66,12 @@ _UNITS = {
 }
 
 
+def _exact(value: float) -> str:
+    """The shortest text that reads back as ``value`` exactly (0.07274191, 0.3, 2, 1e-05)."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
 @dataclass(frozen=True)
 class Constraint:
     """One metric and a limit: ``bitops<=0.5`` (50% of uniform W8A8 BitOPs), ``size<=0.25``
@@ -118,8 +124,12 @@ class Constraint:
                     f"{text!r}: a plain number is a ratio to W8A8 (FP is 16× W8A8 at most); "
                     "add a unit for an absolute limit, e.g. bitops<=0.3G or size<=40KB"
                 )
-            return cls(metric, value, True, f"{metric}<={value:g}")
-        return cls(metric, value * scale, False, f"{metric}<={value:g}{match['unit']}")
+            return cls(metric, value, True, f"{metric}<={_exact(value)}")
+        if not math.isfinite(value * scale):
+            raise ProtocolError(
+                f"constraint {text!r} is too large to hold as a number: write a smaller limit"
+            )
+        return cls(metric, value * scale, False, f"{metric}<={_exact(value)}{match['unit']}")
 
     def measure(self, cost: CostReport, reference: Reference | None = None) -> float:
         """The constrained quantity of ``cost``, in the limit's unit.

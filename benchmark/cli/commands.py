@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +19,7 @@ from benchmark.cli.parser import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    RUN_DEFAULTS,
     UsageError,
     _default_space,
 )
@@ -112,13 +116,17 @@ def cmd_cost(args: argparse.Namespace) -> int:
 def _validate_run(args: argparse.Namespace, options: object) -> None:
     """Check every input before anything starts or is written: names, constraints, method
     options, resources, folders, data files, the cluster address (cheapest checks first)."""
+    from benchmark.arena.cache import default_cache_dir
     from benchmark.arena.data import check_data_dir, list_datasets
     from benchmark.arena.presets import load_preset
     from benchmark.arena.protocol import Constraint
     from benchmark.arena.spaces import get_space
     from benchmark.harness import validation
+    from methods import check_preset_sections, get_method
 
     preset = load_preset(args.preset)
+    if not args.resume:
+        args.preset_hash = preset.recipe_hash
     args.space = args.space or [_default_space()]
     args.dataset = args.dataset or [preset.dataset]
     try:  # each method loaded once; options keyed by name or spec, checked against each
@@ -127,6 +135,7 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
         )
     except validation.InputError as err:
         raise UsageError(str(err)) from None
+    check_preset_sections(preset, [get_method(m) for m in args.method_list])
     args.methods = args.method_list  # file specs absolute: what workers and --resume read
     if args.method_options is not None:  # keyed by those specs, for --resume
         args.method_options = json.dumps(args.options_by_spec, sort_keys=True)
@@ -139,6 +148,13 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
         if name != "digits" and args.data_dir is None and not args.download:
             raise UsageError(f"dataset {name} needs --data-dir (or --download with internet)")
     constraints = [Constraint.parse(c) for c in args.constraint]
+    for i, c in enumerate(constraints):  # 0.3 and 0.30 are one task
+        first = next(j for j, other in enumerate(constraints) if other.text == c.text)
+        if first != i:
+            raise UsageError(
+                f"constraint {c.text} is given twice in --constraint ({args.constraint[first]}, "
+                f"{args.constraint[i]}): list each constraint once"
+            )
     args.constraint = [c.text for c in constraints]
     try:
         if args.run_id is not None:
@@ -154,6 +170,9 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
         validation.check_writable_dir(args.out, "--out")
         if args.cache_dir is not None:
             validation.check_writable_dir(args.cache_dir, "--cache-dir")
+        else:  # the default, $MPQBENCH_CACHE or ~/.cache/mpqbench
+            source = "MPQBENCH_CACHE" if os.environ.get("MPQBENCH_CACHE") else "the FP cache"
+            validation.check_writable_dir(default_cache_dir(), source)
         for name in args.dataset:  # CIFAR: files present and their MD5 (~1 s)
             check_data_dir(name, args.data_dir, download=args.download)
         for space in spaces:  # profiles the space's smallest model once (~0.1 s)
@@ -166,31 +185,36 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
 
 
 def _load_resumed(args: argparse.Namespace) -> None:
-    """Fill ``args`` with the settings stored in the run to resume."""
+    """Fill ``args`` with the settings stored in the run to resume (refusing flags that
+    would change them, damaged metadata and a preset whose recipe changed)."""
+    from benchmark.harness.records import RunStateError, RunStore
+    from benchmark.harness.run import RESUMED_SETTINGS, check_resume_recipe, load_run_metadata
+
+    given = [name for name in RESUMED_SETTINGS if getattr(args, name) is not None]
+    if given:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+        raise UsageError(
+            f"--resume reruns the run's own settings: leave out {flags} (or start a new run "
+            "with them)"
+        )
     runs = Path(args.out).expanduser().resolve() / "runs"
-    meta_path = runs / args.resume / "metadata.json"
-    if args.methods is not None:
-        raise UsageError("--resume reruns the run's own grid: leave out --methods")
     try:
-        meta = json.loads(meta_path.read_text())
-        settings = meta["settings"]
+        meta = load_run_metadata(runs / args.resume)
+        for name in RESUMED_SETTINGS:
+            setattr(args, name, meta["settings"][name])
+        args.preset_hash = check_resume_recipe(meta, args.preset)
+        RunStore.check(runs / args.resume, args.resume)
     except FileNotFoundError:
         known = sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
         hint = f"runs in {runs}: {', '.join(known[-5:])}" if known else f"no runs in {runs}"
         raise UsageError(f"no run {args.resume!r} to resume ({hint}); check --out") from None
-    except (OSError, ValueError, KeyError) as err:
-        raise UsageError(
-            f"cannot resume {args.resume}: {meta_path} is unreadable ({err})"
-        ) from None
-    from benchmark.harness.run import RESUMED_SETTINGS
-
-    for name in RESUMED_SETTINGS:
-        setattr(args, name, settings[name])
+    except (KeyError, RunStateError) as err:
+        raise UsageError(f"cannot resume {args.resume}: {str(err).strip(chr(39))}") from None
     args.run_id = args.resume
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.harness.records import new_run_id
+    from benchmark.harness.records import RunStateError, new_run_id
     from benchmark.harness.run import RESUMED_SETTINGS, RunLockedError, RunRequest, execute_run
     from benchmark.harness.runner import Grid
 
@@ -198,6 +222,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         _load_resumed(args)
     elif args.methods is None:
         raise UsageError("--methods is required (or --resume RUN_ID to finish a run)")
+    else:
+        for name, value in RUN_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
     args.method_list = args.methods
     options: dict[str, dict] = {}
     if args.method_options is not None:
@@ -234,11 +262,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         address=args.address,
         resume=bool(args.resume),
         command=" ".join(sys.argv),
+        preset_hash=args.preset_hash,
     )
     write = None if args.no_leaderboard else lambda path: _write_leaderboard([path], path)
     try:
         outcome = execute_run(request, run_id, run_dir, write_leaderboard=write)
-    except RunLockedError as err:
+    except (RunLockedError, RunStateError) as err:
         raise UsageError(str(err)) from None
     except OSError as err:
         raise UsageError(f"cannot write to {run_dir}: {err.strerror or err}") from None
@@ -260,8 +289,16 @@ def _write_leaderboard(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
         frame = load_runs(list(run_dirs))
     for warning in caught:  # e.g. an unreadable records file: one line each, then go on
         print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
-    paths = write_leaderboard(build_leaderboard(frame), out_dir)
-    paths += write_plots(frame, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".leaderboard-", dir=out_dir))
+    try:  # the set is written whole or not at all: staged, then renamed into place
+        staged = write_leaderboard(build_leaderboard(frame), staging)
+        staged += write_plots(frame, staging)
+        paths = [out_dir / path.name for path in staged]
+        for path, target in zip(staged, paths, strict=True):
+            os.replace(path, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     for path in paths:
         print(path)
     return paths

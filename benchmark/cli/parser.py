@@ -12,6 +12,16 @@ from typing import NoReturn
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_CONSTRAINT = "bitops<=0.3"
+RUN_DEFAULTS = {
+    "preset": "smoke",
+    "constraint": [DEFAULT_CONSTRAINT],
+    "seeds": [0],
+    "download": False,
+    "cpus_per_trial": 1.0,
+    "gpus_per_trial": 0.0,
+}
+"""``run`` settings whose flags default to ``None`` (so that ``--resume`` can tell a flag
+given from one left out) and the values they take when left out."""
 DESCRIPTION = "``python -m benchmark``: run | leaderboard | list | cost."
 
 
@@ -39,11 +49,14 @@ MAX_NUM_CLASSES = 10_000
 
 
 def _seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(t) for t in _csv(text)]
-    except (ValueError, argparse.ArgumentTypeError):
-        message = f"seeds must be integers like 0,1,2, got {text!r}"
-        raise argparse.ArgumentTypeError(message) from None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    for item in items:
+        if item.startswith("-") and item[1:].isascii() and item[1:].isdigit():
+            message = f"seeds must be between 0 and {MAX_SEED}, got {item}: use e.g. 0,1,2"
+            raise argparse.ArgumentTypeError(message)
+    if not items or not all(t.isascii() and t.isdigit() for t in items):  # no "+1", "٣"
+        raise argparse.ArgumentTypeError(f"seeds must be integers like 0,1,2, got {text!r}")
+    seeds = [int(t) for t in items]
     bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
     if bad:
         message = f"seeds must be between 0 and {MAX_SEED}, got {bad[0]}: use e.g. 0,1,2"
@@ -77,6 +90,23 @@ def _non_negative_float(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text!r}")
     return value
+
+
+def _seconds(text: str) -> float:
+    """A time limit in seconds: above 0 and at most a year (what every timer can hold)."""
+    from benchmark.arena.presets import MAX_SECONDS
+
+    value = _positive_float(text)
+    if value > MAX_SECONDS:
+        message = f"expected at most {MAX_SECONDS:.0f} seconds (a year), got {text!r}"
+        raise argparse.ArgumentTypeError(message)
+    return value
+
+
+def _folder(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty path")
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -134,20 +164,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--data-dir", default=None, help="folder holding the CIFAR files")
     run.add_argument(
-        "--download", action="store_true", help="download CIFAR into --data-dir (needs internet)"
+        "--download",
+        action="store_true",
+        default=None,
+        help="download CIFAR into --data-dir (needs internet)",
     )
-    run.add_argument("--preset", default="smoke", help="smoke | small | paper (default smoke)")
+    run.add_argument(
+        "--preset",
+        default=None,
+        help="tiny | smoke | small | paper, or a .toml file (default smoke)",
+    )
     run.add_argument(
         "--constraint",
         type=_csv,
-        default=[DEFAULT_CONSTRAINT],
+        default=None,
         help=f"comma list, e.g. bitops<=0.5,size<=0.25 (default {DEFAULT_CONSTRAINT})",
     )
-    run.add_argument("--seeds", type=_seeds, default=[0], help="comma list of seeds (default 0)")
-    run.add_argument("--out", default="results", help="output folder (default results/)")
+    run.add_argument("--seeds", type=_seeds, default=None, help="comma list of seeds (default 0)")
+    run.add_argument(
+        "--out", type=_folder, default="results", help="output folder (default results/)"
+    )
     run.add_argument("--run-id", default=None, help="name of the run folder (default: time-pid)")
     run.add_argument(
         "--cache-dir",
+        type=_folder,
         default=None,
         help="FP checkpoint cache (default $MPQBENCH_CACHE or ~/.cache/mpqbench)",
     )
@@ -160,11 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--address", default=None, help="join a running Ray cluster (e.g. auto or HOST:6379)"
     )
-    run.add_argument("--cpus-per-trial", type=_positive_float, default=1.0)
-    run.add_argument("--gpus-per-trial", type=_non_negative_float, default=0.0)
+    run.add_argument(
+        "--cpus-per-trial", type=_positive_float, default=None, help="CPUs per trial (default 1)"
+    )
+    run.add_argument(
+        "--gpus-per-trial",
+        type=_non_negative_float,
+        default=None,
+        help="GPUs per trial, fractions allowed (default 0)",
+    )
     run.add_argument(
         "--max-search-seconds",
-        type=_positive_float,
+        type=_seconds,
         default=None,
         help="override the preset's search budget (seconds)",
     )
@@ -181,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--max-trial-seconds",
-        type=_positive_float,
+        type=_seconds,
         default=None,
         help="stop a trial (search + evaluation) after this many seconds: status timeout "
         "(default: the preset's)",
@@ -197,7 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run folders or --out folders (default results/)",
     )
     lb.add_argument(
-        "--out", default=None, help="where to write (default: the single run dir, else results/)"
+        "--out",
+        type=_folder,
+        default=None,
+        help="where to write (default: the single run dir, else results/)",
     )
 
     ls = sub.add_parser("list", help="list methods, spaces, datasets, presets")

@@ -144,6 +144,10 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
 
 
+class RunStateError(ValueError):
+    """A run folder's files are damaged or foreign (one line naming the file and what to do)."""
+
+
 @dataclass
 class RunStore:
     """The files of one run; ``add`` is thread-safe and rewrites the tables atomically."""
@@ -153,14 +157,64 @@ class RunStore:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def open(cls, run_dir: Path) -> RunStore:
-        """Open (or create) a run folder, loading rows already written."""
+    def open(cls, run_dir: Path, run_id: str | None = None) -> RunStore:
+        """Open (or create) a run folder, loading rows already written.
+
+        Raises:
+            RunStateError: ``records.parquet`` is empty, unreadable, not a records table,
+                or (given ``run_id``) holds another run's rows; the message says whether
+                the trials' outboxes still hold rows to rebuild it from.
+        """
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         store = cls(run_dir)
         if store.records_path.exists():
-            store.rows = read_records(store.records_path).to_dict("records")
+            store.rows = store._read_rows(run_id)
         return store
+
+    def _read_rows(self, run_id: str | None) -> list[dict[str, Any]]:
+        path = self.records_path
+        try:
+            frame = read_records(path)
+        except Exception as err:  # noqa: BLE001 - pyarrow raises many kinds for junk
+            reason = " ".join(str(err).split()).split(". ")[0][:160] or type(err).__name__
+            if path.stat().st_size == 0:
+                reason = "an empty file"
+            raise RunStateError(f"{path} is damaged ({reason}); {self._rebuild_hint()}") from None
+        others = sorted(set(frame["run_id"].astype(str)) - {run_id}) if run_id else []
+        if others:
+            raise RunStateError(
+                f"{path} holds rows of run {others[0]}, not of {run_id}: it was copied from "
+                f"another run; {self._rebuild_hint()}"
+            )
+        return frame.to_dict("records")
+
+    def _rebuild_hint(self) -> str:
+        """What still holds this run's rows, and how to use it."""
+        outboxes = sum(1 for p in (self.run_dir / "trials").glob("*/rows.json") if _has_rows(p))
+        if not outboxes:
+            return "no trial outbox holds rows: move it aside and --resume reruns every trial"
+        return (
+            f"{outboxes} trial outbox(es) under {self.run_dir / 'trials'} still hold rows: move "
+            "it aside and --resume rebuilds the records from them"
+        )
+
+    @classmethod
+    def check(cls, run_dir: Path, run_id: str) -> None:
+        """Check a run folder's records and trial outboxes before resuming it (reads only).
+
+        Raises:
+            RunStateError: as :meth:`open`, or a trial outbox is damaged (delete it, and
+                ``--resume`` reruns that trial).
+        """
+        store = cls(Path(run_dir))
+        if store.records_path.exists():
+            store._read_rows(run_id)
+        for outbox in sorted((store.run_dir / "trials").glob("*/rows.json")):
+            try:
+                read_outbox_file(outbox)
+            except OutboxError as err:
+                raise OutboxError(f"{err}: delete it, and --resume reruns that trial") from None
 
     @property
     def records_path(self) -> Path:
@@ -187,10 +241,10 @@ class RunStore:
             new = [r for r in new if str(r["trial_key"]) not in done]
             if not new:
                 return 0
-            self.rows.extend(new)
-            frame = rows_to_frame(self.rows)
+            frame = rows_to_frame([*self.rows, *new])
             atomic_write_bytes(self.records_path, frame.to_parquet(index=False))
             atomic_write_text(self.csv_path, frame.to_csv(index=False))
+            self.rows.extend(new)  # only once written: a failed write (full disk) adds nothing
         return len(new)
 
     def frame(self) -> pd.DataFrame:
@@ -204,6 +258,41 @@ class RunStore:
 
     def write_metadata(self, metadata: Mapping[str, Any]) -> None:
         atomic_write_text(self.metadata_path, json.dumps(metadata, indent=2, default=str))
+
+
+class OutboxError(RunStateError):
+    """A trial's outbox exists but does not hold result rows (one line)."""
+
+
+def read_outbox_file(path: Path) -> list[dict[str, Any]] | None:
+    """The result rows in a trial's outbox file, ``None`` when there is none.
+
+    Raises:
+        OutboxError: it is unreadable, not JSON, or not a non-empty list of rows that
+            each have a trial key and a known status.
+    """
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        raise OutboxError(f"trial outbox {path} is unreadable ({err})") from None
+    try:
+        rows = json.loads(text)
+    except ValueError as err:
+        raise OutboxError(f"trial outbox {path} is not JSON ({err})") from None
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise OutboxError(f"trial outbox {path} is not a list of result rows")
+    if any(not r.get("trial_key") or r.get("status") not in STATUSES for r in rows):
+        raise OutboxError(f"trial outbox {path} holds rows without a trial key or status")
+    return rows
+
+
+def _has_rows(outbox: Path) -> bool:
+    try:
+        return read_outbox_file(outbox) is not None
+    except OutboxError:
+        return False
 
 
 def read_records(path: Path) -> pd.DataFrame:

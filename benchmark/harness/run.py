@@ -6,37 +6,115 @@ The CLI parses and validates the request; this module does the work and says how
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
+from pydantic import ConfigDict, Field, Strict, ValidationError
+from pydantic.dataclasses import dataclass as schema_dataclass
 
 from benchmark.arena.files import LockedError, file_lock
-from benchmark.arena.presets import load_preset
+from benchmark.arena.presets import Preset, PresetError, load_preset, schema_error
 from benchmark.harness import runner
-from benchmark.harness.records import RunStore, hardware, versions
-from benchmark.harness.spec import read_outbox
+from benchmark.harness.records import OutboxError, RunStateError, RunStore, hardware, versions
+from benchmark.harness.spec import checked_outbox
 
-RESUMED_SETTINGS = (
-    "methods",
-    "space",
-    "dataset",
-    "data_dir",
-    "download",
-    "preset",
-    "constraint",
-    "seeds",
-    "cache_dir",
-    "cpus_per_trial",
-    "gpus_per_trial",
-    "max_search_seconds",
-    "max_search_samples",
-    "max_trial_seconds",
-    "method_options",
-)
+Texts = Annotated[list[Annotated[str, Strict()]], Field(min_length=1)]
+
+
+@schema_dataclass(config=ConfigDict(extra="ignore"))
+class StoredSettings:
+    """The settings a run stores in its metadata (``settings``) and ``--resume`` takes
+    back, with the types a readable ``metadata.json`` holds."""
+
+    methods: Texts
+    space: Texts
+    dataset: Texts
+    data_dir: Annotated[str, Strict()] | None
+    download: Annotated[bool, Strict()]
+    preset: Annotated[str, Strict()]
+    constraint: Texts
+    seeds: Annotated[list[Annotated[int, Strict()]], Field(min_length=1)]
+    cache_dir: Annotated[str, Strict()] | None
+    cpus_per_trial: Annotated[float, Strict()]
+    gpus_per_trial: Annotated[float, Strict()]
+    max_search_seconds: Annotated[float, Strict()] | None
+    max_search_samples: Annotated[int, Strict()] | None
+    max_trial_seconds: Annotated[float, Strict()] | None
+    method_options: Annotated[str, Strict()] | None
+
+
+RESUMED_SETTINGS = tuple(f.name for f in fields(StoredSettings))
 """The settings a run stores in its metadata and ``--resume`` takes back."""
+
+METADATA_KEYS = ("run_id", "settings", "trials")
+"""Keys ``--resume`` needs in ``metadata.json`` besides the settings' own."""
+
+
+def load_run_metadata(run_dir: Path) -> dict[str, Any]:
+    """``run_dir/metadata.json``, checked for what ``--resume`` needs.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        RunStateError: it is unreadable, not JSON, or of the wrong shape (one line naming
+            the file and the key).
+    """
+    path = Path(run_dir) / "metadata.json"
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        reason = " ".join(str(err).split()).split(". ")[0][:160]
+        raise RunStateError(f"{path} is unreadable ({reason}); {_hint(run_dir)}") from None
+    if not isinstance(meta, dict):
+        raise RunStateError(f"{path} is not a JSON object; {_hint(run_dir)}")
+    for key in METADATA_KEYS:
+        if key not in meta:
+            raise RunStateError(f"{path} has no {key!r} key; {_hint(run_dir)}")
+    if not isinstance(meta["settings"], dict):
+        raise RunStateError(f"{path}: 'settings' is not a JSON object; {_hint(run_dir)}")
+    try:
+        StoredSettings(**{k: v for k, v in meta["settings"].items() if k in RESUMED_SETTINGS})
+    except ValidationError as err:
+        text = schema_error(StoredSettings, err)
+        raise RunStateError(f"{path}: settings {text}; {_hint(run_dir)}") from None
+    return meta
+
+
+def _hint(run_dir: Path) -> str:
+    return (
+        "it cannot be resumed: start a new run (its records stay readable by "
+        f"`python -m benchmark leaderboard {run_dir}`)"
+    )
+
+
+def check_resume_recipe(meta: dict[str, Any], preset_name: str) -> str:
+    """The recipe hash ``--resume`` runs with: the one the run started with, if the preset
+    still has it (``""`` for a run from before recipe hashes).
+
+    Raises:
+        RunStateError: the preset's content changed since the run started (one line).
+    """
+    stored = meta.get("preset_hash")
+    if stored is None and isinstance(meta.get("preset"), dict):  # older runs: from content
+        try:
+            recorded = Preset.from_dict(meta["preset"]).recipe_hash
+        except PresetError:
+            recorded = None
+    else:
+        recorded = stored
+    current = load_preset(preset_name).recipe_hash
+    if recorded is not None and recorded != current:
+        raise RunStateError(
+            f"the recipe changed: preset {preset_name} now has recipe {current}, but run "
+            f"{meta['run_id']} ran with {recorded}; restore the preset file or start a new run"
+        )
+    return stored or ""
 
 
 class RunLockedError(RuntimeError):
@@ -58,6 +136,7 @@ class RunRequest:
     address: str | None = None
     resume: bool = False
     command: str = ""
+    preset_hash: str = ""  # the recipe's content hash (in trial keys); "" for older runs
 
     def trial_settings(self) -> dict[str, Any]:
         """The keyword arguments every :class:`~benchmark.harness.spec.TrialSpec` shares."""
@@ -71,6 +150,7 @@ class RunRequest:
             "max_trial_seconds": s["max_trial_seconds"],
             "cpus": s["cpus_per_trial"],
             "gpus": s["gpus_per_trial"],
+            "preset_hash": self.preset_hash,
         }
 
 
@@ -84,6 +164,7 @@ class RunOutcome:
     frame: pd.DataFrame
     missing: int
     interrupted: bool
+    write_error: str | None = None  # why the run store stopped writing (e.g. a full disk)
 
     @property
     def n_not_ok(self) -> int:
@@ -106,17 +187,23 @@ def execute_run(
 
     Raises:
         RunLockedError: another process holds the run folder.
+        RunStateError: (resume) its records or a trial's outbox are damaged.
         OSError: the run folder cannot be written.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
+    created = not run_dir.exists()
     try:
+        run_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(run_dir / ".lock", blocking=False):
-            store = RunStore.open(run_dir)
+            store = RunStore.open(run_dir, run_id if request.resume else None)
             return _execute_locked(request, run_id, run_dir, store, write_leaderboard, progress)
     except LockedError:
         raise RunLockedError(
             f"run {run_id} is being written by another process; wait for it to end"
         ) from None
+    except OSError:
+        if created:  # nothing of it was kept: no empty folder with a stale lock
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def _execute_locked(
@@ -140,6 +227,7 @@ def _execute_locked(
                 },
                 "executor": request.executor,
                 "preset": load_preset(grid.preset).to_dict(),
+                "preset_hash": request.preset_hash,
                 "versions": versions(),
                 "hardware": hardware(),
                 "trials": [s.key for s in specs],
@@ -149,7 +237,10 @@ def _execute_locked(
     pending = [s for s in specs if s.key not in finished]
     recovered = 0
     for spec in list(pending):  # finished in a worker, but the driver died before storing
-        rows = read_outbox(spec)
+        try:
+            rows = checked_outbox(spec)
+        except OutboxError as err:
+            raise OutboxError(f"{err}: delete it, and --resume reruns that trial") from None
         if rows is not None:
             recovered += store.add(rows) > 0
             pending.remove(spec)
@@ -159,6 +250,7 @@ def _execute_locked(
     extra = f" ({recovered} recovered from worker outboxes)" if recovered else ""
     progress(f"run {run_id}: {what}{extra} → {run_dir}")
     interrupted = False
+    write_error: OSError | None = None
     try:
         if request.executor == "serial":
             runner.run_serial(pending, store, progress)
@@ -173,8 +265,12 @@ def _execute_locked(
             )
     except KeyboardInterrupt:
         interrupted = True
+    except OSError as err:  # the store could not write (a full disk): stop, keep what is there
+        if not store.rows:
+            raise
+        write_error = err
     frame = store.frame()
-    if write_leaderboard is not None and len(frame):
+    if write_leaderboard is not None and len(frame) and write_error is None:
         try:
             write_leaderboard(run_dir)
         except Exception as err:  # noqa: BLE001 - the rows are safe; say so and go on
@@ -184,13 +280,21 @@ def _execute_locked(
             )
     missing = len({s.key for s in specs} - store.finished_trials())
     outcome = RunOutcome(run_id, run_dir, len(specs), frame, missing, interrupted)
+    if write_error is not None:
+        outcome.write_error = write_error.strerror or str(write_error)
+        progress(
+            f"error: cannot write to {run_dir} ({outcome.write_error}); the run stopped, "
+            f"the {len(frame)} rows written before are intact"
+        )
     progress(
         f"run {run_id}: {len(frame)} rows, {outcome.n_not_ok} not ok, {missing} trial(s) "
         f"without rows; results in {run_dir}"
     )
-    if interrupted:
+    if interrupted or write_error is not None:
+        why = "interrupted" if interrupted else "stopped"
+        then = "" if interrupted else "free some space, then "
         progress(
-            f"interrupted: {len(specs) - missing} of {len(specs)} trial(s) done; "
+            f"{why}: {len(specs) - missing} of {len(specs)} trial(s) done; {then}"
             f"finish with `python -m benchmark run --resume {run_id} --out {run_dir.parents[1]}`"
         )
     return outcome

@@ -153,7 +153,12 @@ def run_ray(
     cpus_per_trial: float = 1.0,
     gpus_per_trial: float = 0.0,
 ) -> None:
-    """Run the trials as a Ray Tune grid; rows are stored as each trial reports them."""
+    """Run the trials as a Ray Tune grid; rows are stored as each trial reports them.
+
+    Raises:
+        OSError: the run store could not write a trial's rows (a full disk): the run
+            stopped there; rows written before are intact.
+    """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, private Ray instance
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -194,6 +199,24 @@ def run_ray(
             ) from None
         started_here = True
     interrupted = {"flag": False}  # plain data: Tune pickles the callback below
+    write_failed: list[OSError] = []  # the run store could not write (e.g. a full disk)
+
+    def store_rows(rows: list[dict[str, Any]]) -> bool:
+        """Store ``rows``; on a failed write remember it, so that the run stops."""
+        try:
+            store.add(rows)
+        except OSError as err:
+            write_failed.append(err)
+            return False
+        return True
+
+    class _StopOnWriteFailure(tune.Stopper):
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return bool(write_failed)
+
+        def stop_all(self) -> bool:
+            return bool(write_failed)
+
     labels = {spec.key: (i, _label(spec)) for i, spec in enumerate(specs, 1)}
     total = len(specs)
     starts: dict[str, float] = {}
@@ -212,20 +235,22 @@ def run_ray(
                 return
             spec = TrialSpec(**trial.config["spec"])
             rows = json.loads(result["rows_json"])
-            store.add(rows)
+            if not store_rows(rows):
+                return
             i, label = labels[spec.key]
             took = time.perf_counter() - starts.get(spec.key, time.perf_counter())
             progress(f"[{i}/{total}] {label}: {summarize(rows)} [{took:.0f} s]")
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            if interrupted["flag"]:  # stopped by Ctrl-C: left for --resume
+            if interrupted["flag"] or write_failed:  # stopped: left for --resume
                 return
             spec = TrialSpec(**trial.config["spec"])
             error = str(trial.get_error() or "the worker process died").strip()
             lines = [line for line in error.splitlines() if line.strip()]
             text = f"worker crashed (retried once): {lines[-1] if lines else error}"
             rows = _lost_trial_rows(spec, text)
-            store.add(rows)
+            if not store_rows(rows):
+                return
             i, label = labels[spec.key]
             progress(f"[{i}/{total}] {label}: {summarize(rows)}")
 
@@ -245,11 +270,14 @@ def run_ray(
                 storage_path=str(storage),
                 verbose=0,
                 callbacks=[_Rows()],
+                stop=_StopOnWriteFailure(),
                 failure_config=tune.FailureConfig(max_failures=1),
             ),
         )
         with _graceful_interrupt(interrupted):
             tuner.fit()
+        if write_failed:  # the trials still running were stopped: left for --resume
+            raise write_failed[0]
         if interrupted["flag"]:
             raise KeyboardInterrupt
         finished = store.finished_trials()

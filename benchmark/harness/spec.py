@@ -11,6 +11,7 @@ from typing import Any
 
 from benchmark.arena.files import atomic_write_text, config_hash
 from benchmark.arena.protocol import Task
+from benchmark.harness.records import OutboxError, read_outbox_file
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,15 @@ class TrialSpec:
     cpus: float = 1.0
     gpus: float = 0.0
     max_trial_seconds: float | None = None  # None: the preset's
+    preset_hash: str = ""  # the run's recipe (Preset.recipe_hash); "": not checked
 
     @property
     def key(self) -> str:
-        """Identifies the trial inside a run (resume skips finished keys)."""
+        """Identifies the trial inside a run (resume skips finished keys): method, task,
+        options and the recipe's content hash."""
         options = json.dumps(self.method_options, sort_keys=True)
-        return f"{self.method}|{Task(**self.task).key}|{options}"
+        recipe = f"|recipe={self.preset_hash}" if self.preset_hash else ""
+        return f"{self.method}|{Task(**self.task).key}|{options}{recipe}"
 
     @property
     def trial_dir(self) -> Path:
@@ -57,10 +61,22 @@ def write_outbox(spec: TrialSpec, rows: list[dict[str, Any]]) -> None:
 def read_outbox(spec: TrialSpec) -> list[dict[str, Any]] | None:
     """The rows a worker left for ``spec``, or ``None`` (none, or unreadable)."""
     try:
-        rows = json.loads(spec.outbox.read_text())
-    except (OSError, ValueError):
+        return checked_outbox(spec)
+    except OutboxError:
         return None
-    return rows if isinstance(rows, list) and rows else None
+
+
+def checked_outbox(spec: TrialSpec) -> list[dict[str, Any]] | None:
+    """The rows in ``spec``'s outbox, ``None`` when there is none.
+
+    Raises:
+        OutboxError: the file is unreadable, not JSON, not a list of result rows, or
+            holds another trial's rows.
+    """
+    rows = read_outbox_file(spec.outbox)
+    if rows is not None and any(row.get("trial_key") != spec.key for row in rows):
+        raise OutboxError(f"trial outbox {spec.outbox} holds rows of another trial")
+    return rows
 
 
 LABEL_OPTION = "label"

@@ -30,6 +30,7 @@ from benchmark.arena.protocol import (
     BudgetExceeded,
     Candidate,
     Constraint,
+    ProtocolError,
     SearchIgnoredStop,
     SearchResult,
     Task,
@@ -174,10 +175,15 @@ def _set_up(
     reporter: Callable[[dict[str, Any]], None] | None,
 ) -> tuple[Context, type, DataSplits]:
     """The trial's context (data, space, cached FP checkpoint), method class and splits."""
-    from methods import get_method  # the harness reaches methods only through the registry
+    from methods import get_method, method_preset  # the harness reaches methods only here
 
     task = Task(**spec.task)
     preset = load_preset(task.preset)
+    if spec.preset_hash and preset.recipe_hash != spec.preset_hash:
+        raise ProtocolError(
+            f"the preset {task.preset} changed after the run started (recipe "
+            f"{preset.recipe_hash}, the run's {spec.preset_hash}): restore it, or start a new run"
+        )
     splits = load_splits(
         task.dataset,
         spec.data_dir,
@@ -197,6 +203,7 @@ def _set_up(
         space, splits, preset, seed=task.seed, device=device, cache_dir=spec.cache_dir
     )
     method_cls = get_method(spec.method)
+    section = method_preset(method_cls, preset)
     workdir = spec.trial_dir
     workdir.mkdir(parents=True, exist_ok=True)
     _seed_globals(task.seed)
@@ -212,6 +219,7 @@ def _set_up(
         log=log,
         reporter=reporter,
         options=spec.method_options,
+        preset_section=section,
     )
     return ctx, method_cls, splits
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Annotated
 
 import torch
+from pydantic import Field, Strict
 
-from benchmark.arena import Candidate, Context, SearchResult
+from benchmark.arena import Candidate, Context, SearchResult, preset_schema
 from methods.base import Method
 
 
@@ -200,3 +202,21 @@ class Spending(Method):
         candidate = _uniform(ctx, 4)
         candidate.meta.update(steps=state["step"], runs=state["runs"])
         return SearchResult([candidate])
+
+
+@preset_schema
+class SectionedKeys:
+    """``[methods.sectioned]``: the bits to propose (2, 4 or 8)."""
+
+    bits: Annotated[int, Strict(), Field(ge=2, le=8)] = 8
+
+
+class Sectioned(Method):
+    """Proposes uniform bits read from its own preset section, ``[methods.sectioned]``."""
+
+    name = "sectioned"
+    searches = "bits"
+    preset_section = SectionedKeys
+
+    def search(self, ctx: Context) -> SearchResult:
+        return SearchResult([_uniform(ctx, ctx.preset_section.bits)])
