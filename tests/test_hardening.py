@@ -210,6 +210,7 @@ def test_a_full_disk_under_ray_stops_the_run_and_keeps_its_rows(
     plugins: None,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
+    umask_022: None,
 ) -> None:
     out = tmp_path / "out"
     methods = "mpqbench_fake:AllW4,uniform"
@@ -234,6 +235,9 @@ def test_a_full_disk_under_ray_stops_the_run_and_keeps_its_rows(
     assert rows["trial_key"].nunique() == 2
     kept = rows[rows["trial_key"] == first["trial_key"].iloc[0]]
     assert len(kept) == len(first)
+    for path in run_dir.rglob("*"):  # Ray's files in the run folder too
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o755 if path.is_dir() else 0o644), (oct(mode), path)
 
 
 def test_the_leaderboard_set_is_written_whole_or_not_at_all(
