@@ -16,7 +16,7 @@ import pandas as pd
 from benchmark.arena.files import LockedError, file_lock
 from benchmark.arena.presets import load_preset
 from benchmark.harness import runner
-from benchmark.harness.records import RunStore, hardware, versions
+from benchmark.harness.records import RunStore, hardware, record_fp_starting_points, versions
 from benchmark.harness.spec import read_outbox
 
 RESUMED_SETTINGS = (
@@ -173,6 +173,7 @@ def _execute_locked(
             )
     except KeyboardInterrupt:
         interrupted = True
+    record_fp_starting_points(store)  # the shared FP cost, shown once
     frame = store.frame()
     if write_leaderboard is not None and len(frame):
         try:
