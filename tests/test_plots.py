@@ -9,14 +9,10 @@ import pandas as pd
 import pytest
 
 from benchmark.harness.records import ResultRow, rows_to_frame
-from benchmark.report.plots import (
-    constraint_ratio,
-    plot_accuracy_vs_bitops,
-    plot_accuracy_vs_search_cost,
-    safe_name,
-    selected_per_trial,
-    write_plots,
-)
+from benchmark.report.figures import constraint_ratio, safe_name
+from benchmark.report.plot_fronts import plot_accuracy_vs_bitops
+from benchmark.report.plot_search_cost import plot_accuracy_vs_search_cost, selected_per_trial
+from benchmark.report.plots import write_plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -199,6 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument(
         "--out", default=None, help="where to write (default: the single run dir, else results/)"
     )
+    lb.add_argument(
+        "--all-repeats",
+        action="store_true",
+        help="show every repeat of a (method, task, seed) as its own entry, named "
+        "'method (run ID)' (default: only its most recent finished trial counts)",
+    )
+    lb.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="pool records of different mpqbench versions / git SHAs and older records "
+        "formats (default: each is kept in its own task groups, with a warning)",
+    )
 
     ls = sub.add_parser("list", help="list methods, spaces, datasets, presets")
     ls.add_argument(
