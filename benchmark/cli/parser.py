@@ -160,8 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--address", default=None, help="join a running Ray cluster (e.g. auto or HOST:6379)"
     )
-    run.add_argument("--cpus-per-trial", type=_positive_float, default=1.0)
-    run.add_argument("--gpus-per-trial", type=_non_negative_float, default=0.0)
+    run.add_argument(
+        "--cpus-per-trial",
+        type=_positive_float,
+        default=1.0,
+        help="CPUs per trial (default 1); on a CPU, device-hours are wall hours × these CPUs",
+    )
+    run.add_argument(
+        "--gpus-per-trial",
+        type=_non_negative_float,
+        default=0.0,
+        help="GPUs per trial, fractions allowed (default 0); on a GPU, device-hours are wall "
+        "hours × this fraction",
+    )
     run.add_argument(
         "--max-search-seconds",
         type=_positive_float,
