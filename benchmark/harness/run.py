@@ -173,7 +173,10 @@ def _execute_locked(
             )
     except KeyboardInterrupt:
         interrupted = True
-    record_fp_starting_points(store)  # the shared FP cost, shown once
+    try:
+        record_fp_starting_points(store)  # the shared FP cost, shown once
+    except OSError as err:  # the rows are safe; say so and go on
+        progress(f"warning: FP starting points not recorded in metadata.json ({err})")
     frame = store.frame()
     if write_leaderboard is not None and len(frame):
         try:
