@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 
 from benchmark.harness.records import ResultRow, RunStore, rows_to_frame
-from benchmark.report.aggregate import AGGREGATE_COLUMNS, aggregate, average_rank
+from benchmark.report.aggregate import AGGREGATE_COLUMNS, aggregate
 from benchmark.report.leaderboard import Leaderboard, build_leaderboard
 from benchmark.report.load import LeaderboardError, load_runs
 from benchmark.report.pareto import hypervolume, hypervolume_table, pareto_front
+from benchmark.report.ranks import average_rank
 from benchmark.report.render import write_leaderboard
 
 TASK = {
@@ -228,18 +229,28 @@ def test_hypervolume_edge_cases() -> None:
     assert pareto_front([]).shape == (0, 2)
 
 
-def test_hypervolume_table_pools_constraints_and_seeds() -> None:
+def test_hypervolume_table_is_per_seed_then_averaged() -> None:
     frame = frame_of(
-        row("A", 0, 0, constraint="bitops<=0.25", bitops_ratio_w8a8=0.25, top1_test=90.0),
-        row("A", 1, 0, constraint="bitops<=0.5", bitops_ratio_w8a8=0.5, top1_test=92.0),
-        row("A", 1, 1, constraint="bitops<=0.75", bitops_ratio_w8a8=0.6, top1_test=91.0),
+        # seed 0: one candidate -> front {(0.25, 90)}: HV = 0.75 * 90 = 67.5
+        row("A", 0, 0, constraint="bitops<=0.25", bitops_ratio_w8a8=0.25, top1_val=90.0,
+            top1_test=90.0),
+        # seed 1, pooled over its constraints: (0.5, 92) dominates (0.6, 91): HV = 0.5 * 92
+        row("A", 1, 0, constraint="bitops<=0.5", bitops_ratio_w8a8=0.5, top1_val=92.0,
+            top1_test=92.0),
+        row("A", 1, 1, constraint="bitops<=0.75", bitops_ratio_w8a8=0.6, top1_val=91.0,
+            top1_test=91.0),
         infeasible("A", 1, 2, top1_test=99.0),
         failed("B", 0),
-    )
+    )  # fmt: skip
     hv = hypervolume_table(frame).set_index("method")
-    assert hv.loc["A", "hypervolume"] == pytest.approx(68.5)
-    assert hv.loc["A", "n_points"] == 3 and hv.loc["A", "n_front"] == 2
-    assert hv.loc["B", "hypervolume"] == 0.0 and hv.loc["B", "n_points"] == 0
+    values = [67.5, 46.0]
+    assert hv.loc["A", "hypervolume_mean"] == pytest.approx(np.mean(values))
+    assert hv.loc["A", "hypervolume_std"] == pytest.approx(np.std(values, ddof=1))
+    t = 12.706204736174698  # t_{0.975, 1}
+    assert hv.loc["A", "hypervolume_ci95"] == pytest.approx(t * np.std(values, ddof=1) / 2**0.5)
+    assert hv.loc["A", "n"] == 2 and hv.loc["A", "seeds"] == "0,1"
+    assert hv.loc["A", "median_seed"] == 1  # the lower of two: 46 < 67.5
+    assert hv.loc["B", "hypervolume_mean"] == 0.0 and hv.loc["B", "n"] == 1  # ran, no point
 
 
 # ---------------------------------------------------------------------------------- loading

@@ -9,14 +9,10 @@ import pandas as pd
 import pytest
 
 from benchmark.harness.records import ResultRow, rows_to_frame
-from benchmark.report.plots import (
-    constraint_ratio,
-    plot_accuracy_vs_bitops,
-    plot_accuracy_vs_search_cost,
-    safe_name,
-    selected_per_trial,
-    write_plots,
-)
+from benchmark.report.figures import constraint_ratio, safe_name
+from benchmark.report.plot_fronts import plot_accuracy_vs_bitops
+from benchmark.report.plot_search_cost import plot_accuracy_vs_search_cost, selected_per_trial
+from benchmark.report.plots import write_plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -120,3 +116,74 @@ def test_safe_name() -> None:
         == "acc_mbv3-cifar_cifar10_a-b-c-0.5"
     )
     assert safe_name("../..") == "plot"
+
+
+# ------------------------------------------------------------ what the figures show
+def _texts(fig) -> str:
+    parts = [t.get_text() for t in fig.texts]
+    for ax in fig.axes:
+        parts += [t.get_text() for t in ax.texts]
+        parts += [ax.get_title(loc="left"), ax.get_title()]
+        parts += [label.get_text() for label in ax.get_xticklabels()]
+    return "\n".join(parts)
+
+
+def test_search_cost_figure_panels_counts_failures_and_no_search(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from benchmark.report.plot_search_cost import figures_accuracy_vs_search_cost
+
+    frame = rows_to_frame(
+        [
+            # two trials of A at exactly the same cost and accuracy: one point, labelled ×2
+            row("A", 0, 0, 0.4, 80.0, search_device_hours=0.1, samples_processed=100),
+            row("A", 1, 0, 0.4, 80.0, search_device_hours=0.1, samples_processed=100),
+            row("A", 0, 0, 0.2, 70.0, constraint="bitops<=0.25", search_device_hours=0.3,
+                samples_processed=100),
+            # no search at all: the "no search" column, not a log axis's far left
+            row("U", 0, 0, 0.4, 75.0, search_device_hours=1e-8, samples_processed=0),
+            # no point: listed under the figure
+            row("F", 2, -1, math.nan, math.nan, status="over_budget", track="none"),
+        ]
+    )  # fmt: skip
+    (fig,) = figures_accuracy_vs_search_cost(frame).values()
+    try:
+        text = _texts(fig)
+        assert "bitops<=0.25" in text and "bitops<=0.5" in text  # a panel per constraint
+        assert len(fig.axes) == 4  # 2 constraints × ("no search", cost)
+        assert "×2" in text
+        assert "no search" in text
+        assert "F bitops<=0.5 seed 2 (over_budget)" in text
+        no_search_axes = [ax for ax in fig.axes if "no search" in _tick_labels(ax)]
+        drawn = [o for ax in no_search_axes for o in ax.collections if len(o.get_offsets())]
+        assert len(drawn) == 1 and list(drawn[0].get_offsets()[0]) == [1.0, 75.0]  # U's slot
+    finally:
+        plt.close(fig)
+
+
+def _tick_labels(ax) -> list[str]:
+    return [label.get_text() for label in ax.get_xticklabels()]
+
+
+def test_bitops_figure_draws_each_seeds_front() -> None:
+    import matplotlib.pyplot as plt
+
+    from benchmark.report.plot_fronts import figures_accuracy_vs_bitops
+
+    frame = rows_to_frame(
+        [
+            row("A", 0, 0, 0.25, 90.0), row("A", 0, 1, 0.5, 92.0),
+            row("A", 1, 0, 0.25, 88.0), row("A", 1, 1, 0.5, 91.0),
+            row("A", 2, 0, 0.3, 85.0),
+        ]
+    )  # fmt: skip
+    (fig,) = figures_accuracy_vs_bitops(frame).values()
+    try:
+        ax = fig.axes[0]
+        fronts = [line for line in ax.lines if line.get_drawstyle().startswith("steps")]
+        assert len(fronts) == 3  # one per seed, not one pooled front
+        widths = sorted(line.get_linewidth() for line in fronts)
+        assert widths == [0.8, 0.8, 2.0]  # the median-hypervolume seed is drawn thick
+        assert "A (3 seed(s); thick: seed 1)" in [t.get_text() for t in ax.get_legend().texts]
+    finally:
+        plt.close(fig)

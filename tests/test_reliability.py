@@ -27,7 +27,12 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 TINY = str(HERE / "tiny.toml")
 PLUGINS = str(HERE / "plugins")
-TIMING = ["search_device_hours", "finetune_device_hours", "eval_seconds", "finished_at"]
+TIMING = [
+    *("search_device_hours", "search_wall_hours", "search_cpu_seconds"),
+    *("finetune_device_hours", "finetune_wall_hours", "finetune_cpu_seconds"),
+    *("eval_seconds", "finished_at"),
+    "fp_source",  # the first trial to need the FP start builds it, the others load it
+]
 
 
 @pytest.fixture()

@@ -183,7 +183,7 @@ class Context(Toolkit):
         if not isinstance(payload, dict) or "spent" not in payload:
             return None
         spent = payload["spent"]
-        self.budget.restore(spent["samples"], spent["seconds"])
+        self.budget.restore(spent["samples"], spent["seconds"], spent.get("cpu_seconds", 0.0))
         return spent
 
     # anytime candidates -----------------------------------------------------------------

@@ -203,11 +203,19 @@ class BudgetMeter:
     the normal end of a search, whose offered candidates the harness then evaluates.
     """
 
-    def __init__(self, budget: Budget, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        budget: Budget,
+        clock: Callable[[], float] = time.perf_counter,
+        cpu_clock: Callable[[], float] = time.process_time,
+    ) -> None:
         self.budget = budget
         self._clock = clock
+        self._cpu_clock = cpu_clock
         self._start = clock()
+        self._cpu_start = cpu_clock()
         self._earlier_seconds = 0.0
+        self._earlier_cpu_seconds = 0.0
         self.samples = 0
 
     @property
@@ -215,15 +223,22 @@ class BudgetMeter:
         """Wall seconds spent, an interrupted earlier attempt's included."""
         return self._earlier_seconds + self._clock() - self._start
 
-    def restore(self, samples: int, seconds: float) -> None:
+    @property
+    def cpu_seconds(self) -> float:
+        """This process's CPU seconds (all threads) spent, an earlier attempt's included
+        (not a budget: what the harness records beside the wall time)."""
+        return self._earlier_cpu_seconds + self._cpu_clock() - self._cpu_start
+
+    def restore(self, samples: int, seconds: float, cpu_seconds: float = 0.0) -> None:
         """Count what an interrupted attempt of this search spent (``--resume``)."""
         self.samples += int(samples)
         self._earlier_seconds += float(seconds)
+        self._earlier_cpu_seconds += float(cpu_seconds)
 
     def spent(self) -> dict[str, float]:
-        """What was spent so far: ``{"samples": ..., "seconds": ...}`` (saved with a
-        search checkpoint)."""
-        return {"samples": self.samples, "seconds": self.seconds}
+        """What was spent so far: ``{"samples": ..., "seconds": ..., "cpu_seconds": ...}``
+        (saved with a search checkpoint)."""
+        return {"samples": self.samples, "seconds": self.seconds, "cpu_seconds": self.cpu_seconds}
 
     def seconds_left(self) -> float:
         return self.budget.max_search_seconds - self.seconds

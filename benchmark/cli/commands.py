@@ -276,7 +276,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if outcome.n_not_ok or outcome.missing else EXIT_OK
 
 
-def _write_leaderboard(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
+def _write_leaderboard(
+    run_dirs: Sequence[Path], out_dir: Path, *, all_repeats: bool = False, allow_mixed: bool = False
+) -> list[Path]:
     try:
         from benchmark.report.leaderboard import build_leaderboard
         from benchmark.report.load import load_runs
@@ -287,13 +289,14 @@ def _write_leaderboard(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         frame = load_runs(list(run_dirs))
+        board = build_leaderboard(frame, all_repeats=all_repeats, allow_mixed=allow_mixed)
     for warning in caught:  # e.g. an unreadable records file: one line each, then go on
         print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".leaderboard-", dir=out_dir))
     try:  # the set is written whole or not at all: staged, then renamed into place
-        staged = write_leaderboard(build_leaderboard(frame), staging)
-        staged += write_plots(frame, staging)
+        staged = write_leaderboard(board, staging)
+        staged += write_plots(board.frame, staging)
         paths = [out_dir / path.name for path in staged]
         for path, target in zip(staged, paths, strict=True):
             os.replace(path, target)
@@ -320,7 +323,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     except InputError as err:
         raise UsageError(str(err)) from None
     try:
-        _write_leaderboard(dirs, out)
+        _write_leaderboard(dirs, out, all_repeats=args.all_repeats, allow_mixed=args.allow_mixed)
     except LeaderboardError as err:
         raise UsageError(f"{err}: pass run folders written by `python -m benchmark run`") from None
     except OSError as err:

@@ -201,13 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--address", default=None, help="join a running Ray cluster (e.g. auto or HOST:6379)"
     )
     run.add_argument(
-        "--cpus-per-trial", type=_positive_float, default=None, help="CPUs per trial (default 1)"
+        "--cpus-per-trial",
+        type=_positive_float,
+        default=None,
+        help="CPUs per trial (default 1); on a CPU, device-hours are wall hours × these CPUs",
     )
     run.add_argument(
         "--gpus-per-trial",
         type=_non_negative_float,
         default=None,
-        help="GPUs per trial, fractions allowed (default 0)",
+        help="GPUs per trial, fractions allowed (default 0); on a GPU, device-hours are wall "
+        "hours × this fraction",
     )
     run.add_argument(
         "--max-search-seconds",
@@ -248,6 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=_folder,
         default=None,
         help="where to write (default: the single run dir, else results/)",
+    )
+    lb.add_argument(
+        "--all-repeats",
+        action="store_true",
+        help="show every repeat of a (method, task, seed) as its own entry, named "
+        "'method (run ID)' (default: only its most recent finished trial counts)",
+    )
+    lb.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="pool records of different mpqbench versions / git SHAs and older records "
+        "formats (default: each is kept in its own task groups, with a warning)",
     )
 
     ls = sub.add_parser("list", help="list methods, spaces, datasets, presets")

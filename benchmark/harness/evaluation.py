@@ -3,7 +3,9 @@ the FP checkpoint) and ``inherit`` (the method's own weights, recalibration only
 
 A candidate with its own fixed-layer convention (``Candidate.fixed``) is costed, checked
 and evaluated on ``space.with_fixed(candidate.fixed)``; each row records that convention
-(``fixed``) and the quantizer config its track used (``quant``).
+(``fixed``) and the quantizer config its track used (``quant``). A track's finetune is
+charged as device-hours (wall hours × the trial's ``device_share`` from ``base``), with its
+wall hours and process CPU seconds beside them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,22 @@ from benchmark.arena.spaces.base import SearchSpace
 from benchmark.harness.outcome import Timer, error_text, status_of
 from benchmark.harness.records import ResultRow
 from benchmark.harness.spec import TrialSpec
+
+NO_FINETUNE = {
+    "finetune_device_hours": 0.0,
+    "finetune_wall_hours": 0.0,
+    "finetune_cpu_seconds": 0.0,
+}
+
+
+def finetune_cost(timer: Timer, device_share: float) -> dict[str, float]:
+    """The finetune-cost columns of a track timed by ``timer`` (device-hours = wall hours ×
+    ``device_share``; NaN when the share is unknown)."""
+    return {
+        "finetune_device_hours": timer.seconds / 3600 * device_share,
+        "finetune_wall_hours": timer.seconds / 3600,
+        "finetune_cpu_seconds": timer.cpu_seconds,
+    }
 
 
 def evaluate_candidate(
@@ -81,7 +99,7 @@ def evaluate_candidate(
                 quant=retrain_quant,
                 top1_val=val,
                 top1_test=test,
-                finetune_device_hours=ft.seconds / 3600,
+                **finetune_cost(ft, base.device_share),
                 eval_seconds=ev.seconds,
             )
         )
@@ -93,7 +111,7 @@ def evaluate_candidate(
                 quant=retrain_quant,
                 status=status_of(err),
                 error=error_text(err),
-                finetune_device_hours=ft.seconds / 3600,
+                **finetune_cost(ft, base.device_share),
             )
         )
     # inherit track: the method's own weights, recalibration only
@@ -122,7 +140,7 @@ def evaluate_candidate(
                     quant=inherit_quant,
                     top1_val=val,
                     top1_test=test,
-                    finetune_device_hours=0.0,
+                    **NO_FINETUNE,
                     eval_seconds=ev.seconds,
                 )
             )

@@ -61,12 +61,24 @@ class ResultRow:
     size_ratio_w8a8: float = float("nan")
     avg_w_bits: float = float("nan")
     avg_a_bits: float = float("nan")
-    search_device_hours: float = float("nan")
-    finetune_device_hours: float = float("nan")
+    search_device_hours: float = float("nan")  # search wall hours × device_share
+    search_wall_hours: float = float("nan")
+    search_cpu_seconds: float = float("nan")  # the trial process's CPU time, all threads
+    finetune_device_hours: float = float("nan")  # finetune wall hours × device_share
+    finetune_wall_hours: float = float("nan")
+    finetune_cpu_seconds: float = float("nan")
     eval_seconds: float = float("nan")
     samples_processed: int = 0
     stopped_by_budget: bool = False  # the budget ended the search; its offered candidates ran
     device: str = ""
+    trial_cpus: float = float("nan")  # CPUs reserved for the trial
+    trial_gpus: float = float("nan")  # GPUs (a fraction of one) reserved for the trial
+    device_share: float = float("nan")  # device units charged: trial_gpus on a GPU, else CPUs
+    fp_samples: int = -1  # the shared FP start's training samples (-1: not recorded)
+    fp_device_hours: float = float("nan")  # its build's wall hours × its builder's share
+    fp_device: str = ""  # where it was built
+    fp_built_at: str = ""  # when it was built (local time, ISO 8601)
+    fp_source: str = ""  # "built" (by this trial) or "cache" (built before); "" unknown
     mpqbench_version: str = ""
     torch_version: str = ""
     ray_version: str = ""
@@ -315,9 +327,10 @@ _STRING_COLUMNS = (
     "run_id", "trial_key", "method", "space", "dataset", "preset", "constraint", "status",
     "error", "candidate", "track", "policy", "arch", "quant", "fixed", "device",
     "mpqbench_version", "torch_version", "ray_version", "git_sha", "finished_at", "extra",
-    "method_options",
+    "method_options", "fp_device", "fp_built_at", "fp_source",
 )  # fmt: skip
-_INT_COLUMNS = ("seed", "candidate_index", "samples_processed")
+_INT_COLUMNS = ("seed", "candidate_index", "samples_processed", "fp_samples")
+_INT_MISSING = {"samples_processed": 0}  # else -1: not recorded
 _BOOL_COLUMNS = ("feasible", "stopped_by_budget")
 _FLOAT_COLUMNS = tuple(
     c for c in COLUMNS if c not in (*_STRING_COLUMNS, *_INT_COLUMNS, *_BOOL_COLUMNS)
@@ -326,15 +339,23 @@ _FLOAT_COLUMNS = tuple(
 
 def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with every schema column present and typed: strings (no NaN), ints,
-    floats and a boolean ``feasible`` (missing counts as not feasible)."""
+    floats and a boolean ``feasible`` (missing counts as not feasible).
+
+    Records written before a column existed read back gracefully: a missing column is
+    empty / NaN / -1 (``samples_processed``: 0), except the wall hours, which older records
+    wrote as their device-hours (device-hours were unscaled wall hours then)."""
     out = frame.copy()
+    if "search_wall_hours" not in out.columns and "search_device_hours" in out.columns:
+        out["search_wall_hours"] = out["search_device_hours"]  # written as wall hours then
+    if "finetune_wall_hours" not in out.columns and "finetune_device_hours" in out.columns:
+        out["finetune_wall_hours"] = out["finetune_device_hours"]
     for col in COLUMNS:
         if col not in out.columns:
             out[col] = np.nan
     for col in _STRING_COLUMNS:
         out[col] = out[col].astype(object).where(out[col].notna(), "").astype(str)
     for col in _INT_COLUMNS:
-        missing = 0 if col == "samples_processed" else -1
+        missing = _INT_MISSING.get(col, -1)
         out[col] = pd.to_numeric(out[col], errors="coerce").fillna(missing).astype("int64")
     for col in _FLOAT_COLUMNS:
         out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
@@ -352,3 +373,59 @@ def _as_bool(value: object) -> bool:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return False
     return bool(value)
+
+
+FP_START_KEYS = ("space", "dataset", "preset", "seed", "fp_built_at", "fp_device")
+
+
+def fp_starting_points(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """The shared FP starts (FP checkpoints / supernets) that ``rows`` were trained from,
+    once each: per (space, dataset, preset, seed) and build, its training ``samples``,
+    ``device_hours`` (its build's wall hours × its builder's device share; NaN where not
+    recorded), ``device``, ``built_at``, ``from_cache`` (no trial among ``rows`` built it:
+    it came from the cache, built earlier), ``built_in_runs`` and ``n_trials`` using it.
+
+    Rows without an FP record (a trial that failed before it, or records written before
+    the ``fp_*`` columns) are left out. This is the cost that is shown once and never
+    charged to a method.
+    """
+    frame = normalise(rows)
+    known = frame[(frame["fp_source"] != "") & (frame["fp_samples"] >= 0)]
+    if known.empty:
+        return []
+    trials = known.drop_duplicates(["run_id", "trial_key"])
+    out = []
+    for key, group in trials.groupby(list(FP_START_KEYS), sort=True):
+        space, dataset, preset, seed, built_at, device = key
+        built = group[group["fp_source"] == "built"]
+        hours = group["fp_device_hours"].dropna()
+        out.append(
+            {
+                "space": space,
+                "dataset": dataset,
+                "preset": preset,
+                "seed": int(seed),
+                "samples": int(group["fp_samples"].max()),
+                "device_hours": float(hours.iloc[0]) if len(hours) else float("nan"),
+                "device": device,
+                "built_at": built_at,
+                "from_cache": built.empty,
+                "built_in_runs": sorted(set(built["run_id"])),
+                "n_trials": len(group),
+            }
+        )
+    return out
+
+
+def record_fp_starting_points(store: RunStore) -> None:
+    """Add the run's :func:`fp_starting_points` to its ``metadata.json`` (key
+    ``fp_starting_points``; NaN device-hours written as ``null``)."""
+    try:
+        metadata = json.loads(store.metadata_path.read_text())
+    except (OSError, ValueError):
+        metadata = {}
+    starts = [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in start.items()}
+        for start in fp_starting_points(store.frame())
+    ]
+    store.write_metadata({**metadata, "fp_starting_points": starts})

@@ -20,7 +20,14 @@ from pydantic.dataclasses import dataclass as schema_dataclass
 from benchmark.arena.files import LockedError, file_lock
 from benchmark.arena.presets import Preset, PresetError, load_preset, schema_error
 from benchmark.harness import runner
-from benchmark.harness.records import OutboxError, RunStateError, RunStore, hardware, versions
+from benchmark.harness.records import (
+    OutboxError,
+    RunStateError,
+    RunStore,
+    hardware,
+    record_fp_starting_points,
+    versions,
+)
 from benchmark.harness.spec import checked_outbox
 
 Texts = Annotated[list[Annotated[str, Strict()]], Field(min_length=1)]
@@ -269,6 +276,11 @@ def _execute_locked(
         if not store.rows:
             raise
         write_error = err
+    if write_error is None:
+        try:
+            record_fp_starting_points(store)  # the shared FP cost, shown once
+        except OSError as err:  # the rows are safe; say so and go on
+            progress(f"warning: FP starting points not recorded in metadata.json ({err})")
     frame = store.frame()
     if write_leaderboard is not None and len(frame) and write_error is None:
         try:

@@ -85,9 +85,9 @@ def summarize(rows: Sequence[dict[str, Any]]) -> str:
             f", best val {best['top1_val']:.1f}% → test {best['top1_test']:.1f}% "
             f"({best['candidate']}, {best['track']}, {best['bitops_ratio_w8a8']:.3f}× W8A8 BitOPs)"
         )
-    hours = rows[0].get("search_device_hours")
+    hours = rows[0].get("search_wall_hours")
     if hours == hours and hours is not None:
-        text += f", search {hours * 3600:.1f} s"
+        text += f", search {hours * 3600:.1f} s"  # wall time: what the user waited
     bad = [r for r in rows if r["status"] != "ok"]
     if bad:
         text += f" — {bad[0]['error'][:160]}"

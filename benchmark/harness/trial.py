@@ -2,8 +2,10 @@
 evaluate every candidate the same way and return result rows.
 
 The harness measures all cost here; a method never reports its own. Search,
-finetune and evaluation are timed separately (device-hours are wall hours on the
-trial's device: one GPU, or the trial's CPU threads).
+finetune and evaluation are timed separately; device-hours are wall hours × the trial's
+share of its device (:mod:`benchmark.harness.accounting`), with the wall hours and the
+process CPU seconds beside them. The shared FP start's own cost is recorded in the
+``fp_*`` columns, never charged to the method.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from benchmark.arena.protocol import (
 )
 from benchmark.arena.recipes.pretrain import fp_starting_point
 from benchmark.arena.spaces import get_space
+from benchmark.arena.spaces.base import SearchSpace
+from benchmark.harness.accounting import DeviceShare, fp_start_fields, trial_device
 from benchmark.harness.evaluation import evaluate_candidate
 from benchmark.harness.outcome import Timer, error_text, status_of
 from benchmark.harness.records import ResultRow, versions
@@ -45,13 +49,6 @@ from benchmark.harness.spec import TrialSpec, constructor_options, variant_name,
 from benchmark.harness.watchdog import SEARCH_GRACE_SECONDS, search_stop, time_limit
 
 EXIT_HARD_TIMEOUT = 3  # a worker that had to end itself past its time limit
-
-
-def _device(spec: TrialSpec) -> tuple[torch.device, str]:
-    if spec.gpus > 0 and torch.cuda.is_available():
-        return torch.device("cuda"), torch.cuda.get_device_name(0)
-    threads = max(1, int(spec.cpus))
-    return torch.device("cpu"), f"cpu ({threads} thread{'s' if threads > 1 else ''})"
 
 
 def _seed_globals(seed: int) -> None:
@@ -81,7 +78,7 @@ def _recorded_names(spec: TrialSpec) -> tuple[str, str]:
     return method, preset
 
 
-def _base_row(spec: TrialSpec, device_name: str) -> ResultRow:
+def _base_row(spec: TrialSpec, share: DeviceShare) -> ResultRow:
     task = Task(**spec.task)
     method, preset = _recorded_names(spec)
     return ResultRow(
@@ -94,7 +91,7 @@ def _base_row(spec: TrialSpec, device_name: str) -> ResultRow:
         preset=preset,
         seed=task.seed,
         constraint=task.constraint,
-        device=device_name,
+        **share.row_fields(),
         **versions(),
     )
 
@@ -106,7 +103,7 @@ def _stamped(rows: list[ResultRow]) -> list[dict[str, Any]]:
 
 def spec_row(spec: TrialSpec, **fields: Any) -> dict[str, Any]:
     """A row for a trial that produced none itself (e.g. its worker crashed)."""
-    return _stamped([replace(_base_row(spec, _device(spec)[1]), **fields)])[0]
+    return _stamped([replace(_base_row(spec, trial_device(spec)[1]), **fields)])[0]
 
 
 @dataclass
@@ -114,15 +111,28 @@ class _Progress:
     """What a trial has so far: what a timeout keeps."""
 
     base: ResultRow  # the trial's row before its candidates (search cost once known)
+    share: DeviceShare  # what the trial's time is charged as
     rows: list[ResultRow] = field(default_factory=list)  # candidate rows finished
-    search_t0: float | None = None  # perf_counter() when the search started
+    search_t0: tuple[float, float] | None = None  # (perf_counter, process_time) at its start
 
     def timed_out(self, limit: float) -> list[dict[str, Any]]:
         text = f"TrialTimeout: the trial ran past its time limit of {limit:g} s"
         row = replace(self.base, status="timeout", error=text)
         if self.search_t0 is not None and math.isnan(row.search_device_hours):
-            row = replace(row, search_device_hours=(time.perf_counter() - self.search_t0) / 3600)
+            wall = time.perf_counter() - self.search_t0[0]
+            cpu = time.process_time() - self.search_t0[1]
+            row = replace(row, **search_cost(self.share, wall, cpu))
         return _stamped([*self.rows, row])
+
+
+def search_cost(share: DeviceShare, wall_seconds: float, cpu_seconds: float) -> dict[str, float]:
+    """The search-cost columns of a search that took ``wall_seconds`` of wall time and
+    ``cpu_seconds`` of the process's CPU time (device-hours = wall × share)."""
+    return {
+        "search_device_hours": share.device_hours(wall_seconds),
+        "search_wall_hours": wall_seconds / 3600,
+        "search_cpu_seconds": cpu_seconds,
+    }
 
 
 def run_trial(
@@ -141,9 +151,9 @@ def run_trial(
     process ``grace`` seconds after the limit.
     """
     torch.set_num_threads(max(1, int(spec.cpus)))
-    device, device_name = _device(spec)
+    device, share = trial_device(spec)
     log = logging.getLogger(f"mpqbench.trial.{spec.method}")
-    progress = _Progress(_base_row(spec, device_name))
+    progress = _Progress(_base_row(spec, share), share)
     limit = spec.max_trial_seconds
 
     def hard_timeout() -> None:
@@ -152,7 +162,7 @@ def run_trial(
         os._exit(EXIT_HARD_TIMEOUT)
 
     try:
-        ctx, method_cls, splits = _set_up(spec, device, log, reporter)
+        ctx, method_cls, splits = _set_up(spec, device, share, log, reporter, progress)
         if limit is None:
             limit = ctx.preset.budget.max_trial_seconds
         # search + evaluation; FP pretraining is not the method's
@@ -171,10 +181,16 @@ def run_trial(
 def _set_up(
     spec: TrialSpec,
     device: torch.device,
+    share: DeviceShare,
     log: logging.Logger,
     reporter: Callable[[dict[str, Any]], None] | None,
+    progress: _Progress,
 ) -> tuple[Context, type, DataSplits]:
-    """The trial's context (data, space, cached FP checkpoint), method class and splits."""
+    """The trial's context (data, space, cached FP checkpoint), method class and splits.
+
+    The FP start's record goes into ``progress.base`` (its ``fp_*`` columns); the harness's
+    own warm-up runs here, before the budget's and the search's clocks start.
+    """
     from methods import get_method, method_preset  # the harness reaches methods only here
 
     task = Task(**spec.task)
@@ -199,9 +215,17 @@ def _set_up(
         spec.max_search_seconds or preset.budget.max_search_seconds,
         spec.max_search_samples or preset.budget.max_search_samples,
     )
-    fp_state, _ = fp_starting_point(
-        space, splits, preset, seed=task.seed, device=device, cache_dir=spec.cache_dir
+    fp_state, fp_info = fp_starting_point(
+        space,
+        splits,
+        preset,
+        seed=task.seed,
+        device=device,
+        cache_dir=spec.cache_dir,
+        built_by={"device": share.device, "device_share": share.share},
     )
+    progress.base = replace(progress.base, **fp_start_fields(fp_info))
+    _warm_up(space)
     method_cls = get_method(spec.method)
     section = method_preset(method_cls, preset)
     workdir = spec.trial_dir
@@ -224,6 +248,14 @@ def _set_up(
     return ctx, method_cls, splits
 
 
+def _warm_up(space: SearchSpace) -> None:
+    """What the harness's first cost query costs once per process (torch's lazy imports in
+    the FLOP counter: ~1.7 s on a CPU), paid before the clocks start, not by the method:
+    profiling the reference architecture and building its cost table (both cached)."""
+    space.reference()
+    space.cost_table(space.reference_arch)
+
+
 def _search_and_evaluate(
     spec: TrialSpec,
     ctx: Context,
@@ -239,14 +271,17 @@ def _search_and_evaluate(
     if earlier is not None:
         log.info("resuming a search that had spent %s", earlier)
     earlier_seconds = 0.0 if earlier is None else float(earlier["seconds"])
+    earlier_cpu = 0.0 if earlier is None else float(earlier.get("cpu_seconds", 0.0))
 
     def with_cost(row: ResultRow, **fields: Any) -> ResultRow:
-        hours = (earlier_seconds + search_timer.seconds) / 3600
-        return replace(row, search_device_hours=hours, samples_processed=meter.samples, **fields)
+        wall = earlier_seconds + search_timer.seconds
+        cpu = earlier_cpu + search_timer.cpu_seconds
+        cost = search_cost(progress.share, wall, cpu)
+        return replace(row, **cost, samples_processed=meter.samples, **fields)
 
     try:
         method = method_cls(**constructor_options(spec.method_options))
-        progress.search_t0 = time.perf_counter()
+        progress.search_t0 = (time.perf_counter(), time.process_time())
         result, stopped = _search(method, ctx, search_timer)
     except SearchIgnoredStop:
         text = (

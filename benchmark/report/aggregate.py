@@ -1,24 +1,20 @@
-"""Aggregation and rankings of result rows: per task group, method and seed.
+"""The leaderboard's main table: per task group and method, counts, the validation-selected
+candidate's test accuracy over seeds, its per-seed rank and its costs.
 
 Units: accuracies (``top1_*``) are percent, ``bitops`` BitOPs per image, ``bitops_ratio_w8a8``
-a ratio to the same model at uniform W8A8, ``size_bits`` bits, device time in hours.
+a ratio to the same model at uniform W8A8, ``size_bits`` bits, device and wall time in hours,
+CPU time in seconds.
 
-Protocol (DESIGN.md §1):
+Protocol (DESIGN.md §1; selection in :mod:`benchmark.report.selection`, ranks in
+:mod:`benchmark.report.ranks`, costs in :mod:`benchmark.report.costs`):
 
-* A *task group* is (space, dataset, preset, constraint, track). Per method and seed the
-  harness's candidate with the best **validation** accuracy among the feasible ``ok``
-  candidates is selected; its **test** accuracy is what the tables report (mean ± std over
-  seeds, std with ddof=1, NaN for one seed). Test accuracy never drives a selection.
-* Methods are ranked per task group by mean test accuracy (1 = best, ties averaged, a method
-  without any feasible result shares the last places); the ranks are averaged over groups.
-* The hypervolume of the accuracy-vs-BitOPs front (cost = BitOPs / W8A8 BitOPs, minimised;
-  accuracy in %, maximised; reference point (1.0, 0 %)) is computed per method and
-  (space, dataset, preset, track) from every feasible ``ok`` candidate, pooled over
-  constraints and seeds. Its unit is ratio × percent: 100 is the (unreachable) maximum.
-* Rows with ``track == "none"`` (a trial that failed before producing candidates, or an
-  infeasible candidate that was never trained) carry no accuracy; they are counted on every
-  track the method was evaluated on for that (space, dataset, preset), or on every track
-  seen there when the method has no evaluated row at all.
+* Per task group, method and seed the candidate with the best **validation** top-1 is
+  selected; its **test** top-1 is what the tables report: mean ± std over seeds (ddof=1,
+  NaN for one seed), the half-width of its 95% t-interval, and ``n`` (seeds with a result)
+  of ``n_seeds`` (seeds run). A selected candidate without a test score is counted in
+  ``n_missing_test``, never replaced by the next one.
+* ``rank`` is the mean of the method's per-seed ranks in the group (a seed without a
+  result ranks last); NaN in a group no other method ran.
 """
 
 from __future__ import annotations
@@ -26,19 +22,24 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from benchmark.harness.records import normalise
-
-TASK_KEYS: tuple[str, ...] = ("space", "dataset", "preset", "constraint", "track")
-GROUP_KEYS: tuple[str, ...] = (*TASK_KEYS, "method")
-TRIAL_KEYS: tuple[str, ...] = ("run_id", "trial_key")
-CANDIDATE_KEYS: tuple[str, ...] = ("run_id", "trial_key", "candidate_index", "track")
-EVAL_TRACKS: tuple[str, ...] = ("retrain", "inherit")
+from benchmark.report.costs import COST_COLUMNS, cost_means, trial_costs
+from benchmark.report.ranks import group_rank
+from benchmark.report.selection import (
+    GROUP_KEYS,
+    TASK_KEYS,
+    TRIAL_KEYS,
+    assign_tracks,
+    prepared,
+    seed_results,
+)
+from benchmark.report.stats import t_half_width
 
 AGGREGATE_COLUMNS: tuple[str, ...] = (
     *GROUP_KEYS,
-    "rank",  # rank in the task group by top1_test_mean (1 = best, ties averaged)
-    "n",  # seeds with a feasible ok candidate on this track
-    "n_seeds",  # seeds seen for this method in this group (any status)
+    "rank",  # mean over seeds of the per-seed rank (1 = best); NaN when never ranked
+    "n",  # seeds whose selected candidate has a test score
+    "n_seeds",  # seeds run for this method in this group (any status)
+    "n_missing_test",  # seeds whose selected candidate has no test score
     "n_trials",
     "n_feasible",  # feasible ok candidates evaluated on this track
     "n_infeasible",  # candidates over the constraint (never trained)
@@ -47,115 +48,52 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
     "seeds",  # the seeds behind ``n``, comma separated
     "top1_test_mean",  # % (test accuracy of the val-selected candidate, mean over seeds)
     "top1_test_std",  # % (ddof=1; NaN for n == 1)
+    "top1_test_ci95",  # % (half-width of the 95% t-interval of the mean; NaN for n == 1)
     "top1_test_best",  # % (best over seeds of the val-selected candidates)
     "top1_val_mean",  # %
     "bitops_mean",  # BitOPs per image
     "bitops_ratio_w8a8_mean",  # ratio to W8A8
     "size_bits_mean",  # bits
-    "search_device_hours_mean",  # hours per trial
+    "search_device_hours_mean",  # device-hours per trial: wall hours × device share
+    "search_wall_hours_mean",  # hours per trial
+    "search_cpu_seconds_mean",  # process CPU seconds per trial
     "search_samples_mean",  # training samples processed by the search, per trial
-    "finetune_device_hours_mean",  # hours per trial (sum over the trial's candidates)
+    "finetune_device_hours_mean",  # device-hours per trial (sum over its candidates)
+    "finetune_wall_hours_mean",  # hours per trial (sum over its candidates)
+    "finetune_cpu_seconds_mean",  # CPU seconds per trial (sum over its candidates)
+    "device_shares",  # the trials' "share × device", e.g. "0.5 × NVIDIA H200"
 )
 
-
-# ----------------------------------------------------------------------------- aggregation
-def eligible(frame: pd.DataFrame) -> pd.Series:
-    """Rows that count for accuracy: ok, feasible, evaluated, finite val and test accuracy."""
-    return (
-        (frame["status"] == "ok")
-        & frame["feasible"]
-        & frame["track"].isin(EVAL_TRACKS)
-        & np.isfinite(frame["top1_val"])
-        & np.isfinite(frame["top1_test"])
-    )
-
-
-def assign_tracks(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows with ``track == "none"`` copied onto the evaluation tracks they count for.
-
-    The tracks are those the method was evaluated on for that (space, dataset, preset); if
-    it has none, every track seen there for any method; if none at all, ``retrain``.
-    """
-    if frame.empty:
-        return frame.copy()
-    evaluated = frame[frame["track"].isin(EVAL_TRACKS)]
-    none_rows = frame[~frame["track"].isin(EVAL_TRACKS)]
-    if none_rows.empty:
-        return frame.copy()
-    base = ["space", "dataset", "preset"]
-    by_method = evaluated[[*base, "method", "track"]].drop_duplicates()
-    by_space = evaluated[[*base, "track"]].drop_duplicates()
-    pending = none_rows.drop(columns="track").reset_index(drop=True)
-    pending["_row"] = np.arange(len(pending))
-    own = pending.merge(by_method, on=[*base, "method"], how="inner")
-    rest = pending[~pending["_row"].isin(own["_row"])]
-    shared = rest.merge(by_space, on=base, how="left")
-    shared["track"] = shared["track"].fillna("retrain")
-    copies = pd.concat([own, shared], ignore_index=True).drop(columns="_row")
-    return pd.concat([evaluated, copies[list(frame.columns)]], ignore_index=True)
-
-
-def select_per_seed(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per task group, method and seed: the eligible candidate with the best ``top1_val``.
-
-    Ties on validation accuracy go to the cheaper candidate (lower BitOPs ratio), then to
-    the first by (run_id, trial_key, candidate_index); test accuracy is never consulted.
-    Candidates of one seed are pooled over runs (a repeated trial is more candidates).
-    """
-    chosen = frame[eligible(frame)]
-    order = ["top1_val", "bitops_ratio_w8a8", "run_id", "trial_key", "candidate_index"]
-    chosen = chosen.sort_values(
-        order, ascending=[False, True, True, True, True], na_position="last", kind="mergesort"
-    )
-    return chosen.drop_duplicates([*GROUP_KEYS, "seed"], keep="first").reset_index(drop=True)
-
-
-def trial_costs(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (task group, method, trial): search hours and search samples once per
-    trial (the harness repeats them on every row of the trial) and finetune hours summed
-    over the trial's candidates on that track (each candidate is finetuned on its own)."""
-    keys = [*GROUP_KEYS, *TRIAL_KEYS]
-    cost_columns = ["search_device_hours", "search_samples", "finetune_device_hours"]
-    if frame.empty:
-        return pd.DataFrame(columns=[*keys, *cost_columns])
-    trials = frame.groupby(list(TRIAL_KEYS))
-    search = trials["search_device_hours"].max()
-    samples = trials["samples_processed"].max()
-    candidates = frame.drop_duplicates(list(CANDIDATE_KEYS))
-    finetune = candidates.groupby(keys)["finetune_device_hours"].sum(min_count=1)
-    out = finetune.reset_index()
-    index = pd.MultiIndex.from_frame(out[list(TRIAL_KEYS)])
-    out["search_device_hours"] = search.reindex(index).to_numpy()
-    out["search_samples"] = samples.reindex(index).to_numpy().astype("float64")
-    return out[[*keys, *cost_columns]]
+_STAT_COLUMNS = (
+    "n", "seeds", "top1_test_mean", "top1_test_std", "top1_test_ci95", "top1_test_best",
+    "top1_val_mean", "bitops_mean", "bitops_ratio_w8a8_mean", "size_bits_mean",
+)  # fmt: skip
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per (space, dataset, preset, constraint, track, method): counts, the val-selected
-    candidate's test accuracy over seeds (mean, std, best, %), its mean cost (BitOPs, ratio
-    to W8A8, bits) and the mean search / finetune device-hours per trial.
+    """Per (code version, space, dataset, preset, constraint, track, method): counts, the
+    val-selected candidate's test accuracy over seeds (%), its mean cost (BitOPs, ratio to
+    W8A8, bits), its rank, and the mean search / finetune costs per trial.
 
-    Columns: :data:`AGGREGATE_COLUMNS`; sorted by task group, then mean accuracy (best first).
+    Columns: :data:`AGGREGATE_COLUMNS`; sorted by task group, then rank, then mean accuracy.
     """
-    frame = normalise(frame)
+    frame = prepared(frame)
     if frame.empty:
         return pd.DataFrame(columns=list(AGGREGATE_COLUMNS))
     rows = assign_tracks(frame)
     keys = list(GROUP_KEYS)
-    counts = _counts(rows)
-    stats = _accuracy_stats(select_per_seed(rows))
-    cost_columns = ["search_device_hours", "search_samples", "finetune_device_hours"]
-    costs = trial_costs(rows).groupby(keys)[cost_columns]
-    costs = costs.mean().add_suffix("_mean").reset_index()
-    out = counts.merge(stats, on=keys, how="left").merge(costs, on=keys, how="left")
+    seeds = seed_results(rows)
+    out = _counts(rows).merge(_accuracy_stats(seeds), on=keys, how="left")
+    out = out.merge(group_rank(seeds)[[*keys, "rank"]], on=keys, how="left")
+    out = out.merge(cost_means(trial_costs(rows)), on=keys, how="left")
     out["n"] = out["n"].fillna(0).astype("int64")
     out["seeds"] = out["seeds"].fillna("")
-    out["rank"] = out.groupby(list(TASK_KEYS))["top1_test_mean"].rank(
-        ascending=False, method="average", na_option="bottom"
-    )
+    out["device_shares"] = out["device_shares"].fillna("")
+    for column in (*(f"{c}_mean" for c in COST_COLUMNS), "rank"):
+        out[column] = out[column].astype("float64")
     out = out.sort_values(
-        [*TASK_KEYS, "top1_test_mean", "method"],
-        ascending=[True] * len(TASK_KEYS) + [False, True],
+        [*TASK_KEYS, "rank", "top1_test_mean", "method"],
+        ascending=[True] * len(TASK_KEYS) + [True, False, True],
         na_position="last",
         kind="mergesort",
     )
@@ -192,86 +130,36 @@ def _status_summary(statuses: pd.Series) -> str:
     return ", ".join(f"{name}:{counts[name]}" for name in sorted(counts.index))
 
 
-def _accuracy_stats(best: pd.DataFrame) -> pd.DataFrame:
-    """Mean / std / best test accuracy (%) and mean cost over seeds of the selected rows."""
+def _accuracy_stats(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Mean / std / interval / best test accuracy (%) and mean cost over the seeds with a
+    result, and the count of seeds whose selected candidate has no test score."""
     keys = list(GROUP_KEYS)
+    missing = seeds.groupby(keys)["missing_test"].sum().astype("int64")
+    best = seeds[seeds["has_result"]]
     if best.empty:
-        columns = [
-            "n",
-            "seeds",
-            "top1_test_mean",
-            "top1_test_std",
-            "top1_test_best",
-            "top1_val_mean",
-            "bitops_mean",
-            "bitops_ratio_w8a8_mean",
-            "size_bits_mean",
-        ]
-        return pd.DataFrame(columns=[*keys, *columns]).astype(
-            {c: "float64" for c in columns if c != "seeds"}
+        out = pd.DataFrame(columns=[*keys, *_STAT_COLUMNS]).astype(
+            {c: "float64" for c in _STAT_COLUMNS if c != "seeds"}
         )
-    grouped = best.groupby(keys)
-    out = grouped.agg(
-        n=("seed", "nunique"),
-        seeds=("seed", lambda s: ",".join(str(v) for v in sorted(set(s)))),
-        top1_test_mean=("top1_test", "mean"),
-        top1_test_std=("top1_test", lambda s: s.std(ddof=1)),
-        top1_test_best=("top1_test", "max"),
-        top1_val_mean=("top1_val", "mean"),
-        bitops_mean=("bitops", "mean"),
-        bitops_ratio_w8a8_mean=("bitops_ratio_w8a8", "mean"),
-        size_bits_mean=("size_bits", "mean"),
-    )
-    return out.reset_index()
-
-
-# -------------------------------------------------------------------------------- rankings
-def group_ranks(agg: pd.DataFrame, min_methods: int = 2) -> pd.DataFrame:
-    """(method, rank) of every task group with at least ``min_methods`` methods.
-
-    Within a group (space, dataset, preset, constraint, track) rank 1 is the best mean
-    ``top1_test``; ties share the average rank; methods without a feasible result share the
-    last places (also averaged). A group with fewer methods ranks nobody (a lone method's
-    rank 1 says nothing and would flatter methods evaluated on tracks others lack).
-    """
-    if agg.empty:
-        return pd.DataFrame({"method": pd.Series(dtype=str), "rank": pd.Series(dtype=float)})
-    groups = agg.groupby(list(TASK_KEYS), dropna=False)
-    sizes = groups["method"].transform("nunique")
-    ranks = groups["top1_test_mean"].rank(ascending=False, method="average", na_option="bottom")
-    keep = sizes >= min_methods
-    return pd.DataFrame({"method": agg.loc[keep, "method"], "rank": ranks[keep]})
-
-
-def average_rank(agg: pd.DataFrame, min_methods: int = 2) -> pd.Series:
-    """Average over task groups of each method's rank by mean test accuracy (1 = best).
-
-    Ranks as in :func:`group_ranks`; a method is averaged over the groups it is ranked in.
-    Returns a Series indexed by method, named ``average_rank``, best first.
-    """
-    ranks = group_ranks(agg, min_methods)
-    result = ranks.groupby("method")["rank"].mean().sort_values(kind="mergesort")
-    return result.astype("float64").rename("average_rank").rename_axis("method")
-
-
-def rank_table(agg: pd.DataFrame, min_methods: int = 2) -> pd.DataFrame:
-    """Average rank per (track, method) plus ``track == "all"`` over every group.
-
-    Columns: track, method, average_rank, n_groups (groups the method was ranked in).
-    Methods never ranked (alone in all their groups) are listed with NaN and 0 groups.
-    """
-    columns = ["track", "method", "average_rank", "n_groups"]
-    if agg.empty:
-        return pd.DataFrame(columns=columns)
-    parts = []
-    subsets = [(t, agg[agg["track"] == t]) for t in sorted(agg["track"].unique())]
-    for track, subset in [*subsets, ("all", agg)]:
-        ranks = group_ranks(subset, min_methods)
-        table = pd.DataFrame({"method": sorted(subset["method"].unique())})
-        table["average_rank"] = table["method"].map(ranks.groupby("method")["rank"].mean())
-        table["n_groups"] = table["method"].map(ranks["method"].value_counts())
-        table["n_groups"] = table["n_groups"].fillna(0).astype("int64")
-        table = table.sort_values(["average_rank", "method"], na_position="last", kind="mergesort")
-        table.insert(0, "track", track)
-        parts.append(table)
-    return pd.concat(parts, ignore_index=True)[columns]
+    else:
+        out = (
+            best.groupby(keys)
+            .agg(
+                n=("seed", "nunique"),
+                seeds=("seed", lambda s: ",".join(str(v) for v in sorted(set(s)))),
+                top1_test_mean=("top1_test", "mean"),
+                top1_test_std=("top1_test", lambda s: s.std(ddof=1)),
+                top1_test_ci95=("top1_test", t_half_width),
+                top1_test_best=("top1_test", "max"),
+                top1_val_mean=("top1_val", "mean"),
+                bitops_mean=("bitops", "mean"),
+                bitops_ratio_w8a8_mean=("bitops_ratio_w8a8", "mean"),
+                size_bits_mean=("size_bits", "mean"),
+            )
+            .reset_index()
+        )
+    out = missing.rename("n_missing_test").reset_index().merge(out, on=keys, how="left")
+    for column in _STAT_COLUMNS:
+        if column not in ("n", "seeds"):
+            out[column] = out[column].astype("float64")
+    out["top1_test_std"] = out["top1_test_std"].where(np.isfinite(out["top1_test_std"]))
+    return out

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.harness.records import normalise, read_records
-from benchmark.report.aggregate import CANDIDATE_KEYS
+from benchmark.harness.records import COLUMNS, normalise, read_records
+from benchmark.report.selection import CANDIDATE_KEYS
+from benchmark.report.versions import SCHEMA_MISSING
 
 
 class LeaderboardError(ValueError):
@@ -74,13 +75,31 @@ def _read_run(run: Path) -> pd.DataFrame | None:
         return None
     for path in existing:
         try:
-            return read_records(path)
+            frame = read_records(path)
         except Exception as exc:  # noqa: BLE001 - any corrupt file is skipped, not fatal
             warnings.warn(
                 f"leaderboard: cannot read {path} ({type(exc).__name__}: {exc}); skipped",
                 stacklevel=3,
             )
+            continue
+        return _marked_schema(frame, path)
     return None
+
+
+def _marked_schema(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """``frame`` with its :data:`SCHEMA_MISSING` column: the schema columns its file lacks
+    (an older records format: kept apart from complete records, with one warning line)."""
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        shown = ", ".join(missing[:4]) + (
+            f", … ({len(missing)} in all)" if len(missing) > 4 else ""
+        )
+        warnings.warn(
+            f"leaderboard: {path} lacks {len(missing)} schema column(s) ({shown}): an older "
+            "records format, kept apart (--allow-mixed pools it)",
+            stacklevel=4,
+        )
+    return frame.assign(**{SCHEMA_MISSING: ",".join(missing)})
 
 
 def drop_duplicate_rows(frame: pd.DataFrame) -> pd.DataFrame:

@@ -3,162 +3,11 @@
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from benchmark.arena.files import atomic_write_text
-from benchmark.report.aggregate import TASK_KEYS
 from benchmark.report.leaderboard import Leaderboard
-from benchmark.report.pareto import DEFAULT_REF, FRONT_KEYS
-
-
-@dataclass
-class Table:
-    """A rendered table: headers and rows of (text, sort key) cells; ``None`` sorts last."""
-
-    title: str
-    headers: list[str]
-    rows: list[list[tuple[str, float | str | None]]]
-    note: str = ""
-
-
-def _num(value: float, fmt: str) -> tuple[str, float | None]:
-    """``value`` formatted, with its numeric sort key; NaN shows as an em dash."""
-    if value is None or not np.isfinite(value):
-        return "—", None
-    return format(value, fmt), float(value)
-
-
-def _accuracy_cell(row: pd.Series) -> tuple[str, float | None]:
-    """``mean ± std (n=k/s)``: k seeds with a result of s seeds run."""
-    n, seeds = int(row["n"]), int(row["n_seeds"])
-    count = f"(n={n}/{seeds})" if seeds != n else f"(n={n})"
-    mean, std = row["top1_test_mean"], row["top1_test_std"]
-    if n == 0 or not np.isfinite(mean):
-        return f"— {count}", None
-    spread = f" ± {std:.2f}" if np.isfinite(std) else ""
-    return f"{mean:.2f}{spread} {count}", float(mean)
-
-
-def _failure_cell(row: pd.Series) -> tuple[str, float]:
-    n = int(row["n_failures"])
-    text = f"{n} ({row['failure_statuses']})" if n else "0"
-    return text, float(n)
-
-
-def _group_table(key: tuple, group: pd.DataFrame) -> Table:
-    """One task group (space, dataset, preset, constraint, track): a row per method."""
-    headers = [
-        "rank", "method", "top-1 test % (mean ± std)", "best test %", "val %",
-        "BitOPs / W8A8", "GBitOPs", "size KiB", "search h / trial", "search samples / trial",
-        "finetune h / trial", "feasible", "infeasible", "failures",
-    ]  # fmt: skip
-    rows = []
-    for _, row in group.iterrows():
-        rows.append(
-            [
-                _num(row["rank"], "g"),
-                (str(row["method"]), str(row["method"])),
-                _accuracy_cell(row),
-                _num(row["top1_test_best"], ".2f"),
-                _num(row["top1_val_mean"], ".2f"),
-                _num(row["bitops_ratio_w8a8_mean"], ".3f"),
-                _num(row["bitops_mean"] / 1e9, ".4g"),
-                _num(row["size_bits_mean"] / 8 / 1024, ".1f"),
-                _num(row["search_device_hours_mean"], ".3g"),
-                _num(row["search_samples_mean"], ".3g"),
-                _num(row["finetune_device_hours_mean"], ".3g"),
-                (str(int(row["n_feasible"])), float(row["n_feasible"])),
-                (str(int(row["n_infeasible"])), float(row["n_infeasible"])),
-                _failure_cell(row),
-            ]
-        )
-    return Table(" · ".join(str(k) for k in key), headers, rows)
-
-
-def _rank_overview(lb: Leaderboard) -> Table:
-    """Average rank per method: over every group, then per track."""
-    ranks = lb.ranks
-    tracks = [t for t in sorted(ranks["track"].unique()) if t != "all"] if len(ranks) else []
-    headers = ["method", "average rank (all groups)", *[f"avg rank {t}" for t in tracks]]
-    headers += ["groups ranked", "seeds with result / run", "failures"]
-    overall = ranks[ranks["track"] == "all"] if len(ranks) else ranks
-    rows = []
-    for _, row in overall.iterrows():
-        method = row["method"]
-        mine = lb.aggregate[lb.aggregate["method"] == method]
-        cells = [(str(method), str(method)), _num(row["average_rank"], ".2f")]
-        for track in tracks:
-            hit = ranks[(ranks["track"] == track) & (ranks["method"] == method)]
-            cells.append(_num(hit["average_rank"].iloc[0], ".2f") if len(hit) else ("—", None))
-        n_ok, n_all = int(mine["n"].sum()), int(mine["n_seeds"].sum())
-        cells += [
-            (str(int(row["n_groups"])), float(row["n_groups"])),
-            (f"{n_ok} / {n_all}", float(n_ok)),
-            (str(int(mine["n_failures"].sum())), float(mine["n_failures"].sum())),
-        ]
-        rows.append(cells)
-    note = (
-        "Rank 1 = best mean test top-1 in a task group (space, dataset, preset, constraint, "
-        "track); ties averaged; a method with no feasible result shares the last places; "
-        "groups with a single method are not ranked. "
-        "Seeds and failures are summed over task groups (a failed trial counts once per track)."
-    )
-    return Table("Average rank", headers, rows, note)
-
-
-def _hypervolume_overview(lb: Leaderboard) -> Table:
-    """Hypervolume per method (rows) and (space, dataset, preset, track) (columns)."""
-    hv = lb.hypervolume
-    if hv.empty:
-        return Table("Hypervolume", ["method"], [], "No feasible candidates.")
-    hv = hv.assign(column=hv[list(FRONT_KEYS[:-1])].astype(str).agg("/".join, axis=1))
-    columns = sorted(hv["column"].unique())
-    rows = []
-    for method in lb.ranks.loc[lb.ranks["track"] == "all", "method"]:
-        cells: list[tuple[str, float | str | None]] = [(str(method), str(method))]
-        for column in columns:
-            hit = hv[(hv["method"] == method) & (hv["column"] == column)]
-            if hit.empty:
-                cells.append(("—", None))
-            else:
-                value, n_front = hit["hypervolume"].iloc[0], int(hit["n_front"].iloc[0])
-                text, key = _num(value, ".2f")
-                cells.append((f"{text} ({n_front} on front / {int(hit['n_points'].iloc[0])})", key))
-        rows.append(cells)
-    note = (
-        "Area dominated by each method's front of test top-1 (%) vs BitOPs / W8A8 BitOPs, "
-        f"bounded by the reference point (cost {DEFAULT_REF[0]:g}, top-1 {DEFAULT_REF[1]:g} %); "
-        "unit ratio × %, 100 is the unreachable maximum. All feasible ok candidates, pooled "
-        "over constraints and seeds. Columns: space/dataset/preset/track."
-    )
-    return Table("Hypervolume (accuracy vs BitOPs)", ["method", *columns], rows, note)
-
-
-def leaderboard_tables(lb: Leaderboard) -> list[Table]:
-    """The overall tables, then one table per task group."""
-    tables = [_rank_overview(lb), _hypervolume_overview(lb)]
-    if lb.aggregate.empty:
-        return tables
-    for key, group in lb.aggregate.groupby(list(TASK_KEYS), sort=True):
-        tables.append(_group_table(key, group.sort_values("rank", kind="mergesort")))
-    return tables
-
-
-def _provenance(lb: Leaderboard) -> list[str]:
-    runs = ", ".join(f"`{r}`" for r in lb.run_ids) or "(none)"
-    devices = ", ".join(f"`{d}`" for d in lb.devices) or "(not recorded)"
-    return [
-        f"Numbers from {lb.n_rows} result rows of {len(lb.run_ids)} run(s): {runs}.",
-        f"Devices seen (`device` column): {devices}.",
-        "Per method, task and seed the feasible `ok` candidate with the best **validation** "
-        "top-1 is selected; its **test** top-1 (%) is reported as mean ± std over seeds "
-        "(std with ddof=1, none for one seed; n = seeds with a result, /s = seeds run). "
-        "Costs are those of the selected candidates; device-hours are per trial.",
-    ]
+from benchmark.report.tables import Table, leaderboard_tables, provenance
 
 
 def _md_cell(text: str) -> str:
@@ -167,13 +16,12 @@ def _md_cell(text: str) -> str:
 
 def render_markdown(lb: Leaderboard) -> str:
     """The leaderboard as a markdown document."""
-    lines = ["# mpqbench leaderboard", "", *[f"{p}  " for p in _provenance(lb)], ""]
-    tables = leaderboard_tables(lb)
-    for i, table in enumerate(tables):
-        if i == 0:
-            lines += ["## Overall", ""]
-        if i == 2:
-            lines += ["## Task groups (space · dataset · preset · constraint · track)", ""]
+    lines = ["# mpqbench leaderboard", "", *[f"{p}  " for p in provenance(lb)], ""]
+    section = None
+    for table in leaderboard_tables(lb):
+        if table.section != section:
+            section = table.section
+            lines += [f"## {section}", ""]
         lines += [f"### {table.title}", ""]
         if table.note:
             lines += [table.note, ""]
@@ -256,13 +104,13 @@ def _html_table(table: Table) -> str:
 def render_html(lb: Leaderboard) -> str:
     """The leaderboard as one self-contained HTML page (inline CSS and sorting script)."""
     parts = ["<h1>mpqbench leaderboard</h1>"]
-    parts += [f"<p>{_inline_markdown(p)}</p>" for p in _provenance(lb)]
+    parts += [f"<p>{_inline_markdown(p)}</p>" for p in provenance(lb)]
     parts.append("<p class='note'>Click a column header to sort; click again to reverse.</p>")
-    for i, table in enumerate(leaderboard_tables(lb)):
-        if i == 0:
-            parts.append("<h2>Overall</h2>")
-        if i == 2:
-            parts.append("<h2>Task groups (space · dataset · preset · constraint · track)</h2>")
+    section = None
+    for table in leaderboard_tables(lb):
+        if table.section != section:
+            section = table.section
+            parts.append(f"<h2>{html.escape(section)}</h2>")
         parts.append(f"<h3>{html.escape(table.title)}</h3>")
         if table.note:
             parts.append(f"<p class='note'>{html.escape(table.note)}</p>")

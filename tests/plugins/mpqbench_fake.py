@@ -220,3 +220,17 @@ class Sectioned(Method):
 
     def search(self, ctx: Context) -> SearchResult:
         return SearchResult([_uniform(ctx, ctx.preset_section.bits)])
+
+
+class CostQuerying(Method):
+    """Asks for the task's limit and a candidate's cost first thing (what the harness's
+    warm-up must have paid for already), then proposes W4A4."""
+
+    name = "costquerying"
+    searches = "bits"
+
+    def search(self, ctx: Context) -> SearchResult:
+        arch = ctx.space.reference_arch
+        policy = ctx.space.uniform_policy(4, 4, arch)
+        meta = {"limit": ctx.limit, "feasible": ctx.feasible(policy, arch)}
+        return SearchResult([Candidate(policy, label="w4", meta=meta)])

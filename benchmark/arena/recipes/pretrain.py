@@ -13,6 +13,8 @@ shown once and never charged to a method.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -47,11 +49,37 @@ def fp_starting_point(
     seed: int = 0,
     device: torch.device | str = "cpu",
     cache_dir: str | Path | None = None,
+    built_by: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The cached FP start of ``space``: its FP supernet when the space is elastic, else the
-    FP checkpoint of its reference model. Returns ``(state_dict, info)``."""
+    FP checkpoint of its reference model. Returns ``(state_dict, info)``; ``built_by`` as
+    in :func:`pretrain_fp`."""
     pretrain = pretrain_supernet if isinstance(space, ElasticSearchSpace) else pretrain_fp
-    return pretrain(space, splits, preset, seed=seed, device=device, cache_dir=cache_dir)
+    return pretrain(
+        space, splits, preset, seed=seed, device=device, cache_dir=cache_dir, built_by=built_by
+    )
+
+
+def _with_build_record(
+    build: Callable[[], dict[str, Any]], built_by: Mapping[str, Any] | None
+) -> Callable[[], dict[str, Any]]:
+    """``build`` that also records in its info when it was built (``built_at``, local ISO
+    time), its wall and process CPU seconds (``build_seconds``, ``build_cpu_seconds``: the
+    training and the evaluations after it) and what the caller states in ``built_by``."""
+
+    def timed() -> dict[str, Any]:
+        built_at = time.strftime("%Y-%m-%dT%H:%M:%S")
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        payload = build()
+        payload["info"].update(
+            built_at=built_at,
+            build_seconds=time.perf_counter() - wall0,
+            build_cpu_seconds=time.process_time() - cpu0,
+            **dict(built_by or {}),
+        )
+        return payload
+
+    return timed
 
 
 def pretrain_key(space: SearchSpace, splits: DataSplits, preset: Preset, seed: int) -> dict:
@@ -74,11 +102,15 @@ def pretrain_fp(
     seed: int = 0,
     device: torch.device | str = "cpu",
     cache_dir: str | Path | None = None,
+    built_by: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """FP checkpoint of ``space``'s reference model, trained once and cached on disk.
 
     Returns ``(state_dict, info)``; ``info`` holds ``cached`` (bool), the training cost
-    (``seconds``, ``samples``) of the original training and ``val_top1``/``test_top1``.
+    (``seconds``, ``samples``) of the original training and ``val_top1``/``test_top1``;
+    checkpoints built since it was recorded also ``built_at``, ``build_seconds``,
+    ``build_cpu_seconds`` and the facts ``built_by`` states (e.g. ``{"device": "NVIDIA
+    H200", "device_share": 0.5}``: who built it, for its device-hours).
     """
     key = pretrain_key(space, splits, preset, seed)
 
@@ -103,7 +135,8 @@ def pretrain_fp(
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         return {"state_dict": state, "info": info}
 
-    payload, was_cached = cached(Path(cache_dir or default_cache_dir()), "fp", key, build)
+    folder = Path(cache_dir or default_cache_dir())
+    payload, was_cached = cached(folder, "fp", key, _with_build_record(build, built_by))
     return payload["state_dict"], {**payload["info"], "cached": was_cached}
 
 
@@ -160,6 +193,7 @@ def pretrain_supernet(
     seed: int = 0,
     device: torch.device | str = "cpu",
     cache_dir: str | Path | None = None,
+    built_by: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The FP supernet of ``space``, trained once with the sandwich rule and cached on disk.
 
@@ -168,7 +202,8 @@ def pretrain_supernet(
     ``info`` holds ``cached`` (bool), the original training cost (``steps``, ``samples``,
     ``seconds``, ``final_loss``), ``device`` and, per subnet ``largest`` / ``smallest`` /
     ``reference``, its ``arch``, ``macs`` and recalibrated ``val_top1`` / ``test_top1``
-    (percent); ``val_top1`` / ``test_top1`` at top level are the largest subnet's.
+    (percent); ``val_top1`` / ``test_top1`` at top level are the largest subnet's; the
+    build record as in :func:`pretrain_fp` (``built_at``, ``build_seconds``, ...).
     """
     key = supernet_key(space, splits, preset, seed)
 
@@ -206,5 +241,7 @@ def pretrain_supernet(
         }
         return {"state_dict": state, "info": info}
 
-    payload, was_cached = cached(Path(cache_dir or default_cache_dir()), "supernet-fp", key, build)
+    folder = Path(cache_dir or default_cache_dir())
+    build = _with_build_record(build, built_by)
+    payload, was_cached = cached(folder, "supernet-fp", key, build)
     return payload["state_dict"], {**payload["info"], "cached": was_cached}
