@@ -210,12 +210,16 @@ _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "group
 
 
 class _TwiceDifferentiable(TorchFunctionMode):
+    def __init__(self, grouped_conv: bool) -> None:
+        super().__init__()
+        self.grouped_conv = grouped_conv
+
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
         if func is F.hardsigmoid or func is F.hardswish:
             x = args[0] if args else kwargs["input"]
             return _hardsigmoid(x) if func is F.hardsigmoid else x * _hardsigmoid(x)
-        if func is F.conv2d:
+        if func is F.conv2d and self.grouped_conv:
             call = dict(zip(_CONV_ARGS, args, strict=False)) | kwargs
             padding = call.get("padding", 0)
             if (
@@ -227,14 +231,14 @@ class _TwiceDifferentiable(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def twice_differentiable() -> TorchFunctionMode:
+def twice_differentiable(*, grouped_conv: bool = True) -> TorchFunctionMode:
     """A context (``with twice_differentiable(): loss = ...``) in which
     ``F.hardsigmoid`` / ``F.hardswish`` (also through ``nn.Hardswish``) compute
     ``clamp(x/6 + 1/2, 0, 1)`` and ``x·clamp(x/6 + 1/2, 0, 1)``: the same values and first
     derivatives (almost everywhere), out of place, with a double backward; ``F.conv2d`` with
-    ``groups > 1`` and integer padding runs as :func:`grouped_conv2d`. Everything else runs
-    unchanged."""
-    return _TwiceDifferentiable()
+    ``groups > 1`` and integer padding runs as :func:`grouped_conv2d` (``grouped_conv``:
+    off, to compare with torch's own). Everything else runs unchanged."""
+    return _TwiceDifferentiable(grouped_conv)
 
 
 # --- per-layer Hessian-vector products of a model ------------------------------------
@@ -262,14 +266,17 @@ class HessianProbe:
 
     Targets: every layer's weight; with ``inputs``, also its input activations (the tensor
     the layer's forward receives, over all batches: the Hessian is then block-diagonal in
-    the batches; a layer fed by the images themselves gets them as a leaf). ``charge(n)`` is called with ``N`` images before the forward passes and
-    before each product (a Hessian-vector product costs about a training step per image).
+    the batches; a layer fed by the images themselves gets them as a leaf). ``charge(n)``
+    is called with ``N`` images before the forward passes and before each product (a
+    Hessian-vector product costs about a training step per image).
 
     Args:
         model: the model; ``layers`` are module names in it (each must have a ``weight``).
         batches: ``(images, labels)`` pairs, on the model's device.
         inputs: also make the layers' input activations targets.
         charge: called with the number of images each pass processes (the budget).
+        grouped_conv: run grouped convolutions as :func:`grouped_conv2d` (default; off:
+            torch's own, one convolution per group in the double backward).
     """
 
     def __init__(
@@ -280,6 +287,7 @@ class HessianProbe:
         *,
         inputs: bool = False,
         charge: Callable[[int], None] | None = None,
+        grouped_conv: bool = True,
     ) -> None:
         if not layers:
             raise ValueError("HessianProbe needs at least one layer")
@@ -303,7 +311,7 @@ class HessianProbe:
             self.targets += [Target(n, "input") for n in self.layers]
         self.layer_inputs: dict[str, list[Tensor]] = {n: [] for n in self.layers}
         self._charge(self.images)
-        self._build(model, modules, batches, inputs)
+        self._build(model, modules, batches, inputs, grouped_conv)
 
     def _build(
         self,
@@ -311,6 +319,7 @@ class HessianProbe:
         modules: Mapping[str, nn.Module],
         batches: Sequence[tuple[Tensor, Tensor]],
         inputs: bool,
+        grouped_conv: bool,
     ) -> None:
         """The forward passes (recording the layers' inputs) and the gradient graph."""
         seen: dict[str, list[Tensor]] = {n: [] for n in self.layers}
@@ -331,7 +340,7 @@ class HessianProbe:
         was_training = model.training
         model.eval()
         try:
-            with torch.enable_grad(), twice_differentiable():
+            with torch.enable_grad(), twice_differentiable(grouped_conv=grouped_conv):
                 loss = sum(
                     F.cross_entropy(model(x), y) * (x.shape[0] / self.images) for x, y in batches
                 )
