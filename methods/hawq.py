@@ -345,9 +345,12 @@ class HAWQ(Method):
             allocation = solve(problem)
             return self._candidate(ctx, arch, groups, pairs, allocation, budget, rounds)
 
+        offered: dict[int, Candidate] = {}
+
         def on_round(rounds: int, estimates: Mapping[str, TraceEstimate]) -> None:
             if rounds & (rounds - 1) == 0:  # 1, 2, 4, 8, ...: the answer so far
-                ctx.offer(allocate(estimates, rounds))
+                offered[rounds] = allocate(estimates, rounds)
+                ctx.offer(offered[rounds])
                 log["offers"].append(rounds)
 
         estimates = hutchinson_traces(
@@ -357,8 +360,9 @@ class HAWQ(Method):
             seed=ctx.task.seed,
             on_round=on_round,
         )
+        del probe  # its gradient graph
         rounds = max(e.iterations for e in estimates.values())
-        candidate = allocate(estimates, rounds)
+        candidate = offered.get(rounds) or allocate(estimates, rounds)
         per_layer = omega(estimates)
         negative = [t for t, e in estimates.items() if e.trace < 0]
         if negative:

@@ -424,9 +424,9 @@ def hutchinson_traces(
     round_ = 0
     while not all(r.done for r in running.values()):
         round_ += 1
-        for target, estimate in running.items():
-            if not estimate.done:
-                estimate.step(lambda v, t=target: probe.hvp(t, v), like)
+        for target, trace in running.items():
+            if not trace.done:
+                trace.step(lambda v, t=target: probe.hvp(t, v), like)
         if on_round is not None:
             on_round(round_, estimates)
     return estimates
