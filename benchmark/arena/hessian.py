@@ -189,10 +189,10 @@ def grouped_conv2d(
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
 ) -> Tensor:
-    """``F.conv2d`` (integer padding) as unfold + one batched product per group: the same
-    values, with a double backward as cheap as the forward (torch's double backward of a
-    grouped convolution runs one convolution per group: ~1.5 s per Hessian-vector product on
-    mbv3-cifar's depthwise layers, batch 32, 2 CPU threads)."""
+    """``F.conv2d`` (integer padding) as unfold + one batched product over the groups: the
+    same values, and a double backward without torch's one convolution per group (a round
+    of Hessian-vector products on mbv3-cifar's reference architecture: 1.3–1.5× faster on
+    the CPU, ``scripts/bench_hawq.py``, docs/benchmarks.md)."""
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     n, _, h, w = x.shape
     out_ch, group_ch, kh, kw = weight.shape
