@@ -33,7 +33,13 @@ top-1 in percent):
 - the toolkit on the context (every image charged to the budget): ``ctx.train``
   (the shared loop, extra :class:`Phase` s for alternating updates), ``ctx.finetune``,
   ``ctx.score`` (recalibrate + validation top-1), ``ctx.subnet`` / ``ctx.fp_supernet``
-  (models with inherited weights), ``ctx.split``, ``ctx.offer`` (the answer so far);
+  (models with inherited weights), ``ctx.hessian_probe`` (per-layer Hessian-vector
+  products, :class:`HessianProbe`), ``ctx.split``, ``ctx.offer`` (the answer so far);
+- Hessian traces by Hutchinson's estimator: :func:`hutchinson_trace` (any ``hvp``),
+  :func:`hutchinson_traces` (every target of a probe, round by round),
+  :class:`TraceEstimate`, :func:`relative_change` (the stopping test),
+  :func:`twice_differentiable` (double backward through hard activations and depthwise
+  convolutions);
 - presets: :class:`Preset` and :class:`Recipe` (validated pydantic dataclasses), and a
   method's own preset keys: a :func:`preset_schema` class as the method's
   ``preset_section`` (parsed into ``ctx.preset_section``; :func:`parse_section`,
@@ -56,6 +62,14 @@ from benchmark.arena.cost import (
 )
 from benchmark.arena.cost_table import CostTable, expected_cost
 from benchmark.arena.data import DataError, DataSplits, fixed_batch, make_loader
+from benchmark.arena.hessian import (
+    HessianProbe,
+    TraceEstimate,
+    hutchinson_trace,
+    hutchinson_traces,
+    relative_change,
+    twice_differentiable,
+)
 from benchmark.arena.policy import (
     FP_BITS,
     LayerBits,
@@ -124,6 +138,7 @@ __all__ = [
     "DivergedError",
     "ElasticSearchSpace",
     "FixedConvention",
+    "HessianProbe",
     "LSQConfig",
     "LayerBits",
     "LayerCost",
@@ -149,6 +164,7 @@ __all__ = [
     "StepLoss",
     "Task",
     "TrainStats",
+    "TraceEstimate",
     "TrialTimeout",
     "apply_policy",
     "create_quantizer",
@@ -157,6 +173,8 @@ __all__ = [
     "finetune_qat",
     "fixed_batch",
     "get_space",
+    "hutchinson_trace",
+    "hutchinson_traces",
     "list_quantizers",
     "list_spaces",
     "make_loader",
@@ -172,8 +190,10 @@ __all__ = [
     "recalibrate_and_evaluate",
     "register_quantizer",
     "register_space",
+    "relative_change",
     "sandwich_step",
     "soft_cross_entropy",
     "train",
+    "twice_differentiable",
     "uniform_policy",
 ]

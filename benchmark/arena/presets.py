@@ -48,14 +48,15 @@ def preset_schema(cls: type) -> type:
 
 
 def parse_section(schema: type, values: dict[str, Any], source: str, section: str) -> Any:
-    """``values``, the section ``[section]`` of preset ``source``, validated into
-    ``schema`` (a :func:`preset_schema` class).
+    """``values``, the section ``[section]`` of preset ``source`` (``""``: not a table of
+    a preset, e.g. options), validated into ``schema`` (a :func:`preset_schema` class).
 
     Raises:
         PresetError: one line naming the first bad key and what it accepts.
     """
     if not isinstance(values, dict):
-        raise PresetError(f"{source}: [{section}] must be a table of keys, got {values!r}")
+        where = f"[{section}]" if section else "it"
+        raise PresetError(f"{source}: {where} must be a table of keys, got {values!r}")
     try:
         return schema(**values)
     except ValidationError as err:

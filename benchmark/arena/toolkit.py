@@ -1,10 +1,12 @@
 """The method toolkit on the :class:`~benchmark.arena.context.Context`: train, finetune,
-score, build subnets and split the data, every image charged to the trial's budget by the
-helper itself, so a method cannot forget.
+score, build subnets, probe Hessians and split the data, every image charged to the
+trial's budget by the helper itself, so a method cannot forget.
 
 Units: top-1 in percent; ``samples`` are images forwarded (one image through one subnet
 is one sample). What is charged: every training forward (each phase, each subnet), the
-recalibration images and the validation images of a score.
+recalibration images and the validation images of a score, and a Hessian probe's images
+once for its forward passes and once more per Hessian-vector product (about a training
+step's work per image).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from benchmark.arena.data.splits import fixed_batch
+from benchmark.arena.hessian import HessianProbe
 from benchmark.arena.policy import LayerBits
 from benchmark.arena.presets import Preset, Recipe
 from benchmark.arena.protocol import BudgetMeter, Task
@@ -155,6 +159,35 @@ class Toolkit:
         if key not in kept:
             kept[key] = space.build_supernet(quant, self.fp_state).to(self.device).eval()
         return kept[key]
+
+    def hessian_probe(
+        self,
+        model: nn.Module,
+        layers: Sequence[str],
+        *,
+        inputs: bool = False,
+        batches: int = 2,
+        batch_size: int = 32,
+        seed: int | None = None,
+    ) -> HessianProbe:
+        """Per-layer Hessian-vector products of ``model``'s mean cross-entropy on ``batches``
+        fixed batches of ``batch_size`` distinct train images (chosen by ``seed``, default the
+        task's), eval mode (:class:`~benchmark.arena.hessian.HessianProbe`); estimate traces
+        with :func:`~benchmark.arena.hessian.hutchinson_traces`. ``inputs`` adds each layer's
+        input activations as targets. Charged: ``batches·batch_size`` images for the forward
+        passes now, as many again for every Hessian-vector product."""
+        for name, value in (("batches", batches), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"hessian_probe: {name} must be a positive integer, got {value!r}")
+        seed = self.task.seed if seed is None else int(seed)
+        images, labels = fixed_batch(self.train_set, batches * batch_size, seed)
+        chunks = [
+            (x.to(self.device), y.to(self.device))
+            for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True)
+        ]
+        return HessianProbe(
+            model.to(self.device), layers, chunks, inputs=inputs, charge=self.budget.charge
+        )
 
     def split(self, fraction: float) -> tuple[Dataset, Dataset]:
         """The method's train split cut in two, disjoint and seeded by the task's seed:

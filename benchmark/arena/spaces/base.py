@@ -197,6 +197,17 @@ class SearchSpace(ABC):
             cache[key] = CostTable(tuple(profiles.values()), fixed, self.allowed_bits())
         return cache[key]
 
+    def tied_layers(self, arch: Any = None) -> list[tuple[str, ...]]:
+        """Groups of searchable layers that an integer pipeline runs at one bit-width: a
+        shortcut (downsample) conv and the main-path conv reading the same input, as
+        HAWQ-V3's ILP ties them. Each group has two or more layers; groups are disjoint.
+
+        None here, nor in ``resnet20`` (option-A shortcuts have no conv) or ``mbv3-cifar``
+        (identity shortcuts); a space with shortcut convs overrides this. Policies do not
+        enforce ties: a method that wants them (``hawq``) reads them.
+        """
+        return []
+
     def layer_names(self, arch: Any = None) -> list[str]:
         return list(self.profiles(arch))
 

@@ -1,0 +1,491 @@
+"""``hawq``: HAWQ-V3 bit allocation (Yao et al., ICML 2021, arXiv 2011.10680).
+
+Hessian-aware sensitivity and an integer linear program, on the space's reference
+architecture, from the FP checkpoint, no training. Spec: ``shared/methods/hawq.md``; the
+public code: Zhen-Dong/HAWQ (``ILP.ipynb``); the Hessian code HAWQ used is PyHessian
+(GPL-3.0), not used here: the estimator is the arena's own (:mod:`benchmark.arena.hessian`).
+
+Kept from the paper / notebook:
+
+- **Sensitivity** ``Ω_i(b) = T̄r_i·‖Q_b(W_i) − W_i‖²`` per searched layer ``i`` and bit-width
+  ``b``, with ``T̄r_i`` the Hessian trace of the training loss (cross-entropy, eval-mode BN)
+  with respect to layer ``i``'s weight divided by its parameter count (the notebook: traces
+  "are already normalized, i.e., Trace / # parameters"). Traces by Hutchinson's estimator
+  with Rademacher vectors restricted to the layer's weight (MQBench's and NNCF's per-layer
+  versions), ``Hv`` by double backward, stopped when the running mean's relative change is
+  below ``tol``, the denominator ``|m|`` (PyHessian's test, with NNCF's abs() fix,
+  nncf#2155 / PR #2159) or after ``max_iter`` vectors; ``max_iter = 100`` and
+  ``tol = 1e-3`` are PyHessian's defaults.
+- **ILP** (:mod:`methods.hawq_ilp`): one binary per (layer, choice), one choice per layer,
+  minimise ``Σ Ω``, one constraint: the task's (BitOPs ``Σ MACs·b_w·b_a`` or size
+  ``Σ params·b_w``, from the space's cost table) at its absolute limit (``ctx.limit``)
+  minus the fixed layers' cost. Solver CBC bundled with PuLP (the notebook: GLPK).
+- **Bits** ``{4, 8}`` with activations at the weights' bits (``bits=[4, 8]``,
+  ``activations="tied"``: the paper's W = A setting, the default).
+- **Tied layers**: layers the space ties (``space.tied_layers(arch)``: a shortcut conv and
+  its main-path conv, the notebook's ``x4 == x6``) share one variable. ``resnet20``
+  (option-A shortcuts) and ``mbv3-cifar`` (identity shortcuts) tie none.
+- **First / last layers** are not searched: the space's fixed-precision convention keeps
+  them (both spaces: 8 bits, the paper's choice), costed at those bits.
+
+Differs from the paper, stated:
+
+- ``Q_b`` is the arena's weight quantizer (LSQ, per-tensor step at its initial value
+  ``2·mean|W|/sqrt(Qp)``: what the shared QAT finetune starts from), one fresh quantizer
+  per (layer, bits); HAWQ-V3 quantizes per channel, symmetric min/max.
+- Extensions (options, each a separate leaderboard entry): ``bits="space"`` (the space's
+  full bit set: resnet20 {2,3,4,8}, mbv3-cifar {2,3,4}) or any list of allowed bits;
+  ``activations="free"``: activation bits chosen per layer independently of the weights,
+  with HAWQ-V2's activation term (arXiv 1911.03852, Hessian analysis extended to
+  activations): ``Ω_i(b_w, b_a) = T̄r^W_i·‖Q_{b_w}(W_i) − W_i‖² + T̄r^A_i·‖Q_{b_a}(A_i) −
+  A_i‖²``, ``A_i`` the layer's input activations on the probe's batches and ``T̄r^A_i`` the
+  trace of the loss's Hessian with respect to them per entry (our formulation; the
+  paper's V3 has no activation term).
+- Scaled down: a few train batches (``batches`` × ``batch_size`` images; HAWQ-V3's batch
+  is not stated in the spec), fewer vectors on the small presets (below).
+
+Hessian settings (``batches``, ``batch_size``, ``max_iter``, ``tol``): an option given
+wins; else the preset's ``[methods.hawq]`` section (the method's ``preset_section``, e.g.
+the tiny presets' ``max_iter = 10``); else the defaults (2 × 32 images, 100, 1e-3). The log says
+where each came from.
+
+Budget: the probe charges its images for the forward passes and again for every
+Hessian-vector product (``ctx.hessian_probe``); the traces are estimated round by round
+(one vector per unfinished target per round) and after rounds 1, 2, 4, 8, ... the ILP is
+solved on the estimates so far and its answer offered (``ctx.offer``), so a budget that
+ends the search still gets a HAWQ allocation evaluated. The ILP's own time counts in the
+search seconds the harness meters.
+
+A limit the cheapest choices already exceed is refused with a ``ValueError`` naming the
+minimum achievable ratio, before any image is processed. The log: bit set, activation
+mode, choices, groups, Hessian settings and every trace, ``Ω``, the constraint, the
+solver status, objective and cost, and the rounds offered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+from pydantic import Field, Strict
+from torch import Tensor, nn
+
+from benchmark.arena import (
+    Candidate,
+    Context,
+    LayerBits,
+    QuantConfig,
+    QuantLayer,
+    SearchResult,
+    SearchSpace,
+    TraceEstimate,
+    hutchinson_traces,
+    parse_section,
+    preset_schema,
+    quant_layers,
+)
+from methods import register_method
+from methods.base import Method
+from methods.hawq_ilp import Allocation, AllocationProblem, solve
+
+ACTIVATION_MODES = ("tied", "free")
+PAPER_BITS = (4, 8)
+
+
+# --- Hessian settings -------------------------------------------------------------------
+@preset_schema
+class HessianSettings:
+    """How the traces are estimated: ``batches`` × ``batch_size`` train images, at most
+    ``max_iter`` Rademacher vectors per target, stop below ``tol`` relative change. Also
+    the schema of the preset's ``[methods.hawq]`` section."""
+
+    batches: Annotated[int, Strict(), Field(ge=1)] = 2
+    batch_size: Annotated[int, Strict(), Field(ge=1)] = 32
+    max_iter: Annotated[int, Strict(), Field(ge=1)] = 100
+    tol: Annotated[float, Strict(), Field(ge=0)] = 1e-3
+
+    @classmethod
+    def resolve(
+        cls,
+        options: Mapping[str, Any],
+        section: HessianSettings | None,
+        given: Mapping[str, Any],
+    ) -> tuple[HessianSettings, dict[str, str]]:
+        """Each setting from ``options`` (not ``None``), else the preset's parsed
+        ``section`` (``given``: the keys the preset file set), else the default; also
+        where each came from (``"option"``, ``"preset"``, ``"default"``).
+
+        Raises:
+            ValueError: an option out of range (one line naming it and what it accepts).
+        """
+        base = section if section is not None else cls()
+        values = {f.name: getattr(base, f.name) for f in fields(cls)}
+        source = {name: "preset" if name in given else "default" for name in values}
+        for name, value in options.items():
+            if value is not None:
+                values[name], source[name] = value, "option"
+        return parse_section(cls, values, "hawq options", ""), source
+
+
+# --- quantization errors ----------------------------------------------------------------
+@torch.no_grad()
+def weight_errors(
+    model: nn.Module, layers: Sequence[str], bits: Sequence[int], quant: QuantConfig
+) -> np.ndarray:
+    """``‖Q_b(W) − W‖²`` (squared weight units), shape ``(layers, bits)``: each with a fresh
+    weight quantizer of ``quant`` (its initial step for that bit-width)."""
+    found = quant_layers(model)
+    out = np.zeros((len(layers), len(bits)))
+    for i, name in enumerate(layers):
+        weight = found[name].weight.detach()
+        for j, b in enumerate(bits):
+            quantizer = quant.make_weight_quantizer().to(weight.device)
+            out[i, j] = float(((quantizer(weight, int(b)) - weight).double() ** 2).sum())
+    return out
+
+
+@torch.no_grad()
+def input_errors(
+    model: nn.Module,
+    layer_inputs: Mapping[str, Sequence[Tensor]],
+    layers: Sequence[str],
+    bits: Sequence[int],
+    quant: QuantConfig,
+) -> np.ndarray:
+    """``‖Q_b(A) − A‖²`` over the probe's batches (squared activation units), shape
+    ``(layers, bits)``: ``A`` the layer's input activations, each with a fresh activation
+    quantizer of ``quant`` (the layer's grid sign, step initialised on ``A``)."""
+    found: Mapping[str, QuantLayer] = quant_layers(model)
+    out = np.zeros((len(layers), len(bits)))
+    for i, name in enumerate(layers):
+        acts = torch.cat([a.detach() for a in layer_inputs[name]])
+        signed = found[name].act_quantizer.signed
+        for j, b in enumerate(bits):
+            quantizer = quant.make_act_quantizer(signed).to(acts.device)
+            out[i, j] = float(((quantizer(acts, int(b)) - acts).double() ** 2).sum())
+    return out
+
+
+# --- layer groups ---------------------------------------------------------------------
+def layer_groups(space: SearchSpace, arch: Any, searchable: Sequence[str]) -> list[tuple[str, ...]]:
+    """The ILP's variables: the space's tied groups and every other searchable layer alone,
+    in network order (of each group's first layer). Raises ``ValueError`` for a tie that
+    names a layer that is not searchable or is in two groups."""
+    order = {n: i for i, n in enumerate(searchable)}
+    groups: list[tuple[str, ...]] = []
+    taken: set[str] = set()
+    for tie in space.tied_layers(arch):
+        tie = tuple(tie)
+        bad = [n for n in tie if n not in order]
+        if bad:
+            raise ValueError(f"hawq: {space.name} ties {bad[0]!r}, which is not a searched layer")
+        again = [n for n in tie if n in taken]
+        if again or len(set(tie)) != len(tie):
+            raise ValueError(f"hawq: {space.name} ties {(again or list(tie))[0]!r} twice")
+        taken.update(tie)
+        groups.append(tuple(sorted(tie, key=order.__getitem__)))
+    groups += [(n,) for n in searchable if n not in taken]
+    return sorted(groups, key=lambda g: order[g[0]])
+
+
+# --- the method -----------------------------------------------------------------------
+@register_method
+class HAWQ(Method):
+    """HAWQ-V3: Hutchinson Hessian traces and an ILP over per-layer bits.
+
+    Options (``--method-options '{"hawq": {...}}'``):
+        bits: the bit-widths to choose from: ``[4, 8]`` (the paper, default), ``"space"``
+            (the space's bit choices) or a list of the space's allowed bits (below 32).
+        activations: ``"tied"`` (activation bits = weight bits, the paper) or ``"free"``
+            (chosen independently, with HAWQ-V2's activation Hessian term).
+        batches, batch_size: train batches of the Hessian probe and their size (images).
+        max_iter: most Rademacher vectors per trace; tol: the stopping test's tolerance.
+            These four default to the preset's ``[methods.hawq]`` section, else 2, 32,
+            100, 1e-3.
+    """
+
+    name = "hawq"
+    searches = "bits"
+    preset_section = HessianSettings
+
+    def __init__(
+        self,
+        bits: Sequence[int] | str = PAPER_BITS,
+        activations: str = "tied",
+        batches: int | None = None,
+        batch_size: int | None = None,
+        max_iter: int | None = None,
+        tol: float | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        if isinstance(bits, str):
+            if bits != "space":
+                raise ValueError(
+                    f"hawq: bits must be a list of bit-widths or 'space', got {bits!r}"
+                )
+            self.bits: tuple[int, ...] | str = "space"
+        else:
+            try:
+                values = list(bits)
+            except TypeError:
+                raise ValueError(f"hawq: bits must be a list of bit-widths, got {bits!r}") from None
+            ok = all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b < 32 for b in values)
+            if not values or not ok:
+                raise ValueError(
+                    f"hawq: bits must be a non-empty list of integers from 1 to 31, got {bits!r}"
+                )
+            self.bits = tuple(sorted(set(values)))
+        if activations not in ACTIVATION_MODES:
+            raise ValueError(
+                f"hawq: activations must be one of {', '.join(ACTIVATION_MODES)}, "
+                f"got {activations!r}"
+            )
+        self.activations = activations
+        self.hessian_options = {
+            "batches": batches, "batch_size": batch_size, "max_iter": max_iter, "tol": tol,
+        }  # fmt: skip
+        HessianSettings.resolve(self.hessian_options, None, {})  # validate what was given
+
+    # --- pieces ---------------------------------------------------------------------
+    def bit_set(self, space: SearchSpace) -> tuple[int, ...]:
+        """The bit-widths chosen from, checked against the space's allowed bits."""
+        if self.bits == "space":
+            return tuple(sorted(space.bit_choices))
+        allowed = [b for b in space.allowed_bits() if b < 32]
+        bad = [b for b in self.bits if b not in allowed]
+        if bad:
+            raise ValueError(
+                f"hawq: {bad[0]} bits is not allowed on {space.name} (allowed: {allowed})"
+            )
+        return tuple(self.bits)
+
+    def choices(self, bits: Sequence[int]) -> list[tuple[int, int]]:
+        """``(w_bits, a_bits)`` pairs: ``(b, b)`` tied, every pair free (weight bits outer)."""
+        if self.activations == "tied":
+            return [(b, b) for b in bits]
+        return [(w, a) for w in bits for a in bits]
+
+    def settings(self, ctx: Context) -> tuple[HessianSettings, dict[str, str]]:
+        given = ctx.preset.methods.get(self.name, {})
+        section = ctx.preset_section
+        if not isinstance(section, HessianSettings):  # a context built without the harness
+            section = parse_section(
+                HessianSettings, given, f"preset {ctx.preset.name}", f"methods.{self.name}"
+            )
+        return HessianSettings.resolve(self.hessian_options, section, given)
+
+    # --- search ---------------------------------------------------------------------
+    def search(self, ctx: Context) -> SearchResult:
+        space, arch = ctx.space, ctx.space.reference_arch
+        bits = self.bit_set(space)
+        pairs = self.choices(bits)
+        searchable = space.searchable_layers(arch)
+        groups = layer_groups(space, arch, searchable)
+        budget = _Budget.of(ctx, arch, groups, pairs)
+        budget.check(ctx, pairs)  # before any image is processed
+        settings, source = self.settings(ctx)
+
+        model = ctx.subnet(arch)  # FP weights, every layer at 32 bits
+        free = self.activations == "free"
+        probe = ctx.hessian_probe(
+            model,
+            searchable,
+            inputs=free,
+            batches=settings.batches,
+            batch_size=settings.batch_size,
+            seed=ctx.task.seed,
+        )
+        quant = space.layer_quant()
+        w_err = weight_errors(model, searchable, bits, quant)
+        a_err = input_errors(model, probe.layer_inputs, searchable, bits, quant) if free else None
+        log: dict[str, Any] = {
+            "arch": _jsonable_arch(arch),
+            "bits": list(bits),
+            "activations": self.activations,
+            "activation_note": (
+                "tied: a_bits = w_bits (the paper)"
+                if not free
+                else "free: a_bits chosen per layer, HAWQ-V2 activation term (an extension)"
+            ),
+            "choices": [list(p) for p in pairs],
+            "groups": [list(g) for g in groups],
+            "fixed_layers": space.fixed_layer_names(arch),
+            "hessian": {**asdict(settings), "source": source, "images": probe.images,
+                        "loss": probe.loss, "seed": ctx.task.seed},
+            "weight_sq_error": {n: w_err[i].tolist() for i, n in enumerate(searchable)},
+            "constraint": budget.to_dict(ctx),
+            "offers": [],
+        }  # fmt: skip
+        if a_err is not None:
+            log["input_sq_error"] = {n: a_err[i].tolist() for i, n in enumerate(searchable)}
+        index = {b: j for j, b in enumerate(bits)}
+
+        def omega(estimates: Mapping[str, TraceEstimate]) -> np.ndarray:
+            """``(layers, pairs)`` sensitivities from the estimates so far."""
+            per_layer = np.zeros((len(searchable), len(pairs)))
+            for i, name in enumerate(searchable):
+                tr_w = estimates[f"{name}:weight"].normalised
+                for k, (w, a) in enumerate(pairs):
+                    value = tr_w * w_err[i, index[w]]
+                    if a_err is not None:
+                        value += estimates[f"{name}:input"].normalised * a_err[i, index[a]]
+                    per_layer[i, k] = value
+            return per_layer
+
+        def allocate(estimates: Mapping[str, TraceEstimate], rounds: int) -> Candidate:
+            per_layer = omega(estimates)
+            problem = AllocationProblem(budget.group_omega(per_layer), budget.costs, budget.free)
+            allocation = solve(problem)
+            return self._candidate(ctx, arch, groups, pairs, allocation, budget, rounds)
+
+        offered: dict[int, Candidate] = {}
+
+        def on_round(rounds: int, estimates: Mapping[str, TraceEstimate]) -> None:
+            if rounds & (rounds - 1) == 0:  # 1, 2, 4, 8, ...: the answer so far
+                offered[rounds] = allocate(estimates, rounds)
+                ctx.offer(offered[rounds])
+                log["offers"].append(rounds)
+
+        estimates = hutchinson_traces(
+            probe,
+            max_iter=settings.max_iter,
+            tol=settings.tol,
+            seed=ctx.task.seed,
+            on_round=on_round,
+        )
+        del probe  # its gradient graph
+        rounds = max(e.iterations for e in estimates.values())
+        candidate = offered.get(rounds) or allocate(estimates, rounds)
+        per_layer = omega(estimates)
+        negative = [t for t, e in estimates.items() if e.trace < 0]
+        if negative:
+            ctx.log.warning("hawq: negative trace estimates (kept, as HAWQ does): %s", negative)
+        log.update(
+            traces={t: e.to_dict() for t, e in estimates.items()},
+            negative_traces=negative,
+            rounds=rounds,
+            omega={n: per_layer[i].tolist() for i, n in enumerate(searchable)},
+            ilp={k: candidate.meta[k] for k in ("status", "objective", "cost")},
+            bits_chosen={n: list(_pair(candidate.policy[n])) for n in searchable},
+            samples=ctx.budget.samples,
+        )
+        ctx.offer(candidate)
+        return SearchResult([candidate], log=log)
+
+    def _candidate(
+        self,
+        ctx: Context,
+        arch: Any,
+        groups: Sequence[tuple[str, ...]],
+        pairs: Sequence[tuple[int, int]],
+        allocation: Allocation,
+        budget: _Budget,
+        rounds: int,
+    ) -> Candidate:
+        """The full policy of ``allocation``, checked with the shared cost model."""
+        policy = {
+            name: LayerBits(*pairs[k]) for group, k in zip(groups, allocation.picks, strict=True)
+            for name in group
+        }  # fmt: skip
+        policy = ctx.space.full_policy(policy, arch)
+        if not ctx.feasible(policy, arch):
+            raise RuntimeError("hawq: the ILP's answer is over the constraint (internal error)")
+        meta = {
+            "bits": list(sorted({b for p in pairs for b in p})),
+            "activations": self.activations,
+            "status": allocation.status,
+            "objective": allocation.objective,
+            "cost": allocation.cost + budget.fixed,
+            "constraint_ratio_w8a8": (allocation.cost + budget.fixed) / budget.reference,
+            "trace_rounds": rounds,
+        }
+        return Candidate(policy, arch, label="hawq", meta=meta)
+
+
+@dataclass(frozen=True)
+class _Budget:
+    """The task's limit split into the fixed layers' share and the groups' (BitOPs per
+    image or bits), with each group's cost per choice."""
+
+    metric: str
+    limit: float
+    reference: float
+    fixed: int
+    costs: np.ndarray  # (groups, choices), int64
+    rows: tuple[tuple[int, ...], ...]  # per group: its layers' rows among the searchable
+
+    @classmethod
+    def of(
+        cls,
+        ctx: Context,
+        arch: Any,
+        groups: Sequence[tuple[str, ...]],
+        pairs: Sequence[tuple[int, int]],
+    ) -> _Budget:
+        metric, table = ctx.constraint.metric, ctx.space.cost_table(arch)
+        row = {n: i for i, n in enumerate(table.searchable)}
+        per_layer = table.pair_coefficients(metric, pairs)
+        rows = tuple(tuple(row[n] for n in g) for g in groups)
+        costs = np.stack([per_layer[list(r)].sum(axis=0) for r in rows])
+        reference = ctx.space.reference()
+        ref = reference.bitops_w8a8 if metric == "bitops" else reference.size_bits_w8a8
+        return cls(metric, ctx.limit, float(ref), table.fixed_total(metric), costs, rows)
+
+    @property
+    def free(self) -> float:
+        """What the searched groups may cost together."""
+        return self.limit - self.fixed
+
+    @property
+    def unit(self) -> str:
+        return "BitOPs" if self.metric == "bitops" else "bits"
+
+    def group_omega(self, per_layer: np.ndarray) -> np.ndarray:
+        """``(groups, choices)``: each group's ``Ω`` summed over its layers."""
+        return np.stack([per_layer[list(r)].sum(axis=0) for r in self.rows])
+
+    def check(self, ctx: Context, pairs: Sequence[tuple[int, int]]) -> None:
+        """A clear ``ValueError`` if even the cheapest choices exceed the limit."""
+        lowest = self.fixed + int(self.costs.min(axis=1).sum())
+        if lowest <= self.limit:
+            return
+        cheapest = min(pairs, key=lambda p: p[0] * p[1] if self.metric == "bitops" else p[0])
+        raise ValueError(
+            f"hawq: constraint {ctx.constraint.text} is infeasible on {ctx.space.name} with "
+            f"bits {sorted({b for p in pairs for b in p})}: with every searched layer at its "
+            f"cheapest choice (W{cheapest[0]}A{cheapest[1]}) and the fixed layers as the space "
+            f"fixes them, the minimum achievable {self.metric} is {lowest:.6g} {self.unit}, a "
+            f"ratio of {lowest / self.reference:.4f} to W8A8, over the limit {self.limit:.6g} "
+            f"{self.unit} (ratio {self.limit / self.reference:.4f}). Loosen the limit to at "
+            f"least {lowest / self.reference:.4f} or offer lower bits (bits=[...])."
+        )
+
+    def to_dict(self, ctx: Context) -> dict[str, Any]:
+        return {
+            "text": ctx.constraint.text,
+            "metric": self.metric,
+            "unit": self.unit,
+            "limit": self.limit,
+            "reference_w8a8": self.reference,
+            "fixed_layers": self.fixed,
+            "for_searched": self.free,
+            "group_costs": self.costs.tolist(),
+        }
+
+
+def _pair(bits: LayerBits) -> tuple[int, int]:
+    return bits.w_bits, bits.a_bits
+
+
+def _jsonable_arch(arch: Any) -> Any:
+    if arch is None:
+        return None
+    to_dict = getattr(arch, "to_dict", None)
+    return to_dict() if to_dict else str(arch)
+
+
+__all__ = ["HAWQ", "HessianSettings", "input_errors", "layer_groups", "weight_errors"]
