@@ -233,6 +233,21 @@ class OQAT(Method):
             began = time.perf_counter()
             found = self._select(ctx, space, model, bits, keys, seed, quant, stage)
             stage["select_seconds"] = time.perf_counter() - began
+            ctx.log.info(
+                "oqat W%dA%d stage: %d steps in %.1f s, selection %.1f s, %d candidate(s)",
+                bits,
+                bits,
+                stats.steps,
+                stage["train_seconds"],
+                stage["select_seconds"],
+                len(found),
+            )
+            for cand in found:  # the row's `extra` column: where its time went
+                cand.meta.update(
+                    stage_steps=stats.steps,
+                    stage_train_seconds=round(stage["train_seconds"], 2),
+                    stage_select_seconds=round(stage["select_seconds"], 2),
+                )
             candidates += found
             candidates.sort(key=lambda c: -c.meta["val_top1"])
             log["stages"].append(stage)
