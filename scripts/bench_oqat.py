@@ -25,6 +25,7 @@ import json
 import logging
 import random
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -158,6 +159,7 @@ def speed(splits, rounds: int, batch: int, profile: bool) -> dict[str, Any]:
         a = statistics.median(fp_step() for _ in range(3))
         b = statistics.median(w4_step() for _ in range(3))
         fp_t.append(a), w4_t.append(b), ratios.append(b / a)
+        print(f"fp {a:.3f} s, w4a4 {b:.3f} s, ratio {b / a:.3f}", file=sys.stderr, flush=True)
     out: dict[str, Any] = {
         "batch": batch,
         "fp_step_s": round(statistics.median(fp_t), 3),
