@@ -22,7 +22,13 @@ from benchmark.arena import Preset, PresetError, parse_section
 from methods.base import SEARCHES, Method
 
 _METHODS: dict[str, type[Method]] = {}
-_BUILTINS = ("methods.uniform", "methods.random_search", "methods.ompq", "methods.hawq")
+_BUILTINS = (
+    "methods.uniform",
+    "methods.random_search",
+    "methods.ompq",
+    "methods.hawq",
+    "methods.oqat",
+)
 ENTRY_POINT_GROUP = "mpqbench.methods"
 
 

@@ -91,6 +91,7 @@ def test_quant_config_round_trip_exactly() -> None:
     configs = [
         QuantConfig(),
         QuantConfig(per_bit_weight=True, per_bit_act=True),
+        QuantConfig(act_grid="unsigned"),
         QuantConfig(weight=LSQConfig(grad_scale=False), bit_choices=(4, 2), per_bit_act=True),
     ]
     for config in configs:
@@ -105,6 +106,7 @@ def test_quant_config_round_trip_exactly() -> None:
         "per_bit_weight": False,
         "per_bit_act": False,
         "bit_choices": [2, 3, 4, 8],
+        "act_grid": "layer",
     }
     assert QuantConfig.from_dict({}) == QuantConfig()
 

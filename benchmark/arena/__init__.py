@@ -25,7 +25,9 @@ top-1 in percent):
   :func:`register_quantizer` (config type → quantizer class), :func:`list_quantizers`,
   :class:`QConv2d`, :class:`QLinear`, :class:`QuantLayer` (``set_bit_mixture`` for a
   weighted mixture of bit-widths, :class:`BitMixture`), :func:`apply_policy`,
-  :func:`quantize_model`;
+  :func:`quantize_model`, :func:`scale_quant_ranges` (every quantizer's range × a factor:
+  OQAT's bit inheritance); ``QuantConfig(act_grid="unsigned")`` puts every quantized input
+  on the unsigned grid;
 - search spaces: :class:`SearchSpace`, :class:`ElasticSearchSpace`, :func:`get_space`;
   each states the bits of its never-searched layers per role (:class:`FixedConvention`:
   ``space.fixed_roles``, ``space.fixed_policy``; another one with ``space.with_fixed``
@@ -44,6 +46,8 @@ top-1 in percent):
   method's own preset keys: a :func:`preset_schema` class as the method's
   ``preset_section`` (parsed into ``ctx.preset_section``; :func:`parse_section`,
   :class:`PresetError`);
+- a generic evolutionary search over an elastic space's architectures: :func:`evolve`
+  (:class:`EvolutionResult`, :class:`Scored`), with the method's own score and constraint;
 - the frozen recipes: :func:`train`, :func:`evaluate`, :func:`recalibrate`,
   :func:`recalibrate_and_evaluate`, :func:`finetune_qat`, :func:`sandwich_step` with a
   :class:`SandwichSampler`, :func:`soft_cross_entropy`.
@@ -62,6 +66,7 @@ from benchmark.arena.cost import (
 )
 from benchmark.arena.cost_table import CostTable, expected_cost
 from benchmark.arena.data import DataError, DataSplits, fixed_batch, make_loader
+from benchmark.arena.evolution import EvolutionResult, Scored, evolve
 from benchmark.arena.hessian import (
     HessianProbe,
     TraceEstimate,
@@ -107,6 +112,7 @@ from benchmark.arena.quant import (
     quant_layers,
     quantize_model,
     register_quantizer,
+    scale_quant_ranges,
 )
 from benchmark.arena.recipes.finetune import finetune_qat
 from benchmark.arena.recipes.loop import Phase, StepLoss, TrainStats, train
@@ -136,6 +142,7 @@ __all__ = [
     "DataError",
     "DataSplits",
     "DivergedError",
+    "EvolutionResult",
     "ElasticSearchSpace",
     "FixedConvention",
     "HessianProbe",
@@ -157,6 +164,7 @@ __all__ = [
     "QuantizerConfig",
     "Recipe",
     "SandwichSampler",
+    "Scored",
     "Reference",
     "SearchResult",
     "SearchSpace",
@@ -169,6 +177,7 @@ __all__ = [
     "apply_policy",
     "create_quantizer",
     "evaluate",
+    "evolve",
     "expected_cost",
     "finetune_qat",
     "fixed_batch",
@@ -192,6 +201,7 @@ __all__ = [
     "register_space",
     "relative_change",
     "sandwich_step",
+    "scale_quant_ranges",
     "soft_cross_entropy",
     "train",
     "twice_differentiable",

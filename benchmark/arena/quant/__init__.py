@@ -3,7 +3,7 @@
 Importing this package registers the built-in quantizers (``lsq``: :class:`LSQConfig`).
 """
 
-from benchmark.arena.quant.base import QuantConfig
+from benchmark.arena.quant.base import ACT_GRIDS, QuantConfig
 from benchmark.arena.quant.lsq import LSQConfig, LSQQuantizer, lsq_quantize
 from benchmark.arena.quant.mixture import BitMixture
 from benchmark.arena.quant.modules import (
@@ -15,6 +15,7 @@ from benchmark.arena.quant.modules import (
     current_policy,
     quant_layers,
     quantize_model,
+    scale_quant_ranges,
 )
 from benchmark.arena.quant.quantizer import (
     DEFAULT_BIT_CHOICES,
@@ -27,6 +28,7 @@ from benchmark.arena.quant.quantizer import (
 )
 
 __all__ = [
+    "ACT_GRIDS",
     "DEFAULT_BIT_CHOICES",
     "BitMixture",
     "LSQConfig",
@@ -47,4 +49,5 @@ __all__ = [
     "quant_layers",
     "quantize_model",
     "register_quantizer",
+    "scale_quant_ranges",
 ]

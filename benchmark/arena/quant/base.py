@@ -20,9 +20,14 @@ from benchmark.arena.quant.quantizer import (
     create_quantizer,
 )
 
-__all__ = ["QuantConfig"]
+__all__ = ["ACT_GRIDS", "QuantConfig"]
 
-_KEYS = ("weight", "act", "per_bit_weight", "per_bit_act", "bit_choices")
+_KEYS = ("weight", "act", "per_bit_weight", "per_bit_act", "bit_choices", "act_grid")
+
+ACT_GRIDS = ("layer", "unsigned")
+"""Activation grids a :class:`QuantConfig` can ask for: ``"layer"`` (each layer's own grid,
+as the space states it: signed for inputs that can be negative) and ``"unsigned"`` (every
+quantized input on ``[0, 2^b - 1]``, ``Qn = 0``; negative inputs are clipped to 0)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,11 @@ class QuantConfig:
         bit_choices: bit-widths the layers may be set to (bits, sorted, below 32; 32 = FP is
             always allowed). A search space adds every bit-width its layers can be set to
             (:meth:`with_bits`), so per-bit state has a slot for each.
+        act_grid: ``"layer"`` (default): each layer's activation grid as the space builds it
+            (signed where its input can be negative); ``"unsigned"``: every quantized input
+            on the unsigned grid ``Qn = 0, Qp = 2^b - 1`` whatever the layer, as OQAT's code
+            quantizes every conv input (``elastic_nn/modules/lsq_conv.py``), so negative
+            inputs (e.g. mbv3's expand convs reading the residual stream) are clipped to 0.
     """
 
     weight: QuantizerConfig = field(default_factory=LSQConfig)
@@ -45,8 +55,13 @@ class QuantConfig:
     per_bit_weight: bool = False
     per_bit_act: bool = False
     bit_choices: tuple[int, ...] = DEFAULT_BIT_CHOICES
+    act_grid: str = "layer"
 
     def __post_init__(self) -> None:
+        if self.act_grid not in ACT_GRIDS:
+            raise ValueError(
+                f"act_grid must be one of {', '.join(ACT_GRIDS)}, got {self.act_grid!r}"
+            )
         object.__setattr__(self, "weight", as_quantizer_config(self.weight))
         object.__setattr__(self, "act", as_quantizer_config(self.act))
         bits = sorted({int(b) for b in self.bit_choices if int(b) < FP_BITS})
@@ -64,6 +79,10 @@ class QuantConfig:
         )
 
     def make_act_quantizer(self, signed: bool | None) -> Quantizer:
+        """The input quantizer of a layer whose own grid is ``signed`` (``None``: decided on
+        the first input); :attr:`act_grid` ``"unsigned"`` overrides it."""
+        if self.act_grid == "unsigned":
+            signed = False
         return create_quantizer(
             self.act, signed=signed, bit_choices=self.bit_choices, per_bit=self.per_bit_act
         )
@@ -76,6 +95,7 @@ class QuantConfig:
             "per_bit_weight": self.per_bit_weight,
             "per_bit_act": self.per_bit_act,
             "bit_choices": list(self.bit_choices),
+            "act_grid": self.act_grid,
         }
 
     @classmethod

@@ -177,6 +177,14 @@ class LSQQuantizer(Quantizer):
         self.step[slot] = max(2.0 * x.detach().abs().mean().item() / math.sqrt(qp), _EPS)
         self.initialized[slot] = True
 
+    @torch.no_grad()
+    def scale_range(self, factor: float) -> None:
+        """``s ← factor·s`` in every slot (an uninitialised slot still initialises on first
+        use)."""
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"a step size scale must be a positive number, got {factor!r}")
+        self.step.mul_(float(factor))
+
     def step_size(self, bits: int) -> float:
         """The step size used at ``bits`` (same unit as the quantized tensor)."""
         return abs(float(self.step.detach()[self.slot(bits)]))

@@ -198,6 +198,18 @@ def quantize_model(
     return model
 
 
+def scale_quant_ranges(model: nn.Module, factor: float) -> int:
+    """Multiply the range state (LSQ: the step size ``s``) of every weight and activation
+    quantizer of ``model`` by ``factor`` (unitless; :meth:`Quantizer.scale_range`).
+    Returns the number of quantizers scaled (two per quantized layer)."""
+    count = 0
+    for layer in quant_layers(model).values():
+        for quantizer in (layer.weight_quantizer, layer.act_quantizer):
+            quantizer.scale_range(factor)
+            count += 1
+    return count
+
+
 @torch.no_grad()
 def copy_quant_state(src: nn.Module, dst: nn.Module) -> None:
     """Copy quantizer parameters and buffers between two models with the same layer names."""

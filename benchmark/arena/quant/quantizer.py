@@ -135,6 +135,12 @@ class Quantizer(nn.Module, ABC):
     def quantize(self, x: Tensor, bits: int) -> Tensor:
         """Fake-quantize ``x`` to ``bits`` bits (``bits < 32``)."""
 
+    def scale_range(self, factor: float) -> None:
+        """Multiply the learned range state (step sizes, clip values) by ``factor``
+        (unitless), every slot; OQAT's bit inheritance doubles LSQ's steps when a supernet
+        drops one bit. A kind without such state raises ``NotImplementedError``."""
+        raise NotImplementedError(f"{type(self).__name__} has no range state to scale")
+
     def extra_repr(self) -> str:
         return f"signed={self.signed}, bits={self.bit_choices}, per_bit={self.per_bit}"
 

@@ -1,0 +1,222 @@
+"""OQAT's fidelity and speed on ``mbv3-cifar`` / digits / smoke (CPU).
+
+Usage: python scripts/bench_oqat.py [--seeds 0,1,2] [--threads 2] [--fidelity] [--speed]
+       [--rounds 5] [--profile]
+
+``--fidelity`` (the paper's central claim, measured): per seed, the 4→3→2 chain of
+``methods/oqat.py`` (the smoke preset's ``[methods.oqat]`` stages, from the cached FP
+supernet) against a 2-bit supernet trained straight from the FP supernet (a) for as many
+steps as the chain's 2-bit stage and (b) for as many as the whole chain. Every supernet is
+scored on the same subnets (largest, smallest, reference and 2 random architectures),
+each extracted, BN-recalibrated on the preset's recalibration images and evaluated on the
+test split (the ``inherit`` track). Also the 4-bit largest subnet against the FP one
+(goal: within 3 points). Prints JSON: per seed and the mean over seeds.
+
+``--speed``: one sandwich training step (largest, smallest, 2 random; batch 64; forward,
+backward and SGD) of the FP supernet against the OQAT W4A4 supernet, interleaved
+A, B, A, B, ... in one process; the median ratio W4A4/FP and its spread (min-max over
+rounds). ``--profile`` adds the torch profiler's top operators of one W4A4 step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmark.arena import Budget, Context, SandwichSampler, Task, get_space, sandwich_step
+from benchmark.arena.data import load_splits
+from benchmark.arena.presets import load_preset
+from benchmark.arena.quant import scale_quant_ranges
+from benchmark.arena.recipes.loop import make_optimizer
+from benchmark.arena.recipes.pretrain import pretrain_supernet
+from benchmark.arena.recipes.scoring import recalibrate_and_evaluate
+from methods import get_method, method_preset
+from methods.oqat import OQAT, oqat_quant
+
+
+def context(space, preset, splits, state, keys, seed: int) -> Context:
+    return Context.create(
+        Task(space.name, "digits", preset.name, "bitops<=16", seed),
+        space,
+        preset,
+        splits,
+        state,
+        budget=Budget(1e6, 10**12),
+        workdir=Path(tempfile.mkdtemp()),
+        log=logging.getLogger("bench_oqat"),
+        preset_section=keys,
+    )
+
+
+def test_top1(space, model, archs, bits, splits, preset) -> dict[str, float]:
+    out = {}
+    for name, arch in archs.items():
+        policy = None if bits is None else space.uniform_policy(bits, bits, arch)
+        net = space.extract(model, arch, policy)
+        scores, _ = recalibrate_and_evaluate(
+            net, splits.train, {"test": splits.test}, preset.recalibration,
+            eval_batch_size=preset.data.eval_batch_size, seed=0,
+        )  # fmt: skip
+        out[name] = round(scores["test"], 2)
+    return out
+
+
+def fidelity(seed: int, splits, preset, state) -> dict[str, Any]:
+    torch.manual_seed(seed)
+    base = get_space("mbv3-cifar", num_classes=splits.num_classes)
+    space = base.with_fixed(32)
+    keys = method_preset(get_method("oqat"), preset)
+    method = OQAT()
+    rng = random.Random(1000 + seed)
+    archs = {
+        "largest": space.max_arch(),
+        "smallest": space.min_arch(),
+        "reference": space.reference_arch,
+        "random1": space.sample_arch(rng),
+        "random2": space.sample_arch(rng),
+    }
+    ctx = context(base, preset, splits, state, keys, seed)
+    recipes = method._recipes(ctx, keys)
+    result: dict[str, Any] = {"seed": seed}
+    # the chain 4 → 3 → 2
+    model = ctx.fp_supernet(oqat_quant())
+    steps_chain, seconds = [], []
+    for i, bits in enumerate(method.bits):
+        if i:
+            scale_quant_ranges(model, 2.0 ** (method.bits[i - 1] - bits))
+        began = time.perf_counter()
+        stats = method._train_stage(ctx, space, model, bits, recipes[i], keys, seed * 7919 + i)
+        seconds.append(round(time.perf_counter() - began, 1))
+        steps_chain.append(stats.steps)
+        if bits == 4:
+            result["w4_inherit"] = test_top1(space, model, archs, 4, splits, preset)
+    result["chain_steps"], result["chain_train_seconds"] = steps_chain, seconds
+    result["w2_inherited"] = test_top1(space, model, archs, 2, splits, preset)
+    # 2 bits straight from the FP supernet
+    for label, steps in (
+        ("w2_direct_same_stage", steps_chain[-1]),
+        ("w2_direct_all_steps", sum(steps_chain)),
+    ):
+        model = ctx.fp_supernet(oqat_quant())
+        recipe = replace(recipes[-1], max_steps=steps, epochs=max(recipes[-1].epochs, 1000.0))
+        method._train_stage(ctx, space, model, 2, recipe, keys, seed * 7919 + 99)
+        result[label] = test_top1(space, model, archs, 2, splits, preset)
+        result[label + "_steps"] = steps
+    fp_model = ctx.fp_supernet(None)
+    result["fp"] = test_top1(base, fp_model, {"largest": space.max_arch()}, None, splits, preset)
+    return result
+
+
+def mean_of(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
+    names = runs[0][key]
+    return {n: round(statistics.mean(r[key][n] for r in runs), 2) for n in names}
+
+
+def speed(splits, rounds: int, batch: int, profile: bool) -> dict[str, Any]:
+    space = get_space("mbv3-cifar", num_classes=splits.num_classes)
+    oqat_space = space.with_fixed(32)
+    torch.manual_seed(0)
+    fp = space.build_supernet()
+    w4 = oqat_space.build_supernet(oqat_quant())
+    w4.load_state_dict(fp.state_dict(), strict=False)
+    x = torch.randn(batch, 3, 32, 32)
+    y = torch.randint(0, 10, (batch,))
+    recipe = load_preset("smoke").finetune
+
+    def runner(model, sampler_space, policy):
+        sampler = SandwichSampler(sampler_space, num_random=2, policy=policy)
+        step = sandwich_step(sampler_space, sampler, seed=0)
+        opt = make_optimizer(model, recipe)
+        model.train()
+
+        def once() -> float:
+            start = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss, _ = step(model, x, y)
+            loss.backward()
+            opt.step()
+            return time.perf_counter() - start
+
+        return once
+
+    fp_step = runner(fp, space, lambda arch, rng: None)
+    w4_step = runner(w4, oqat_space, lambda arch, rng: oqat_space.uniform_policy(4, 4, arch))
+    for _ in range(2):  # warm-up (kernel build, LSQ init, allocator)
+        fp_step(), w4_step()
+    fp_t, w4_t, ratios = [], [], []
+    for _ in range(rounds):
+        a = statistics.median(fp_step() for _ in range(3))
+        b = statistics.median(w4_step() for _ in range(3))
+        fp_t.append(a), w4_t.append(b), ratios.append(b / a)
+        print(f"fp {a:.3f} s, w4a4 {b:.3f} s, ratio {b / a:.3f}", file=sys.stderr, flush=True)
+    out: dict[str, Any] = {
+        "batch": batch,
+        "fp_step_s": round(statistics.median(fp_t), 3),
+        "w4a4_step_s": round(statistics.median(w4_t), 3),
+        "ratio_median": round(statistics.median(ratios), 3),
+        "ratio_spread": [round(min(ratios), 3), round(max(ratios), 3)],
+    }
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            w4_step()
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+        out["profile_w4a4"] = table
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            fp_step()
+        out["profile_fp"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--fidelity", action="store_true")
+    parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    preset = load_preset("smoke")
+    splits = load_splits("digits", val_fraction=preset.data.val_fraction, seed=0)
+    result: dict[str, Any] = {"threads": args.threads}
+    if args.speed:
+        result["speed"] = speed(splits, args.rounds, args.batch, args.profile)
+        for key in ("profile_w4a4", "profile_fp"):
+            if key in result["speed"]:
+                print(result["speed"].pop(key))
+    if args.fidelity:
+        space = get_space("mbv3-cifar", num_classes=splits.num_classes)
+        state, _ = pretrain_supernet(space, splits, preset, seed=0)  # the cached FP start
+        runs = [fidelity(int(s), splits, preset, state) for s in args.seeds.split(",")]
+        result["fidelity_runs"] = runs
+        result["fidelity_mean"] = {
+            key: mean_of(runs, key)
+            for key in (
+                "fp",
+                "w4_inherit",
+                "w2_inherited",
+                "w2_direct_same_stage",
+                "w2_direct_all_steps",
+            )
+        }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
