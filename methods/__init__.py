@@ -22,7 +22,7 @@ from benchmark.arena import Preset, PresetError, parse_section
 from methods.base import SEARCHES, Method
 
 _METHODS: dict[str, type[Method]] = {}
-_BUILTINS = ("methods.uniform", "methods.random_search", "methods.ompq")
+_BUILTINS = ("methods.uniform", "methods.random_search", "methods.ompq", "methods.haq")
 ENTRY_POINT_GROUP = "mpqbench.methods"
 
 

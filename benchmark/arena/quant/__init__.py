@@ -1,9 +1,11 @@
 """Quantizers and quantized modules shared by every method.
 
-Importing this package registers the built-in quantizers (``lsq``: :class:`LSQConfig`).
+Importing this package registers the built-in quantizers (``lsq``: :class:`LSQConfig`;
+``kl_linear``: :class:`KLLinearConfig`, HAQ's calibrated linear quantizer).
 """
 
 from benchmark.arena.quant.base import QuantConfig
+from benchmark.arena.quant.kl_linear import KLLinearConfig, KLLinearQuantizer, kl_clip
 from benchmark.arena.quant.lsq import LSQConfig, LSQQuantizer, lsq_quantize
 from benchmark.arena.quant.mixture import BitMixture
 from benchmark.arena.quant.modules import (
@@ -29,6 +31,8 @@ from benchmark.arena.quant.quantizer import (
 __all__ = [
     "DEFAULT_BIT_CHOICES",
     "BitMixture",
+    "KLLinearConfig",
+    "KLLinearQuantizer",
     "LSQConfig",
     "LSQQuantizer",
     "QConv2d",
@@ -42,6 +46,7 @@ __all__ = [
     "copy_quant_state",
     "create_quantizer",
     "current_policy",
+    "kl_clip",
     "list_quantizers",
     "lsq_quantize",
     "quant_layers",
