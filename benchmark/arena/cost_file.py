@@ -73,7 +73,7 @@ class CostFile:
     space: str
     unit: str
     costs: Mapping[str, Mapping[Pair, float]]
-    source: str = "cost table"
+    source: str = field(default="cost table", compare=False)
     where: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

@@ -12,13 +12,18 @@
 
 Every value above is the original's default (``rl_quantize.py`` arguments: hidden 300,
 lr_a 1e-4, lr_c 1e-3, tau 0.01, discount 1, bsize 64, rmsize 128 per layer, init_delta
-0.5, delta_decay 0.99, warmup 20). The agent runs on the CPU in float32; its randomness
+0.5, delta_decay 0.99, warmup 20). The agent runs on the CPU in float32 on one thread
+(networks this small gain nothing from more, and on a busy machine a thread pool's
+barriers cost far more than the work; the trial's thread count is restored after each
+call). Its randomness
 (network initialisation, exploration, minibatches) comes from its own seeded generators,
 saved in :meth:`DDPGAgent.state_dict`, so a restored agent continues exactly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -135,6 +140,20 @@ class ReplayBuffer:
 _ARRAYS = ("states", "actions", "rewards", "next_states", "done")
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the enclosed torch work on one CPU thread, then restore the thread count."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def truncated_normal(rng: np.random.Generator, mean: float, sigma: float) -> float:
     """One draw of a normal(``mean``, ``sigma``) truncated to [0, 1]."""
     mean = float(np.clip(mean, 0.0, 1.0))
@@ -184,7 +203,8 @@ class DDPGAgent:
     @torch.no_grad()
     def greedy_action(self, state: np.ndarray) -> float:
         """The actor's action for ``state``, without exploration."""
-        return float(self.actor(torch.as_tensor(state, dtype=torch.float32)[None])[0, 0])
+        with one_thread():
+            return float(self.actor(torch.as_tensor(state, dtype=torch.float32)[None])[0, 0])
 
     def explore_action(self, state: np.ndarray, sigma: float) -> float:
         """The actor's action plus truncated-normal exploration of std ``sigma`` on [0, 1]."""
@@ -203,6 +223,10 @@ class DDPGAgent:
         Returns ``(critic loss, actor loss)`` (the critic's mean squared TD error, the
         negated mean Q of the actor's actions).
         """
+        with one_thread():
+            return self._update()
+
+    def _update(self) -> tuple[float, float]:
         cfg = self.config
         states, actions, rewards, next_states, done = (
             torch.from_numpy(a) for a in self.memory.sample(self.rng, cfg.batch_size)

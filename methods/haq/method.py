@@ -372,7 +372,8 @@ class HAQ(Method):
             "layers": list(setup.layers),
             "bits": list(setup.bits),
             "limits": [lim.limit for lim in setup.limits],
-            "preset": asdict(section),
+            # the episode count is where the search stops, not what it is
+            "preset": {k: v for k, v in asdict(section).items() if k != "episodes"},
             "cost_table": self.cost_table,
         }
 
