@@ -167,8 +167,10 @@ def schema_error(cls: type, err: ValidationError, section: str = "") -> str:
     if first["type"] in unknown:
         known = [f.name for f in fields(owner)] if owner is not None else []
         close = difflib.get_close_matches(loc[-1], known, n=1)
-        near = [section, *loc[:-1], close[0]] if section else [*loc[:-1], close[0]]
-        hint = f"did you mean {_key_text(near)}? " if close else ""
+        hint = ""
+        if close:
+            near = [section, *loc[:-1], close[0]] if section else [*loc[:-1], close[0]]
+            hint = f"did you mean {_key_text(near)}? "
         what = "section" if is_table else "key"
         return f"unknown {what} {key}: {hint}known: {', '.join(known)}{more}"
     if first["type"] in ("missing", "missing_argument"):
