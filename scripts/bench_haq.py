@@ -10,6 +10,11 @@ scoring (``ctx.score``, the FP score included), and the rest (the agent's action
 updates, the constraint loop, checkpoints and bookkeeping). Prints JSON with episodes per
 minute and the share of the search outside finetune and scoring. Targets (smoke, resnet20,
 2 cores): search ≤ 120 s, outside share < 10%.
+
+On a machine shared with other jobs the wall times say little by themselves, so the
+script also times a plain FP32 ResNet-20 training step (batch 128, the same threads)
+before and after the search, and scales the search time by the quiet machine's step
+(``QUIET_FP32_STEP_S``, docs/benchmarks.md: 0.357–0.405 s on 2 threads) as an estimate.
 """
 
 from __future__ import annotations
@@ -38,6 +43,26 @@ from benchmark.arena.recipes.pretrain import fp_starting_point
 from benchmark.arena.spaces import get_space
 from methods import get_method, method_preset
 from methods.haq import HAQ
+
+QUIET_FP32_STEP_S = 0.38
+"""FP32 ResNet-20 step at batch 128 on the project's 2-core machine when quiet (seconds;
+the middle of docs/benchmarks.md's 0.357–0.405 s)."""
+
+
+def fp32_step_seconds(steps: int = 5) -> float:
+    """Median seconds of a plain FP32 ResNet-20 training step (batch 128, random data)."""
+    model = get_space("resnet20").build()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
+    times = []
+    for i in range(steps + 2):
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
 
 
 def timed(fn: Callable[..., Any], spent: dict[str, float], key: str) -> Callable[..., Any]:
@@ -81,6 +106,7 @@ def main() -> None:
 
     spent = {"finetune": 0.0, "score": 0.0}
     load_before = os.getloadavg()[0]
+    step_before = fp32_step_seconds()
     with tempfile.TemporaryDirectory() as tmp:
         task = Task(space.name, "digits", preset.name, args.constraint, 0)
         ctx = Context.create(
@@ -92,6 +118,7 @@ def main() -> None:
         start = time.perf_counter()
         result = HAQ(cost_table=args.cost_table).search(ctx)
         total = time.perf_counter() - start
+    step = (step_before + fp32_step_seconds()) / 2
     episodes = result.log["episodes"]
     inside = spent["finetune"] + spent["score"]
     best = result.candidates[0]
@@ -112,6 +139,8 @@ def main() -> None:
         "outside_seconds": round(total - inside, 2),
         "outside_share": round((total - inside) / total, 4),
         "samples": ctx.budget.samples,
+        "fp32_step_seconds": round(step, 3),
+        "estimated_quiet_search_seconds": round(total * QUIET_FP32_STEP_S / step, 1),
         "targets": {"search_seconds": 120.0, "outside_share": 0.10},
         "best": {
             "episode": best.meta["episode"],

@@ -190,6 +190,16 @@ def test_all_minimum_bits_over_the_limit_is_a_clear_error(micro, micro_fp, split
     assert ctx.budget.samples == 0  # refused before any image
 
 
+def test_a_size_constraint_costs_weight_bits(micro, micro_fp, splits, tmp_path: Path) -> None:
+    ctx = make_ctx(micro, micro_fp, splits, tmp_path, "size<=0.4")
+    (limit,) = HAQ().setup(ctx).limits
+    top = np.full(18, 3)
+    assert limit.name == "size" and limit.coefficients.shape == (18, 4, 4)
+    assert limit.total(top, top) == ctx.space.reference().size_bits_w8a8  # W8A8 everywhere
+    assert limit.total(top, np.zeros(18, int)) == limit.total(top, top)  # a-bits cost nothing
+    assert limit.limit == pytest.approx(0.4 * ctx.space.reference().size_bits_w8a8)
+
+
 # --------------------------------------------------------------------------- state
 def test_state_columns_are_normalised_over_layers() -> None:
     space = get_space("resnet20")
@@ -286,6 +296,20 @@ def test_ddpg_shapes_soft_update_and_replay() -> None:
     assert index.sample(np.random.default_rng(1), 90)[0].shape == (90, 3)  # else with
     action = agent.explore_action(np.zeros(10, np.float32), sigma=0.3)
     assert 0.0 <= action <= 1.0
+
+
+def test_exploration_is_the_truncated_normal() -> None:
+    from scipy.stats import kstest, truncnorm
+
+    from methods.haq.agent import truncated_normal
+
+    rng = np.random.default_rng(0)
+    for mean, sigma in ((0.5, 0.5), (0.9, 0.2), (0.02, 0.1)):
+        draws = [truncated_normal(rng, mean, sigma) for _ in range(2000)]
+        assert 0.0 <= min(draws) and max(draws) <= 1.0
+        law = truncnorm(-mean / sigma, (1 - mean) / sigma, loc=mean, scale=sigma)
+        assert kstest(draws, law.cdf).pvalue > 0.01, (mean, sigma)
+    assert truncated_normal(rng, 1.3, 0.0) == 1.0  # no noise: the (clipped) mean
 
 
 def test_ddpg_learns_a_toy_reward_with_a_known_best_policy() -> None:

@@ -25,11 +25,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import truncnorm
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -155,13 +155,15 @@ def one_thread() -> Iterator[None]:
 
 
 def truncated_normal(rng: np.random.Generator, mean: float, sigma: float) -> float:
-    """One draw of a normal(``mean``, ``sigma``) truncated to [0, 1]."""
+    """One draw of a normal(``mean``, ``sigma``) truncated to [0, 1], by inverting the CDF
+    (the interval always holds the mean, so no tail is far out)."""
     mean = float(np.clip(mean, 0.0, 1.0))
     if sigma <= 0:
         return mean
-    low, high = (0.0 - mean) / sigma, (1.0 - mean) / sigma
-    value = truncnorm.rvs(low, high, loc=mean, scale=sigma, random_state=rng)
-    return float(np.clip(value, 0.0, 1.0))
+    normal = NormalDist(mean, sigma)
+    low, high = normal.cdf(0.0), normal.cdf(1.0)
+    u = float(np.clip(rng.uniform(low, high), 1e-15, 1.0 - 1e-15))
+    return float(np.clip(normal.inv_cdf(u), 0.0, 1.0))
 
 
 class DDPGAgent:
