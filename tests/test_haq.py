@@ -353,7 +353,9 @@ def test_ddpg_learns_a_toy_reward_with_a_known_best_policy() -> None:
 
 
 # --------------------------------------------------------------------------- the method
-def test_registered_options_and_preset_section(tmp_path: Path) -> None:
+def test_registered_options_and_preset_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert get_method("haq") is HAQ and HAQ.searches == "bits"
     assert HAQPreset() == HAQPreset(episodes=600, warmup=20, finetune_steps=157, sigma_decay=0.99)
     for bad, error in (
@@ -369,6 +371,8 @@ def test_registered_options_and_preset_section(tmp_path: Path) -> None:
     table = cost_file_from_table(space.cost_table(), "resnet20").write(tmp_path / "t.csv")
     given = {"cost_table": str(table), "top_k": 2}
     assert HAQ.prepare_options(given, [space]) == given  # absolute already
+    monkeypatch.chdir(tmp_path)
+    assert HAQ.prepare_options({"cost_table": "t.csv"}, [space]) == {"cost_table": str(table)}
     with pytest.raises(ValueError, match="is for space 'resnet20', not 'mbv3-cifar'"):
         HAQ.prepare_options(given, [get_space("mbv3-cifar")])
 

@@ -207,7 +207,7 @@ class HAQ(Method):
                 )
             )
         pinned = bits.index(PINNED_BITS) if not movable.all() else None
-        start = np.full(len(layers), len(bits) - 1)
+        start = np.where(movable, len(bits) - 1, pinned or 0)  # pinned layers stay at 8
         try:
             check_reachable(limits, start, start, movable)
         except InfeasibleLimit as err:
