@@ -28,6 +28,7 @@ _BUILTINS = (
     "methods.ompq",
     "methods.hawq",
     "methods.oqat",
+    "methods.haq",
 )
 ENTRY_POINT_GROUP = "mpqbench.methods"
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from benchmark.arena import Context, SearchResult
+from benchmark.arena import Context, SearchResult, SearchSpace
 
 SEARCHES = ("bits", "arch+uniform-bits", "arch+bits")
 
@@ -25,7 +26,8 @@ class Method(ABC):
             starts and hands the parsed one to the search as ``ctx.preset_section``
             (the schema's defaults when the preset has no such section).
 
-    Options come from ``--method-options`` as keyword arguments to ``__init__``.
+    Options come from ``--method-options`` as keyword arguments to ``__init__``; before a
+    run starts, :meth:`prepare_options` checks them against the run's spaces.
     """
 
     name: ClassVar[str]
@@ -35,6 +37,19 @@ class Method(ABC):
     def __init__(self, **options: Any) -> None:
         if options:
             raise TypeError(f"method {self.name!r} takes no options, got {sorted(options)}")
+
+    @classmethod
+    def prepare_options(
+        cls, options: dict[str, Any], spaces: Sequence[SearchSpace]
+    ) -> dict[str, Any]:
+        """Check ``options`` (what ``__init__`` will get) against the run's ``spaces`` before
+        anything starts, and return them as the trials should get them (e.g. a file path
+        made absolute: trials may run in another working directory).
+
+        Raise ``ValueError`` with one line for options that cannot work (the run then exits
+        2 with that line). The default returns ``options`` unchanged.
+        """
+        return options
 
     @abstractmethod
     def search(self, ctx: Context) -> SearchResult:

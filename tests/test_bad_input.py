@@ -31,6 +31,31 @@ def _preset(old: str, new: str) -> str:
     return TINY_TEXT.replace(old, new, 1)
 
 
+RESNET20_LAYERS = ["conv1", *(f"layer{s}.{b}.conv{c}" for s in (1, 2, 3) for b in (0, 1, 2)
+                              for c in (1, 2)), "fc"]  # fmt: skip
+
+
+def _latency_csv(
+    space: str = "resnet20", drop: str = "", change: tuple[str, str] = ("", "")
+) -> str:
+    """A complete made-up latency table of resnet20 (every layer at every (w, a) over
+    {2, 3, 4, 8}), less the row starting with ``drop``, with one text change."""
+    rows = [f"# space={space} unit=us", "layer,w_bits,a_bits,cost"]
+    for name in RESNET20_LAYERS:
+        for w in (2, 3, 4, 8):
+            for a in (2, 3, 4, 8):
+                row = f"{name},{w},{a},{w * a}"
+                if not (drop and row.startswith(drop)):
+                    rows.append(row)
+    return "\n".join(rows).replace(*change, 1) + "\n"
+
+
+def _haq(table: str, *extra: str, **options: object) -> list[str]:
+    options = {"cost_table": f"{{in}}/{table}", **options} if table else options
+    return ["run", "--methods", "haq", "--space", "resnet20", *extra,
+            "--method-options", json.dumps({"haq": options})]  # fmt: skip
+
+
 SETTINGS = {  # what a run stores for --resume (tests/tiny.toml, uniform, resnet20)
     "methods": ["uniform"], "space": ["resnet20"], "dataset": ["digits"], "data_dir": None,
     "download": False, "preset": TINY, "constraint": ["bitops<=0.3"], "seeds": [0],
@@ -108,6 +133,15 @@ FILES: dict[str, str | bytes] = {  # name -> content, created under tmp_path/in 
     "outbox_junk/runs/r/metadata.json": _metadata(),
     "outbox_junk/runs/r/trials/uniform-0/rows.json": "{not json",
     "binary.toml": b"\x89PNG\r\n\x1a\n\xff\xfe",
+    # HAQ cost tables (--method-options '{"haq": {"cost_table": ...}}')
+    "lat_ok.csv": _latency_csv(),
+    "lat_unknown_layer.csv": _latency_csv() + "layer4.0.conv1,2,2,0.1\n",
+    "lat_missing_pair.csv": _latency_csv(drop="layer3.2.conv2,8,4,"),
+    "lat_negative.csv": _latency_csv(change=("layer2.1.conv1,3,3,9", "layer2.1.conv1,3,3,-1")),
+    "lat_text.csv": _latency_csv(change=("layer2.1.conv1,3,3,9", "layer2.1.conv1,3,3,fast")),
+    "lat_mbv3.csv": _latency_csv(space="mbv3-cifar"),
+    "lat_no_space.json": json.dumps({"costs": {"conv1": {"w8a8": 1.0}}}),
+    "haq_episodes_zero.toml": _preset("[methods.haq]\nepisodes = 4", "[methods.haq]\nepisodes = 0"),
     "raising_method.py": "raise ValueError('this module is broken')\n",
     "syntax_method.py": "class Broken(:\n",
     "exiting_method.py": "import sys\nsys.exit(0)\n",
@@ -197,6 +231,38 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
         "method-label-not-text",
         ["run", "--methods", "uniform", "--method-options", '{"uniform": {"label": 3}}'],
         "label for 'uniform' must be short text",
+    ),
+    # --- HAQ: its cost table checked against the space, its options and preset section
+    (
+        "haq-table-wrong-space",
+        _haq("lat_ok.csv")[:4] + ["mbv3-cifar"] + _haq("lat_ok.csv")[5:],
+        ("method haq: cost table", "is for space 'resnet20', not 'mbv3-cifar'"),
+    ),
+    (
+        "haq-table-for-another-space",
+        _haq("lat_mbv3.csv"),
+        "is for space 'mbv3-cifar', not 'resnet20'",
+    ),
+    (
+        "haq-table-unknown-layer",
+        _haq("lat_unknown_layer.csv"),
+        ("lat_unknown_layer.csv line 323", "unknown layer 'layer4.0.conv1' for resnet20"),
+    ),
+    (
+        "haq-table-missing-pair",
+        _haq("lat_missing_pair.csv"),
+        ("no cost for layer3.2.conv2 at W8A4", "each (w_bits, a_bits) over {2, 3, 4, 8}"),
+    ),
+    ("haq-table-negative", _haq("lat_negative.csv"), ("line 152", "cost -1 is negative")),
+    ("haq-table-not-a-number", _haq("lat_text.csv"), ("line 152", "cost 'fast' is not a number")),
+    ("haq-table-no-space", _haq("lat_no_space.json"), "does not say which space it is for"),
+    ("haq-table-missing-file", _haq("none.csv"), ("none.csv does not exist", "check the path")),
+    ("haq-table-ratio-alone", _haq("", table_ratio=0.5), "table_ratio needs a cost_table"),
+    ("haq-top-k-zero", _haq("lat_ok.csv", top_k=0), "top_k must be a whole number ≥ 1"),
+    (
+        "haq-preset-episodes-zero",
+        ["run", "--methods", "haq", "--preset", "{in}/haq_episodes_zero.toml"],
+        ("[methods.haq] episodes = 0", "a whole number ≥ 1"),
     ),
     # --- constraints: malformed and impossible
     ("constraint-not-a-number", [*RUN, "--constraint", "bitops<=abc"], "cannot read constraint"),

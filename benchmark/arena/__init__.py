@@ -17,11 +17,13 @@ top-1 in percent):
   :meth:`Constraint.absolute`: BitOPs per image or weight bits), a space's per-layer
   :class:`CostTable` (``space.cost_table(arch)``: lookups, totals, fixed layers' share,
   numpy coefficients for LP / ILP) and the differentiable :func:`expected_cost` under
-  per-layer bit probabilities (torch);
+  per-layer bit probabilities (torch); a user's measured per-layer cost table (latency,
+  energy) read from CSV or JSON and checked against a space: :class:`CostFile`,
+  :func:`load_cost_file`, :func:`cost_file_from_table`, :class:`CostFileError`;
 - data: :class:`DataSplits`, :func:`make_loader`, :func:`fixed_batch`;
 - quantizers and quantized layers: :class:`QuantConfig` (which quantizers a layer uses,
   state sharing, bits; ``to_dict`` / ``from_dict``), one typed config per quantizer kind
-  (:class:`QuantizerConfig`; :class:`LSQConfig`), :class:`Quantizer`,
+  (:class:`QuantizerConfig`; :class:`LSQConfig`, :class:`KLLinearConfig`), :class:`Quantizer`,
   :func:`register_quantizer` (config type → quantizer class), :func:`list_quantizers`,
   :class:`QConv2d`, :class:`QLinear`, :class:`QuantLayer` (``set_bit_mixture`` for a
   weighted mixture of bit-widths, :class:`BitMixture`), :func:`apply_policy`,
@@ -64,6 +66,7 @@ from benchmark.arena.cost import (
     model_cost,
     profile_layers,
 )
+from benchmark.arena.cost_file import CostFile, CostFileError, cost_file_from_table, load_cost_file
 from benchmark.arena.cost_table import CostTable, expected_cost
 from benchmark.arena.data import DataError, DataSplits, fixed_batch, make_loader
 from benchmark.arena.evolution import EvolutionResult, Scored, evolve
@@ -99,6 +102,7 @@ from benchmark.arena.protocol import (
 )
 from benchmark.arena.quant import (
     BitMixture,
+    KLLinearConfig,
     LSQConfig,
     QConv2d,
     QLinear,
@@ -137,6 +141,8 @@ __all__ = [
     "Candidate",
     "Constraint",
     "Context",
+    "CostFile",
+    "CostFileError",
     "CostReport",
     "CostTable",
     "DataError",
@@ -146,6 +152,7 @@ __all__ = [
     "ElasticSearchSpace",
     "FixedConvention",
     "HessianProbe",
+    "KLLinearConfig",
     "LSQConfig",
     "LayerBits",
     "LayerCost",
@@ -175,6 +182,7 @@ __all__ = [
     "TraceEstimate",
     "TrialTimeout",
     "apply_policy",
+    "cost_file_from_table",
     "create_quantizer",
     "evaluate",
     "evolve",
@@ -186,6 +194,7 @@ __all__ = [
     "hutchinson_traces",
     "list_quantizers",
     "list_spaces",
+    "load_cost_file",
     "make_loader",
     "model_cost",
     "parse_section",

@@ -136,10 +136,16 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
     except validation.InputError as err:
         raise UsageError(str(err)) from None
     check_preset_sections(preset, [get_method(m) for m in args.method_list])
-    args.methods = args.method_list  # file specs absolute: what workers and --resume read
-    if args.method_options is not None:  # keyed by those specs, for --resume
-        args.method_options = json.dumps(args.options_by_spec, sort_keys=True)
     spaces = [get_space(name) for name in args.space]
+    try:  # each method's own check of its options against the spaces (e.g. a cost table)
+        args.options_by_spec = validation.check_method_inputs(
+            args.method_list, args.options_by_spec, spaces
+        )
+    except validation.InputError as err:
+        raise UsageError(str(err)) from None
+    args.methods = args.method_list  # file specs absolute: what workers and --resume read
+    if args.method_options is not None or args.options_by_spec:  # by those specs, for --resume
+        args.method_options = json.dumps(args.options_by_spec, sort_keys=True)
     for name in args.dataset:
         if name not in list_datasets():
             raise UsageError(

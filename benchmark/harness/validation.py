@@ -265,6 +265,36 @@ def resolve_methods(
 _LABEL = re.compile(r"^[A-Za-z0-9._=-]{1,40}$")
 
 
+def check_method_inputs(
+    specs: Sequence[str], options_by_spec: Mapping[str, dict], spaces: Sequence[SearchSpace]
+) -> dict[str, dict]:
+    """Each method's options checked against the run's spaces by the method itself
+    (``Method.prepare_options``: e.g. HAQ's cost table file against each space), after
+    :func:`resolve_methods`. Returns the options by spec as the trials get them (the
+    ``label`` option kept); a method given no options is checked with none.
+
+    Raises:
+        InputError: the method's one line, naming the method.
+    """
+    from benchmark.harness.spec import LABEL_OPTION, constructor_options
+    from methods import get_method
+
+    prepared: dict[str, dict] = {}
+    for spec in specs:
+        cls = get_method(spec)
+        given = options_by_spec.get(spec)
+        options = constructor_options(given or {})
+        try:
+            checked = cls.prepare_options(dict(options), list(spaces))
+        except (ValueError, TypeError) as err:
+            text = " ".join(str(err).split()) or type(err).__name__
+            raise InputError(f"method {cls.name}: {text}") from None
+        if given is not None or checked != options:
+            label = {k: v for k, v in (given or {}).items() if k == LABEL_OPTION}
+            prepared[spec] = {**dict(checked), **label}
+    return prepared
+
+
 def given_name(resolved: str, given: Mapping[str, str]) -> str:
     """The spec as the user wrote it for a resolved spec."""
     return next((g for g, r in given.items() if r == resolved), resolved)

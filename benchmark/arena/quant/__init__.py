@@ -1,9 +1,11 @@
 """Quantizers and quantized modules shared by every method.
 
-Importing this package registers the built-in quantizers (``lsq``: :class:`LSQConfig`).
+Importing this package registers the built-in quantizers (``lsq``: :class:`LSQConfig`;
+``kl_linear``: :class:`KLLinearConfig`, HAQ's calibrated linear quantizer).
 """
 
 from benchmark.arena.quant.base import ACT_GRIDS, QuantConfig
+from benchmark.arena.quant.kl_linear import KLLinearConfig, KLLinearQuantizer, kl_clip
 from benchmark.arena.quant.lsq import LSQConfig, LSQQuantizer, lsq_quantize
 from benchmark.arena.quant.mixture import BitMixture
 from benchmark.arena.quant.modules import (
@@ -31,6 +33,8 @@ __all__ = [
     "ACT_GRIDS",
     "DEFAULT_BIT_CHOICES",
     "BitMixture",
+    "KLLinearConfig",
+    "KLLinearQuantizer",
     "LSQConfig",
     "LSQQuantizer",
     "QConv2d",
@@ -44,6 +48,7 @@ __all__ = [
     "copy_quant_state",
     "create_quantizer",
     "current_policy",
+    "kl_clip",
     "list_quantizers",
     "lsq_quantize",
     "quant_layers",
