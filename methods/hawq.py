@@ -205,6 +205,11 @@ class HAWQ(Method):
         max_iter: most Rademacher vectors per trace; tol: the stopping test's tolerance.
             These four default to the preset's ``[methods.hawq]`` section, else 2, 32,
             100, 1e-3.
+        ratios: the paper's family of budgets (``ILP.ipynb``): for each r, one more
+            candidate labelled ``hawq-r<r>``, the ILP optimum under ``all-min + r·(all-max
+            − all-min)`` of the searched layers' cost (e.g. ``[0.25, 0.5, 0.75]``); a
+            budget above the task's limit is skipped (logged). Default none: only the
+            optimum under the task's limit.
     """
 
     name = "hawq"
@@ -219,9 +224,19 @@ class HAWQ(Method):
         batch_size: int | None = None,
         max_iter: int | None = None,
         tol: float | None = None,
+        ratios: Sequence[float] = (),
         **options: Any,
     ) -> None:
         super().__init__(**options)
+        values = list(ratios) if isinstance(ratios, list | tuple) else None
+        if values is None or not all(
+            isinstance(r, int | float) and not isinstance(r, bool) and 0 <= r <= 1 for r in values
+        ):
+            raise ValueError(
+                f"hawq: ratios must be a list of numbers from 0 to 1, e.g. [0.25, 0.5, 0.75], "
+                f"got {ratios!r}"
+            )
+        self.ratios = tuple(sorted(set(float(r) for r in values)))
         if isinstance(bits, str):
             if bits != "space":
                 raise ValueError(
@@ -374,7 +389,37 @@ class HAWQ(Method):
             samples=ctx.budget.samples,
         )
         ctx.offer(candidate)
-        return SearchResult([candidate], log=log)
+        candidates = [candidate, *self._ratio_candidates(ctx, arch, groups, pairs, per_layer,
+                                                         budget, rounds, log)]  # fmt: skip
+        return SearchResult(candidates, log=log)
+
+    def _ratio_candidates(
+        self,
+        ctx: Context,
+        arch: Any,
+        groups: Sequence[tuple[str, ...]],
+        pairs: Sequence[tuple[int, int]],
+        per_layer: np.ndarray,
+        budget: _Budget,
+        rounds: int,
+        log: dict[str, Any],
+    ) -> list[Candidate]:
+        """The ILP optimum under each of the paper's budgets ``all-min + r·(all-max −
+        all-min)`` that the task's limit allows (``ILP.ipynb``), labelled ``hawq-r<r>``."""
+        low, high = int(budget.costs.min(axis=1).sum()), int(budget.costs.max(axis=1).sum())
+        found: list[Candidate] = []
+        log["ratios"] = {}
+        for r in self.ratios:
+            limit = low + r * (high - low)
+            if limit > budget.free:
+                log["ratios"][f"{r:g}"] = "skipped: above the task's limit"
+                continue
+            problem = AllocationProblem(budget.group_omega(per_layer), budget.costs, limit)
+            candidate = self._candidate(ctx, arch, groups, pairs, solve(problem), budget, rounds)
+            candidate.label, candidate.meta["ratio"] = f"hawq-r{r:g}", r
+            log["ratios"][f"{r:g}"] = candidate.meta["cost"]
+            found.append(candidate)
+        return found
 
     def _candidate(
         self,

@@ -647,3 +647,30 @@ def test_infeasible_limit_is_a_failed_trial_not_a_crash(
     (row,) = run_trial(spec)
     assert row["status"] == "failed" and row["samples_processed"] == 0
     assert "minimum achievable bitops" in row["error"] and "bits=[...]" in row["error"]
+
+
+def test_ratios_give_the_papers_family_of_budgets(micro_fp, splits, tmp_path: Path) -> None:
+    """``ratios``: one more candidate per r under all-min + r·(all-max − all-min) of the
+    searched layers (ILP.ipynb), cheaper for smaller r, skipped above the task's limit."""
+    ctx = make_ctx("resnet20", micro_fp, splits, "bitops<=0.7", tmp_path)
+    result = HAWQ(ratios=[0.25, 0.5, 0.75], **FAST).search(ctx)
+    assert len(result.candidates) >= 3  # the optimum, r = 0.25 and r = 0.5 at least
+    labels = [c.label for c in result.candidates]
+    assert labels[0] == "hawq" and set(labels[1:]) <= {"hawq-r0.25", "hawq-r0.5", "hawq-r0.75"}
+    table = ctx.space.cost_table()
+    pairs = [(4, 4), (8, 8)]
+    costs = table.pair_coefficients("bitops", pairs)
+    low, high = int(costs.min(axis=1).sum()), int(costs.max(axis=1).sum())
+    fixed = table.fixed_total("bitops")
+    previous = -1.0
+    for cand in result.candidates[1:]:
+        r = cand.meta["ratio"]
+        assert cand.meta["cost"] - fixed <= low + r * (high - low)  # within the paper's budget
+        assert ctx.feasible(cand.policy) and cand.meta["cost"] >= previous
+        previous = cand.meta["cost"]
+    skipped = [k for k, v in result.log["ratios"].items() if isinstance(v, str)]
+    for key in skipped:  # only budgets above the task's limit are left out
+        assert fixed + low + float(key) * (high - low) > ctx.limit
+    assert len(result.candidates) - 1 + len(skipped) == 3
+    with pytest.raises(ValueError, match="ratios must be a list of numbers from 0 to 1"):
+        HAWQ(ratios=[1.5])
