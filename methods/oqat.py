@@ -56,9 +56,14 @@ On ``resnet20`` (a fixed architecture) OQAT degenerates to uniform-bit QAT with 
 inheritance: one model, trained with cross-entropy at each bit-width in turn (no sandwich,
 no architecture search), its first conv and classifier FP; the log says so.
 
-A constraint the cheapest subnet at the lowest bit-width cannot meet under this convention
-(the FP stem alone costs 0.65× the W8A8 reference on mbv3-cifar) raises ``ValueError``
-with the minimum achievable value before any training. Bit-widths at which no subnet is
+Fixed layers under a tight limit (the protocol's rule, ``benchmark.arena.fit_fixed``): the
+shared cost model counts an FP layer at 32×32 BitOPs, and the FP stem alone costs 0.65× the
+W8A8 reference on mbv3-cifar (the paper costs FP layers as 8-bit ones). With the default
+option ``fixed="auto"`` OQAT keeps its FP convention whenever its cheapest subnet meets the
+limit and otherwise takes the space's (stem, SE and classifier 8-bit); the log, the search
+log's ``fixed_why`` and every row's ``fixed`` column say which. ``fixed="method"`` insists on
+the FP convention (an unreachable limit is refused before training, with the minimum
+achievable value); ``fixed="space"`` always uses the space's. Bit-widths at which no subnet is
 feasible are trained (the chain needs them) but give no candidate.
 
 Checkpoints: after each finished stage (training + selection) the model, the candidates
@@ -80,6 +85,7 @@ from pydantic import Field, Strict
 from torch import nn
 
 from benchmark.arena import (
+    FIT_MODES,
     FP_BITS,
     Candidate,
     Context,
@@ -91,6 +97,7 @@ from benchmark.arena import (
     SearchSpace,
     apply_policy,
     evolve,
+    fit_fixed,
     preset_schema,
     sandwich_step,
     scale_quant_ranges,
@@ -152,17 +159,31 @@ def check_bits(bits: Any) -> tuple[int, ...]:
 @register_method
 class OQAT(Method):
     """Quantized supernet with shared LSQ step sizes, bit inheritance 4→3→2, evolutionary
-    subnet selection per bit-width (resnet20: uniform bits with inheritance)."""
+    subnet selection per bit-width (resnet20: uniform bits with inheritance).
+
+    Options (``--method-options '{"oqat": {...}}'``):
+        bits: the bit-widths to produce, in inheritance order (default ``[4, 3, 2]``).
+        candidates_per_bits: candidates per bit-width from the final population (default 1).
+        fixed: ``"auto"`` (default), ``"method"`` or ``"space"``: which convention the
+            never-searched layers follow (see the module doc, "Fixed layers").
+    """
 
     name = "oqat"
     searches = "arch+uniform-bits"
     preset_section = OQATKeys
 
     def __init__(
-        self, bits: Sequence[int] = (4, 3, 2), candidates_per_bits: int = 1, **options: Any
+        self,
+        bits: Sequence[int] = (4, 3, 2),
+        candidates_per_bits: int = 1,
+        fixed: str = "auto",
+        **options: Any,
     ) -> None:
         super().__init__(**options)
         self.bits = check_bits(bits)
+        if fixed not in FIT_MODES:
+            raise ValueError(f"oqat: fixed must be one of {', '.join(FIT_MODES)}; got {fixed!r}")
+        self.fixed_mode = fixed
         if isinstance(candidates_per_bits, bool) or not isinstance(candidates_per_bits, int):
             raise ValueError(
                 f"oqat: candidates_per_bits must be a whole number, got {candidates_per_bits!r}"
@@ -174,25 +195,34 @@ class OQAT(Method):
     # --- the search -------------------------------------------------------------------
     def search(self, ctx: Context) -> SearchResult:
         keys: OQATKeys = ctx.preset_section or OQATKeys()
-        space = ctx.space.with_fixed(FP_BITS)  # OQAT: stem, SE and classifier FP
         for b in self.bits:
-            if b not in space.allowed_bits():
+            if b not in ctx.space.allowed_bits():
                 raise ValueError(
-                    f"oqat: {b}-bit is not allowed on {space.name} "
-                    f"(allowed: {list(space.allowed_bits())})"
+                    f"oqat: {b}-bit is not allowed on {ctx.space.name} "
+                    f"(allowed: {list(ctx.space.allowed_bits())})"
                 )
         recipes = self._recipes(ctx, keys)
-        self._check_reachable(ctx, space)
+        fit = fit_fixed(  # OQAT: stem, SE and classifier FP when the limit allows it
+            ctx.space,
+            ctx.constraint,
+            FP_BITS,
+            mode=self.fixed_mode,
+            method="oqat",
+            own_label="stem, SE convs and classifier FP",
+            low_bits=min(self.bits),
+        )
+        space = fit.space
         elastic = isinstance(space, ElasticSearchSpace)
         quant = oqat_quant()
         mode = "supernet" if elastic else "uniform bits with inheritance (fixed architecture)"
         ctx.log.info(
-            "oqat on %s: %s, bits %s, stage epochs %s, quantizers %s, fixed layers FP",
+            "oqat on %s: %s, bits %s, stage epochs %s, quantizers %s, fixed layers: %s",
             space.name,
             mode,
             list(self.bits),
             [r.epochs for r in recipes],
             quant.to_dict(),
+            fit.why,
         )
         model = (
             ctx.fp_supernet(quant)
@@ -205,7 +235,8 @@ class OQAT(Method):
             "mode": mode,
             "bits": list(self.bits),
             "quant": quant.to_dict(),
-            "fixed": FP_BITS,
+            "fixed": fit.fixed,
+            "fixed_why": fit.why,
             "selection": "evolution (OFA-style; OQAT's own search was never published)",
             "population": keys.population,
             "generations": keys.generations,
@@ -231,7 +262,7 @@ class OQAT(Method):
             stage.update(train_seconds=time.perf_counter() - began, **stats.to_dict())
             ctx.report(stage_bits=bits, loss=stats.final_loss, steps=stats.steps)
             began = time.perf_counter()
-            found = self._select(ctx, space, model, bits, keys, seed, quant, stage)
+            found = self._select(ctx, space, model, bits, keys, seed, quant, stage, fit.fixed)
             stage["select_seconds"] = time.perf_counter() - began
             ctx.log.info(
                 "oqat W%dA%d stage: %d steps in %.1f s, selection %.1f s, %d candidate(s)",
@@ -292,19 +323,6 @@ class OQAT(Method):
             for i, epochs in enumerate(keys.stage_epochs)
         ]
 
-    def _check_reachable(self, ctx: Context, space: SearchSpace) -> None:
-        """Refuse, before training, a constraint no bit-width can meet (one line)."""
-        low = min(self.bits)
-        arch = space.smallest_arch
-        cost = space.cost(space.uniform_policy(low, low, arch), arch)
-        if not ctx.constraint.satisfied(cost, space.reference()):
-            least = ctx.constraint.measure(cost, space.reference())
-            raise ValueError(
-                f"oqat: {ctx.constraint.text} cannot be met under OQAT's convention (stem, SE "
-                f"and classifier FP, costed at 32x32 BitOPs): minimum achievable {least:.4g} "
-                f"(smallest subnet at W{low}A{low}); loosen the constraint"
-            )
-
     def _usable(self, saved: Any) -> bool:
         return (
             isinstance(saved, dict)
@@ -345,6 +363,7 @@ class OQAT(Method):
         seed: int,
         quant: QuantConfig,
         stage: dict[str, Any],
+        fixed: Any,
     ) -> list[Candidate]:
         """The best feasible subnets at ``bits`` with their weights (``stage`` gets the log)."""
         reference = space.reference()
@@ -361,7 +380,7 @@ class OQAT(Method):
                 label=f"W{bits}A{bits}" + (f"-{rank}" if rank else ""),
                 weights=weights,
                 quant=quant,
-                fixed=FP_BITS,
+                fixed=fixed,
                 meta={"bits": bits, "val_top1": score, "rank": rank},
             )
 

@@ -262,9 +262,31 @@ def test_evolve_never_returns_an_infeasible_architecture() -> None:
 
 def test_unreachable_constraint_fails_before_training(splits, mbv3_state, tmp_path) -> None:
     ctx = make_ctx(splits, mbv3_state, tmp_path, constraint="bitops<=0.3")
-    with pytest.raises(ValueError, match=r"minimum achievable 0\.7995 \(smallest subnet at W3A3\)"):
-        OQAT(bits=(4, 3)).search(ctx)
+    with pytest.raises(ValueError, match=r"achievable 0\.7995 \(smallest architecture at W3A3"):
+        OQAT(bits=(4, 3), fixed="method").search(ctx)
+    ctx = make_ctx(splits, mbv3_state, tmp_path, constraint="bitops<=0.01")
+    with pytest.raises(ValueError, match="cannot be met on mbv3-cifar"):
+        OQAT(bits=(4, 3)).search(ctx)  # not even under the space's convention
     assert ctx.budget.samples == 0
+
+
+def test_a_tight_limit_falls_back_to_the_space_convention(splits, mbv3_state, tmp_path) -> None:
+    keys = dataclasses.replace(KEYS, stage_epochs=(1.0,), stage_max_steps=(1,), population=4,
+                               generations=1)  # fmt: skip
+    ctx = make_ctx(splits, mbv3_state, tmp_path, constraint="bitops<=0.3", keys=keys)
+    result = OQAT(bits=(2,)).search(ctx)  # FP stem alone: 0.65x W8A8
+    assert result.candidates and result.log["fixed"] is None
+    assert "even the cheapest candidate misses bitops<=0.3" in result.log["fixed_why"]
+    for cand in result.candidates:
+        assert cand.fixed is None  # the task's space: stem, SE, classifier 8-bit
+        cost = ctx.space.cost(cand.policy, cand.arch)
+        assert ctx.constraint.satisfied(cost, ctx.space.reference())
+
+
+@pytest.mark.parametrize("bad", ["fp", "", 32, None])
+def test_fixed_option_is_checked(bad) -> None:
+    with pytest.raises(ValueError, match="oqat: fixed must be one of auto, method, space"):
+        OQAT(fixed=bad)
 
 
 # --- checkpoints ---------------------------------------------------------------------------

@@ -34,6 +34,9 @@ top-1 in percent):
   each states the bits of its never-searched layers per role (:class:`FixedConvention`:
   ``space.fixed_roles``, ``space.fixed_policy``; another one with ``space.with_fixed``
   or ``Candidate(fixed=...)``) and builds layers with ``space.layer_quant(quant)``;
+  :func:`fit_fixed` keeps a method's own convention (e.g. an FP stem) when the task's
+  limit allows it and falls back to the space's otherwise (:class:`FixedFit`,
+  :data:`FIT_MODES`);
 - the toolkit on the context (every image charged to the budget): ``ctx.train``
   (the shared loop, extra :class:`Phase` s for alternating updates), ``ctx.finetune``,
   ``ctx.score`` (recalibrate + validation top-1), ``ctx.subnet`` / ``ctx.fp_supernet``
@@ -131,8 +134,10 @@ from benchmark.arena.spaces import (
     list_spaces,
     register_space,
 )
+from benchmark.arena.spaces.fit import FIT_MODES, FixedFit, fit_fixed
 
 __all__ = [
+    "FIT_MODES",
     "FP_BITS",
     "BitMixture",
     "Budget",
@@ -151,6 +156,7 @@ __all__ = [
     "EvolutionResult",
     "ElasticSearchSpace",
     "FixedConvention",
+    "FixedFit",
     "HessianProbe",
     "KLLinearConfig",
     "LSQConfig",
@@ -188,6 +194,7 @@ __all__ = [
     "evolve",
     "expected_cost",
     "finetune_qat",
+    "fit_fixed",
     "fixed_batch",
     "get_space",
     "hutchinson_trace",
