@@ -34,7 +34,15 @@ from typing import Any
 
 import torch
 
-from benchmark.arena import Budget, Context, SandwichSampler, Task, get_space, sandwich_step
+from benchmark.arena import (
+    Budget,
+    Context,
+    DivergedError,
+    SandwichSampler,
+    Task,
+    get_space,
+    sandwich_step,
+)
 from benchmark.arena.data import load_splits
 from benchmark.arena.presets import load_preset
 from benchmark.arena.quant import scale_quant_ranges
@@ -72,6 +80,16 @@ def test_top1(space, model, archs, bits, splits, preset) -> dict[str, float]:
     return out
 
 
+def train_or_diverge(method, ctx, space, model, bits, recipe, keys, seed) -> Any:
+    """One stage's TrainStats, or ``None`` when its loss became NaN (the model as it was
+    then is still scored: a diverged stage is a result, not a crash of the benchmark)."""
+    try:
+        return method._train_stage(ctx, space, model, bits, recipe, keys, seed)
+    except DivergedError as err:
+        print(f"seed stage W{bits}A{bits}: {err}", file=sys.stderr, flush=True)
+        return None
+
+
 def fidelity(seed: int, splits, preset, state) -> dict[str, Any]:
     torch.manual_seed(seed)
     base = get_space("mbv3-cifar", num_classes=splits.num_classes)
@@ -96,21 +114,24 @@ def fidelity(seed: int, splits, preset, state) -> dict[str, Any]:
         if i:
             scale_quant_ranges(model, 2.0 ** (method.bits[i - 1] - bits))
         began = time.perf_counter()
-        stats = method._train_stage(ctx, space, model, bits, recipes[i], keys, seed * 7919 + i)
+        stats = train_or_diverge(method, ctx, space, model, bits, recipes[i], keys, seed * 7919 + i)
         seconds.append(round(time.perf_counter() - began, 1))
-        steps_chain.append(stats.steps)
+        steps_chain.append(stats.steps if stats else recipes[i].max_steps)
         if bits == 4:
             result["w4_inherit"] = test_top1(space, model, archs, 4, splits, preset)
+        if stats is None:
+            result[f"w{bits}_diverged"] = True
     result["chain_steps"], result["chain_train_seconds"] = steps_chain, seconds
     result["w2_inherited"] = test_top1(space, model, archs, 2, splits, preset)
-    # 2 bits straight from the FP supernet
+    # 2 bits straight from the FP supernet (LSQ's own step initialisation at 2 bits)
     for label, steps in (
         ("w2_direct_same_stage", steps_chain[-1]),
         ("w2_direct_all_steps", sum(steps_chain)),
     ):
         model = ctx.fp_supernet(oqat_quant())
         recipe = replace(recipes[-1], max_steps=steps, epochs=max(recipes[-1].epochs, 1000.0))
-        method._train_stage(ctx, space, model, 2, recipe, keys, seed * 7919 + 99)
+        if train_or_diverge(method, ctx, space, model, 2, recipe, keys, seed * 7919 + 99) is None:
+            result[label + "_diverged"] = True
         result[label] = test_top1(space, model, archs, 2, splits, preset)
         result[label + "_steps"] = steps
     fp_model = ctx.fp_supernet(None)
