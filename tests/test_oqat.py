@@ -371,6 +371,23 @@ def test_resnet20_is_uniform_bits_with_inheritance(splits, tmp_path) -> None:
     assert ctx.budget.samples > 2 * 8
 
 
+def test_the_clip_key_reaches_every_stage(splits, mbv3_state, tmp_path, monkeypatch) -> None:
+    keys = dataclasses.replace(KEYS, clip_grad_norm=2.5)
+    ctx = make_ctx(splits, mbv3_state, tmp_path, keys=keys)
+    seen: list = []
+    real = ctx.train
+
+    def train(*args, **kwargs):
+        seen.append(kwargs.get("clip_grad_norm"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ctx, "train", train)
+    OQAT(bits=(4, 3)).search(ctx)
+    assert seen == [2.5, 2.5]
+    with pytest.raises(PresetError, match="clip_grad_norm"):
+        parse_section(OQATKeys, {"clip_grad_norm": 0}, "test", "methods.oqat")
+
+
 # --- end to end --------------------------------------------------------------------------------
 FP_SUPERNET = """
 [supernet]
