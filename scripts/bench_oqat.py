@@ -1,6 +1,6 @@
 """OQAT's fidelity and speed on ``mbv3-cifar`` / digits / smoke (CPU).
 
-Usage: python scripts/bench_oqat.py [--seeds 0,1,2] [--threads 2] [--fidelity] [--speed]
+Usage: python scripts/bench_oqat.py [--seeds 0,1,2] [--threads 2] [--fidelity] [--zeros] [--speed]
        [--rounds 5] [--profile]
 
 ``--fidelity`` (the paper's central claim, measured): per seed, the 4→3→2 chain of
@@ -11,6 +11,12 @@ scored on the same subnets (largest, smallest, reference and 2 random architectu
 each extracted, BN-recalibrated on the preset's recalibration images and evaluated on the
 test split (the ``inherit`` track). Also the 4-bit largest subnet against the FP one
 (goal: within 3 points). Prints JSON: per seed and the mean over seeds.
+
+``--zeros``: why the 2-bit stage starts where it does. Trains seed 0's 4- and 3-bit
+stages as ``--fidelity`` does, then on one training batch through the largest subnet gives
+the share of quantized weights and of quantized conv inputs that round to zero: at 3 bits,
+at 2 bits with the inherited (doubled) steps, and at 2 bits with LSQ's own initialisation
+from the FP supernet (mean over the quantized convs).
 
 ``--speed``: one sandwich training step (largest, smallest, 2 random; batch 64; forward,
 backward and SGD) of the FP supernet against the OQAT W4A4 supernet, interleaved
@@ -41,6 +47,7 @@ from benchmark.arena import (
     SandwichSampler,
     Task,
     get_space,
+    quant_layers,
     sandwich_step,
 )
 from benchmark.arena.data import load_splits
@@ -139,6 +146,57 @@ def fidelity(seed: int, splits, preset, state) -> dict[str, Any]:
     return result
 
 
+def zero_shares(space, model, bits: int, x: torch.Tensor) -> dict[str, float]:
+    """Mean over quantized convs of the share of weights / inputs on the zero grid point."""
+    arch = space.max_arch()
+    space.set_active(model, arch, space.uniform_policy(bits, bits, arch))
+    model.eval()
+    weights, inputs, hooks = [], [], []
+
+    def hook(layer, args, _out) -> None:
+        for quantizer, tensor, store in (
+            (layer.weight_quantizer, layer.weight, weights),
+            (layer.act_quantizer, args[0], inputs),
+        ):
+            qn, qp = quantizer.grid(bits)
+            step = quantizer.step_size(bits)
+            store.append(float(((tensor / step).clamp(qn, qp).round() == 0).float().mean()))
+
+    for layer in quant_layers(model).values():
+        if layer.w_bits < 32:
+            hooks.append(layer.register_forward_hook(hook))
+    with torch.no_grad():
+        model(x)
+    for handle in hooks:
+        handle.remove()
+    return {
+        "weights_zero": round(statistics.mean(weights), 3),
+        "inputs_zero": round(statistics.mean(inputs), 3),
+        "convs": len(weights),
+    }
+
+
+def zeros(splits, preset, state) -> dict[str, Any]:
+    torch.manual_seed(0)
+    base = get_space("mbv3-cifar", num_classes=splits.num_classes)
+    space = base.with_fixed(32)
+    keys = method_preset(get_method("oqat"), preset)
+    method = OQAT()
+    ctx = context(base, preset, splits, state, keys, 0)
+    recipes = method._recipes(ctx, keys)
+    x = torch.stack([splits.train[i][0] for i in range(64)])
+    model = ctx.fp_supernet(oqat_quant())
+    for i, bits in enumerate(method.bits[:2]):
+        if i:
+            scale_quant_ranges(model, 2.0 ** (method.bits[i - 1] - bits))
+        method._train_stage(ctx, space, model, bits, recipes[i], keys, i)
+    out = {"w3": zero_shares(space, model, 3, x)}
+    scale_quant_ranges(model, 2.0)
+    out["w2_inherited"] = zero_shares(space, model, 2, x)
+    out["w2_lsq_init"] = zero_shares(space, ctx.fp_supernet(oqat_quant()), 2, x)
+    return out
+
+
 def mean_of(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
     names = runs[0][key]
     return {n: round(statistics.mean(r[key][n] for r in runs), 2) for n in names}
@@ -208,6 +266,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fidelity", action="store_true")
     parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--zeros", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
@@ -221,9 +280,12 @@ def main() -> None:
         for key in ("profile_w4a4", "profile_fp"):
             if key in result["speed"]:
                 print(result["speed"].pop(key))
-    if args.fidelity:
+    if args.fidelity or args.zeros:
         space = get_space("mbv3-cifar", num_classes=splits.num_classes)
         state, _ = pretrain_supernet(space, splits, preset, seed=0)  # the cached FP start
+    if args.zeros:
+        result["zeros"] = zeros(splits, preset, state)
+    if args.fidelity:
         runs = [fidelity(int(s), splits, preset, state) for s in args.seeds.split(",")]
         result["fidelity_runs"] = runs
         result["fidelity_mean"] = {
