@@ -6,7 +6,9 @@ Usage: python scripts/bench_oqat.py [--seeds 0,1,2] [--threads 2] [--fidelity] [
 ``--fidelity`` (the paper's central claim, measured): per seed, the 4→3→2 chain of
 ``methods/oqat.py`` (the smoke preset's ``[methods.oqat]`` stages, from the cached FP
 supernet) against a 2-bit supernet trained straight from the FP supernet (a) for as many
-steps as the chain's 2-bit stage and (b) for as many as the whole chain. Every supernet is
+steps as the chain's 2-bit stage and, with ``--all-steps``, (b) for as many as the whole
+chain. A stage whose loss becomes NaN is recorded (``*_diverged``) and its model scored;
+``--clip X`` sets ``[methods.oqat] clip_grad_norm`` for every arm. Every supernet is
 scored on the same subnets (largest, smallest, reference and 2 random architectures),
 each extracted, BN-recalibrated on the preset's recalibration images and evaluated on the
 test split (the ``inherit`` track). Also the 4-bit largest subnet against the FP one
@@ -53,7 +55,7 @@ from benchmark.arena import (
 from benchmark.arena.data import load_splits
 from benchmark.arena.presets import load_preset
 from benchmark.arena.quant import scale_quant_ranges
-from benchmark.arena.recipes.loop import make_optimizer
+from benchmark.arena.recipes.loop import make_optimizer, total_steps
 from benchmark.arena.recipes.pretrain import pretrain_supernet
 from benchmark.arena.recipes.scoring import recalibrate_and_evaluate
 from methods import get_method, method_preset
@@ -97,11 +99,18 @@ def train_or_diverge(method, ctx, space, model, bits, recipe, keys, seed) -> Any
         return None
 
 
-def fidelity(seed: int, splits, preset, state) -> dict[str, Any]:
+def planned_steps(ctx: Context, recipe) -> int:
+    """The steps a stage would have run (for a stage that diverged before its end)."""
+    return total_steps(recipe, len(ctx.train_set) // recipe.batch_size)
+
+
+def fidelity(
+    seed: int, splits, preset, state, all_steps: bool, clip: float | None
+) -> dict[str, Any]:
     torch.manual_seed(seed)
     base = get_space("mbv3-cifar", num_classes=splits.num_classes)
     space = base.with_fixed(32)
-    keys = method_preset(get_method("oqat"), preset)
+    keys = replace(method_preset(get_method("oqat"), preset), clip_grad_norm=clip)
     method = OQAT()
     rng = random.Random(1000 + seed)
     archs = {
@@ -123,7 +132,7 @@ def fidelity(seed: int, splits, preset, state) -> dict[str, Any]:
         began = time.perf_counter()
         stats = train_or_diverge(method, ctx, space, model, bits, recipes[i], keys, seed * 7919 + i)
         seconds.append(round(time.perf_counter() - began, 1))
-        steps_chain.append(stats.steps if stats else recipes[i].max_steps)
+        steps_chain.append(stats.steps if stats else planned_steps(ctx, recipes[i]))
         if bits == 4:
             result["w4_inherit"] = test_top1(space, model, archs, 4, splits, preset)
         if stats is None:
@@ -131,10 +140,10 @@ def fidelity(seed: int, splits, preset, state) -> dict[str, Any]:
     result["chain_steps"], result["chain_train_seconds"] = steps_chain, seconds
     result["w2_inherited"] = test_top1(space, model, archs, 2, splits, preset)
     # 2 bits straight from the FP supernet (LSQ's own step initialisation at 2 bits)
-    for label, steps in (
-        ("w2_direct_same_stage", steps_chain[-1]),
-        ("w2_direct_all_steps", sum(steps_chain)),
-    ):
+    arms = [("w2_direct_same_stage", steps_chain[-1])]
+    if all_steps:
+        arms.append(("w2_direct_all_steps", sum(steps_chain)))
+    for label, steps in arms:
         model = ctx.fp_supernet(oqat_quant())
         recipe = replace(recipes[-1], max_steps=steps, epochs=max(recipes[-1].epochs, 1000.0))
         if train_or_diverge(method, ctx, space, model, 2, recipe, keys, seed * 7919 + 99) is None:
@@ -267,6 +276,10 @@ def main() -> None:
     parser.add_argument("--fidelity", action="store_true")
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--zeros", action="store_true")
+    parser.add_argument("--clip", type=float, default=None, help="clip_grad_norm of every arm")
+    parser.add_argument(
+        "--all-steps", action="store_true", help="add a 2-bit arm as long as the whole chain"
+    )
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
@@ -274,7 +287,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     preset = load_preset("smoke")
     splits = load_splits("digits", val_fraction=preset.data.val_fraction, seed=0)
-    result: dict[str, Any] = {"threads": args.threads}
+    result: dict[str, Any] = {"threads": args.threads, "clip_grad_norm": args.clip}
     if args.speed:
         result["speed"] = speed(splits, args.rounds, args.batch, args.profile)
         for key in ("profile_w4a4", "profile_fp"):
@@ -286,7 +299,10 @@ def main() -> None:
     if args.zeros:
         result["zeros"] = zeros(splits, preset, state)
     if args.fidelity:
-        runs = [fidelity(int(s), splits, preset, state) for s in args.seeds.split(",")]
+        runs = [
+            fidelity(int(s), splits, preset, state, args.all_steps, args.clip)
+            for s in args.seeds.split(",")
+        ]
         result["fidelity_runs"] = runs
         result["fidelity_mean"] = {
             key: mean_of(runs, key)
@@ -295,7 +311,7 @@ def main() -> None:
                 "w4_inherit",
                 "w2_inherited",
                 "w2_direct_same_stage",
-                "w2_direct_all_steps",
+                *(("w2_direct_all_steps",) if args.all_steps else ()),
             )
         }
     print(json.dumps(result, indent=2))
