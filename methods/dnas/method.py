@@ -1,0 +1,378 @@
+"""The ``dnas`` method: options, the search (super-net, alternating updates, final
+sampling) and its log. See :mod:`methods.dnas` for what is kept from the paper."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from benchmark.arena import (
+    Candidate,
+    Context,
+    DoReFaConfig,
+    PACTConfig,
+    Phase,
+    QuantConfig,
+    SearchResult,
+    apply_policy,
+)
+from methods import register_method
+from methods.base import Method
+from methods.dnas.config import (
+    CATEGORICALS,
+    WEIGHTS,
+    DNASRecipe,
+    check_bits,
+    check_choice,
+    check_count,
+    check_number_or_auto,
+)
+from methods.dnas.loss import LossControl
+from methods.dnas.selection import Sample, choose, unique
+from methods.dnas.steps import EpochStats, SearchState, theta_step, weight_step
+from methods.dnas.supernet import SuperNet
+
+QUANT = QuantConfig(weight=DoReFaConfig(), act=PACTConfig(), per_bit_weight=True, per_bit_act=True)
+"""DoReFa weights and PACT activations (spec: Quantizers [unverified]), one PACT clip per
+bit-width (each branch's own activation quantizer; DoReFa has no state)."""
+
+
+@register_method
+class DNAS(Method):
+    """DNAS (Wu et al. 2018) on the space's reference architecture.
+
+    Options (``--method-options '{"dnas": {...}}'``):
+        weights: ``"shared"`` (one latent weight per layer, quantized per branch) or
+            ``"separate"`` (one weight per branch, the paper's); default: the preset's
+            ``[methods.dnas] weights``.
+        categorical: ``"pairs"`` (one categorical over the (w, a) pairs per layer, the
+            paper's) or ``"factorised"`` (``p_w·p_a``); default: factorised with shared
+            weights (then one convolution per layer is exact), pairs with separate ones.
+        bits: candidate bit-widths for weights and activations (default: the space's).
+        beta: β of ``CE·β·(log Cost)^γ``, a number or ``"auto"`` (the factor starts at 1).
+        gamma: γ, a number or ``"auto"`` (adjusted between epochs so the expected cost
+            approaches the task's limit).
+        samples: architectures sampled from ``P_θ`` at the end (at least 2).
+        candidates: how many of them become candidates (the most accurate and the most
+            efficient feasible ones first; at least 2).
+    """
+
+    name = "dnas"
+    searches = "bits"
+    preset_section = DNASRecipe
+
+    def __init__(
+        self,
+        weights: str | None = None,
+        categorical: str | None = None,
+        bits: Sequence[int] | None = None,
+        beta: float | str = "auto",
+        gamma: float | str = "auto",
+        samples: int = 8,
+        candidates: int = 2,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.weights = check_choice("weights", weights, WEIGHTS)
+        self.categorical = check_choice("categorical", categorical, CATEGORICALS)
+        self.bits = check_bits(bits)
+        self.beta = check_number_or_auto("beta", beta, minimum=0.0, strict=True)
+        self.gamma = check_number_or_auto("gamma", gamma, minimum=0.0, strict=False)
+        self.samples = check_count("samples", samples, 2)
+        self.candidates = check_count("candidates", candidates, 2)
+
+    # --- set-up -----------------------------------------------------------------------
+    def _variant(self, ctx: Context) -> dict[str, Any]:
+        recipe: DNASRecipe = ctx.preset_section
+        weights = self.weights or recipe.weights
+        categorical = self.categorical or ("factorised" if weights == "shared" else "pairs")
+        bits = self.bits or tuple(sorted(ctx.space.bit_choices))
+        allowed = set(ctx.space.allowed_bits())
+        if not set(bits) <= allowed:
+            raise ValueError(
+                f"dnas: bits {list(bits)} are not all allowed on {ctx.space.name} "
+                f"(allowed: {sorted(allowed)})"
+            )
+        return {
+            "weights": weights,
+            "weights_from": "option" if self.weights else f"preset {ctx.preset.name}",
+            "categorical": categorical,
+            "bits": list(bits),
+            "layer_op": (
+                "one conv per layer (set_bit_mixture)"
+                if (weights, categorical) == ("shared", "factorised")
+                else "one conv per activation bit-width (set_branch_mixture)"
+            ),
+        }
+
+    def _check_reachable(self, ctx: Context, arch: Any, bits: Sequence[int]) -> None:
+        """A clear error before any training if the lowest bits already miss the limit."""
+        low = min(bits)
+        policy = ctx.space.uniform_policy(low, low, arch)
+        if ctx.feasible(policy, arch):
+            return
+        cost = ctx.cost(policy, arch)
+        ref = ctx.space.reference()
+        value, base = (
+            (cost.bitops, ref.bitops_w8a8)
+            if ctx.constraint.metric == "bitops"
+            else (cost.size_bits, ref.size_bits_w8a8)
+        )
+        raise ValueError(
+            f"dnas: constraint {ctx.constraint.text} is infeasible on {ctx.space.name}: every "
+            f"searched layer at W{low}A{low} (the lowest candidate) costs {value:.6g} "
+            f"{ctx.constraint.metric} (ratio {value / base:.4f} to W8A8), over the limit "
+            f"{ctx.limit:.6g} (ratio {ctx.limit / base:.4f}); loosen the limit to at least "
+            f"{value / base:.4f}"
+        )
+
+    def _weight_recipe(self, ctx: Context, recipe: DNASRecipe):
+        base = ctx.preset.finetune
+        return dataclasses.replace(
+            base,
+            epochs=recipe.epochs,
+            batch_size=recipe.batch_size or base.batch_size,
+            lr=recipe.lr or base.lr,
+            max_steps=None,
+        )
+
+    # --- search -----------------------------------------------------------------------
+    def search(self, ctx: Context) -> SearchResult:
+        recipe: DNASRecipe = ctx.preset_section
+        space, arch = ctx.space, ctx.space.reference_arch
+        variant = self._variant(ctx)
+        bits = tuple(variant["bits"])
+        self._check_reachable(ctx, arch, bits)
+        ctx.log.info("dnas: %s", variant)
+        table = space.cost_table(arch)
+        metric, limit = ctx.constraint.metric, ctx.limit
+        reference = space.reference()
+        ref_value = reference.bitops_w8a8 if metric == "bitops" else reference.size_bits_w8a8
+
+        model = ctx.subnet(arch, None, quant=QUANT)
+        apply_policy(model, space.fixed_policy(arch))
+        net = SuperNet(
+            model, table, table.searchable, bits, variant["categorical"], variant["weights"], metric
+        )
+        with torch.no_grad():
+            start_cost = float(net.expected_cost(net.probs()))
+        control = LossControl.create(
+            self.beta,
+            self.gamma,
+            start_cost=start_cost,
+            gamma_start=recipe.gamma_start,
+            rate=recipe.gamma_rate,
+        )
+        generator = torch.Generator().manual_seed(ctx.rng.randrange(2**31))
+        state = SearchState(tau=recipe.tau0, generator=generator)
+        weight_data, theta_data = ctx.split(0.8)
+        weight_recipe = self._weight_recipe(ctx, recipe)
+        theta_opt = torch.optim.Adam(
+            net.theta.parameters(), lr=recipe.theta_lr, weight_decay=recipe.theta_weight_decay
+        )
+        epochs: list[dict[str, Any]] = []
+
+        def end_of_epoch(epoch: int) -> None:
+            record = self._epoch_record(ctx, net, control, state, epoch, limit, ref_value, arch)
+            epochs.append(record)
+            control.update(record["expected_cost"], limit)
+            state.tau = recipe.tau0 * math.exp(-recipe.tau_decay * (epoch + 1))
+            state.stats = EpochStats()
+
+        phase = Phase(
+            theta_data,
+            theta_opt,
+            theta_step(net, state, control),
+            every="epoch",
+            batch_size=weight_recipe.batch_size,
+            name="dnas-theta",
+        )
+        try:
+            ctx.train(
+                net.module,
+                weight_step(net, state, weight_recipe.label_smoothing),
+                recipe=weight_recipe,
+                data=weight_data,
+                phases=[phase],
+                on_epoch=end_of_epoch,
+                desc="dnas-weights",
+            )
+        finally:
+            net.clear()
+            net.set_weights_trainable(True)
+
+        samples = self._final_samples(ctx, net, arch, ref_value)
+        feasible = [s for s in samples if s.feasible]
+        if not feasible:
+            cheapest = min(samples, key=lambda s: s.cost)
+            raise ValueError(
+                f"dnas: none of the {len(samples)} architectures sampled from P_theta meets "
+                f"{ctx.constraint.text} (limit {limit:.6g} {metric}, ratio "
+                f"{limit / ref_value:.4f} to W8A8); the cheapest reached {cheapest.cost:.6g} "
+                f"(ratio {cheapest.ratio:.4f}, {cheapest.name}). Search longer, use "
+                "gamma='auto' or a larger gamma, or loosen the limit."
+            )
+        self._score(ctx, arch, net, feasible)
+        chosen = choose(samples, self.candidates)
+        if not chosen:
+            raise RuntimeError(
+                "dnas: the budget ran out before any sampled architecture was scored"
+            )
+        candidates = [self._candidate(arch, role, s, variant, control) for role, s in chosen]
+        log = {
+            "variant": variant,
+            "recipe": dataclasses.asdict(recipe),
+            "sources": SOURCES,
+            "constraint": {
+                "text": ctx.constraint.text,
+                "metric": metric,
+                "limit": limit,
+                "reference_w8a8": ref_value,
+            },
+            "start_expected_cost": start_cost,
+            "loss": control.to_dict(),
+            "epochs": epochs,
+            "samples": [s.to_dict() for s in samples],
+            "chosen": [{"role": role, "name": s.name} for role, s in chosen],
+        }
+        return SearchResult(candidates, log=log)
+
+    # --- per epoch ----------------------------------------------------------------------
+    def _epoch_record(
+        self,
+        ctx: Context,
+        net: SuperNet,
+        control: LossControl,
+        state: SearchState,
+        epoch: int,
+        limit: float,
+        ref_value: float,
+        arch: Any,
+    ) -> dict[str, Any]:
+        """θ, τ and the expected cost after ``epoch``: logged, reported, and the argmax
+        policy offered when it is feasible."""
+        with torch.no_grad():
+            expected = float(net.expected_cost(net.probs()))
+        argmax = ctx.space.full_policy(net.argmax_policy(), arch)
+        argmax_cost = float(net.table.total(argmax, net.metric))
+        feasible = ctx.feasible(argmax, arch)
+        record = {
+            "epoch": epoch,
+            "tau": state.tau,
+            **control.to_dict(),
+            "expected_cost": expected,
+            "expected_cost_ratio": expected / ref_value,
+            "argmax_cost_ratio": argmax_cost / ref_value,
+            "argmax_feasible": feasible,
+            **state.stats.summary(),
+            "theta": net.theta_table(),
+        }
+        ctx.log.info(
+            "dnas epoch %d: tau %.3f beta %.4g gamma %.4g E[cost] ratio %.4f (limit %.4f), "
+            "argmax ratio %.4f%s",
+            epoch,
+            state.tau,
+            control.beta,
+            control.gamma,
+            expected / ref_value,
+            limit / ref_value,
+            argmax_cost / ref_value,
+            " (offered)" if feasible else "",
+        )
+        ctx.report(**{k: v for k, v in record.items() if k != "theta"}, theta=record["theta"])
+        if feasible:
+            weights = net.plain_state(argmax)
+            ctx.offer(
+                Candidate(
+                    argmax,
+                    arch,
+                    label="dnas-argmax",
+                    weights=weights,
+                    quant=QUANT,
+                    meta={"epoch": epoch, "cost_ratio_w8a8": argmax_cost / ref_value},
+                )
+            )
+        return record
+
+    # --- the end ------------------------------------------------------------------------
+    def _final_samples(
+        self, ctx: Context, net: SuperNet, arch: Any, ref_value: float
+    ) -> list[Sample]:
+        """``samples`` policies drawn from ``P_θ`` plus its argmax, without repeats,
+        costed with the space's cost table."""
+        generator = torch.Generator().manual_seed(ctx.rng.randrange(2**31))
+        drawn = [(f"sample{i}", net.sample_policy(generator)) for i in range(self.samples)]
+        drawn.append(("argmax", net.argmax_policy()))
+        samples = []
+        for name, policy in drawn:
+            full = ctx.space.full_policy(policy, arch)
+            cost = float(net.table.total(full, net.metric))
+            samples.append(
+                Sample(
+                    name,
+                    full,
+                    cost,
+                    cost / ref_value,
+                    ctx.feasible(full, arch),
+                    net.log_prob(policy),
+                )
+            )
+        return unique(samples)
+
+    def _score(self, ctx: Context, arch: Any, net: SuperNet, samples: list[Sample]) -> None:
+        """Validation top-1 of each feasible sample with the super-net's weights (BN
+        recalibrated), until the budget runs out; its state dict is kept."""
+        for i, sample in enumerate(samples):
+            if ctx.budget.exhausted():
+                ctx.log.warning("dnas: budget spent after scoring %d samples", i)
+                break
+            weights = net.plain_state(sample.policy)
+            model = ctx.space.build(arch, sample.policy, QUANT)
+            model.load_state_dict(weights)
+            sample.val_top1 = ctx.score(model.to(ctx.device), seed=i)
+            sample.weights = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+            ctx.report(sample=sample.name, val_top1=sample.val_top1, cost_ratio=sample.ratio)
+
+    def _candidate(
+        self,
+        arch: Any,
+        role: str,
+        sample: Sample,
+        variant: dict[str, Any],
+        control: LossControl,
+    ) -> Candidate:
+        meta = {
+            "role": role,
+            "sample": sample.name,
+            "proxy_val_top1": sample.val_top1,
+            "cost_ratio_w8a8": sample.ratio,
+            "log_prob": sample.log_prob,
+            "weights": variant["weights"],
+            "categorical": variant["categorical"],
+            **control.to_dict(),
+        }
+        label = {"most-accurate": "dnas-accurate", "most-efficient": "dnas-efficient"}.get(
+            role, f"dnas-{sample.name}"
+        )
+        return Candidate(
+            sample.policy, arch, label=label, weights=sample.weights, quant=QUANT, meta=meta
+        )
+
+
+SOURCES = {
+    "paper": "Wu et al. 2018, arXiv 1812.00090; only its abstract could be read here",
+    "super-net, Gumbel-softmax masks, multiplicative loss, 80/20 alternation, sampling from "
+    "P_theta": "the spec (shared/methods/dnas.md), from the paper [unverified]",
+    "tau0=5, tau_decay=0.045/epoch, theta Adam lr 0.01 wd 5e-4, gamma_start 0.6": (
+        "FBNet (arXiv 1812.03443) as the spec recalls it [unverified for DNAS]"
+    ),
+    "DoReFa weights, PACT activations": "the spec [unverified]",
+    "gamma='auto' controller, beta='auto' normalisation, weights phase on plain CE": (
+        "this benchmark's choices (methods/dnas/loss.py, steps.py)"
+    ),
+}
+"""Where each value comes from (copied into every search log)."""
