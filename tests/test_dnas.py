@@ -114,7 +114,7 @@ def one_hot_masks(net: SuperNet, policy: dict[str, LayerBits]) -> dict[str, torc
     return {"w": F.one_hot(torch.tensor(w), n).float(), "a": F.one_hot(torch.tensor(a), n).float()}
 
 
-def small_splits(n_train: int = 160, n_val: int = 64):
+def small_splits(n_train: int = 96, n_val: int = 32):
     """The first images of digits' train / val splits (search tests need no accuracy)."""
     full = load_splits("digits", val_fraction=0.1, seed=0)
     return SimpleNamespace(
@@ -138,7 +138,7 @@ def make_ctx(
     model = space.build_supernet() if space_name == "mbv3-cifar" else space.build()
     fp = {k: v for k, v in model.state_dict().items() if "_quantizer." not in k}
     preset = load_preset(str(TINY))
-    recipe = recipe or DNASRecipe(epochs=2, batch_size=32, theta_lr=0.1, tau_decay=0.5)
+    recipe = recipe or DNASRecipe(epochs=2, batch_size=16, theta_lr=0.1, tau_decay=0.5)
     return Context.create(
         Task(space_name, "digits", preset.name, constraint, 0),
         space,
@@ -464,8 +464,9 @@ def test_registered_with_validated_options_and_preset_section() -> None:
 @pytest.mark.parametrize("weights", ["shared", "separate"])
 def test_search_on_resnet20_meets_the_constraint_and_logs_each_epoch(weights, tmp_path) -> None:
     reports: list[dict] = []
-    ctx = make_ctx("resnet20", tmp_path, reports=reports)
-    result = DNAS(weights=weights, samples=4).search(ctx)
+    ctx = make_ctx("resnet20", tmp_path, constraint="bitops<=0.5", reports=reports)
+    bits = None if weights == "shared" else [2, 4]  # the space's {2, 3, 4, 8}, or fewer convs
+    result = DNAS(weights=weights, bits=bits, samples=3).search(ctx)
     space, log = ctx.space, result.log
     assert log["variant"]["weights"] == weights and log["variant"]["weights_from"] == "option"
     assert log["variant"]["categorical"] == ("factorised" if weights == "shared" else "pairs")
@@ -494,7 +495,7 @@ def test_search_on_resnet20_meets_the_constraint_and_logs_each_epoch(weights, tm
 
 
 def test_search_on_the_mbv3_reference_architecture(tmp_path) -> None:
-    ctx = make_ctx("mbv3-cifar", tmp_path, recipe=DNASRecipe(epochs=1, batch_size=32))
+    ctx = make_ctx("mbv3-cifar", tmp_path, recipe=DNASRecipe(epochs=1, batch_size=16))
     result = DNAS(samples=2).search(ctx)
     cand = result.candidates[0]
     assert cand.arch == ctx.space.reference_arch and ctx.feasible(cand.policy, cand.arch)
@@ -510,7 +511,7 @@ def test_unreachable_and_missed_constraints_are_clear_errors(tmp_path) -> None:
     assert ctx.budget.samples == 0  # refused before any training
     # reachable only with every layer near W2A2: with no cost pressure, no sample gets there
     ctx = make_ctx("resnet20", tmp_path, constraint="bitops<=0.075",
-                   recipe=DNASRecipe(epochs=1, batch_size=32))  # fmt: skip
+                   recipe=DNASRecipe(epochs=1, batch_size=16))  # fmt: skip
     with pytest.raises(ValueError, match=r"none of the 5 architectures .* cheapest reached"):
         DNAS(gamma=0.0, bits=[2, 8], samples=4).search(ctx)
 

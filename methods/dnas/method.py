@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -39,6 +40,32 @@ from methods.dnas.supernet import SuperNet
 QUANT = QuantConfig(weight=DoReFaConfig(), act=PACTConfig(), per_bit_weight=True, per_bit_act=True)
 """DoReFa weights and PACT activations (spec: Quantizers [unverified]), one PACT clip per
 bit-width (each branch's own activation quantizer; DoReFa has no state)."""
+
+
+@dataclass
+class SearchRun:
+    """One search's state between :meth:`DNAS.prepare`, :meth:`DNAS.train_supernet` and
+    :meth:`DNAS.finish`.
+
+    Attributes:
+        variant: what runs (weights, categorical, bits, how a layer computes).
+        arch: the architecture searched (the space's reference).
+        net / control / state: the super-net, the loss's β and γ, τ and the noise.
+        limit / ref_value: the task's absolute limit and the space's W8A8 value of the
+            constrained metric (BitOPs per image or weight bits).
+        start_cost: the expected cost at uniform θ.
+        epochs: one record per finished epoch (the log's ``epochs``).
+    """
+
+    variant: dict[str, Any]
+    arch: Any
+    net: SuperNet
+    control: LossControl
+    state: SearchState
+    limit: float
+    ref_value: float
+    start_cost: float
+    epochs: list[dict[str, Any]] = field(default_factory=list)
 
 
 @register_method
@@ -101,7 +128,7 @@ class DNAS(Method):
             "weights": weights,
             "weights_from": "option" if self.weights else f"preset {ctx.preset.name}",
             "categorical": categorical,
-            "bits": list(bits),
+            "bits": bits,
             "layer_op": (
                 "one conv per layer (set_bit_mixture)"
                 if (weights, categorical) == ("shared", "factorised")
@@ -142,21 +169,32 @@ class DNAS(Method):
 
     # --- search -----------------------------------------------------------------------
     def search(self, ctx: Context) -> SearchResult:
+        run = self.prepare(ctx)
+        self.train_supernet(ctx, run)
+        return self.finish(ctx, run)
+
+    def prepare(self, ctx: Context) -> SearchRun:
+        """The super-net on the reference architecture, warm-started from the FP checkpoint
+        (fixed layers at their convention's bits), θ at zero, the loss's coefficients."""
         recipe: DNASRecipe = ctx.preset_section
         space, arch = ctx.space, ctx.space.reference_arch
         variant = self._variant(ctx)
-        bits = tuple(variant["bits"])
-        self._check_reachable(ctx, arch, bits)
+        self._check_reachable(ctx, arch, variant["bits"])
         ctx.log.info("dnas: %s", variant)
         table = space.cost_table(arch)
-        metric, limit = ctx.constraint.metric, ctx.limit
+        metric = ctx.constraint.metric
         reference = space.reference()
         ref_value = reference.bitops_w8a8 if metric == "bitops" else reference.size_bits_w8a8
-
         model = ctx.subnet(arch, None, quant=QUANT)
         apply_policy(model, space.fixed_policy(arch))
         net = SuperNet(
-            model, table, table.searchable, bits, variant["categorical"], variant["weights"], metric
+            model,
+            table,
+            table.searchable,
+            variant["bits"],
+            variant["categorical"],
+            variant["weights"],
+            metric,
         )
         with torch.no_grad():
             start_cost = float(net.expected_cost(net.probs()))
@@ -169,17 +207,23 @@ class DNAS(Method):
         )
         generator = torch.Generator().manual_seed(ctx.rng.randrange(2**31))
         state = SearchState(tau=recipe.tau0, generator=generator)
+        return SearchRun(variant, arch, net, control, state, ctx.limit, ref_value, start_cost)
+
+    def train_supernet(self, ctx: Context, run: SearchRun) -> None:
+        """The recipe's epochs through ``ctx.train``: weights on 80% of the train split (θ
+        fixed), then θ on the other 20% (weights fixed), then τ annealed, each epoch."""
+        recipe: DNASRecipe = ctx.preset_section
+        net, state, control = run.net, run.state, run.control
         weight_data, theta_data = ctx.split(0.8)
         weight_recipe = self._weight_recipe(ctx, recipe)
         theta_opt = torch.optim.Adam(
             net.theta.parameters(), lr=recipe.theta_lr, weight_decay=recipe.theta_weight_decay
         )
-        epochs: list[dict[str, Any]] = []
 
         def end_of_epoch(epoch: int) -> None:
-            record = self._epoch_record(ctx, net, control, state, epoch, limit, ref_value, arch)
-            epochs.append(record)
-            control.update(record["expected_cost"], limit)
+            record = self._epoch_record(ctx, run, epoch)
+            run.epochs.append(record)
+            control.update(record["expected_cost"], run.limit)
             state.tau = recipe.tau0 * math.exp(-recipe.tau_decay * (epoch + 1))
             state.stats = EpochStats()
 
@@ -205,7 +249,10 @@ class DNAS(Method):
             net.clear()
             net.set_weights_trainable(True)
 
-        samples = self._final_samples(ctx, net, arch, ref_value)
+    def finish(self, ctx: Context, run: SearchRun) -> SearchResult:
+        """Sample from ``P_θ``, score the feasible samples, choose the candidates."""
+        metric, limit, ref_value = ctx.constraint.metric, run.limit, run.ref_value
+        samples = self._final_samples(ctx, run.net, run.arch, ref_value)
         feasible = [s for s in samples if s.feasible]
         if not feasible:
             cheapest = min(samples, key=lambda s: s.cost)
@@ -216,16 +263,18 @@ class DNAS(Method):
                 f"(ratio {cheapest.ratio:.4f}, {cheapest.name}). Search longer, use "
                 "gamma='auto' or a larger gamma, or loosen the limit."
             )
-        self._score(ctx, arch, net, feasible)
+        self._score(ctx, run.arch, run.net, feasible)
         chosen = choose(samples, self.candidates)
         if not chosen:
             raise RuntimeError(
                 "dnas: the budget ran out before any sampled architecture was scored"
             )
-        candidates = [self._candidate(arch, role, s, variant, control) for role, s in chosen]
+        candidates = [
+            self._candidate(run.arch, role, s, run.variant, run.control) for role, s in chosen
+        ]
         log = {
-            "variant": variant,
-            "recipe": dataclasses.asdict(recipe),
+            "variant": run.variant,
+            "recipe": dataclasses.asdict(ctx.preset_section),
             "sources": SOURCES,
             "constraint": {
                 "text": ctx.constraint.text,
@@ -233,28 +282,20 @@ class DNAS(Method):
                 "limit": limit,
                 "reference_w8a8": ref_value,
             },
-            "start_expected_cost": start_cost,
-            "loss": control.to_dict(),
-            "epochs": epochs,
+            "start_expected_cost": run.start_cost,
+            "loss": run.control.to_dict(),
+            "epochs": run.epochs,
             "samples": [s.to_dict() for s in samples],
             "chosen": [{"role": role, "name": s.name} for role, s in chosen],
         }
         return SearchResult(candidates, log=log)
 
     # --- per epoch ----------------------------------------------------------------------
-    def _epoch_record(
-        self,
-        ctx: Context,
-        net: SuperNet,
-        control: LossControl,
-        state: SearchState,
-        epoch: int,
-        limit: float,
-        ref_value: float,
-        arch: Any,
-    ) -> dict[str, Any]:
+    def _epoch_record(self, ctx: Context, run: SearchRun, epoch: int) -> dict[str, Any]:
         """θ, τ and the expected cost after ``epoch``: logged, reported, and the argmax
         policy offered when it is feasible."""
+        net, control, state, arch = run.net, run.control, run.state, run.arch
+        limit, ref_value = run.limit, run.ref_value
         with torch.no_grad():
             expected = float(net.expected_cost(net.probs()))
         argmax = ctx.space.full_policy(net.argmax_policy(), arch)
