@@ -419,6 +419,17 @@ def test_dorefa_and_pact_quantizers() -> None:
     assert DoReFaConfig.from_dict({"kind": "dorefa", "keep_scale": False}) == DoReFaConfig(False)
 
 
+def test_an_fp_checkpoint_with_quantizer_entries_builds_other_quantizers() -> None:
+    """The FP checkpoint (written with LSQ layers) warm-starts DoReFa / PACT per-bit layers:
+    its quantizer entries are ignored, whatever their shapes."""
+    space = get_space("resnet20")
+    state = space.build().state_dict()
+    assert state["conv1.act_quantizer.step"].shape == (1,)
+    model = space.build_from_fp(state, quant=QUANT)
+    assert model.state_dict()["conv1.act_quantizer.alpha"].shape == (4,)  # one per 2, 3, 4, 8
+    assert torch.equal(model.state_dict()["layer1.0.conv1.weight"], state["layer1.0.conv1.weight"])
+
+
 # --------------------------------------------------------------------------- selection
 def test_candidates_are_the_most_accurate_and_the_most_efficient_feasible_ones() -> None:
     def sample(name, cost, acc, feasible=True):

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from benchmark.arena import (
+    BudgetExceeded,
     Candidate,
     Context,
     DoReFaConfig,
@@ -263,15 +264,11 @@ class DNAS(Method):
                 f"(ratio {cheapest.ratio:.4f}, {cheapest.name}). Search longer, use "
                 "gamma='auto' or a larger gamma, or loosen the limit."
             )
-        self._score(ctx, run.arch, run.net, feasible)
+        self._score(ctx, run, feasible)
         chosen = choose(samples, self.candidates)
-        if not chosen:
-            raise RuntimeError(
-                "dnas: the budget ran out before any sampled architecture was scored"
-            )
-        candidates = [
-            self._candidate(run.arch, role, s, run.variant, run.control) for role, s in chosen
-        ]
+        if not chosen:  # what was offered (an epoch's feasible argmax) is evaluated
+            raise BudgetExceeded("dnas: the budget ran out before any sample was scored")
+        candidates = self._candidates(run, chosen)
         log = {
             "variant": run.variant,
             "recipe": dataclasses.asdict(ctx.preset_section),
@@ -364,19 +361,23 @@ class DNAS(Method):
             )
         return unique(samples)
 
-    def _score(self, ctx: Context, arch: Any, net: SuperNet, samples: list[Sample]) -> None:
+    def _score(self, ctx: Context, run: SearchRun, samples: list[Sample]) -> None:
         """Validation top-1 of each feasible sample with the super-net's weights (BN
-        recalibrated), until the budget runs out; its state dict is kept."""
+        recalibrated; charged), until the budget runs out; its state dict is kept. After
+        each, the candidates so far are offered (the answer if the budget ends it)."""
         for i, sample in enumerate(samples):
             if ctx.budget.exhausted():
                 ctx.log.warning("dnas: budget spent after scoring %d samples", i)
-                break
-            weights = net.plain_state(sample.policy)
-            model = ctx.space.build(arch, sample.policy, QUANT)
-            model.load_state_dict(weights)
+                return
+            model = ctx.space.build(run.arch, sample.policy, QUANT)
+            model.load_state_dict(run.net.plain_state(sample.policy))
             sample.val_top1 = ctx.score(model.to(ctx.device), seed=i)
             sample.weights = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
             ctx.report(sample=sample.name, val_top1=sample.val_top1, cost_ratio=sample.ratio)
+            ctx.offer(*self._candidates(run, choose(samples, self.candidates)))
+
+    def _candidates(self, run: SearchRun, chosen: list[tuple[str, Sample]]) -> list[Candidate]:
+        return [self._candidate(run.arch, role, s, run.variant, run.control) for role, s in chosen]
 
     def _candidate(
         self,

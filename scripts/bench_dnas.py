@@ -1,0 +1,193 @@
+"""Speed and memory of one DNAS search epoch against one FP training epoch of the same net.
+
+Usage: python scripts/bench_dnas.py [--space resnet20] [--threads 2] [--rounds 5]
+                                    [--variants shared,separate] [--no-memory]
+
+Task: the space's reference architecture on digits, the smoke preset, ``bitops<=0.3``,
+seed 0; the FP checkpoint from the cache (``$MPQBENCH_CACHE``; trained once if missing).
+
+- ``fp``: one epoch of FP training (every layer at 32 bits) over the method's whole train
+  split with the shared loop (``ctx.train``), the smoke ``[finetune]`` recipe (batch 64).
+- ``shared`` / ``separate``: one DNAS search epoch, ``DNAS(weights=...)`` with
+  ``[methods.dnas] epochs = 1``: ``DNAS.prepare`` (not timed) then ``DNAS.train_supernet``
+  (timed): weights on 80% of the same split with θ fixed, θ on the other 20% with the
+  weights fixed, the end-of-epoch record (and offer). ``shared``: one latent weight per
+  layer, the factorised categorical (one convolution per layer); ``separate``: one weight
+  per (w, a) branch, the pair categorical (one convolution per activation bit-width).
+
+Timing rounds interleave the sides in one process (fp, shared, separate, fp, ...); each
+round's ratio divides a variant's epoch by that round's FP epoch; the median and the
+min–max over rounds are reported. Peak memory is measured apart, one fresh subprocess per
+side (so allocator caches of other sides do not hide it): the resident set's peak above
+its value at the epoch's start (MiB, ``/proc/self/statm`` polled every 2 ms), and on a GPU
+``torch.cuda.max_memory_allocated`` (MiB). Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from benchmark.arena import Budget, Context, Task, get_space
+from benchmark.arena.data import load_splits
+from benchmark.arena.presets import load_preset
+from benchmark.arena.recipes.pretrain import fp_starting_point
+from methods import method_preset
+from methods.dnas import DNAS
+
+SIDES = ("fp", "shared", "separate")
+
+
+def make_ctx(space_name: str, device: str) -> Context:
+    preset = load_preset("smoke")
+    splits = load_splits("digits", val_fraction=preset.data.val_fraction, seed=0)
+    space = get_space(space_name, num_classes=splits.num_classes)
+    fp_state, _ = fp_starting_point(space, splits, preset, seed=0)
+    section = dataclasses.replace(method_preset(DNAS, preset), epochs=1)
+    return Context.create(
+        Task(space_name, "digits", preset.name, "bitops<=0.3", 0),
+        space,
+        preset,
+        splits,
+        fp_state,
+        budget=Budget(10**7, 10**12),
+        workdir=Path(tempfile.mkdtemp(prefix="bench-dnas-")),
+        device=device,
+        log=logging.getLogger("bench_dnas"),
+        preset_section=section,
+    )
+
+
+def _sync(ctx: Context) -> None:
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize(ctx.device)
+
+
+def run_side(ctx: Context, side: str) -> float:
+    """Wall seconds of one epoch of ``side``."""
+    if side == "fp":
+        model = ctx.subnet(ctx.space.reference_arch, None)
+        recipe = dataclasses.replace(ctx.preset.finetune, epochs=1, max_steps=None)
+        _sync(ctx)
+        start = time.perf_counter()
+        ctx.train(model, recipe=recipe, desc="fp-epoch")
+        _sync(ctx)
+        return time.perf_counter() - start
+    method = DNAS(weights=side)
+    run = method.prepare(ctx)
+    _sync(ctx)
+    start = time.perf_counter()
+    method.train_supernet(ctx, run)
+    _sync(ctx)
+    return time.perf_counter() - start
+
+
+class PeakRSS:
+    """The resident set's peak (bytes) while running, polled from ``/proc/self/statm``."""
+
+    def __init__(self, every: float = 0.002) -> None:
+        self.every, self.peak, self._stop = every, 0, threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss(self) -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * self._page
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(self.every)
+
+    def __enter__(self) -> PeakRSS:
+        self.start = self.rss()
+        self.peak = self.start
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+
+def memory_of(side: str, args: argparse.Namespace) -> dict[str, float]:
+    """Run ``side`` once in a fresh subprocess and return its peak memory (MiB)."""
+    cmd = [sys.executable, __file__, "--memory-side", side, "--space", args.space,
+           "--threads", str(args.threads), "--device", args.device]  # fmt: skip
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def measure_memory(side: str, args: argparse.Namespace) -> dict[str, float]:
+    ctx = make_ctx(args.space, args.device)
+    if side != "fp":  # build the space's tables first: the epoch is what is measured
+        ctx.space.cost_table(ctx.space.reference_arch)
+    cuda = ctx.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(ctx.device)
+    with PeakRSS() as rss:
+        seconds = run_side(ctx, side)
+    result = {"seconds": seconds, "peak_rss_above_start_mib": (rss.peak - rss.start) / 2**20}
+    if cuda:
+        result["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(ctx.device) / 2**20
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--space", default="resnet20")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--variants", default="shared,separate")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-side", choices=SIDES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    if args.memory_side:
+        print(json.dumps(measure_memory(args.memory_side, args)))
+        return
+    variants = [v for v in args.variants.split(",") if v]
+    ctx = make_ctx(args.space, args.device)
+    run_side(ctx, "shared")  # warm-up: tables, kernels, allocator (not counted)
+    seconds: dict[str, list[float]] = {side: [] for side in ("fp", *variants)}
+    for _ in range(args.rounds):
+        for side in seconds:
+            seconds[side].append(run_side(ctx, side))
+    report: dict[str, object] = {
+        "space": args.space,
+        "device": str(ctx.device),
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "train_images": len(ctx.train_set),
+        "epoch_seconds_median": {k: statistics.median(v) for k, v in seconds.items()},
+        "epoch_seconds": seconds,
+    }
+    for variant in variants:
+        ratios = [b / a for a, b in zip(seconds["fp"], seconds[variant], strict=True)]
+        report[f"ratio_{variant}_to_fp"] = {
+            "median": statistics.median(ratios),
+            "min": min(ratios),
+            "max": max(ratios),
+        }
+    if not args.no_memory:
+        report["memory"] = {side: memory_of(side, args) for side in ("fp", *variants)}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
