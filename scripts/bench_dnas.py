@@ -17,7 +17,8 @@ seed 0; the FP checkpoint from the cache (``$MPQBENCH_CACHE``; trained once if m
 
 Timing rounds interleave the sides in one process (fp, shared, separate, fp, ...); each
 round's ratio divides a variant's epoch by that round's FP epoch; the median and the
-min–max over rounds are reported. Peak memory is measured apart, one fresh subprocess per
+min–max over rounds are reported, for wall time and for this process's CPU time (less
+moved by other jobs on a shared machine). Peak memory is measured apart, one fresh subprocess per
 side (so allocator caches of other sides do not hide it): the resident set's peak above
 its value at the epoch's start (MiB, ``/proc/self/statm`` polled every 2 ms), and on a GPU
 ``torch.cuda.max_memory_allocated`` (MiB). Prints one JSON object.
@@ -75,23 +76,27 @@ def _sync(ctx: Context) -> None:
         torch.cuda.synchronize(ctx.device)
 
 
-def run_side(ctx: Context, side: str) -> float:
-    """Wall seconds of one epoch of ``side``."""
+def run_side(ctx: Context, side: str) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (this process, all threads) of one epoch of ``side``."""
     if side == "fp":
         model = ctx.subnet(ctx.space.reference_arch, None)
         recipe = dataclasses.replace(ctx.preset.finetune, epochs=1, max_steps=None)
-        _sync(ctx)
-        start = time.perf_counter()
-        ctx.train(model, recipe=recipe, desc="fp-epoch")
-        _sync(ctx)
-        return time.perf_counter() - start
-    method = DNAS(weights=side)
-    run = method.prepare(ctx)
+
+        def epoch() -> None:
+            ctx.train(model, recipe=recipe, desc="fp-epoch")
+
+    else:
+        method = DNAS(weights=side)
+        run = method.prepare(ctx)
+
+        def epoch() -> None:
+            method.train_supernet(ctx, run)
+
     _sync(ctx)
-    start = time.perf_counter()
-    method.train_supernet(ctx, run)
+    wall, cpu = time.perf_counter(), time.process_time()
+    epoch()
     _sync(ctx)
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 class PeakRSS:
@@ -139,7 +144,7 @@ def measure_memory(side: str, args: argparse.Namespace) -> dict[str, float]:
     if cuda:
         torch.cuda.reset_peak_memory_stats(ctx.device)
     with PeakRSS() as rss:
-        seconds = run_side(ctx, side)
+        seconds, _ = run_side(ctx, side)
     result = {"seconds": seconds, "peak_rss_above_start_mib": (rss.peak - rss.start) / 2**20}
     if cuda:
         result["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(ctx.device) / 2**20
@@ -164,26 +169,32 @@ def main() -> None:
     variants = [v for v in args.variants.split(",") if v]
     ctx = make_ctx(args.space, args.device)
     run_side(ctx, "shared")  # warm-up: tables, kernels, allocator (not counted)
-    seconds: dict[str, list[float]] = {side: [] for side in ("fp", *variants)}
-    for _ in range(args.rounds):
-        for side in seconds:
-            seconds[side].append(run_side(ctx, side))
+    wall: dict[str, list[float]] = {side: [] for side in ("fp", *variants)}
+    cpu: dict[str, list[float]] = {side: [] for side in wall}
+    for round_ in range(args.rounds):
+        for side in wall:
+            w, c = run_side(ctx, side)
+            wall[side].append(w)
+            cpu[side].append(c)
+            print(f"round {round_}: {side} {w:.2f} s wall, {c:.2f} s cpu", file=sys.stderr)
     report: dict[str, object] = {
         "space": args.space,
         "device": str(ctx.device),
         "threads": args.threads,
         "rounds": args.rounds,
         "train_images": len(ctx.train_set),
-        "epoch_seconds_median": {k: statistics.median(v) for k, v in seconds.items()},
-        "epoch_seconds": seconds,
+        "epoch_seconds_median": {k: statistics.median(v) for k, v in wall.items()},
+        "epoch_seconds": wall,
+        "epoch_cpu_seconds": cpu,
     }
     for variant in variants:
-        ratios = [b / a for a, b in zip(seconds["fp"], seconds[variant], strict=True)]
-        report[f"ratio_{variant}_to_fp"] = {
-            "median": statistics.median(ratios),
-            "min": min(ratios),
-            "max": max(ratios),
-        }
+        for name, clock in (("", wall), ("_cpu", cpu)):
+            ratios = [b / a for a, b in zip(clock["fp"], clock[variant], strict=True)]
+            report[f"ratio{name}_{variant}_to_fp"] = {
+                "median": statistics.median(ratios),
+                "min": min(ratios),
+                "max": max(ratios),
+            }
     if not args.no_memory:
         report["memory"] = {side: memory_of(side, args) for side in ("fp", *variants)}
     print(json.dumps(report, indent=2))
