@@ -38,38 +38,50 @@ _EPS = 1e-8  # added to |α| (same unit as x)
 _INIT_SAMPLE = 65536  # at most this many elements of the first batch set α
 
 
+def _step(alpha: Tensor, levels: int) -> Tensor:
+    return (alpha.abs() + _EPS) / levels
+
+
+def _forward(x: Tensor, alpha: Tensor, qn: int, qp: int) -> Tensor:
+    """``round(clamp(x/step, qn, qp))·step``, ``step = |α|/max(−qn, qp)``: four passes."""
+    step = _step(alpha, max(-qn, qp))
+    return (x / step).clamp_(qn, qp).round_().mul_(step)
+
+
 class _PACTFunction(torch.autograd.Function):
-    """Clip to the ``α`` grid and round; saves one int8 code per element for backward
-    (``0`` inside the range, ``−1`` below, ``+1`` above)."""
+    """Clip to the ``α`` grid and round. Saves ``x`` (which the layer before usually keeps
+    alive anyway) and recomputes the clip masks in backward."""
 
     @staticmethod
     def forward(ctx, x: Tensor, alpha: Tensor, qn: int, qp: int) -> Tensor:
-        levels = max(-qn, qp)
-        step = (alpha.abs() + _EPS) / levels
-        v = x / step
-        code = (v > qp).to(torch.int8) - (v < qn).to(torch.int8)
-        out = v.clamp_(qn, qp).round_().mul_(step)
-        ctx.save_for_backward(code, alpha)
-        ctx.bounds = (qn / levels, qp / levels)
-        return out
+        ctx.save_for_backward(x, alpha)
+        ctx.grid = (qn, qp)
+        return _forward(x, alpha, qn, qp)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        code, alpha = ctx.saved_tensors
-        grad_x = grad.masked_fill(code != 0, 0.0) if ctx.needs_input_grad[0] else None
+        x, alpha = ctx.saved_tensors
+        qn, qp = ctx.grid
+        levels = max(-qn, qp)
+        step = _step(alpha.detach(), levels)
+        above = x > qp * step
+        below = x < qn * step if qn < 0 else x < 0
+        grad_x = grad.masked_fill(above | below, 0.0) if ctx.needs_input_grad[0] else None
         grad_alpha = None
         if ctx.needs_input_grad[1]:
-            low, high = ctx.bounds
-            above = torch.where(code > 0, grad, 0.0).sum()
-            below = torch.where(code < 0, grad, 0.0).sum() if low < 0 else 0.0
-            grad_alpha = ((above * high + below * low) * torch.sign(alpha)).reshape(alpha.shape)
+            total = torch.where(above, grad, 0.0).sum() * (qp / levels)
+            if qn < 0:
+                total = total + torch.where(below, grad, 0.0).sum() * (qn / levels)
+            grad_alpha = (total * torch.sign(alpha)).reshape(alpha.shape)
         return grad_x, grad_alpha, None, None
 
 
 def pact_quantize(x: Tensor, alpha: Tensor, qn: int, qp: int) -> Tensor:
     """Fake-quantize ``x`` with clip ``alpha`` (a 1-element tensor) on the grid
     ``[qn, qp]`` (``qn = 0``: PACT; ``qn < 0``: the signed variant)."""
-    return _PACTFunction.apply(x, alpha, qn, qp)
+    if torch.is_grad_enabled() and (x.requires_grad or alpha.requires_grad):
+        return _PACTFunction.apply(x, alpha, qn, qp)
+    return _forward(x, alpha.detach(), qn, qp)
 
 
 @dataclass(frozen=True)
