@@ -476,6 +476,9 @@ def test_registered_with_validated_options_and_preset_section() -> None:
 def test_search_on_resnet20_meets_the_constraint_and_logs_each_epoch(weights, tmp_path) -> None:
     reports: list[dict] = []
     ctx = make_ctx("resnet20", tmp_path, constraint="bitops<=0.5", reports=reports)
+    offers: list[list[str]] = []
+    offer = ctx.offer
+    ctx.offer = lambda *cands: (offers.append([c.label for c in cands]), offer(*cands))[-1]
     bits = None if weights == "shared" else [2, 4]  # the space's {2, 3, 4, 8}, or fewer convs
     result = DNAS(weights=weights, bits=bits, samples=3).search(ctx)
     space, log = ctx.space, result.log
@@ -500,9 +503,11 @@ def test_search_on_resnet20_meets_the_constraint_and_logs_each_epoch(weights, tm
     assert epochs[0]["gamma"] == 0.6 and epochs[1]["gamma"] != 0.6  # gamma="auto" moved it
     # every sample is costed; the scored ones are feasible
     assert all(s["val_top1"] is None or s["feasible"] for s in log["samples"])
-    # the argmax was offered after an epoch where it met the constraint
-    if any(e["argmax_feasible"] for e in epochs):
-        assert ctx.offered and ctx.offered[0].label == "dnas-argmax"
+    # the argmax offered after each epoch where it met the constraint, then the answer so
+    # far after each scored sample, the last offer being the result
+    feasible_epochs = sum(e["argmax_feasible"] for e in epochs)
+    assert offers[:feasible_epochs] == [["dnas-argmax"]] * feasible_epochs
+    assert offers[-1] == [c.label for c in result.candidates]
 
 
 def test_search_on_the_mbv3_reference_architecture(tmp_path) -> None:
