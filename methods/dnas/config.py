@@ -65,7 +65,7 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"dnas: {name} must be one of {', '.join(choices)}, got {value!r}")
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
@@ -74,21 +74,21 @@ def check_number_or_auto(name: str, value: Any, *, minimum: float, strict: bool)
     if value == "auto":
         return "auto"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"dnas: {name} must be a number or 'auto', got {value!r}")
+        raise ValueError(f"{name} must be a number or 'auto', got {value!r}")
     value = float(value)
     bad = value <= minimum if strict else value < minimum
     if bad or value != value or value in (float("inf"), float("-inf")):
         sign = ">" if strict else ">="
-        raise ValueError(f"dnas: {name} must be a finite number {sign} {minimum:g}, got {value}")
+        raise ValueError(f"{name} must be a finite number {sign} {minimum:g}, got {value}")
     return value
 
 
 def check_count(name: str, value: Any, minimum: int) -> int:
     """A whole number of at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"dnas: {name} must be a whole number, got {value!r}")
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
     if value < minimum:
-        raise ValueError(f"dnas: {name} must be at least {minimum}, got {value}")
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
     return value
 
 
@@ -97,12 +97,12 @@ def check_bits(value: Any) -> tuple[int, ...] | None:
     if value is None:
         return None
     if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise TypeError(f"dnas: bits must be a list of bit-widths, e.g. [2, 4, 8], got {value!r}")
+        raise ValueError(f"bits must be a list of bit-widths, e.g. [2, 4, 8], got {value!r}")
     if any(isinstance(b, bool) or not isinstance(b, int) for b in value):
-        raise TypeError(f"dnas: bits must be whole numbers, got {list(value)!r}")
+        raise ValueError(f"bits must be whole numbers, got {list(value)!r}")
     bits = tuple(sorted(set(value)))
     if len(bits) < 2 or bits[0] < 1 or bits[-1] > 32:
         raise ValueError(
-            f"dnas: bits must be at least two distinct bit-widths from 1 to 32, got {list(value)}"
+            f"bits must be at least two distinct bit-widths from 1 to 32, got {list(value)}"
         )
     return bits

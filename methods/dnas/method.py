@@ -20,6 +20,7 @@ from benchmark.arena import (
     Phase,
     QuantConfig,
     SearchResult,
+    SearchSpace,
     apply_policy,
 )
 from methods import register_method
@@ -113,18 +114,24 @@ class DNAS(Method):
         self.samples = check_count("samples", samples, 2)
         self.candidates = check_count("candidates", candidates, 2)
 
+    @classmethod
+    def prepare_options(
+        cls, options: dict[str, Any], spaces: Sequence[SearchSpace]
+    ) -> dict[str, Any]:
+        """Check the options (types, ranges) and ``bits`` against each space before the run
+        starts: a bad value is a one-line ``ValueError`` (the run exits 2 with it)."""
+        method = cls(**options)
+        for space in spaces:
+            _check_bits_allowed(method.bits, space)
+        return options
+
     # --- set-up -----------------------------------------------------------------------
     def _variant(self, ctx: Context) -> dict[str, Any]:
         recipe: DNASRecipe = ctx.preset_section
         weights = self.weights or recipe.weights
         categorical = self.categorical or ("factorised" if weights == "shared" else "pairs")
         bits = self.bits or tuple(sorted(ctx.space.bit_choices))
-        allowed = set(ctx.space.allowed_bits())
-        if not set(bits) <= allowed:
-            raise ValueError(
-                f"dnas: bits {list(bits)} are not all allowed on {ctx.space.name} "
-                f"(allowed: {sorted(allowed)})"
-            )
+        _check_bits_allowed(bits, ctx.space)
         return {
             "weights": weights,
             "weights_from": "option" if self.weights else f"preset {ctx.preset.name}",
@@ -402,6 +409,15 @@ class DNAS(Method):
         )
         return Candidate(
             sample.policy, arch, label=label, weights=sample.weights, quant=QUANT, meta=meta
+        )
+
+
+def _check_bits_allowed(bits: Sequence[int] | None, space: SearchSpace) -> None:
+    """A one-line ``ValueError`` when ``bits`` has a bit-width ``space`` cannot run."""
+    allowed = set(space.allowed_bits())
+    if bits is not None and not set(bits) <= allowed:
+        raise ValueError(
+            f"bits {list(bits)} are not all allowed on {space.name} (allowed: {sorted(allowed)})"
         )
 
 
