@@ -2,6 +2,7 @@
 
 Usage: python scripts/bench_dnas.py [--space resnet20] [--threads 2] [--rounds 5]
                                     [--variants shared,separate] [--no-memory]
+       python scripts/bench_dnas.py --smoke [--empty-cache]
 
 Task: the space's reference architecture on digits, the smoke preset, ``bitops<=0.3``,
 seed 0; the FP checkpoint from the cache (``$MPQBENCH_CACHE``; trained once if missing).
@@ -22,6 +23,13 @@ moved by other jobs on a shared machine). Peak memory is measured apart, one fre
 side (so allocator caches of other sides do not hide it): the resident set's peak above
 its value at the epoch's start (MiB, ``/proc/self/statm`` polled every 2 ms), and on a GPU
 ``torch.cuda.max_memory_allocated`` (MiB). Prints one JSON object.
+
+``--smoke``: instead, the wall time of ``python -m benchmark run --methods dnas`` on its
+defaults (smoke preset, ``mbv3-cifar``, digits, Ray), a subprocess writing to a temporary
+folder; ``--empty-cache`` points ``--cache-dir`` at an empty folder, so the FP supernet is
+trained in the run too (else the user's cache is used). Prints one JSON object with the
+wall seconds, the exit code, the machine's load average before and after, and the trial's
+search / finetune / evaluation columns from the records.
 """
 
 from __future__ import annotations
@@ -151,6 +159,36 @@ def measure_memory(side: str, args: argparse.Namespace) -> dict[str, float]:
     return result
 
 
+def smoke_run(empty_cache: bool) -> dict[str, object]:
+    """Wall seconds of the default ``run --methods dnas`` (see the module docstring)."""
+    import pandas as pd
+
+    out = Path(tempfile.mkdtemp(prefix="bench-dnas-smoke-"))
+    cmd = [sys.executable, "-m", "benchmark", "run", "--methods", "dnas",
+           "--out", str(out), "--run-id", "smoke"]  # fmt: skip
+    if empty_cache:
+        cmd += ["--cache-dir", str(out / "cache")]
+    load_before = os.getloadavg()
+    start = time.perf_counter()
+    code = subprocess.run(cmd, check=False).returncode
+    seconds = time.perf_counter() - start
+    report: dict[str, object] = {
+        "command": " ".join(cmd[1:]),
+        "exit_code": code,
+        "wall_seconds": seconds,
+        "empty_cache": empty_cache,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+    }
+    records = out / "runs" / "smoke" / "records.parquet"
+    if records.exists():
+        rows = pd.read_parquet(records)
+        keep = ["candidate", "track", "status", "feasible", "top1_test", "bitops_ratio_w8a8",
+                "search_device_hours", "finetune_device_hours", "eval_seconds"]  # fmt: skip
+        report["records"] = rows[[k for k in keep if k in rows]].to_dict("records")
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--space", default="resnet20")
@@ -159,8 +197,13 @@ def main() -> None:
     parser.add_argument("--variants", default="shared,separate")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="time the default CLI run")
+    parser.add_argument("--empty-cache", action="store_true", help="with --smoke: no FP cache")
     parser.add_argument("--memory-side", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.smoke:
+        print(json.dumps(smoke_run(args.empty_cache), indent=2, default=str))
+        return
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     if args.memory_side:

@@ -5,8 +5,10 @@ BitOPs per 32×32 image or bits of weight storage, the units in which ``log Cost
 every policy (a network has more than ``e`` of either). β scales the whole loss; γ sets the
 trade-off: ``∂ log L / ∂ log Cost = γ / log Cost``, so β changes the size of θ's gradient but
 never its direction, and γ is what moves θ towards cheaper or more accurate choices.
-(FBNet, the sibling paper, describes its α and β that way: α the loss's magnitude, β the
-cost term's [unverified]; the DNAS text was not readable here.)
+(FBNet, the sibling paper, writes the same loss as ``CE·α·(log LAT)^β`` with α = 0.2 and
+β = 0.6, α the loss's magnitude, β the cost term's, as the spec recalls it [unverified]:
+``beta=0.2, gamma=0.6`` here; ``gamma="auto"`` starts at that 0.6. The DNAS text beyond its
+abstract was not readable here, so its own β and γ are unknown.)
 
 Coefficients:
 
