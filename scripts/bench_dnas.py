@@ -170,7 +170,7 @@ def smoke_run(empty_cache: bool) -> dict[str, object]:
         cmd += ["--cache-dir", str(out / "cache")]
     load_before = os.getloadavg()
     start = time.perf_counter()
-    code = subprocess.run(cmd, check=False).returncode
+    code = subprocess.run(cmd, check=False, stdout=sys.stderr).returncode  # JSON alone on stdout
     seconds = time.perf_counter() - start
     report: dict[str, object] = {
         "command": " ".join(cmd[1:]),
