@@ -56,6 +56,11 @@ def _haq(table: str, *extra: str, **options: object) -> list[str]:
             "--method-options", json.dumps({"haq": options})]  # fmt: skip
 
 
+def _dnas(**options: object) -> list[str]:
+    return ["run", "--methods", "dnas", "--space", "resnet20",
+            "--method-options", json.dumps({"dnas": options})]  # fmt: skip
+
+
 SETTINGS = {  # what a run stores for --resume (tests/tiny.toml, uniform, resnet20)
     "methods": ["uniform"], "space": ["resnet20"], "dataset": ["digits"], "data_dir": None,
     "download": False, "preset": TINY, "constraint": ["bitops<=0.3"], "seeds": [0],
@@ -142,6 +147,7 @@ FILES: dict[str, str | bytes] = {  # name -> content, created under tmp_path/in 
     "lat_mbv3.csv": _latency_csv(space="mbv3-cifar"),
     "lat_no_space.json": json.dumps({"costs": {"conv1": {"w8a8": 1.0}}}),
     "haq_episodes_zero.toml": _preset("[methods.haq]\nepisodes = 4", "[methods.haq]\nepisodes = 0"),
+    "dnas_tau_negative.toml": _preset("[methods.dnas]\nepochs = 1", "[methods.dnas]\ntau0 = -1.0"),
     "raising_method.py": "raise ValueError('this module is broken')\n",
     "syntax_method.py": "class Broken(:\n",
     "exiting_method.py": "import sys\nsys.exit(0)\n",
@@ -263,6 +269,21 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
         "haq-preset-episodes-zero",
         ["run", "--methods", "haq", "--preset", "{in}/haq_episodes_zero.toml"],
         ("[methods.haq] episodes = 0", "a whole number ≥ 1"),
+    ),
+    # --- DNAS: its options (checked before the run) and preset section
+    ("dnas-weights-typo", _dnas(weights="seperate"), "weights must be one of shared, separate"),
+    ("dnas-beta-negative", _dnas(beta=-1), "beta must be a finite number > 0, got -1"),
+    ("dnas-gamma-text", _dnas(gamma="high"), "gamma must be a number or 'auto'"),
+    ("dnas-samples-one", _dnas(samples=1), "samples must be at least 2"),
+    (
+        "dnas-bits-not-allowed",
+        _dnas(bits=[2, 5]),
+        ("method dnas:", "bits [2, 5] are not all allowed on resnet20"),
+    ),
+    (
+        "dnas-preset-tau-negative",
+        ["run", "--methods", "dnas", "--preset", "{in}/dnas_tau_negative.toml"],
+        "[methods.dnas] tau0",
     ),
     # --- constraints: malformed and impossible
     ("constraint-not-a-number", [*RUN, "--constraint", "bitops<=abc"], "cannot read constraint"),

@@ -1,5 +1,6 @@
-"""The mixed-bit hook of quantized layers (DNAS's shared-weight super-net):
-``QuantLayer.set_bit_mixture`` / ``clear_bit_mixture``."""
+"""The mixed-bit hooks of quantized layers (DNAS's super-net): ``QuantLayer.set_bit_mixture``
+(shared weight, one convolution), ``set_branch_mixture`` ((w, a) branches, own weights) and
+``clear_bit_mixture``."""
 
 from __future__ import annotations
 
@@ -184,3 +185,98 @@ def test_mixture_on_the_mbv3_supernet_layers() -> None:
         layer.set_bit_mixture(bits, w_logits.softmax(0), bits, one_hot(3, 1))
     supernet(x).sum().backward()
     assert w_logits.grad is not None and float(w_logits.grad.abs().sum()) > 0
+
+
+# --- branch mixtures: (w, a) branches with their own weights -----------------------------
+PAIRS = [(2, 3), (4, 3), (8, 32), (32, 8), (4, 8)]
+
+
+def branch_weights(layer: QuantLayer, n: int) -> list[Tensor]:
+    torch.manual_seed(7)
+    return [
+        (layer.weight.detach() + 0.05 * torch.randn_like(layer.weight)).requires_grad_()
+        for _ in range(n)
+    ]
+
+
+def explicit_branches(layer: QuantLayer, x: Tensor, probs: Tensor, weights) -> Tensor:
+    """``Σ_k m_k·op(Q_ak(x), Q_wk(W_k))``: one convolution per branch, bias added once."""
+    total = 0
+    for k, (w, a) in enumerate(PAIRS):
+        own = layer.weight if weights is None else weights[k]
+        branch = op(layer, layer.act_quantizer(x, a), layer.weight_quantizer(own, w))
+        total = total + probs[k] * branch
+    return total + layer.bias.view(1, -1, *[1] * (total.dim() - 2))
+
+
+@pytest.mark.parametrize("make", [conv_layer, linear_layer], ids=["conv", "linear"])
+@pytest.mark.parametrize("own", [False, True], ids=["layer-weight", "own-weights"])
+def test_branch_mixture_equals_one_op_per_branch(make, own: bool) -> None:
+    layer = make(QuantConfig(per_bit_weight=True, per_bit_act=True))
+    x = torch.rand(2, 4, 9, 9) if isinstance(layer, QConv2d) else torch.randn(4, 5)
+    weights = branch_weights(layer, len(PAIRS)) if own else None
+    logits = torch.randn(len(PAIRS), generator=torch.Generator().manual_seed(2)).requires_grad_()
+    upstream = None
+    grads = []
+    for use_hook in (True, False):
+        probs = logits.softmax(0)
+        for t in (logits, layer.weight, *(weights or [])):
+            t.grad = None
+        if use_hook:
+            layer.set_branch_mixture(PAIRS, probs, weights)
+            assert layer.branch_mixture is not None and layer.bit_mixture is None
+            out = layer(x)
+            layer.clear_bit_mixture()
+        else:
+            out = explicit_branches(layer, x, probs, weights)
+        upstream = torch.randn_like(out) if upstream is None else upstream
+        (out * upstream).sum().backward()
+        leaves = (logits, layer.weight, *(weights or []))
+        grads.append((out.detach(), [None if t.grad is None else t.grad.clone() for t in leaves]))
+    (out_h, g_h), (out_e, g_e) = grads
+    torch.testing.assert_close(out_h, out_e, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_h, g_e, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert float(g_h[0].abs().sum()) > 0  # the mixing weights learn
+    if own:  # the layer's own weight takes no part; each branch weight gets its gradient
+        assert g_h[1] is None and all(float(g.abs().sum()) > 0 for g in g_h[2:])
+
+
+@pytest.mark.parametrize("make", [conv_layer, linear_layer], ids=["conv", "linear"])
+def test_one_hot_branch_mixture_equals_the_plain_layer(make) -> None:
+    """Up to float rounding: the bias is added after the convolution, not inside it."""
+    layer = make(QuantConfig(per_bit_weight=True, per_bit_act=True))
+    x = torch.rand(2, 4, 9, 9) if isinstance(layer, QConv2d) else torch.randn(4, 5)
+    for k, (w, a) in enumerate(PAIRS):
+        layer.clear_bit_mixture()
+        layer.set_bits(LayerBits(w, a))
+        plain = layer(x)
+        layer.set_branch_mixture(PAIRS, one_hot(len(PAIRS), k))
+        torch.testing.assert_close(layer(x), plain, rtol=1e-6, atol=1e-6)
+    layer.clear_bit_mixture()
+    assert layer.branch_mixture is None and not any("mixture" in k for k in layer.state_dict())
+
+
+def test_bad_branch_mixtures_are_rejected() -> None:
+    layer = QLinear(3, 2)
+    p2 = torch.ones(2) / 2
+    with pytest.raises(ValueError, match="distinct"):
+        layer.set_branch_mixture([(2, 2), (2, 2)], p2)
+    with pytest.raises(ValueError, match="1-D tensor of 2"):
+        layer.set_branch_mixture([(2, 2), (4, 4)], torch.ones(3))
+    with pytest.raises(ValueError, match="2 weight tensors"):
+        layer.set_branch_mixture([(2, 2), (4, 4)], p2, [layer.weight])
+    with pytest.raises(ValueError, match="shape"):
+        layer.set_branch_mixture([(2, 2), (4, 4)], p2, [layer.weight, torch.ones(3, 3)])
+    with pytest.raises(ValueError, match="5-bit"):
+        layer.set_branch_mixture([(2, 2), (5, 4)], p2)
+    assert layer.branch_mixture is None
+    layer.set_bit_mixture([2, 4], p2, [8], torch.ones(1))
+    layer.set_branch_mixture([(2, 2), (4, 4)], p2)  # replaces the bit mixture
+    assert layer.bit_mixture is None and layer.branch_mixture is not None
+    supernet = get_space("mbv3-cifar").build_supernet()  # dynamic layers: their own forward
+    dynamic = quant_layers(supernet)["blocks.1.pw_expand"]
+    with pytest.raises(TypeError, match="runs no branch mixture"):
+        dynamic.set_branch_mixture([(2, 2), (4, 4)], p2)

@@ -23,10 +23,13 @@ top-1 in percent):
 - data: :class:`DataSplits`, :func:`make_loader`, :func:`fixed_batch`;
 - quantizers and quantized layers: :class:`QuantConfig` (which quantizers a layer uses,
   state sharing, bits; ``to_dict`` / ``from_dict``), one typed config per quantizer kind
-  (:class:`QuantizerConfig`; :class:`LSQConfig`, :class:`KLLinearConfig`), :class:`Quantizer`,
+  (:class:`QuantizerConfig`; :class:`LSQConfig`, :class:`KLLinearConfig`, :class:`DoReFaConfig`,
+  :class:`PACTConfig`), :class:`Quantizer`,
   :func:`register_quantizer` (config type → quantizer class), :func:`list_quantizers`,
   :class:`QConv2d`, :class:`QLinear`, :class:`QuantLayer` (``set_bit_mixture`` for a
-  weighted mixture of bit-widths, :class:`BitMixture`), :func:`apply_policy`,
+  weighted mixture of bit-widths, :class:`BitMixture`; ``set_branch_mixture`` for a
+  weighted sum of (w, a) branches with their own weights, :class:`BranchMixture`),
+  :func:`apply_policy`,
   :func:`quantize_model`, :func:`scale_quant_ranges` (every quantizer's range × a factor:
   OQAT's bit inheritance); ``QuantConfig(act_grid="unsigned")`` puts every quantized input
   on the unsigned grid;
@@ -105,8 +108,11 @@ from benchmark.arena.protocol import (
 )
 from benchmark.arena.quant import (
     BitMixture,
+    BranchMixture,
+    DoReFaConfig,
     KLLinearConfig,
     LSQConfig,
+    PACTConfig,
     QConv2d,
     QLinear,
     QuantConfig,
@@ -140,6 +146,7 @@ __all__ = [
     "FIT_MODES",
     "FP_BITS",
     "BitMixture",
+    "BranchMixture",
     "Budget",
     "BudgetExceeded",
     "BudgetMeter",
@@ -153,6 +160,7 @@ __all__ = [
     "DataError",
     "DataSplits",
     "DivergedError",
+    "DoReFaConfig",
     "EvolutionResult",
     "ElasticSearchSpace",
     "FixedConvention",
@@ -163,6 +171,7 @@ __all__ = [
     "LayerBits",
     "LayerCost",
     "LayerProfile",
+    "PACTConfig",
     "Phase",
     "Policy",
     "PolicyError",

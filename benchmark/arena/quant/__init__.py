@@ -1,13 +1,16 @@
 """Quantizers and quantized modules shared by every method.
 
-Importing this package registers the built-in quantizers (``lsq``: :class:`LSQConfig`;
-``kl_linear``: :class:`KLLinearConfig`, HAQ's calibrated linear quantizer).
+Importing this package registers the built-in quantizers: ``lsq`` (:class:`LSQConfig`),
+``kl_linear`` (:class:`KLLinearConfig`, HAQ's calibrated linear quantizer), ``dorefa``
+(:class:`DoReFaConfig`, DNAS's weights) and ``pact`` (:class:`PACTConfig`, DNAS's
+activations).
 """
 
 from benchmark.arena.quant.base import ACT_GRIDS, QuantConfig
+from benchmark.arena.quant.dorefa import DoReFaConfig, DoReFaQuantizer
 from benchmark.arena.quant.kl_linear import KLLinearConfig, KLLinearQuantizer, kl_clip
 from benchmark.arena.quant.lsq import LSQConfig, LSQQuantizer, lsq_quantize
-from benchmark.arena.quant.mixture import BitMixture
+from benchmark.arena.quant.mixture import BitMixture, BranchMixture
 from benchmark.arena.quant.modules import (
     QConv2d,
     QLinear,
@@ -19,6 +22,7 @@ from benchmark.arena.quant.modules import (
     quantize_model,
     scale_quant_ranges,
 )
+from benchmark.arena.quant.pact import PACTConfig, PACTQuantizer, pact_quantize
 from benchmark.arena.quant.quantizer import (
     DEFAULT_BIT_CHOICES,
     Quantizer,
@@ -33,10 +37,15 @@ __all__ = [
     "ACT_GRIDS",
     "DEFAULT_BIT_CHOICES",
     "BitMixture",
+    "BranchMixture",
+    "DoReFaConfig",
+    "DoReFaQuantizer",
     "KLLinearConfig",
     "KLLinearQuantizer",
     "LSQConfig",
     "LSQQuantizer",
+    "PACTConfig",
+    "PACTQuantizer",
     "QConv2d",
     "QLinear",
     "QuantConfig",
@@ -51,6 +60,7 @@ __all__ = [
     "kl_clip",
     "list_quantizers",
     "lsq_quantize",
+    "pact_quantize",
     "quant_layers",
     "quantize_model",
     "register_quantizer",

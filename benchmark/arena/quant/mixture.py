@@ -1,4 +1,4 @@
-"""A weighted mixture of bit-widths in one quantized layer (DNAS's shared-weight super-net).
+"""Weighted mixtures of bit-widths in one quantized layer (DNAS's super-net).
 
 With one latent weight ``W`` and factorised probabilities ``p_w`` over weight bit-widths
 and ``p_a`` over activation bit-widths, a layer under a :class:`BitMixture` computes
@@ -9,11 +9,21 @@ which, the convolution (or matrix product) being bilinear, equals
 ``Σ_ij p_w,i·p_a,j·conv(Q_aj(x), Q_wi(W))`` with one convolution instead of one per pair
 (``/work/shared/methods/dnas.md``). 32 bits is the full-precision branch (``Q = id``).
 Everything is differentiable in the probabilities, the weight and the quantizers' state.
+
+A :class:`BranchMixture` is the general super-net edge: ``K`` branches, each a
+``(w_bits, a_bits)`` pair with its own weight tensor (DNAS's separate weights per branch) or
+the layer's own one (shared), and a mixing weight ``m_k``:
+
+    ``Σ_k m_k·conv(Q_ak(x), Q_wk(W_k))  =  Σ_a conv(Q_a(x), Σ_{k: a_k = a} m_k·Q_wk(W_k))``
+
+The right-hand side (the convolution is linear in its weight) is what runs: one
+convolution per distinct activation bit-width instead of one per branch, the same output
+and gradients up to float rounding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -84,4 +94,102 @@ def mix(quantizer: nn.Module, x: Tensor, bits: Sequence[int], probs: Tensor) -> 
         term = quantizer(x, b) * probs[i].to(device=x.device, dtype=x.dtype)
         out = term if out is None else out + term
     assert out is not None  # BitMixture.create rejects empty bit lists
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class BranchMixture:
+    """``K`` branches (bits; 32 = FP) with mixing weights and, optionally, a weight each.
+
+    Attributes:
+        w_bits / a_bits: each branch's weight and activation bit-widths; the pairs are
+            distinct.
+        probs: 1-D tensor of the ``K`` mixing weights (a Gumbel-softmax draw, say; not
+            checked to sum to 1).
+        weights: one weight tensor per branch, or ``None``: the layer's own weight for all.
+
+    Build with :meth:`create`, which validates the shapes.
+    """
+
+    w_bits: tuple[int, ...]
+    a_bits: tuple[int, ...]
+    probs: Tensor
+    weights: tuple[Tensor, ...] | None
+
+    @classmethod
+    def create(
+        cls,
+        pairs: Sequence[tuple[int, int]],
+        probs: Tensor,
+        weights: Sequence[Tensor] | None = None,
+    ) -> BranchMixture:
+        """Check ``pairs`` (distinct ``(w_bits, a_bits)``) against ``probs`` (one per pair)
+        and ``weights`` (one per pair, or ``None``)."""
+        pairs = [(int(w), int(a)) for w, a in pairs]
+        if not pairs or len(set(pairs)) != len(pairs) or min(min(p) for p in pairs) < 1:
+            raise ValueError(f"branches must be distinct positive (w_bits, a_bits), got {pairs}")
+        k = len(pairs)
+        if not isinstance(probs, Tensor) or probs.dim() != 1 or probs.numel() != k:
+            shape = tuple(probs.shape) if isinstance(probs, Tensor) else type(probs).__name__
+            raise ValueError(f"{k} branches need a 1-D tensor of {k} weights, got {shape}")
+        if not probs.is_floating_point():
+            raise ValueError("the branch weights must be a floating-point tensor")
+        if weights is not None:
+            weights = tuple(weights)
+            if len(weights) != k or not all(isinstance(w, Tensor) for w in weights):
+                raise ValueError(f"{k} branches need {k} weight tensors, got {len(weights)}")
+        w_bits, a_bits = zip(*pairs, strict=True)
+        return cls(tuple(w_bits), tuple(a_bits), probs, weights)
+
+    def check(
+        self, layer_weight: Tensor, weight_quantizer: nn.Module, act_quantizer: nn.Module
+    ) -> None:
+        """Raise ``ValueError`` for a weight of another shape than the layer's, or a
+        bit-width a quantizer has no state for."""
+        for w in self.weights or ():
+            if w.shape != layer_weight.shape:
+                raise ValueError(
+                    f"a branch weight has shape {tuple(w.shape)}, the layer's is "
+                    f"{tuple(layer_weight.shape)}"
+                )
+        for quantizer, bits in ((weight_quantizer, self.w_bits), (act_quantizer, self.a_bits)):
+            for b in bits:
+                if b < FP_BITS:
+                    quantizer.slot(b)
+
+    def by_act(self) -> list[tuple[int, list[int]]]:
+        """``(a_bits, branch indices)`` per distinct activation bit-width, first-seen order."""
+        groups: dict[int, list[int]] = {}
+        for k, a in enumerate(self.a_bits):
+            groups.setdefault(a, []).append(k)
+        return list(groups.items())
+
+
+def branch_sum(
+    mixture: BranchMixture,
+    x: Tensor,
+    weight: Tensor,
+    weight_quantizer: nn.Module,
+    act_quantizer: nn.Module,
+    op: Callable[[Tensor, Tensor], Tensor],
+) -> Tensor:
+    """``Σ_k m_k·op(Q_ak(x), Q_wk(W_k))`` computed as one ``op`` per distinct activation
+    bit-width (see the module docstring); ``weight`` is the layer's own, used for every
+    branch when the mixture has no weights. ``op`` is the layer's convolution / matrix
+    product without bias."""
+    weights = mixture.weights or (weight,) * len(mixture.w_bits)
+    quantized: dict[tuple[int, int], Tensor] = {}  # (weight tensor, bits) -> Q(W), per call
+    out: Tensor | None = None
+    for a, ks in mixture.by_act():
+        mixed: Tensor | None = None
+        for k in ks:
+            key = (id(weights[k]), mixture.w_bits[k])
+            if key not in quantized:
+                quantized[key] = weight_quantizer(weights[k], mixture.w_bits[k])
+            term = quantized[key] * mixture.probs[k].to(device=x.device, dtype=x.dtype)
+            mixed = term if mixed is None else mixed + term
+        assert mixed is not None
+        y = op(act_quantizer(x, a), mixed)
+        out = y if out is None else out + y
+    assert out is not None  # BranchMixture.create rejects empty branch lists
     return out

@@ -6,8 +6,9 @@ activation is quantized by ``act_quantizer`` and the weight by
 ``weight_quantizer`` before the ordinary convolution / matrix product.
 
 :meth:`QuantLayer.set_bit_mixture` makes a layer run a weighted mixture of bit-widths
-instead (DNAS's super-net; see :mod:`benchmark.arena.quant.mixture`) until
-:meth:`QuantLayer.clear_bit_mixture`.
+instead (DNAS's shared-weight super-net; see :mod:`benchmark.arena.quant.mixture`) until
+:meth:`QuantLayer.clear_bit_mixture`; :meth:`QuantLayer.set_branch_mixture` a weighted sum
+of ``(w_bits, a_bits)`` branches, each with its own weight if given (DNAS's super-net edge).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch.nn import functional as F
 
 from benchmark.arena.policy import FP_BITS, LayerBits, Policy, PolicyError
 from benchmark.arena.quant.base import QuantConfig
-from benchmark.arena.quant.mixture import BitMixture, mix
+from benchmark.arena.quant.mixture import BitMixture, BranchMixture, branch_sum, mix
 
 
 class QuantLayer:
@@ -37,6 +38,7 @@ class QuantLayer:
         self.weight_quantizer = config.make_weight_quantizer()
         self.act_quantizer = config.make_act_quantizer(act_signed)
         self._bit_mixture: BitMixture | None = None
+        self._branch_mixture: BranchMixture | None = None
 
     def set_bits(self, bits: LayerBits) -> None:
         self.w_bits, self.a_bits = int(bits.w_bits), int(bits.a_bits)
@@ -65,11 +67,60 @@ class QuantLayer:
         """
         mixture = BitMixture.create(w_bits, w_probs, a_bits, a_probs)
         mixture.check(self.weight_quantizer, self.act_quantizer)
+        self._branch_mixture = None
         self._bit_mixture = mixture
 
-    def clear_bit_mixture(self) -> None:
-        """Back to the single bit-widths ``w_bits`` / ``a_bits``."""
+    def set_branch_mixture(
+        self,
+        pairs: Sequence[tuple[int, int]],
+        probs: Tensor,
+        weights: Sequence[Tensor] | None = None,
+    ) -> None:
+        """Run ``Σ_k probs[k]·op(Q_a(x, a_k), Q_w(W_k, w_k))`` over the branches
+        ``pairs[k] = (w_k, a_k)`` (bits; 32 = FP) until :meth:`clear_bit_mixture`, with
+        ``W_k = weights[k]`` (DNAS's separate weights per branch, tensors of the layer's
+        weight shape owned by the caller) or the layer's own weight for every branch
+        (``weights=None``). The bias, if any, is added once. It runs as one convolution /
+        matrix product per distinct activation bit-width
+        (:func:`~benchmark.arena.quant.mixture.branch_sum`), differentiable in ``probs``,
+        the weights and the quantizers. Replaces a :meth:`set_bit_mixture`; the same
+        cautions apply (tensors used as given; clear before ``copy.deepcopy``). Only
+        :class:`QConv2d` / :class:`QLinear` (not the supernets' dynamic layers) run it.
+        """
+        if type(self).forward not in (QConv2d.forward, QLinear.forward):
+            raise TypeError(
+                f"{type(self).__name__} has its own forward and runs no branch mixture: "
+                "use a static model (e.g. a subnet extracted from the supernet)"
+            )
+        mixture = BranchMixture.create(pairs, probs, weights)
+        mixture.check(self.weight, self.weight_quantizer, self.act_quantizer)
         self._bit_mixture = None
+        self._branch_mixture = mixture
+
+    def clear_bit_mixture(self) -> None:
+        """Back to the single bit-widths ``w_bits`` / ``a_bits`` (clears either mixture)."""
+        self._bit_mixture = None
+        self._branch_mixture = None
+
+    @property
+    def branch_mixture(self) -> BranchMixture | None:
+        """The mixture set by :meth:`set_branch_mixture`, or ``None``."""
+        return getattr(self, "_branch_mixture", None)
+
+    def _branch_output(self, x: Tensor) -> Tensor:
+        """The branch mixture's output, bias included."""
+        mixture = self.branch_mixture
+        assert mixture is not None
+        out = branch_sum(
+            mixture, x, self.weight, self.weight_quantizer, self.act_quantizer, self._op
+        )
+        if self.bias is not None:
+            out = out + self.bias.view(1, -1, *[1] * (out.dim() - 2))
+        return out
+
+    def _op(self, x: Tensor, weight: Tensor) -> Tensor:
+        """The layer's convolution / matrix product on ``x`` and ``weight``, no bias."""
+        raise NotImplementedError
 
     @property
     def bit_mixture(self) -> BitMixture | None:
@@ -103,9 +154,14 @@ class QConv2d(nn.Conv2d, QuantLayer):
         self._init_quant(quant or QuantConfig(), act_signed)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.branch_mixture is not None:
+            return self._branch_output(x)
         return self._conv_forward(
             self.quantized_input(x), self.quantized_weight(self.weight), self.bias
         )
+
+    def _op(self, x: Tensor, weight: Tensor) -> Tensor:
+        return self._conv_forward(x, weight, None)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, w_bits={self.w_bits}, a_bits={self.a_bits}"
@@ -127,7 +183,12 @@ class QLinear(nn.Linear, QuantLayer):
         self._init_quant(quant or QuantConfig(), act_signed)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.branch_mixture is not None:
+            return self._branch_output(x)
         return F.linear(self.quantized_input(x), self.quantized_weight(self.weight), self.bias)
+
+    def _op(self, x: Tensor, weight: Tensor) -> Tensor:
+        return F.linear(x, weight)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, w_bits={self.w_bits}, a_bits={self.a_bits}"

@@ -100,11 +100,13 @@ class SearchSpace(ABC):
     ) -> nn.Module:
         """A standalone model of ``arch`` carrying the FP checkpoint's weights.
 
-        Quantizer state is not in an FP checkpoint; it initialises on first use.
-        Elastic spaces override this to extract the subnet from the FP supernet.
+        Quantizer state is not taken from an FP checkpoint (its entries, whatever
+        quantizer wrote them, are ignored); it initialises on first use. Elastic spaces
+        override this to extract the subnet from the FP supernet.
         """
         model = self.build(arch, policy=policy, quant=quant)
-        missing, unexpected = model.load_state_dict(dict(fp_state), strict=False)
+        weights = {k: v for k, v in fp_state.items() if "_quantizer." not in k}
+        missing, unexpected = model.load_state_dict(weights, strict=False)
         bad = [k for k in (*missing, *unexpected) if "_quantizer." not in k]
         if bad:
             raise ValueError(f"FP checkpoint does not fit {self.name}: first mismatch {bad[0]!r}")

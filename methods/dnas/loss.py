@@ -1,0 +1,102 @@
+"""DNAS's multiplicative cost-aware loss and the control of its coefficients.
+
+``L = CE · β·(log Cost)^γ`` (spec: Loss), ``Cost`` the expected cost under the masks:
+BitOPs per 32×32 image or bits of weight storage, the units in which ``log Cost > 0`` for
+every policy (a network has more than ``e`` of either). β scales the whole loss; γ sets the
+trade-off: ``∂ log L / ∂ log Cost = γ / log Cost``, so β changes the size of θ's gradient but
+never its direction, and γ is what moves θ towards cheaper or more accurate choices.
+(FBNet, the sibling paper, writes the same loss as ``CE·α·(log LAT)^β`` with α = 0.2 and
+β = 0.6, α the loss's magnitude, β the cost term's, as the spec recalls it [unverified]:
+``beta=0.2, gamma=0.6`` here; ``gamma="auto"`` starts at that 0.6. The DNAS text beyond its
+abstract was not readable here, so its own β and γ are unknown.)
+
+Coefficients:
+
+- ``beta="auto"`` (default): ``β = 1/(log C₀)^γ``, ``C₀`` the expected cost under ``P_θ``
+  at the start, so the factor starts at 1 (the role the spec gives β); after each epoch
+  ``C₀`` becomes that epoch's expected cost, so the factor stays near 1 whatever γ grows
+  to (``(log C)^γ`` alone overflows float32 for a large γ).
+- ``gamma="auto"`` (default): γ starts at the recipe's ``gamma_start`` and, after each
+  epoch, ``γ ← γ·(E[Cost]/limit)^gamma_rate`` (bounded to [1e-3, 1e3]), so the expected
+  cost under ``P_θ`` approaches the task's limit: more cost pressure while over it, less
+  while under it. This benchmark's controller, not the paper's.
+- numbers fix them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+GAMMA_BOUNDS = (1e-3, 1e3)
+
+
+def cost_aware_loss(ce: Tensor, cost: Tensor, beta: float, gamma: float) -> Tensor:
+    """``ce · beta·(log cost)^gamma`` (natural log; ``cost`` > e, in BitOPs or bits),
+    computed as ``ce·exp(log beta + gamma·log log cost)``: the same value, but a tiny β
+    times a huge ``(log cost)^gamma`` stays finite in float32."""
+    return ce * torch.exp(math.log(beta) + gamma * cost.log().log())
+
+
+@dataclass
+class LossControl:
+    """β and γ of the search: fixed or ``"auto"`` (see the module docstring).
+
+    Attributes:
+        beta / gamma: the values in use now.
+        beta_auto / gamma_auto: whether each is adjusted.
+        start_cost: ``C₀``, ``beta="auto"``'s reference: the expected cost at the start,
+            then after each epoch (BitOPs or bits).
+        rate: the exponent of γ's update.
+    """
+
+    beta: float
+    gamma: float
+    beta_auto: bool
+    gamma_auto: bool
+    start_cost: float
+    rate: float
+
+    @classmethod
+    def create(
+        cls,
+        beta: float | str,
+        gamma: float | str,
+        *,
+        start_cost: float,
+        gamma_start: float,
+        rate: float,
+    ) -> LossControl:
+        """The control for the method's ``beta`` / ``gamma`` options."""
+        if not start_cost > math.e:
+            raise ValueError(f"dnas: the expected cost {start_cost} must exceed e for log > 1")
+        g = gamma_start if gamma == "auto" else float(gamma)
+        control = cls(1.0, g, beta == "auto", gamma == "auto", float(start_cost), float(rate))
+        control.beta = control._auto_beta() if control.beta_auto else float(beta)
+        return control
+
+    def _auto_beta(self) -> float:
+        return 1.0 / math.log(self.start_cost) ** self.gamma
+
+    def __call__(self, ce: Tensor, cost: Tensor) -> Tensor:
+        return cost_aware_loss(ce, cost, self.beta, self.gamma)
+
+    def update(self, cost: float, limit: float) -> None:
+        """After an epoch: γ towards the limit (``gamma="auto"``), β to follow (``"auto"``)."""
+        if self.gamma_auto:
+            low, high = GAMMA_BOUNDS
+            self.gamma = min(high, max(low, self.gamma * (cost / limit) ** self.rate))
+        if self.beta_auto:
+            self.start_cost = max(float(cost), math.e * (1 + 1e-9))
+            self.beta = self._auto_beta()
+
+    def to_dict(self) -> dict[str, float | str]:
+        return {
+            "beta": self.beta,
+            "gamma": self.gamma,
+            "beta_mode": "auto" if self.beta_auto else "fixed",
+            "gamma_mode": "auto" if self.gamma_auto else "fixed",
+        }

@@ -1,0 +1,436 @@
+"""The ``dnas`` method: options, the search (super-net, alternating updates, final
+sampling) and its log. See :mod:`methods.dnas` for what is kept from the paper."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from benchmark.arena import (
+    BudgetExceeded,
+    Candidate,
+    Context,
+    DoReFaConfig,
+    PACTConfig,
+    Phase,
+    QuantConfig,
+    SearchResult,
+    SearchSpace,
+    apply_policy,
+)
+from methods import register_method
+from methods.base import Method
+from methods.dnas.config import (
+    CATEGORICALS,
+    WEIGHTS,
+    DNASRecipe,
+    check_bits,
+    check_choice,
+    check_count,
+    check_number_or_auto,
+)
+from methods.dnas.loss import LossControl
+from methods.dnas.selection import Sample, choose, unique
+from methods.dnas.steps import EpochStats, SearchState, theta_step, weight_step
+from methods.dnas.supernet import SuperNet
+
+QUANT = QuantConfig(weight=DoReFaConfig(), act=PACTConfig(), per_bit_weight=True, per_bit_act=True)
+"""DoReFa weights and PACT activations (spec: Quantizers [unverified]), one PACT clip per
+bit-width (each branch's own activation quantizer; DoReFa has no state)."""
+
+
+@dataclass
+class SearchRun:
+    """One search's state between :meth:`DNAS.prepare`, :meth:`DNAS.train_supernet` and
+    :meth:`DNAS.finish`.
+
+    Attributes:
+        variant: what runs (weights, categorical, bits, how a layer computes).
+        arch: the architecture searched (the space's reference).
+        net / control / state: the super-net, the loss's β and γ, τ and the noise.
+        limit / ref_value: the task's absolute limit and the space's W8A8 value of the
+            constrained metric (BitOPs per image or weight bits).
+        start_cost: the expected cost at uniform θ.
+        epochs: one record per finished epoch (the log's ``epochs``).
+    """
+
+    variant: dict[str, Any]
+    arch: Any
+    net: SuperNet
+    control: LossControl
+    state: SearchState
+    limit: float
+    ref_value: float
+    start_cost: float
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+
+
+@register_method
+class DNAS(Method):
+    """DNAS (Wu et al. 2018) on the space's reference architecture.
+
+    Options (``--method-options '{"dnas": {...}}'``):
+        weights: ``"shared"`` (one latent weight per layer, quantized per branch) or
+            ``"separate"`` (one weight per branch, the paper's); default: the preset's
+            ``[methods.dnas] weights``.
+        categorical: ``"pairs"`` (one categorical over the (w, a) pairs per layer, the
+            paper's) or ``"factorised"`` (``p_w·p_a``); default: factorised with shared
+            weights (then one convolution per layer is exact), pairs with separate ones.
+        bits: candidate bit-widths for weights and activations (default: the space's).
+        beta: β of ``CE·β·(log Cost)^γ``, a number or ``"auto"`` (the factor starts at 1).
+        gamma: γ, a number or ``"auto"`` (adjusted between epochs so the expected cost
+            approaches the task's limit).
+        samples: architectures sampled from ``P_θ`` at the end (at least 2).
+        candidates: how many of them become candidates (the most accurate and the most
+            efficient feasible ones first; at least 2).
+    """
+
+    name = "dnas"
+    searches = "bits"
+    preset_section = DNASRecipe
+
+    def __init__(
+        self,
+        weights: str | None = None,
+        categorical: str | None = None,
+        bits: Sequence[int] | None = None,
+        beta: float | str = "auto",
+        gamma: float | str = "auto",
+        samples: int = 8,
+        candidates: int = 2,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.weights = check_choice("weights", weights, WEIGHTS)
+        self.categorical = check_choice("categorical", categorical, CATEGORICALS)
+        self.bits = check_bits(bits)
+        self.beta = check_number_or_auto("beta", beta, minimum=0.0, strict=True)
+        self.gamma = check_number_or_auto("gamma", gamma, minimum=0.0, strict=False)
+        self.samples = check_count("samples", samples, 2)
+        self.candidates = check_count("candidates", candidates, 2)
+
+    @classmethod
+    def prepare_options(
+        cls, options: dict[str, Any], spaces: Sequence[SearchSpace]
+    ) -> dict[str, Any]:
+        """Check the options (types, ranges) and ``bits`` against each space before the run
+        starts: a bad value is a one-line ``ValueError`` (the run exits 2 with it)."""
+        method = cls(**options)
+        for space in spaces:
+            _check_bits_allowed(method.bits, space)
+        return options
+
+    # --- set-up -----------------------------------------------------------------------
+    def _variant(self, ctx: Context) -> dict[str, Any]:
+        recipe: DNASRecipe = ctx.preset_section
+        weights = self.weights or recipe.weights
+        categorical = self.categorical or ("factorised" if weights == "shared" else "pairs")
+        bits = self.bits or tuple(sorted(ctx.space.bit_choices))
+        _check_bits_allowed(bits, ctx.space)
+        return {
+            "weights": weights,
+            "weights_from": "option" if self.weights else f"preset {ctx.preset.name}",
+            "categorical": categorical,
+            "bits": bits,
+            "layer_op": (
+                "one conv per layer (set_bit_mixture)"
+                if (weights, categorical) == ("shared", "factorised")
+                else "one conv per activation bit-width (set_branch_mixture)"
+            ),
+        }
+
+    def _check_reachable(self, ctx: Context, arch: Any, bits: Sequence[int]) -> None:
+        """A clear error before any training if the lowest bits already miss the limit."""
+        low = min(bits)
+        policy = ctx.space.uniform_policy(low, low, arch)
+        if ctx.feasible(policy, arch):
+            return
+        cost = ctx.cost(policy, arch)
+        ref = ctx.space.reference()
+        value, base = (
+            (cost.bitops, ref.bitops_w8a8)
+            if ctx.constraint.metric == "bitops"
+            else (cost.size_bits, ref.size_bits_w8a8)
+        )
+        raise ValueError(
+            f"dnas: constraint {ctx.constraint.text} is infeasible on {ctx.space.name}: every "
+            f"searched layer at W{low}A{low} (the lowest candidate) costs {value:.6g} "
+            f"{ctx.constraint.metric} (ratio {value / base:.4f} to W8A8), over the limit "
+            f"{ctx.limit:.6g} (ratio {ctx.limit / base:.4f}); loosen the limit to at least "
+            f"{value / base:.4f}"
+        )
+
+    def _weight_recipe(self, ctx: Context, recipe: DNASRecipe):
+        base = ctx.preset.finetune
+        return dataclasses.replace(
+            base,
+            epochs=recipe.epochs,
+            batch_size=recipe.batch_size or base.batch_size,
+            lr=recipe.lr or base.lr,
+            max_steps=None,
+        )
+
+    # --- search -----------------------------------------------------------------------
+    def search(self, ctx: Context) -> SearchResult:
+        run = self.prepare(ctx)
+        self.train_supernet(ctx, run)
+        return self.finish(ctx, run)
+
+    def prepare(self, ctx: Context) -> SearchRun:
+        """The super-net on the reference architecture, warm-started from the FP checkpoint
+        (fixed layers at their convention's bits), θ at zero, the loss's coefficients."""
+        recipe: DNASRecipe = ctx.preset_section
+        space, arch = ctx.space, ctx.space.reference_arch
+        variant = self._variant(ctx)
+        self._check_reachable(ctx, arch, variant["bits"])
+        ctx.log.info("dnas: %s", variant)
+        table = space.cost_table(arch)
+        metric = ctx.constraint.metric
+        reference = space.reference()
+        ref_value = reference.bitops_w8a8 if metric == "bitops" else reference.size_bits_w8a8
+        model = ctx.subnet(arch, None, quant=QUANT)
+        apply_policy(model, space.fixed_policy(arch))
+        net = SuperNet(
+            model,
+            table,
+            table.searchable,
+            variant["bits"],
+            variant["categorical"],
+            variant["weights"],
+            metric,
+        )
+        with torch.no_grad():
+            start_cost = float(net.expected_cost(net.probs()))
+        control = LossControl.create(
+            self.beta,
+            self.gamma,
+            start_cost=start_cost,
+            gamma_start=recipe.gamma_start,
+            rate=recipe.gamma_rate,
+        )
+        generator = torch.Generator().manual_seed(ctx.rng.randrange(2**31))
+        state = SearchState(tau=recipe.tau0, generator=generator)
+        return SearchRun(variant, arch, net, control, state, ctx.limit, ref_value, start_cost)
+
+    def train_supernet(self, ctx: Context, run: SearchRun) -> None:
+        """The recipe's epochs through ``ctx.train``: weights on 80% of the train split (θ
+        fixed), then θ on the other 20% (weights fixed), then τ annealed, each epoch."""
+        recipe: DNASRecipe = ctx.preset_section
+        net, state, control = run.net, run.state, run.control
+        weight_data, theta_data = ctx.split(0.8)
+        weight_recipe = self._weight_recipe(ctx, recipe)
+        theta_opt = torch.optim.Adam(
+            net.theta.parameters(), lr=recipe.theta_lr, weight_decay=recipe.theta_weight_decay
+        )
+
+        def end_of_epoch(epoch: int) -> None:
+            record = self._epoch_record(ctx, run, epoch)
+            run.epochs.append(record)
+            control.update(record["expected_cost"], run.limit)
+            state.tau = recipe.tau0 * math.exp(-recipe.tau_decay * (epoch + 1))
+            state.stats = EpochStats()
+
+        phase = Phase(
+            theta_data,
+            theta_opt,
+            theta_step(net, state, control),
+            every="epoch",
+            batch_size=weight_recipe.batch_size,
+            name="dnas-theta",
+        )
+        try:
+            ctx.train(
+                net.module,
+                weight_step(net, state, weight_recipe.label_smoothing),
+                recipe=weight_recipe,
+                data=weight_data,
+                phases=[phase],
+                on_epoch=end_of_epoch,
+                desc="dnas-weights",
+            )
+        finally:
+            net.clear()
+            net.set_weights_trainable(True)
+
+    def finish(self, ctx: Context, run: SearchRun) -> SearchResult:
+        """Sample from ``P_θ``, score the feasible samples, choose the candidates."""
+        metric, limit, ref_value = ctx.constraint.metric, run.limit, run.ref_value
+        samples = self._final_samples(ctx, run.net, run.arch, ref_value)
+        feasible = [s for s in samples if s.feasible]
+        if not feasible:
+            cheapest = min(samples, key=lambda s: s.cost)
+            raise ValueError(
+                f"dnas: none of the {len(samples)} architectures sampled from P_theta meets "
+                f"{ctx.constraint.text} (limit {limit:.6g} {metric}, ratio "
+                f"{limit / ref_value:.4f} to W8A8); the cheapest reached {cheapest.cost:.6g} "
+                f"(ratio {cheapest.ratio:.4f}, {cheapest.name}). Search longer, use "
+                "gamma='auto' or a larger gamma, or loosen the limit."
+            )
+        self._score(ctx, run, feasible)
+        chosen = choose(samples, self.candidates)
+        if not chosen:  # what was offered (an epoch's feasible argmax) is evaluated
+            raise BudgetExceeded("dnas: the budget ran out before any sample was scored")
+        candidates = self._candidates(run, chosen)
+        log = {
+            "variant": run.variant,
+            "recipe": dataclasses.asdict(ctx.preset_section),
+            "sources": SOURCES,
+            "constraint": {
+                "text": ctx.constraint.text,
+                "metric": metric,
+                "limit": limit,
+                "reference_w8a8": ref_value,
+            },
+            "start_expected_cost": run.start_cost,
+            "loss": run.control.to_dict(),
+            "epochs": run.epochs,
+            "samples": [s.to_dict() for s in samples],
+            "chosen": [{"role": role, "name": s.name} for role, s in chosen],
+        }
+        return SearchResult(candidates, log=log)
+
+    # --- per epoch ----------------------------------------------------------------------
+    def _epoch_record(self, ctx: Context, run: SearchRun, epoch: int) -> dict[str, Any]:
+        """θ, τ and the expected cost after ``epoch``: logged, reported, and the argmax
+        policy offered when it is feasible."""
+        net, control, state, arch = run.net, run.control, run.state, run.arch
+        limit, ref_value = run.limit, run.ref_value
+        with torch.no_grad():
+            expected = float(net.expected_cost(net.probs()))
+        argmax = ctx.space.full_policy(net.argmax_policy(), arch)
+        argmax_cost = float(net.table.total(argmax, net.metric))
+        feasible = ctx.feasible(argmax, arch)
+        record = {
+            "epoch": epoch,
+            "tau": state.tau,
+            **control.to_dict(),
+            "expected_cost": expected,
+            "expected_cost_ratio": expected / ref_value,
+            "argmax_cost_ratio": argmax_cost / ref_value,
+            "argmax_feasible": feasible,
+            **state.stats.summary(),
+            "theta": net.theta_table(),
+        }
+        ctx.log.info(
+            "dnas epoch %d: tau %.3f beta %.4g gamma %.4g E[cost] ratio %.4f (limit %.4f), "
+            "argmax ratio %.4f%s",
+            epoch,
+            state.tau,
+            control.beta,
+            control.gamma,
+            expected / ref_value,
+            limit / ref_value,
+            argmax_cost / ref_value,
+            " (offered)" if feasible else "",
+        )
+        ctx.report(**{k: v for k, v in record.items() if k != "theta"}, theta=record["theta"])
+        if feasible:
+            weights = net.plain_state(argmax)
+            ctx.offer(
+                Candidate(
+                    argmax,
+                    arch,
+                    label="dnas-argmax",
+                    weights=weights,
+                    quant=QUANT,
+                    meta={"epoch": epoch, "cost_ratio_w8a8": argmax_cost / ref_value},
+                )
+            )
+        return record
+
+    # --- the end ------------------------------------------------------------------------
+    def _final_samples(
+        self, ctx: Context, net: SuperNet, arch: Any, ref_value: float
+    ) -> list[Sample]:
+        """``samples`` policies drawn from ``P_θ`` plus its argmax, without repeats,
+        costed with the space's cost table."""
+        generator = torch.Generator().manual_seed(ctx.rng.randrange(2**31))
+        drawn = [(f"sample{i}", net.sample_policy(generator)) for i in range(self.samples)]
+        drawn.append(("argmax", net.argmax_policy()))
+        samples = []
+        for name, policy in drawn:
+            full = ctx.space.full_policy(policy, arch)
+            cost = float(net.table.total(full, net.metric))
+            samples.append(
+                Sample(
+                    name,
+                    full,
+                    cost,
+                    cost / ref_value,
+                    ctx.feasible(full, arch),
+                    net.log_prob(policy),
+                )
+            )
+        return unique(samples)
+
+    def _score(self, ctx: Context, run: SearchRun, samples: list[Sample]) -> None:
+        """Validation top-1 of each feasible sample with the super-net's weights (BN
+        recalibrated; charged), until the budget runs out; its state dict is kept. After
+        each, the candidates so far are offered (the answer if the budget ends it)."""
+        for i, sample in enumerate(samples):
+            if ctx.budget.exhausted():
+                ctx.log.warning("dnas: budget spent after scoring %d samples", i)
+                return
+            model = ctx.space.build(run.arch, sample.policy, QUANT)
+            model.load_state_dict(run.net.plain_state(sample.policy))
+            sample.val_top1 = ctx.score(model.to(ctx.device), seed=i)
+            sample.weights = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+            ctx.report(sample=sample.name, val_top1=sample.val_top1, cost_ratio=sample.ratio)
+            ctx.offer(*self._candidates(run, choose(samples, self.candidates)))
+
+    def _candidates(self, run: SearchRun, chosen: list[tuple[str, Sample]]) -> list[Candidate]:
+        return [self._candidate(run.arch, role, s, run.variant, run.control) for role, s in chosen]
+
+    def _candidate(
+        self,
+        arch: Any,
+        role: str,
+        sample: Sample,
+        variant: dict[str, Any],
+        control: LossControl,
+    ) -> Candidate:
+        meta = {
+            "role": role,
+            "sample": sample.name,
+            "proxy_val_top1": sample.val_top1,
+            "cost_ratio_w8a8": sample.ratio,
+            "log_prob": sample.log_prob,
+            "weights": variant["weights"],
+            "categorical": variant["categorical"],
+            **control.to_dict(),
+        }
+        label = {"most-accurate": "dnas-accurate", "most-efficient": "dnas-efficient"}.get(
+            role, f"dnas-{sample.name}"
+        )
+        return Candidate(
+            sample.policy, arch, label=label, weights=sample.weights, quant=QUANT, meta=meta
+        )
+
+
+def _check_bits_allowed(bits: Sequence[int] | None, space: SearchSpace) -> None:
+    """A one-line ``ValueError`` when ``bits`` has a bit-width ``space`` cannot run."""
+    allowed = set(space.allowed_bits())
+    if bits is not None and not set(bits) <= allowed:
+        raise ValueError(
+            f"bits {list(bits)} are not all allowed on {space.name} (allowed: {sorted(allowed)})"
+        )
+
+
+SOURCES = {
+    "paper": "Wu et al. 2018, arXiv 1812.00090; only its abstract could be read here",
+    "super-net, Gumbel-softmax masks, multiplicative loss, 80/20 alternation, sampling from "
+    "P_theta": "the spec (shared/methods/dnas.md), from the paper [unverified]",
+    "tau0=5, tau_decay=0.045/epoch, theta Adam lr 0.01 wd 5e-4, gamma_start 0.6": (
+        "FBNet (arXiv 1812.03443) as the spec recalls it [unverified for DNAS]"
+    ),
+    "DoReFa weights, PACT activations": "the spec [unverified]",
+    "gamma='auto' controller, beta='auto' normalisation, weights phase on plain CE": (
+        "this benchmark's choices (methods/dnas/loss.py, steps.py)"
+    ),
+}
+"""Where each value comes from (copied into every search log)."""
