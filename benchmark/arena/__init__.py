@@ -23,7 +23,9 @@ top-1 in percent):
 - data: :class:`DataSplits`, :func:`make_loader`, :func:`fixed_batch`;
 - quantizers and quantized layers: :class:`QuantConfig` (which quantizers a layer uses,
   state sharing, bits; ``to_dict`` / ``from_dict``), one typed config per quantizer kind
-  (:class:`QuantizerConfig`; :class:`LSQConfig`, :class:`KLLinearConfig`), :class:`Quantizer`,
+  (:class:`QuantizerConfig`; :class:`LSQConfig`; :class:`KLLinearConfig`, HAQ's calibrated
+  linear quantizer; :class:`LSQFullConfig`, LSQ on a supernet's full weight then sliced;
+  :class:`BatchQuantConfig`, QFA's BatchQuant), :class:`Quantizer`,
   :func:`register_quantizer` (config type → quantizer class), :func:`list_quantizers`,
   :class:`QConv2d`, :class:`QLinear`, :class:`QuantLayer` (``set_bit_mixture`` for a
   weighted mixture of bit-widths, :class:`BitMixture`), :func:`apply_policy`,
@@ -104,9 +106,11 @@ from benchmark.arena.protocol import (
     TrialTimeout,
 )
 from benchmark.arena.quant import (
+    BatchQuantConfig,
     BitMixture,
     KLLinearConfig,
     LSQConfig,
+    LSQFullConfig,
     QConv2d,
     QLinear,
     QuantConfig,
@@ -139,6 +143,7 @@ from benchmark.arena.spaces.fit import FIT_MODES, FixedFit, fit_fixed
 __all__ = [
     "FIT_MODES",
     "FP_BITS",
+    "BatchQuantConfig",
     "BitMixture",
     "Budget",
     "BudgetExceeded",
@@ -160,6 +165,7 @@ __all__ = [
     "HessianProbe",
     "KLLinearConfig",
     "LSQConfig",
+    "LSQFullConfig",
     "LayerBits",
     "LayerCost",
     "LayerProfile",

@@ -1,12 +1,16 @@
 """Quantizers and quantized modules shared by every method.
 
 Importing this package registers the built-in quantizers (``lsq``: :class:`LSQConfig`;
-``kl_linear``: :class:`KLLinearConfig`, HAQ's calibrated linear quantizer).
+``kl_linear``: :class:`KLLinearConfig`, HAQ's calibrated linear quantizer;
+``lsq-full``: :class:`LSQFullConfig`, LSQ on a supernet's full weight, then sliced;
+``batchquant``: :class:`BatchQuantConfig`, QFA's activation quantizer).
 """
 
 from benchmark.arena.quant.base import ACT_GRIDS, QuantConfig
+from benchmark.arena.quant.batchquant import BatchQuantConfig, BatchQuantQuantizer
 from benchmark.arena.quant.kl_linear import KLLinearConfig, KLLinearQuantizer, kl_clip
 from benchmark.arena.quant.lsq import LSQConfig, LSQQuantizer, lsq_quantize
+from benchmark.arena.quant.lsq_full import LSQFullConfig, LSQFullQuantizer
 from benchmark.arena.quant.mixture import BitMixture
 from benchmark.arena.quant.modules import (
     QConv2d,
@@ -32,10 +36,14 @@ from benchmark.arena.quant.quantizer import (
 __all__ = [
     "ACT_GRIDS",
     "DEFAULT_BIT_CHOICES",
+    "BatchQuantConfig",
+    "BatchQuantQuantizer",
     "BitMixture",
     "KLLinearConfig",
     "KLLinearQuantizer",
     "LSQConfig",
+    "LSQFullConfig",
+    "LSQFullQuantizer",
     "LSQQuantizer",
     "QConv2d",
     "QLinear",

@@ -55,7 +55,12 @@ from benchmark.arena.quant.base import QuantConfig
 from benchmark.arena.quant.modules import apply_policy
 from benchmark.arena.spaces.base import ElasticSearchSpace, register_space
 from benchmark.arena.spaces.mbv3.arch import (
+    DEPTH_CHOICES,
+    EXPAND_CHOICES,
+    KERNEL_CHOICES,
     MAX_DEPTH,
+    NUM_SLOTS,
+    NUM_STAGES,
     REFERENCE_ARCH,
     MBV3Arch,
     as_arch,
@@ -100,6 +105,14 @@ class MBV3CifarSpace(ElasticSearchSpace):
     def sample_arch(self, rng: random.Random | np.random.Generator) -> MBV3Arch:
         """A uniformly random architecture (see :func:`.arch.sample_arch`)."""
         return sample_arch(rng)
+
+    def arch_choices(self) -> dict[str, tuple[tuple[int, ...], ...]]:
+        """Kernel and expand choices per block slot (9), depth choices per stage (3)."""
+        return {
+            "kernels": (KERNEL_CHOICES,) * NUM_SLOTS,
+            "expands": (EXPAND_CHOICES,) * NUM_SLOTS,
+            "depths": (DEPTH_CHOICES,) * NUM_STAGES,
+        }
 
     def max_arch(self) -> MBV3Arch:
         """Kernel 5, expand 6, depth 3 everywhere."""
