@@ -29,6 +29,7 @@ _BUILTINS = (
     "methods.hawq",
     "methods.oqat",
     "methods.haq",
+    "methods.qfa",
 )
 ENTRY_POINT_GROUP = "mpqbench.methods"
 
