@@ -75,6 +75,7 @@ STAGE_BITS: tuple[tuple[int, ...], tuple[int, ...]] = ((2, 3, 4, 32), (2, 3, 4))
 """The two stages' bit sets (``main.py``: ``bits_list`` per stage)."""
 QFA_FIXED_BITS = {"stem": 32, "se": 32, "classifier": 8}
 """QFA's convention for the never-searched roles a space has (spec; ``override_quantizer``)."""
+FIXED_CHOICES = ("auto", "qfa", "space")
 CLIP_GRAD_NORM = 500.0
 """``progressive_shrinking.py``: ``clip_grad_norm_(net.parameters(), 500)``."""
 
@@ -115,18 +116,26 @@ class QFA(Method):
             goes fully FP (default 0.2, ``qfa_mbv3.py``).
         teacher: ``"fp"`` (default: KD from the FP supernet's largest subnet) or ``"none"``
             (labels only, an ablation).
+        fixed: the never-searched layers' bits: ``"qfa"`` (first conv and SE FP,
+            classifier 8-bit), ``"space"`` (the space's own convention) or ``"auto"``
+            (default: ``"qfa"`` unless the task's limit cannot be met with it, since the
+            shared cost model counts an FP layer at 32×32 BitOPs; the log says which).
     """
 
     name = "qfa"
     searches = "arch+bits"
     preset_section = QFAPreset
 
-    def __init__(self, override_prob: float = OVERRIDE_PROB, teacher: str = "fp") -> None:
+    def __init__(
+        self, override_prob: float = OVERRIDE_PROB, teacher: str = "fp", fixed: str = "auto"
+    ) -> None:
         if isinstance(override_prob, bool) or not 0.0 <= float(override_prob) <= 1.0:
             raise ValueError(f"qfa: override_prob must be in [0, 1], got {override_prob!r}")
         if teacher not in ("fp", "none"):
             raise ValueError(f"qfa: teacher must be 'fp' or 'none', got {teacher!r}")
-        self.override_prob, self.teacher = float(override_prob), teacher
+        if fixed not in FIXED_CHOICES:
+            raise ValueError(f"qfa: fixed must be one of {FIXED_CHOICES}, got {fixed!r}")
+        self.override_prob, self.teacher, self.fixed_mode = float(override_prob), teacher, fixed
 
     # --- pieces ---------------------------------------------------------------------
     @staticmethod
@@ -137,10 +146,23 @@ class QFA(Method):
         )
 
     @staticmethod
-    def fixed(space: SearchSpace) -> dict[str, int]:
+    def qfa_fixed(space: SearchSpace) -> dict[str, int]:
         """QFA's convention restricted to the roles ``space`` has."""
         roles = space.fixed_roles(space.reference_arch)
         return {role: bits for role, bits in QFA_FIXED_BITS.items() if role in roles}
+
+    def convention(self, ctx: Context) -> tuple[dict[str, Any] | None, str]:
+        """The fixed layers' convention to use (``None``: the space's) and why."""
+        if self.fixed_mode == "space":
+            return None, "the space's convention (option fixed='space')"
+        fixed = self.qfa_fixed(ctx.space)
+        cheapest = ctx.space.with_fixed(fixed).cheapest_cost()
+        if self.fixed_mode == "qfa" or ctx.constraint.satisfied(cheapest, ctx.space.reference()):
+            return fixed, "QFA's convention (first conv and SE FP, classifier 8-bit)"
+        return None, (
+            f"the space's convention: under QFA's (FP first conv, 32×32 BitOPs) even the "
+            f"cheapest subnet misses {ctx.constraint.text}"
+        )
 
     def stage_recipe(self, ctx: Context, section: QFAPreset, epochs: float) -> Recipe:
         """The preset's ``[finetune]`` SGD recipe with QFA's stage length and regularisers."""
@@ -156,11 +178,12 @@ class QFA(Method):
     # --- search ---------------------------------------------------------------------
     def search(self, ctx: Context) -> SearchResult:
         section: QFAPreset = ctx.preset_section or QFAPreset()
-        fixed = self.fixed(ctx.space)
+        fixed, why = self.convention(ctx)
         space = ctx.space.with_fixed(fixed)
+        ctx.log.info("qfa: fixed layers at %s", why)
         quant = self.quant()
         state = ctx.load_checkpoint() or {}
-        log: dict[str, Any] = state.get("log") or {"phases": {}, "fixed": fixed}
+        log: dict[str, Any] = state.get("log") or {"phases": {}, "fixed": fixed, "fixed_why": why}
         elastic = isinstance(space, ElasticSearchSpace)
 
         # 1. the supernet, trained stage by stage from the FP start
@@ -240,7 +263,7 @@ class QFA(Method):
                 }
             )
             ctx.offer(*_best_first(candidates))
-        candidates = _best_first(candidates)
+        candidates = _best_first(candidates) or ([best] if best is not None else [])
         log["front"] = front_log
         log["nsga"] = {
             "population": section.population,
@@ -323,7 +346,7 @@ class QFA(Method):
         net: nn.Module,
         arch: Any,
         policy: dict[str, LayerBits],
-        fixed: dict[str, int],
+        fixed: dict[str, Any] | None,
         quant: QuantConfig,
         label: str,
     ) -> Candidate:
@@ -383,7 +406,7 @@ class QFA(Method):
         ctx: Context,
         space: SearchSpace,
         samples: list[tuple[Any, dict[str, LayerBits], float]],
-        fixed: dict[str, int],
+        fixed: dict[str, Any] | None,
         quant: QuantConfig,
         supernet: nn.Module,
     ) -> Candidate | None:

@@ -1,0 +1,256 @@
+"""QFA / BatchQuant: the quantizers, the sampler's stage rules, the encoding, the search."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.arena import (
+    BatchQuantConfig,
+    LayerBits,
+    LSQFullConfig,
+    QuantConfig,
+    create_quantizer,
+    get_space,
+    recalibrate,
+)
+from benchmark.arena.cost import profile_layers
+from benchmark.arena.data import DataSplits
+from benchmark.arena.quant.batchquant import batch_qparams, batch_range
+from methods import get_method
+from methods.qfa import QFA, QFAPreset
+from methods.qfa.encoding import Encoding
+from methods.qfa.nsga import search_front
+from methods.qfa.sampler import QFASampler, stage0_override
+
+
+def bq(signed: bool = False, per_bit: bool = True):
+    return create_quantizer(BatchQuantConfig(), signed=signed, bit_choices=(2, 3, 4, 8), per_bit=per_bit)
+
+
+# --- BatchQuant ------------------------------------------------------------------------
+def test_batchquant_alpha_starts_at_one_and_outputs_lie_on_the_batch_grid() -> None:
+    q = bq().train()
+    assert torch.allclose(q.alpha(3), torch.ones(1))
+    x = torch.randn(8, 4, 5, 5) * 2 + 0.5
+    out = q(x, 3)
+    low, high = batch_range(x)
+    # the range is the channel-mean of per-channel min / max, clipped to include 0
+    assert torch.isclose(low, x.amin(dim=(0, 2, 3)).mean().clamp(max=0))
+    assert torch.isclose(high, x.amax(dim=(0, 2, 3)).mean().clamp(min=0))
+    scale, zero = batch_qparams(low, high, *q.grid(3), 1e-8)
+    codes = out / scale + zero
+    assert torch.allclose(codes, codes.round(), atol=1e-4)
+    assert codes.min() >= 0 - 1e-4 and codes.max() <= 7 + 1e-4
+    assert len(out.unique()) <= 8
+
+
+def test_batchquant_gradients_match_autograd_of_the_formula() -> None:
+    q = bq(signed=True).train()
+    with torch.no_grad():
+        q.theta[1] = 0.3
+        q.offset[1] = 0.2
+    x = torch.randn(6, 3, 4, 4, requires_grad=True)
+    q(x, 3).pow(2).sum().backward()
+    grads = x.grad.clone(), q.theta.grad[1].clone(), q.offset.grad[1].clone()
+    # reference: the spec's formula with a straight-through round, plain autograd
+    x2 = x.detach().clone().requires_grad_(True)
+    theta = torch.tensor(0.3, requires_grad=True)
+    beta = torch.tensor(0.2, requires_grad=True)
+    alpha = torch.nn.functional.softplus(theta, beta=np.log(2.0))
+    scale, zero = batch_qparams(*batch_range(x2), -4, 3, 1e-8)
+    u = (x2 * alpha / scale + zero + beta).clamp(-4, 3)
+    qv = u + (u.round() - u).detach()
+    ((qv - zero - beta) * scale / alpha).pow(2).sum().backward()
+    torch.testing.assert_close(grads[0], x2.grad)
+    torch.testing.assert_close(grads[1], theta.grad)
+    torch.testing.assert_close(grads[2], beta.grad)
+
+
+def test_batchquant_recalibration_sets_the_running_range_and_eval_uses_it() -> None:
+    q = bq()
+    batches = [torch.rand(4, 3, 2, 2) * (i + 1) for i in range(3)]
+    q.train()
+    q.start_calibration()
+    for b in batches:
+        q(b, 4)
+    q.end_calibration()
+    lows, highs = zip(*(batch_range(b) for b in batches), strict=True)
+    slot = q.slot(4)
+    assert torch.isclose(q.running_min[slot], torch.stack(lows).mean())
+    assert torch.isclose(q.running_max[slot], torch.stack(highs).mean())
+    assert bool(q.calibrated[slot]) and not bool(q.calibrated[q.slot(2)])
+    # training (no EMA): the running range is untouched, the batch's range is used
+    before = q.running_max.clone()
+    q(torch.rand(4, 3, 2, 2) * 100, 4)
+    assert torch.equal(q.running_max, before)
+    # eval: the running range, not the batch's
+    q.eval()
+    x = torch.rand(4, 3, 2, 2) * 100
+    scale, zero = batch_qparams(q.running_min[slot], q.running_max[slot], 0, 15, 1e-8)
+    expected = (torch.clamp(torch.round(x / scale + zero), 0, 15) - zero) * scale
+    torch.testing.assert_close(q(x, 4), expected)
+    # the toolkit's recalibration drives it (a model of quantized layers)
+    space = get_space("resnet20")
+    model = space.build(None, space.uniform_policy(4, 4), QFA.quant())
+    data = torch.utils.data.TensorDataset(torch.randn(64, 3, 32, 32), torch.zeros(64).long())
+    recalibrate(model, data, batches=2, batch_size=32)
+    layer = model.layer1[0].conv1
+    assert bool(layer.act_quantizer.calibrated[layer.act_quantizer.slot(4)])
+
+
+def test_per_layer_bit_state_is_distinct_and_shared_across_architectures() -> None:
+    space = get_space("mbv3-cifar")
+    supernet = space.build_supernet(QFA.quant())
+    layer = supernet.blocks["2"].pw_expand
+    assert layer.weight_quantizer.num_slots == len(space.allowed_bits()) - 1
+    assert layer.act_quantizer.num_slots == layer.weight_quantizer.num_slots
+    x = torch.randn(4, 3, 32, 32)
+    rng = random.Random(0)
+    steps = {}
+    for bits in (2, 3):
+        for _ in range(2):  # two architectures using the same layer at the same bits
+            arch = space.sample_arch(rng)
+            space.set_active(supernet, arch, space.uniform_policy(bits, bits, arch))
+            supernet.train()(x)
+            steps.setdefault(bits, set()).add(layer.weight_quantizer.step_size(bits))
+    # one step per (layer, bit): the same for every architecture, different between bits
+    assert all(len(v) == 1 for v in steps.values())
+    assert steps[2] != steps[3]
+    # the full weight is quantized (init from its mean |w|), whatever the slice
+    full = layer.weight.detach()
+    expected = 2 * full.abs().mean() / np.sqrt(1)  # Qp = 1 at 2 bits (signed)
+    assert np.isclose(layer.weight_quantizer.step_size(2), float(expected), rtol=1e-5)
+
+
+def test_full_weight_quantization_commutes_with_extraction() -> None:
+    space = get_space("mbv3-cifar")
+    supernet = space.build_supernet(QFA.quant()).eval()
+    arch = space.sample_arch(random.Random(3))
+    policy = space.uniform_policy(3, 4, arch)
+    x = torch.randn(2, 3, 32, 32)
+    space.set_active(supernet, arch, policy)
+    supernet.train()(x)  # initialises the steps, batch ranges
+    net = space.extract(supernet, arch)
+    supernet.train(), net.train()
+    torch.testing.assert_close(net(x), supernet(x), rtol=1e-4, atol=1e-4)
+
+
+# --- the sampler -----------------------------------------------------------------------
+def test_stage0_override_rule_and_its_probability() -> None:
+    rng = random.Random(0)
+    assert stage0_override(3, 4, (2, 3, 4), rng) == (3, 4)
+    assert stage0_override(32, 32, (2, 3, 4), rng) == (32, 32)
+    draws = [stage0_override(32, 2, (2, 3, 4), rng) for _ in range(20000)]
+    fp = sum(d == (32, 32) for d in draws) / len(draws)
+    assert abs(fp - 0.2) < 0.015  # binomial sd 0.0028: > 5 sd
+    assert all(d == (32, 32) or (d[0] in (2, 3, 4) and d[1] == 2) for d in draws)
+
+
+def test_sampler_stage_rules() -> None:
+    space = get_space("mbv3-cifar").with_fixed(QFA.qfa_fixed(get_space("mbv3-cifar")))
+    rng = random.Random(1)
+    stage0 = QFASampler(space, num_random=4, bits=(2, 3, 4, 32))
+    stage1 = QFASampler(space, num_random=4, bits=(2, 3, 4))
+    mixed = 0
+    for _ in range(50):
+        arch, policy = stage0.largest(rng)
+        assert arch == space.max_arch() and len({b for b in policy.values()}) == 1
+        others = stage0.others(rng)
+        assert len(others) == 5 and others[0][0] == space.min_arch()
+        assert len({b for b in others[0][1].values()}) == 1  # min subnet: one uniform bit
+        for _, p in others[1:]:
+            for b in p.values():  # never exactly one of (W, A) at 32
+                assert (b.w_bits == 32) == (b.a_bits == 32)
+            mixed += len({(b.w_bits, b.a_bits) for b in p.values()}) > 1
+        for arch1, p1 in [stage1.largest(rng), *stage1.others(rng)]:
+            assert all(b.w_bits < 32 and b.a_bits < 32 for b in p1.values())
+            assert set(p1) == set(space.searchable_layers(arch1))
+    assert mixed == 50 * 4  # random subnets: independent per-layer bits
+
+
+# --- encoding, NSGA-II, the cost model's composed profiles --------------------------
+def test_predictor_encoding_round_trips() -> None:
+    space = get_space("mbv3-cifar")
+    enc = Encoding(space)
+    rng = random.Random(2)
+    for _ in range(20):
+        arch = space.sample_arch(rng)
+        policy = space.sample_policy(arch, rng)
+        searchable = {n: policy[n] for n in space.searchable_layers(arch)}
+        f = enc.features(arch, searchable)
+        assert f.shape == (enc.num_features,) and set(np.unique(f)) <= {0.0, 1.0}
+        assert enc.decode_features(f) == (arch, searchable)
+        assert enc.decode(enc.genome(arch, searchable)) == (arch, searchable)
+    fixed = Encoding(get_space("resnet20"))
+    policy = {n: LayerBits(8, 2) for n in get_space("resnet20").searchable_layers()}
+    assert fixed.decode_features(fixed.features(None, policy)) == (None, policy)
+
+
+def test_every_front_member_meets_the_constraint() -> None:
+    space = get_space("mbv3-cifar")
+    enc = Encoding(space)
+    limit = 0.25 * space.reference().bitops_w8a8
+
+    def objectives(genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        decoded = [enc.decode(g) for g in genomes]
+        cost = np.array([space.cost(p, a).bitops for a, p in decoded], float)
+        return -cost / limit + np.array([sum(g) for g in genomes]) * 1e-3, cost
+
+    front = search_front(enc.upper, objectives, limit, population=12, generations=4, seed=0)
+    assert len(front.genomes) >= 1
+    for g, c in zip(front.genomes, front.cost, strict=True):
+        arch, policy = enc.decode(g)
+        assert space.cost(policy, arch).bitops == c <= limit
+
+
+def test_composed_mbv3_profiles_equal_direct_profiling() -> None:
+    space = get_space("mbv3-cifar")
+    for seed in (0, 1):
+        arch = space.sample_arch(random.Random(seed))
+        assert space.profiles(arch) == profile_layers(space.build(arch))
+
+
+def test_options_and_preset_section_are_validated() -> None:
+    assert get_method("qfa") is QFA
+    with pytest.raises(ValueError, match="override_prob"):
+        QFA(override_prob=1.5)
+    with pytest.raises(ValueError, match="fixed must be one of"):
+        QFA(fixed="fp")
+    with pytest.raises(Exception, match="population"):
+        QFAPreset(population=2)
+    assert LSQFullConfig().to_dict() == {"kind": "lsq-full", "grad_scale": True}
+    assert QuantConfig.from_dict(QFA.quant().to_dict()) == QFA.quant()
+
+
+# --- end to end ------------------------------------------------------------------------
+def test_run_qfa_on_digits_end_to_end(tmp_path) -> None:
+    from benchmark.cli import main
+
+    rc = main(
+        [
+            "run",
+            "--methods",
+            "qfa",
+            "--preset",
+            "tests/tiny.toml",
+            "--executor",
+            "serial",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert rc == 0
+    import pandas as pd
+
+    (rows,) = list(tmp_path.glob("runs/*/records.csv"))
+    table = pd.read_csv(rows)
+    assert (table["status"] == "ok").all(), table[["status", "error"]]
+    assert {"retrain", "inherit"} <= set(table["track"])
+    assert table["feasible"].all()
+
+
+_ = DataSplits  # the fixture type of digits_splits (not used directly)
