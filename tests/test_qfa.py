@@ -18,7 +18,6 @@ from benchmark.arena import (
     recalibrate,
 )
 from benchmark.arena.cost import profile_layers
-from benchmark.arena.data import DataSplits
 from benchmark.arena.quant.batchquant import batch_qparams, batch_range
 from methods import get_method
 from methods.qfa import QFA, QFAPreset
@@ -28,7 +27,9 @@ from methods.qfa.sampler import QFASampler, stage0_override
 
 
 def bq(signed: bool = False, per_bit: bool = True):
-    return create_quantizer(BatchQuantConfig(), signed=signed, bit_choices=(2, 3, 4, 8), per_bit=per_bit)
+    return create_quantizer(
+        BatchQuantConfig(), signed=signed, bit_choices=(2, 3, 4, 8), per_bit=per_bit
+    )
 
 
 # --- BatchQuant ------------------------------------------------------------------------
@@ -251,6 +252,3 @@ def test_run_qfa_on_digits_end_to_end(tmp_path) -> None:
     assert (table["status"] == "ok").all(), table[["status", "error"]]
     assert {"retrain", "inherit"} <= set(table["track"])
     assert table["feasible"].all()
-
-
-_ = DataSplits  # the fixture type of digits_splits (not used directly)

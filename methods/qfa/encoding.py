@@ -125,7 +125,7 @@ class Encoding:
         k = len(self.bit_choices)
         n = len(self.layers)
         found: dict[str, list[int]] = {}
-        for part in range(2):
+        for _part in range(2):
             for name in self.layers:
                 chunk, i = v[i : i + k], i + k
                 if chunk.any():

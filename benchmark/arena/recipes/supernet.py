@@ -93,9 +93,7 @@ class SandwichSampler:
         return {"num_random": self.num_random, "policy": getattr(self.policy, "__name__", "")}
 
 
-def activate(
-    space: SearchSpace, model: nn.Module, arch: Any, policy: Policy | str | None
-) -> None:
+def activate(space: SearchSpace, model: nn.Module, arch: Any, policy: Policy | str | None) -> None:
     """Make ``model`` run ``(arch, policy)``: ``space.set_active`` on an elastic space, else
     the full policy applied to the model's layers (``None`` keeps their bits)."""
     if isinstance(space, ElasticSearchSpace):

@@ -74,7 +74,6 @@ from benchmark.arena.spaces.mbv3.arch import (
 )
 from benchmark.arena.spaces.mbv3.nets import STAGE_SE, MBV3Net, MBV3Supernet, block_index
 
-
 _LUT_KEY = "slot-profiles"
 """Key of the per-(kernel, expand) layer profiles in the space's profile cache."""
 
