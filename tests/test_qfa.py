@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 from benchmark.arena import (
     BatchQuantConfig,
     LayerBits,
+    LSQConfig,
     LSQFullConfig,
     QuantConfig,
     create_quantizer,
@@ -18,7 +20,9 @@ from benchmark.arena import (
     recalibrate,
 )
 from benchmark.arena.cost import profile_layers
+from benchmark.arena.protocol import Constraint
 from benchmark.arena.quant.batchquant import batch_qparams, batch_range
+from benchmark.arena.spaces.mbv3.elastic import DynamicDWConv2d, DynamicQConv2d, front_slice
 from methods import get_method
 from methods.qfa import QFA, QFAPreset
 from methods.qfa.encoding import Encoding
@@ -140,6 +144,86 @@ def test_full_weight_quantization_commutes_with_extraction() -> None:
     torch.testing.assert_close(net(x), supernet(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["pointwise", "depthwise"])
+def test_slice_rule_is_the_weight_configs_and_each_rule_matches_its_definition(kind) -> None:
+    """LSQConfig (OQAT) quantizes the active slice; LSQFullConfig (QFA) the full weight,
+    then slices: a different step (init from mean |w|) and step gradient scale."""
+    bits, qp = 3, 3  # signed 3-bit grid [-4, 3]
+
+    def build(config):
+        torch.manual_seed(0)
+        quant = QuantConfig(weight=config, per_bit_weight=True)
+        if kind == "pointwise":
+            layer = DynamicQConv2d(16, 24, quant=quant)
+            layer.active_out = 8
+        else:
+            layer = DynamicDWConv2d(16, 1, quant=quant)
+            layer.active_kernel = 3
+            with torch.no_grad():
+                layer.transform_5to3.add_(0.1 * torch.randn(9, 9))
+        layer.set_bits(LayerBits(bits, 32))
+        return layer
+
+    def fake_quant(w, step):  # LSQ's forward by its definition
+        s = step.abs() + 1e-8
+        return torch.round(torch.clamp(w / s, -4, qp)) * s
+
+    def conv(layer, x, w):
+        if kind == "pointwise":
+            return torch.nn.functional.conv2d(x, w)
+        return torch.nn.functional.conv2d(x, w, None, 1, 1, 1, x.shape[1])
+
+    x = torch.randn(2, 8, 5, 5)  # 8 of 16 input channels
+    sliced, full = build(LSQConfig()), build(LSQFullConfig())
+    assert not LSQConfig.quantizes_full_weight and LSQFullConfig.quantizes_full_weight
+    out_sliced, out_full = sliced(x), full(x)
+    if kind == "pointwise":
+        w_slice, w_full = sliced.active_weight(8), full.weight
+        cut = (8, 8)
+    else:
+        w_slice, w_full = sliced.active_weight(8), full.active_weight(16)  # kernel transform
+        cut = (8,)
+    step_sliced, step_full = (q.weight_quantizer.step_size(bits) for q in (sliced, full))
+    # each rule: LSQ's init on (and quantization of) its own tensor
+    assert np.isclose(step_sliced, 2 * w_slice.abs().mean().item() / np.sqrt(qp), rtol=1e-5)
+    assert np.isclose(step_full, 2 * w_full.abs().mean().item() / np.sqrt(qp), rtol=1e-5)
+    assert not np.isclose(step_sliced, step_full)
+    expected_sliced = fake_quant(w_slice, torch.tensor(step_sliced))
+    expected_full = front_slice(fake_quant(w_full, torch.tensor(step_full)), *cut)
+    torch.testing.assert_close(out_sliced, conv(sliced, x, expected_sliced))
+    torch.testing.assert_close(out_full, conv(full, x, expected_full))
+    assert not torch.allclose(out_sliced, out_full)
+    # at one step value the forward agrees; the step's gradient scale is 1/sqrt(numel·Qp)
+    # of the quantized tensor: the slice's or the full weight's
+    with torch.no_grad():
+        full.weight_quantizer.step.copy_(sliced.weight_quantizer.step)
+    grads = []
+    for layer in (sliced, full):
+        layer.weight_quantizer.step.grad = None
+        layer(x).square().sum().backward()
+        grads.append(layer.weight_quantizer.step.grad[layer.weight_quantizer.slot(bits)])
+    torch.testing.assert_close(sliced(x), full(x))
+    ratio = float(grads[1] / grads[0])
+    assert np.isclose(ratio, np.sqrt(w_slice.numel() / w_full.numel()), rtol=1e-4)
+
+
+def test_fixed_option_uses_the_protocols_rule() -> None:
+    space = get_space("mbv3-cifar")
+
+    def fit(constraint: str, mode: str = "auto"):
+        ctx = SimpleNamespace(space=space, constraint=Constraint.parse(constraint))
+        return QFA(fixed=mode).fit(ctx)
+
+    loose = fit("bitops<=1.0")
+    assert loose.fixed == {"stem": 32, "se": 32, "classifier": 8}
+    assert "first conv and SE FP" in loose.why and "own convention" in loose.why
+    tight = fit("bitops<=0.3")  # the FP stem alone is 0.65x W8A8
+    assert tight.fixed is None and "misses bitops<=0.3" in tight.why
+    assert fit("bitops<=1.0", "space").fixed is None
+    with pytest.raises(ValueError, match="minimum achievable"):
+        fit("bitops<=0.3", "method")
+
+
 # --- the sampler -----------------------------------------------------------------------
 def test_stage0_override_rule_and_its_probability() -> None:
     rng = random.Random(0)
@@ -219,8 +303,8 @@ def test_options_and_preset_section_are_validated() -> None:
     assert get_method("qfa") is QFA
     with pytest.raises(ValueError, match="override_prob"):
         QFA(override_prob=1.5)
-    with pytest.raises(ValueError, match="fixed must be one of"):
-        QFA(fixed="fp")
+    with pytest.raises(ValueError, match="fixed must be one of auto, method, space"):
+        QFA(fixed="qfa")
     with pytest.raises(Exception, match="population"):
         QFAPreset(population=2)
     assert LSQFullConfig().to_dict() == {"kind": "lsq-full", "grad_scale": True}

@@ -11,7 +11,8 @@ Kept from the paper / code:
   (:class:`LSQFullConfig`), every state per (layer, bit) (``per_bit_*``);
 - precision convention: first conv and squeeze-excite FP, classifier 8-bit
   (``Candidate.fixed``; ``qfa_mbv3.py`` ``override_quantizer`` keeps the first conv at 32
-  and the classifier at ≥ 8; SE stays FP, spec);
+  and the classifier at ≥ 8; SE stays FP, spec), whenever the task's limit allows it (the
+  protocol's rule, :func:`~benchmark.arena.fit_fixed`; option ``fixed``);
 - training from the cached FP supernet with the toolkit's sandwich step: two stages, bits
   {2,3,4,32} with the stage-0 override rule (p = 0.2), then {2,3,4}
   (:mod:`methods.qfa.sampler`); each step the max and min subnets (one random uniform bit)
@@ -48,10 +49,12 @@ from pydantic import Field, Strict
 from torch import nn
 
 from benchmark.arena import (
+    FIT_MODES,
     BatchQuantConfig,
     Candidate,
     Context,
     ElasticSearchSpace,
+    FixedFit,
     LayerBits,
     LSQFullConfig,
     QuantConfig,
@@ -59,6 +62,7 @@ from benchmark.arena import (
     SearchResult,
     SearchSpace,
     apply_policy,
+    fit_fixed,
     policy_from_dict,
     policy_to_dict,
     preset_schema,
@@ -75,7 +79,7 @@ STAGE_BITS: tuple[tuple[int, ...], tuple[int, ...]] = ((2, 3, 4, 32), (2, 3, 4))
 """The two stages' bit sets (``main.py``: ``bits_list`` per stage)."""
 QFA_FIXED_BITS = {"stem": 32, "se": 32, "classifier": 8}
 """QFA's convention for the never-searched roles a space has (spec; ``override_quantizer``)."""
-FIXED_CHOICES = ("auto", "qfa", "space")
+QFA_FIXED_LABEL = "first conv and SE FP, classifier 8-bit"
 CLIP_GRAD_NORM = 500.0
 """``progressive_shrinking.py``: ``clip_grad_norm_(net.parameters(), 500)``."""
 
@@ -116,10 +120,14 @@ class QFA(Method):
             goes fully FP (default 0.2, ``qfa_mbv3.py``).
         teacher: ``"fp"`` (default: KD from the FP supernet's largest subnet) or ``"none"``
             (labels only, an ablation).
-        fixed: the never-searched layers' bits: ``"qfa"`` (first conv and SE FP,
-            classifier 8-bit), ``"space"`` (the space's own convention) or ``"auto"``
-            (default: ``"qfa"`` unless the task's limit cannot be met with it, since the
-            shared cost model counts an FP layer at 32×32 BitOPs; the log says which).
+        fixed: the never-searched layers' convention, the protocol's rule
+            (:func:`~benchmark.arena.fit_fixed`, docs/protocol.md "Fixed layers under a
+            tight limit"): ``"auto"`` (default: QFA's own, first conv and SE FP and
+            classifier 8-bit, unless its cheapest subnet misses the task's limit, since
+            the shared cost model counts an FP layer at 32×32 BitOPs; then the space's),
+            ``"method"`` (QFA's own; an unreachable limit is refused before training) or
+            ``"space"`` (the space's). The log, the search log's ``fixed_why`` and each
+            row's ``fixed`` column say which.
     """
 
     name = "qfa"
@@ -133,8 +141,8 @@ class QFA(Method):
             raise ValueError(f"qfa: override_prob must be in [0, 1], got {override_prob!r}")
         if teacher not in ("fp", "none"):
             raise ValueError(f"qfa: teacher must be 'fp' or 'none', got {teacher!r}")
-        if fixed not in FIXED_CHOICES:
-            raise ValueError(f"qfa: fixed must be one of {FIXED_CHOICES}, got {fixed!r}")
+        if fixed not in FIT_MODES:
+            raise ValueError(f"qfa: fixed must be one of {', '.join(FIT_MODES)}; got {fixed!r}")
         self.override_prob, self.teacher, self.fixed_mode = float(override_prob), teacher, fixed
 
     # --- pieces ---------------------------------------------------------------------
@@ -151,17 +159,16 @@ class QFA(Method):
         roles = space.fixed_roles(space.reference_arch)
         return {role: bits for role, bits in QFA_FIXED_BITS.items() if role in roles}
 
-    def convention(self, ctx: Context) -> tuple[dict[str, Any] | None, str]:
-        """The fixed layers' convention to use (``None``: the space's) and why."""
-        if self.fixed_mode == "space":
-            return None, "the space's convention (option fixed='space')"
-        fixed = self.qfa_fixed(ctx.space)
-        cheapest = ctx.space.with_fixed(fixed).cheapest_cost()
-        if self.fixed_mode == "qfa" or ctx.constraint.satisfied(cheapest, ctx.space.reference()):
-            return fixed, "QFA's convention (first conv and SE FP, classifier 8-bit)"
-        return None, (
-            f"the space's convention: under QFA's (FP first conv, 32×32 BitOPs) even the "
-            f"cheapest subnet misses {ctx.constraint.text}"
+    def fit(self, ctx: Context) -> FixedFit:
+        """The fixed layers' convention for this task (the protocol's rule, ``fit_fixed``)."""
+        return fit_fixed(
+            ctx.space,
+            ctx.constraint,
+            self.qfa_fixed(ctx.space),
+            mode=self.fixed_mode,
+            method="qfa",
+            own_label=QFA_FIXED_LABEL,
+            low_bits=min(STAGE_BITS[-1]),
         )
 
     def stage_recipe(self, ctx: Context, section: QFAPreset, epochs: float) -> Recipe:
@@ -178,8 +185,8 @@ class QFA(Method):
     # --- search ---------------------------------------------------------------------
     def search(self, ctx: Context) -> SearchResult:
         section: QFAPreset = ctx.preset_section or QFAPreset()
-        fixed, why = self.convention(ctx)
-        space = ctx.space.with_fixed(fixed)
+        fit = self.fit(ctx)
+        fixed, why, space = fit.fixed, fit.why, fit.space
         ctx.log.info("qfa: fixed layers at %s", why)
         quant = self.quant()
         state = ctx.load_checkpoint() or {}

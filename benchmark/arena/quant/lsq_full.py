@@ -4,9 +4,10 @@ quantization").
 
 The maths is LSQ's (:mod:`benchmark.arena.quant.lsq`, signed per-tensor, grad scale
 ``1/sqrt(numel·Qp)``, init ``2·mean|w|/sqrt(Qp)``) but ``numel`` and ``mean|w|`` are those of
-the layer's *full* (largest) weight, whatever subnet runs: the elastic layers of a supernet
-ask a quantizer with ``quantizes_full_weight`` for the full weight's quantization and slice
-the result (:mod:`benchmark.arena.spaces.mbv3.elastic`). Use it with
+the layer's *full* (largest) weight, whatever subnet runs: the config declares
+``quantizes_full_weight``, and the elastic layers of a supernet read it to quantize the full
+weight and slice the result (:mod:`benchmark.arena.spaces.mbv3.elastic`); :class:`LSQConfig`
+keeps the other rule (the active slice quantized, OQAT's). Use it with
 ``QuantConfig(weight=LSQFullConfig(), per_bit_weight=True)`` for one step per (layer, bit)
 over one shared FP weight (QFA). An extracted static subnet quantizes its sliced weight with
 the same per-tensor step, which gives the same values.
@@ -27,11 +28,12 @@ class LSQFullConfig(LSQConfig):
     "grad_scale": true}``); the same options as :class:`LSQConfig`."""
 
     kind: ClassVar[str] = "lsq-full"
+    quantizes_full_weight: ClassVar[bool] = True
 
 
 @register_quantizer(LSQFullConfig)
 class LSQFullQuantizer(LSQQuantizer):
-    """:class:`LSQQuantizer` that elastic layers feed the full weight (then slice)."""
+    """:class:`LSQQuantizer` that elastic layers feed the full weight (then slice), as its
+    config declares."""
 
     config: LSQFullConfig
-    quantizes_full_weight: ClassVar[bool] = True

@@ -16,10 +16,13 @@ Each layer owns the weights of its largest configuration and runs a slice of the
 
 Quantizer state is whatever the :class:`~benchmark.arena.quant.base.QuantConfig` makes: one
 state per physical layer, shared by every subnet and applied to the *sliced* weight (so
-LSQ's gradient scale uses the sliced ``numel``), or one per bit-width (``per_bit_*``). A
-weight quantizer with ``quantizes_full_weight`` (QFA's
-:class:`~benchmark.arena.quant.lsq_full.LSQFullQuantizer`) is given the full weight instead
-(all channels; the depthwise kernel after the kernel transform) and the result is sliced.
+LSQ's gradient scale uses the sliced ``numel``), or one per bit-width (``per_bit_*``).
+Which part of the weight is quantized is the weight quantizer config's rule
+(:attr:`~benchmark.arena.quant.quantizer.QuantizerConfig.quantizes_full_weight`): by default
+the active slice (OQAT's :class:`~benchmark.arena.quant.lsq.LSQConfig`: step initialised from
+and gradient-scaled by the slice); with the rule set (QFA's
+:class:`~benchmark.arena.quant.lsq_full.LSQFullConfig`) the full weight (all channels; the
+depthwise kernel after the kernel transform), then sliced.
 Every conv here is an ``nn.Conv2d`` and a ``QuantLayer``, so the cost model counts exactly
 the sliced convolution each one runs. Biases are never quantized.
 """
@@ -63,8 +66,10 @@ def front_slice(t: Tensor, *sizes: int) -> Tensor:
 
 
 def _full_first(layer: QConv2d) -> bool:
-    """Whether ``layer``'s weight quantizer wants the full weight (quantize, then slice)."""
-    return bool(getattr(layer.weight_quantizer, "quantizes_full_weight", False))
+    """Whether ``layer``'s weight quantizer config asks for the full weight to be quantized,
+    then sliced (:attr:`QuantizerConfig.quantizes_full_weight`)."""
+    config = getattr(layer.weight_quantizer, "config", None)
+    return bool(getattr(config, "quantizes_full_weight", False))
 
 
 class DynamicQConv2d(QConv2d):
@@ -92,7 +97,7 @@ class DynamicQConv2d(QConv2d):
 
     def active_quantized_weight(self, in_channels: int) -> Tensor:
         """The quantized weight slice: the slice quantized, or the full weight quantized and
-        then sliced when the weight quantizer ``quantizes_full_weight``."""
+        then sliced when the weight quantizer's config ``quantizes_full_weight``."""
         if _full_first(self):
             return front_slice(self.quantized_weight(self.weight), self.active_out, in_channels)
         return self.quantized_weight(self.active_weight(in_channels))
