@@ -273,6 +273,8 @@ def test_predictor_encoding_round_trips() -> None:
     fixed = Encoding(get_space("resnet20"))
     policy = {n: LayerBits(8, 2) for n in get_space("resnet20").searchable_layers()}
     assert fixed.decode_features(fixed.features(None, policy)) == (None, policy)
+    low = Encoding(get_space("resnet20"), bits=(2, 3, 4))  # QFA's stage-1 bits only
+    assert low.bit_choices == (2, 3, 4) and set(low.upper) == {2}
 
 
 def test_every_front_member_meets_the_constraint() -> None:

@@ -211,7 +211,7 @@ class QFA(Method):
 
         # 2. predictor data: sampled subnets scored exactly (stage-1 distribution)
         timer = time.perf_counter()
-        encoding = Encoding(space)
+        encoding = Encoding(space, bits=STAGE_BITS[-1])
         data = state.setdefault("data", [])
         sampler = QFASampler(space, bits=STAGE_BITS[-1])
         while len(data) < section.predictor_samples:

@@ -26,9 +26,15 @@ from benchmark.arena import ElasticSearchSpace, LayerBits, SearchSpace
 
 @dataclass
 class Encoding:
-    """Genome and features of ``(arch, policy)`` on ``space`` (QFA's fixed convention)."""
+    """Genome and features of ``(arch, policy)`` on ``space`` (QFA's fixed convention).
+
+    ``bits``: the W and A bit choices the genes and one-hots cover (default: the space's;
+    QFA gives its stage-1 set {2, 3, 4}, what the supernet was last trained and the predictor
+    sampled at, so that ``resnet20``'s 8-bit choice is not searched unseen).
+    """
 
     space: SearchSpace
+    bits: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         space = self.space
@@ -36,7 +42,11 @@ class Encoding:
         self.genes: dict[str, tuple[tuple[int, ...], ...]] = (
             space.arch_choices() if self.elastic else {}
         )
-        self.bit_choices = tuple(sorted(space.bit_choices))
+        allowed = set(space.bit_choices)
+        chosen = allowed if self.bits is None else allowed & {int(b) for b in self.bits}
+        if not chosen:
+            raise ValueError(f"qfa: none of the bits {self.bits} is a choice of {space.name}")
+        self.bit_choices = tuple(sorted(chosen))
         top = space.max_arch() if self.elastic else None
         self.layers: tuple[str, ...] = tuple(space.searchable_layers(top))
         self.slotted = {f for f, c in self.genes.items() if f != "depths"}
