@@ -1,7 +1,9 @@
 """QFA fidelity and speed on ``mbv3-cifar``.
 
-Usage: python scripts/bench_qfa.py [--threads 2] [--ratio-only | --search-only]
-       [--rounds 7] [--batch 64] [--preset smoke] [--constraint bitops<=0.3]
+Usage: python scripts/bench_qfa.py [--threads 2] [--ratio | --search | --run] [--rounds 7]
+       [--batch 64] [--preset smoke] [--constraint bitops<=0.3] [--profile]
+
+With none of ``--ratio``, ``--search``, ``--run`` all three run, in that order.
 
 Prints JSON with:
 
@@ -13,7 +15,13 @@ Prints JSON with:
 - ``search``: the method's search on digits with the preset (default ``smoke``; the FP
   supernet from the cache, built first if missing and not timed): the predictor's held-out
   Kendall τ and RMSE, the spread of the sampled subnets' top-1 it had to rank, the scored
-  front's BitOPs range (max / min, target >= 2) and each phase's wall seconds and share.
+  front's BitOPs range (max / min, target >= 2) and each phase's wall seconds and share;
+- ``run``: ``python -m benchmark run --methods qfa --preset <preset> --executor serial``
+  (the task's defaults; the FP supernet cached by ``search`` or a first run) timed as a
+  subprocess, with the shares of its search, finetune (``retrain`` track) and evaluation
+  time from its records (target <= 300 s wall);
+- ``--profile``: the torch profiler's top operators (self CPU time) of one QFA step and of
+  one FP step of the same subnets.
 """
 
 from __future__ import annotations
@@ -21,8 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -129,6 +140,68 @@ def search(preset_name: str, constraint: str) -> dict:
     }
 
 
+def cli_run(preset_name: str, threads: int) -> dict:
+    """Wall time of a serial ``benchmark run --methods qfa`` and its records' time shares."""
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "benchmark", "run", "--methods", "qfa", "--preset"]
+        cmd += [preset_name, "--executor", "serial", "--cpus-per-trial", str(threads)]
+        cmd += ["--out", out]
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - start
+        files = list(Path(out).glob("runs/*/records.csv"))
+        if done.returncode != 0 or not files:
+            return {"rc": done.returncode, "wall_s": round(wall, 1), "tail": done.stderr[-2000:]}
+        rows = pd.read_csv(files[0])
+    search_s = float(rows["search_wall_hours"].iloc[0]) * 3600
+    finetune_s = float(rows["finetune_wall_hours"].fillna(0).sum()) * 3600
+    eval_s = float(rows["eval_seconds"].fillna(0).sum())
+    parts = {"search_s": search_s, "finetune_s": finetune_s, "eval_s": eval_s}
+    parts["other_s"] = wall - sum(parts.values())
+    return {
+        "command": " ".join(cmd[1:-2]),
+        "rc": done.returncode,
+        "wall_s": round(wall, 1),
+        "status": sorted(set(rows["status"])),
+        "rows": len(rows),
+        "candidates": int(rows["candidate"].nunique()) if "candidate" in rows else None,
+        "fixed": sorted(set(rows["fixed"].astype(str))) if "fixed" in rows else None,
+        "best_top1_test": {
+            track: round(float(g["top1_test"].max()), 2) for track, g in rows.groupby("track")
+        },
+        "parts_s": {k: round(v, 1) for k, v in parts.items()},
+        "share": {k: round(v / wall, 3) for k, v in parts.items()},
+    }
+
+
+def profile_steps(batch: int, top: int = 12) -> dict[str, str]:
+    """The profiler's top operators by self CPU time of one QFA and one FP step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    base = get_space("mbv3-cifar")
+    space = base.with_fixed(QFA.qfa_fixed(base))
+    torch.manual_seed(0)
+    fp = base.build_supernet().train()
+    quant = space.build_supernet(QFA.quant(), fp.state_dict()).train()
+    sampler = QFASampler(space, num_random=4, bits=STAGE_BITS[1])
+    rng = random.Random(0)
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    subnets = [sampler.largest(rng), *sampler.others(rng)]
+    out = {}
+    for key, sp, model, subs in (
+        ("qfa", space, quant, subnets),
+        ("fp", base, fp, [(a, None) for a, _ in subnets]),
+    ):
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+        supernet_step(sp, model, subs, x, y, opt)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            supernet_step(sp, model, subs, x, y, opt)
+        out[key] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -136,18 +209,31 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--preset", default="smoke")
     parser.add_argument("--constraint", default="bitops<=0.3")
-    parser.add_argument("--ratio-only", action="store_true")
-    parser.add_argument("--search-only", action="store_true")
+    parser.add_argument("--ratio", action="store_true")
+    parser.add_argument("--search", action="store_true")
+    parser.add_argument("--run", action="store_true")
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
+    every = not (args.ratio or args.search or args.run or args.profile)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     out: dict = {"threads": args.threads}
-    if not args.search_only:
-        out["step_ratio"] = step_ratio(args.rounds, args.batch)
-        print(json.dumps(out, indent=1), flush=True)
-    if not args.ratio_only:
-        out["search"] = search(args.preset, args.constraint)
-    print(json.dumps(out, indent=1))
+
+    def show(key: str, value: object) -> None:
+        out[key] = value
+        out[f"{key}_loadavg"] = [round(v, 2) for v in os.getloadavg()]
+        print(json.dumps({key: value, f"{key}_loadavg": out[f"{key}_loadavg"]}, indent=1))
+        sys.stdout.flush()
+
+    if args.ratio or every:
+        show("step_ratio", step_ratio(args.rounds, args.batch))
+    if args.profile:
+        for key, table in profile_steps(args.batch).items():
+            print(f"--- {key} step, top operators by self CPU time ---\n{table}", flush=True)
+    if args.search or every:
+        show("search", search(args.preset, args.constraint))
+    if args.run or every:
+        show("run", cli_run(args.preset, args.threads))
 
 
 if __name__ == "__main__":

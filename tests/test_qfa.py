@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -34,6 +37,13 @@ def bq(signed: bool = False, per_bit: bool = True):
     return create_quantizer(
         BatchQuantConfig(), signed=signed, bit_choices=(2, 3, 4, 8), per_bit=per_bit
     )
+
+
+@pytest.fixture(scope="module")
+def mbv3():
+    """One mbv3-cifar space for the cost-heavy tests (its composed cost profiles are built
+    once and shared)."""
+    return get_space("mbv3-cifar")
 
 
 # --- BatchQuant ------------------------------------------------------------------------
@@ -207,8 +217,8 @@ def test_slice_rule_is_the_weight_configs_and_each_rule_matches_its_definition(k
     assert np.isclose(ratio, np.sqrt(w_slice.numel() / w_full.numel()), rtol=1e-4)
 
 
-def test_fixed_option_uses_the_protocols_rule() -> None:
-    space = get_space("mbv3-cifar")
+def test_fixed_option_uses_the_protocols_rule(mbv3) -> None:
+    space = mbv3
 
     def fit(constraint: str, mode: str = "auto"):
         ctx = SimpleNamespace(space=space, constraint=Constraint.parse(constraint))
@@ -277,8 +287,8 @@ def test_predictor_encoding_round_trips() -> None:
     assert low.bit_choices == (2, 3, 4) and set(low.upper) == {2}
 
 
-def test_every_front_member_meets_the_constraint() -> None:
-    space = get_space("mbv3-cifar")
+def test_every_front_member_meets_the_constraint(mbv3) -> None:
+    space = mbv3
     enc = Encoding(space)
     limit = 0.25 * space.reference().bitops_w8a8
 
@@ -294,8 +304,8 @@ def test_every_front_member_meets_the_constraint() -> None:
         assert space.cost(policy, arch).bitops == c <= limit
 
 
-def test_composed_mbv3_profiles_equal_direct_profiling() -> None:
-    space = get_space("mbv3-cifar")
+def test_composed_mbv3_profiles_equal_direct_profiling(mbv3) -> None:
+    space = mbv3
     for seed in (0, 1):
         arch = space.sample_arch(random.Random(seed))
         assert space.profiles(arch) == profile_layers(space.build(arch))
@@ -314,27 +324,31 @@ def test_options_and_preset_section_are_validated() -> None:
 
 
 # --- end to end ------------------------------------------------------------------------
-def test_run_qfa_on_digits_end_to_end(tmp_path) -> None:
+TINY = Path(__file__).parent / "tiny.toml"
+FP_SUPERNET = """
+[supernet]
+epochs = 1
+batch_size = 32
+lr = 0.1
+max_steps = 3
+"""
+
+
+def test_run_qfa_on_digits_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
     from benchmark.cli import main
 
-    rc = main(
-        [
-            "run",
-            "--methods",
-            "qfa",
-            "--preset",
-            "tests/tiny.toml",
-            "--executor",
-            "serial",
-            "--out",
-            str(tmp_path),
-        ]
-    )
-    assert rc == 0
-    import pandas as pd
-
-    (rows,) = list(tmp_path.glob("runs/*/records.csv"))
-    table = pd.read_csv(rows)
-    assert (table["status"] == "ok").all(), table[["status", "error"]]
-    assert {"retrain", "inherit"} <= set(table["track"])
-    assert table["feasible"].all()
+    text = TINY.read_text().replace('name = "tiny"', 'name = "qfa-micro"')
+    text = text.replace("[data]\n", "[data]\ntrain_subset = 320\n")
+    preset = tmp_path / "qfa-micro.toml"
+    preset.write_text(text + FP_SUPERNET)  # and tiny.toml's [methods.qfa]
+    argv = ["run", "--methods", "qfa", "--preset", str(preset), "--executor", "serial"]
+    argv += ["--out", str(tmp_path / "out"), "--run-id", "qfa", "--cache-dir", str(cache_dir)]
+    assert main(argv) == 0
+    rows = pd.read_parquet(tmp_path / "out" / "runs" / "qfa" / "records.parquet")
+    assert (rows["status"] == "ok").all(), rows[["status", "error"]]
+    assert {"retrain", "inherit"} <= set(rows["track"])
+    assert rows["feasible"].all() and (rows["bitops_ratio_w8a8"] <= 0.3).all()
+    # the default bitops<=0.3 is below QFA's FP-stem minimum: the space's convention
+    assert all(json.loads(f) == {"stem": 8, "se": 8, "classifier": 8} for f in rows["fixed"])
+    inherit = rows[rows["track"] == "inherit"]
+    assert all(json.loads(q)["weight"]["kind"] == "lsq-full" for q in inherit["quant"])
