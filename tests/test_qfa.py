@@ -85,6 +85,32 @@ def test_batchquant_gradients_match_autograd_of_the_formula() -> None:
     torch.testing.assert_close(grads[2], beta.grad)
 
 
+def test_batchquant_kernel_gives_the_python_paths_values(monkeypatch) -> None:
+    from benchmark.arena.quant import batchquant_kernel
+    from benchmark.arena.quant.batchquant import batchquant_path
+
+    if batchquant_kernel.load() is None:
+        pytest.skip("the BatchQuant CPU kernel could not be built here")
+    x = torch.randn(8, 16, 9, 9) * 1.5 + 0.3
+    grad = torch.randn_like(x)
+    results = {}
+    for path in ("auto", "python"):
+        monkeypatch.setenv("MPQBENCH_LSQ_KERNEL", path)
+        q = bq(signed=False).train()
+        with torch.no_grad():
+            q.theta[2] = 0.4
+            q.offset[2] = -0.3
+        xx = x.clone().requires_grad_(True)
+        out = q(xx, 4)
+        out.backward(grad)
+        results[path] = (out.detach(), xx.grad, q.theta.grad[2], q.offset.grad[2])
+        assert batchquant_path(x, q.theta[:1]) == ("python" if path == "python" else "fused")
+    fused, python = results["auto"], results["python"]
+    assert torch.equal(fused[0], python[0]) and torch.equal(fused[1], python[1])
+    torch.testing.assert_close(fused[2], python[2], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fused[3], python[3], rtol=1e-4, atol=1e-6)
+
+
 def test_batchquant_recalibration_sets_the_running_range_and_eval_uses_it() -> None:
     q = bq()
     batches = [torch.rand(4, 3, 2, 2) * (i + 1) for i in range(3)]

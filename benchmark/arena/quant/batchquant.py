@@ -25,6 +25,7 @@ unit of ``m``, ``M``, ``s_B`` is the activation's.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -33,6 +34,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from benchmark.arena.quant import batchquant_kernel
+from benchmark.arena.quant.lsq import KERNEL_ENV
 from benchmark.arena.quant.quantizer import (
     DEFAULT_BIT_CHOICES,
     Quantizer,
@@ -130,11 +133,62 @@ class _BatchQuantFunction(torch.autograd.Function):
         return grad_x, grad_alpha, grad_beta, None, None, None, None
 
 
+class _BatchQuantKernelFunction(torch.autograd.Function):
+    """BatchQuant through the fused C++ CPU kernel (:mod:`.batchquant_kernel`); the same
+    maths and float32 forward bits as :class:`_BatchQuantFunction`. Saves ``d`` (float32)
+    and the inside mask (uint8)."""
+
+    @staticmethod
+    def forward(
+        ctx, x: Tensor, alpha: Tensor, beta: Tensor, scale: Tensor, zero: Tensor, qmin, qmax, lib
+    ) -> Tensor:
+        a, shift, r = _scalars(alpha, beta, scale, zero)
+        save = any(ctx.needs_input_grad[:3])
+        out, d, inside = batchquant_kernel.forward(lib, x, a, shift, r, qmin, qmax, save)
+        ctx.save_for_backward(d, inside, alpha, scale)
+        ctx.lib = lib
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        d, inside, alpha, scale = ctx.saved_tensors
+        need_x, need_alpha, need_beta = ctx.needs_input_grad[:3]
+        grad_x, total, outside = batchquant_kernel.backward(
+            ctx.lib, grad, d, inside, need_x, need_alpha
+        )
+        grad_alpha = (total / alpha).reshape(alpha.shape) if need_alpha else None
+        grad_beta = (-(scale / alpha) * outside).reshape(alpha.shape) if need_beta else None
+        return grad_x, grad_alpha, grad_beta, None, None, None, None, None
+
+
+def _scalars(alpha: Tensor, beta: Tensor, scale: Tensor, zero: Tensor) -> tuple[float, ...]:
+    """``α/s``, ``z + β`` and ``s/α`` as the PyTorch path computes them (float32 tensors)."""
+    with torch.no_grad():
+        a = (alpha / scale).reshape(())
+        shift = (zero + beta).reshape(())
+        r = (scale / alpha).reshape(())
+    return float(a), float(shift), float(r)
+
+
+def batchquant_path(x: Tensor, *scalars: Tensor) -> str:
+    """``"fused"`` (the C++ CPU kernel) or ``"python"`` for these inputs; the LSQ kernel's
+    switch ``MPQBENCH_LSQ_KERNEL=python`` also turns this one off."""
+    if os.environ.get(KERNEL_ENV, "auto").strip().lower() == "python":
+        return "python"
+    if not batchquant_kernel.supports(x, *scalars) or batchquant_kernel.load() is None:
+        return "python"
+    return "fused"
+
+
 def batchquant(
     x: Tensor, alpha: Tensor, beta: Tensor, scale: Tensor, zero: Tensor, qmin: int, qmax: int
 ) -> Tensor:
     """Fake-quantize ``x`` with learned ``α``, ``β`` (1-element tensors) on the grid set by
-    the step ``scale`` and zero point ``zero`` (0-dim tensors) in ``[qmin, qmax]``."""
+    the step ``scale`` and zero point ``zero`` (0-dim tensors) in ``[qmin, qmax]``: the fused
+    CPU kernel for CPU float32, else plain PyTorch (the same values)."""
+    if batchquant_path(x, alpha, beta, scale, zero) == "fused":
+        lib = batchquant_kernel.load()
+        return _BatchQuantKernelFunction.apply(x, alpha, beta, scale, zero, qmin, qmax, lib)
     return _BatchQuantFunction.apply(x, alpha, beta, scale, zero, qmin, qmax)
 
 
