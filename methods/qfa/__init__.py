@@ -214,6 +214,7 @@ class QFA(Method):
         encoding = Encoding(space, bits=STAGE_BITS[-1])
         data = state.setdefault("data", [])
         sampler = QFASampler(space, bits=STAGE_BITS[-1])
+        offered: float | None = None  # top-1 of the sample offered last
         while len(data) < section.predictor_samples:
             rng = _rng(ctx.task.seed, len(data))
             arch = space.sample_arch(rng) if elastic else None
@@ -222,6 +223,7 @@ class QFA(Method):
             data.append({"arch": _arch_dict(arch), "policy": policy_to_dict(policy), "top1": top1})
             if len(data) % 10 == 0 or len(data) == section.predictor_samples:
                 ctx.save_checkpoint(state)
+                offered = self._offer_best_sample(ctx, space, data, fixed, quant, supernet, offered)
         log["phases"]["predictor_data_s"] = time.perf_counter() - timer
 
         # 3. the predictor, its held-out rank correlation
@@ -234,9 +236,11 @@ class QFA(Method):
         state["predictor"] = predictor.state()
         ctx.save_checkpoint(state)
         ctx.report(predictor_kendall_tau=fit["kendall_tau"], predictor_rmse=fit["rmse"])
-        best = self._best_sample(ctx, space, samples, fixed, quant, supernet)
-        if best is not None:
-            ctx.offer(best)  # the best-so-far: the best feasible scored sample
+        found = _best_feasible(ctx, space, samples)  # the best-so-far: offered
+        best = None
+        if found is not None:
+            best = self._sample_candidate(space, supernet, found, fixed, quant)
+            ctx.offer(best)
         log["phases"]["predictor_s"] = time.perf_counter() - timer
 
         # 4. NSGA-II on (predicted top-1, cost), the front scored exactly
@@ -408,27 +412,49 @@ class QFA(Method):
 
         return evaluate
 
-    def _best_sample(
+    def _offer_best_sample(
         self,
         ctx: Context,
         space: SearchSpace,
-        samples: list[tuple[Any, dict[str, LayerBits], float]],
+        data: list[dict[str, Any]],
         fixed: dict[str, Any] | None,
         quant: QuantConfig,
         supernet: nn.Module,
-    ) -> Candidate | None:
-        """The best-scored feasible predictor sample, as a candidate with its weights."""
-        reference = space.reference()
-        feasible = [
-            s for s in samples if ctx.constraint.satisfied(space.cost(s[1], s[0]), reference)
-        ]
-        if not feasible:
-            return None
-        arch, policy, top1 = max(feasible, key=lambda s: s[2])
+        offered: float | None,
+    ) -> float | None:
+        """Offer the best feasible scored sample so far when it beats the one offered last
+        (a budget that ends the search while predictor data is collected then still has a
+        candidate); returns the top-1 offered last."""
+        samples = [(_arch(space, d["arch"]), _policy(d["policy"]), d["top1"]) for d in data]
+        best = _best_feasible(ctx, space, samples)
+        if best is None or (offered is not None and best[2] <= offered):
+            return offered
+        ctx.offer(self._sample_candidate(space, supernet, best, fixed, quant))
+        return best[2]
+
+    def _sample_candidate(
+        self,
+        space: SearchSpace,
+        supernet: nn.Module,
+        sample: tuple[Any, dict[str, LayerBits], float],
+        fixed: dict[str, Any] | None,
+        quant: QuantConfig,
+    ) -> Candidate:
+        """A scored predictor sample as a candidate with its weights."""
+        arch, policy, top1 = sample
         net = self._materialise(space, supernet, arch, policy)
         candidate = self._candidate(space, net, arch, policy, fixed, quant, "qfa-sample")
         candidate.meta.update(val_top1=top1)
         return candidate
+
+
+def _best_feasible(
+    ctx: Context, space: SearchSpace, samples: list[tuple[Any, dict[str, LayerBits], float]]
+) -> tuple[Any, dict[str, LayerBits], float] | None:
+    """The best-scored sample that meets the task's constraint (``None``: none does)."""
+    reference = space.reference()
+    feasible = [s for s in samples if ctx.constraint.satisfied(space.cost(s[1], s[0]), reference)]
+    return max(feasible, key=lambda s: s[2]) if feasible else None
 
 
 def _spread(order: np.ndarray, cost: np.ndarray, limit: int) -> list[int]:
