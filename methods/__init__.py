@@ -30,6 +30,7 @@ _BUILTINS = (
     "methods.oqat",
     "methods.haq",
     "methods.dnas",
+    "methods.qfa",
 )
 ENTRY_POINT_GROUP = "mpqbench.methods"
 

@@ -23,8 +23,10 @@ top-1 in percent):
 - data: :class:`DataSplits`, :func:`make_loader`, :func:`fixed_batch`;
 - quantizers and quantized layers: :class:`QuantConfig` (which quantizers a layer uses,
   state sharing, bits; ``to_dict`` / ``from_dict``), one typed config per quantizer kind
-  (:class:`QuantizerConfig`; :class:`LSQConfig`, :class:`KLLinearConfig`, :class:`DoReFaConfig`,
-  :class:`PACTConfig`), :class:`Quantizer`,
+  (:class:`QuantizerConfig`; :class:`LSQConfig`; :class:`KLLinearConfig`, HAQ's calibrated
+  linear quantizer; :class:`DoReFaConfig` and :class:`PACTConfig`, DNAS's;
+  :class:`LSQFullConfig`, LSQ on a supernet's full weight then sliced;
+  :class:`BatchQuantConfig`, QFA's BatchQuant), :class:`Quantizer`,
   :func:`register_quantizer` (config type → quantizer class), :func:`list_quantizers`,
   :class:`QConv2d`, :class:`QLinear`, :class:`QuantLayer` (``set_bit_mixture`` for a
   weighted mixture of bit-widths, :class:`BitMixture`; ``set_branch_mixture`` for a
@@ -107,11 +109,13 @@ from benchmark.arena.protocol import (
     TrialTimeout,
 )
 from benchmark.arena.quant import (
+    BatchQuantConfig,
     BitMixture,
     BranchMixture,
     DoReFaConfig,
     KLLinearConfig,
     LSQConfig,
+    LSQFullConfig,
     PACTConfig,
     QConv2d,
     QLinear,
@@ -145,6 +149,7 @@ from benchmark.arena.spaces.fit import FIT_MODES, FixedFit, fit_fixed
 __all__ = [
     "FIT_MODES",
     "FP_BITS",
+    "BatchQuantConfig",
     "BitMixture",
     "BranchMixture",
     "Budget",
@@ -168,6 +173,7 @@ __all__ = [
     "HessianProbe",
     "KLLinearConfig",
     "LSQConfig",
+    "LSQFullConfig",
     "LayerBits",
     "LayerCost",
     "LayerProfile",

@@ -1,15 +1,18 @@
 """Quantizers and quantized modules shared by every method.
 
-Importing this package registers the built-in quantizers: ``lsq`` (:class:`LSQConfig`),
-``kl_linear`` (:class:`KLLinearConfig`, HAQ's calibrated linear quantizer), ``dorefa``
-(:class:`DoReFaConfig`, DNAS's weights) and ``pact`` (:class:`PACTConfig`, DNAS's
-activations).
+Importing this package registers the built-in quantizers (``lsq``: :class:`LSQConfig`;
+``kl_linear``: :class:`KLLinearConfig`, HAQ's calibrated linear quantizer; ``dorefa``:
+:class:`DoReFaConfig`, DNAS's weights; ``pact``: :class:`PACTConfig`, DNAS's activations;
+``lsq-full``: :class:`LSQFullConfig`, LSQ on a supernet's full weight, then sliced;
+``batchquant``: :class:`BatchQuantConfig`, QFA's activation quantizer).
 """
 
 from benchmark.arena.quant.base import ACT_GRIDS, QuantConfig
+from benchmark.arena.quant.batchquant import BatchQuantConfig, BatchQuantQuantizer
 from benchmark.arena.quant.dorefa import DoReFaConfig, DoReFaQuantizer
 from benchmark.arena.quant.kl_linear import KLLinearConfig, KLLinearQuantizer, kl_clip
 from benchmark.arena.quant.lsq import LSQConfig, LSQQuantizer, lsq_quantize
+from benchmark.arena.quant.lsq_full import LSQFullConfig, LSQFullQuantizer
 from benchmark.arena.quant.mixture import BitMixture, BranchMixture
 from benchmark.arena.quant.modules import (
     QConv2d,
@@ -36,6 +39,8 @@ from benchmark.arena.quant.quantizer import (
 __all__ = [
     "ACT_GRIDS",
     "DEFAULT_BIT_CHOICES",
+    "BatchQuantConfig",
+    "BatchQuantQuantizer",
     "BitMixture",
     "BranchMixture",
     "DoReFaConfig",
@@ -43,6 +48,8 @@ __all__ = [
     "KLLinearConfig",
     "KLLinearQuantizer",
     "LSQConfig",
+    "LSQFullConfig",
+    "LSQFullQuantizer",
     "LSQQuantizer",
     "PACTConfig",
     "PACTQuantizer",

@@ -38,6 +38,12 @@ class QuantizerConfig:
     """
 
     kind: ClassVar[str] = ""
+    quantizes_full_weight: ClassVar[bool] = False
+    """The rule of a weight quantizer in an elastic (weight-sharing) layer that runs a slice
+    of its weight: ``False`` quantizes the active slice (its ``numel`` and statistics are the
+    slice's: OQAT's shared step); ``True`` quantizes the layer's full weight and then slices
+    the result (BatchQuant's rule, :class:`~benchmark.arena.quant.lsq_full.LSQFullConfig`).
+    Fixed layers have nothing to slice and ignore it."""
 
     def to_dict(self) -> dict[str, Any]:
         """``{"kind": ..., <option>: <value>, ...}`` (tuples as lists, JSON-ready)."""

@@ -18,6 +18,11 @@ The losses are summed into one backward (the same gradient as one backward per s
 or, with ``accumulate=True``, back-propagated one subnet at a time (less memory; the same
 gradient up to float rounding). One SGD step follows. Every image through every subnet
 counts as one training sample.
+
+On a fixed-architecture space (``resnet20``: QFA's bits-only case) the "supernet" is the
+one model whose layers serve every policy: architectures are ``None`` and a subnet's
+policy is applied with :func:`~benchmark.arena.quant.modules.apply_policy` (the sampler
+must then give its own ``largest`` / ``others``, since the space has no architectures).
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ from torch.nn import functional as F
 
 from benchmark.arena.policy import Policy
 from benchmark.arena.presets import Preset, Recipe
+from benchmark.arena.quant.modules import apply_policy
 from benchmark.arena.recipes.loop import StepLoss
-from benchmark.arena.spaces.base import ElasticSearchSpace
+from benchmark.arena.spaces.base import ElasticSearchSpace, SearchSpace
 
 NUM_RANDOM_SUBNETS = 2
 """Random subnets per step besides the largest and the smallest."""
@@ -87,8 +93,17 @@ class SandwichSampler:
         return {"num_random": self.num_random, "policy": getattr(self.policy, "__name__", "")}
 
 
+def activate(space: SearchSpace, model: nn.Module, arch: Any, policy: Policy | str | None) -> None:
+    """Make ``model`` run ``(arch, policy)``: ``space.set_active`` on an elastic space, else
+    the full policy applied to the model's layers (``None`` keeps their bits)."""
+    if isinstance(space, ElasticSearchSpace):
+        space.set_active(model, arch, policy)
+    elif policy is not None:
+        apply_policy(model, space.parse_policy(policy, arch))
+
+
 def sandwich_step(
-    space: ElasticSearchSpace,
+    space: SearchSpace,
     sampler: SandwichSampler | None = None,
     *,
     seed: int = 0,
@@ -104,13 +119,16 @@ def sandwich_step(
     randomness comes from a private ``random.Random(seed)``. ``teacher`` (eval mode, no
     gradient) replaces in-place distillation; ``accumulate`` back-propagates per subnet.
     """
-    sampler = sampler or SandwichSampler(space)
+    if sampler is None:
+        if not isinstance(space, ElasticSearchSpace):
+            raise TypeError(f"sandwich_step on {space.name} (not elastic) needs a sampler")
+        sampler = SandwichSampler(space)
     rng = random.Random(seed)
 
     def subnet_losses(
         model: nn.Module, x: Tensor, y: Tensor, largest: Subnet, others: list[Subnet]
     ) -> Iterator[Tensor]:
-        space.set_active(model, *largest)
+        activate(space, model, *largest)
         logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         if teacher is None:
@@ -121,13 +139,13 @@ def sandwich_step(
             loss = loss + soft_cross_entropy(logits, target)
         yield loss
         for arch, policy in others:
-            space.set_active(model, arch, policy)
+            activate(space, model, arch, policy)
             out = model(x)
             part = soft_cross_entropy(out, target)
             if teacher is not None:
                 part = F.cross_entropy(out, y, label_smoothing=label_smoothing) + part
             yield part
-        space.set_active(model, *largest)
+        activate(space, model, *largest)
 
     def step(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor | Iterator[Tensor], int]:
         largest, others = sampler.largest(rng), sampler.others(rng)

@@ -309,6 +309,12 @@ class ElasticSearchSpace(SearchSpace):
     def crossover(self, a: Any, b: Any, rng: Any) -> Any:
         """A child of ``a`` and ``b``, each gene from either parent."""
 
+    def arch_choices(self) -> dict[str, tuple[tuple[int, ...], ...]]:
+        """The architecture's genes: field of ``arch.to_dict()`` → the choices of each of
+        its entries, in order (what encoders and genetic searches enumerate;
+        ``validate_arch`` of such a dict gives the architecture back)."""
+        raise NotImplementedError(f"{type(self).__name__} does not list its architecture genes")
+
     @abstractmethod
     def build_supernet(
         self, quant: QuantConfig | None = None, fp_state: Mapping[str, Any] | None = None

@@ -112,21 +112,22 @@ class MBV3Arch:
         return cls(data["kernels"], data["expands"], data["depths"])
 
 
-def _uniform(depth: int, kernel: int, expand: int) -> MBV3Arch:
+def uniform_arch(depth: int, kernel: int, expand: int) -> MBV3Arch:
+    """Every stage at ``depth``, every block at ``kernel`` and ``expand`` (canonical)."""
     return MBV3Arch((kernel,) * NUM_SLOTS, (expand,) * NUM_SLOTS, (depth,) * NUM_STAGES).canonical()
 
 
 def max_arch() -> MBV3Arch:
     """The largest subnet: kernel 5, expand 6, depth 3 everywhere."""
-    return _uniform(max(DEPTH_CHOICES), max(KERNEL_CHOICES), max(EXPAND_CHOICES))
+    return uniform_arch(max(DEPTH_CHOICES), max(KERNEL_CHOICES), max(EXPAND_CHOICES))
 
 
 def min_arch() -> MBV3Arch:
     """The smallest subnet: kernel 3, expand 3, depth 2 everywhere."""
-    return _uniform(min(DEPTH_CHOICES), min(KERNEL_CHOICES), min(EXPAND_CHOICES))
+    return uniform_arch(min(DEPTH_CHOICES), min(KERNEL_CHOICES), min(EXPAND_CHOICES))
 
 
-REFERENCE_ARCH: MBV3Arch = _uniform(depth=3, kernel=3, expand=4)
+REFERENCE_ARCH: MBV3Arch = uniform_arch(depth=3, kernel=3, expand=4)
 """What bits-only methods work on: full depth, kernel 3, expand 4 in every block (a middle
 subnet of the cost range, 10.9 M MACs against 6.0 M for the smallest and 18.3 M for the largest)."""
 

@@ -17,6 +17,12 @@ Each layer owns the weights of its largest configuration and runs a slice of the
 Quantizer state is whatever the :class:`~benchmark.arena.quant.base.QuantConfig` makes: one
 state per physical layer, shared by every subnet and applied to the *sliced* weight (so
 LSQ's gradient scale uses the sliced ``numel``), or one per bit-width (``per_bit_*``).
+Which part of the weight is quantized is the weight quantizer config's rule
+(:attr:`~benchmark.arena.quant.quantizer.QuantizerConfig.quantizes_full_weight`): by default
+the active slice (OQAT's :class:`~benchmark.arena.quant.lsq.LSQConfig`: step initialised from
+and gradient-scaled by the slice); with the rule set (QFA's
+:class:`~benchmark.arena.quant.lsq_full.LSQFullConfig`) the full weight (all channels; the
+depthwise kernel after the kernel transform), then sliced.
 Every conv here is an ``nn.Conv2d`` and a ``QuantLayer``, so the cost model counts exactly
 the sliced convolution each one runs. Biases are never quantized.
 """
@@ -59,6 +65,13 @@ def front_slice(t: Tensor, *sizes: int) -> Tensor:
     return out.contiguous()
 
 
+def _full_first(layer: QConv2d) -> bool:
+    """Whether ``layer``'s weight quantizer config asks for the full weight to be quantized,
+    then sliced (:attr:`QuantizerConfig.quantizes_full_weight`)."""
+    config = getattr(layer.weight_quantizer, "config", None)
+    return bool(getattr(config, "quantizes_full_weight", False))
+
+
 class DynamicQConv2d(QConv2d):
     """Quantized 1×1 conv (no groups) with elastic input and output channels.
 
@@ -82,8 +95,15 @@ class DynamicQConv2d(QConv2d):
         """The ``active_out × in_channels × 1 × 1`` slice of the weight."""
         return front_slice(self.weight, self.active_out, in_channels)
 
+    def active_quantized_weight(self, in_channels: int) -> Tensor:
+        """The quantized weight slice: the slice quantized, or the full weight quantized and
+        then sliced when the weight quantizer's config ``quantizes_full_weight``."""
+        if _full_first(self):
+            return front_slice(self.quantized_weight(self.weight), self.active_out, in_channels)
+        return self.quantized_weight(self.active_weight(in_channels))
+
     def forward(self, x: Tensor) -> Tensor:
-        weight = self.quantized_weight(self.active_weight(x.shape[1]))
+        weight = self.active_quantized_weight(x.shape[1])
         bias = None if self.bias is None else front_slice(self.bias, self.active_out)
         return F.conv2d(self.quantized_input(x), weight, bias)
 
@@ -141,7 +161,11 @@ class DynamicDWConv2d(QConv2d):
     def forward(self, x: Tensor) -> Tensor:
         channels = x.shape[1]
         self.active_groups = channels
-        weight = self.quantized_weight(self.active_weight(channels))
+        if _full_first(self):  # every channel quantized, then sliced (QFA)
+            full = self.quantized_weight(self.active_weight(self.weight.shape[0]))
+            weight = front_slice(full, channels)
+        else:
+            weight = self.quantized_weight(self.active_weight(channels))
         k = self.active_kernel
         return F.conv2d(self.quantized_input(x), weight, None, self.stride, k // 2, 1, channels)
 

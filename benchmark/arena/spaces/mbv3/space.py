@@ -50,12 +50,18 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from benchmark.arena.cost import LayerProfile, profile_layers
 from benchmark.arena.policy import LayerBits, Policy
 from benchmark.arena.quant.base import QuantConfig
 from benchmark.arena.quant.modules import apply_policy
 from benchmark.arena.spaces.base import ElasticSearchSpace, register_space
 from benchmark.arena.spaces.mbv3.arch import (
+    DEPTH_CHOICES,
+    EXPAND_CHOICES,
+    KERNEL_CHOICES,
     MAX_DEPTH,
+    NUM_SLOTS,
+    NUM_STAGES,
     REFERENCE_ARCH,
     MBV3Arch,
     as_arch,
@@ -64,8 +70,12 @@ from benchmark.arena.spaces.mbv3.arch import (
     min_arch,
     mutate,
     sample_arch,
+    uniform_arch,
 )
 from benchmark.arena.spaces.mbv3.nets import STAGE_SE, MBV3Net, MBV3Supernet, block_index
+
+_LUT_KEY = "slot-profiles"
+"""Key of the per-(kernel, expand) layer profiles in the space's profile cache."""
 
 
 @register_space("mbv3-cifar")
@@ -100,6 +110,14 @@ class MBV3CifarSpace(ElasticSearchSpace):
     def sample_arch(self, rng: random.Random | np.random.Generator) -> MBV3Arch:
         """A uniformly random architecture (see :func:`.arch.sample_arch`)."""
         return sample_arch(rng)
+
+    def arch_choices(self) -> dict[str, tuple[tuple[int, ...], ...]]:
+        """Kernel and expand choices per block slot (9), depth choices per stage (3)."""
+        return {
+            "kernels": (KERNEL_CHOICES,) * NUM_SLOTS,
+            "expands": (EXPAND_CHOICES,) * NUM_SLOTS,
+            "depths": (DEPTH_CHOICES,) * NUM_STAGES,
+        }
 
     def max_arch(self) -> MBV3Arch:
         """Kernel 5, expand 6, depth 3 everywhere."""
@@ -210,6 +228,41 @@ class MBV3CifarSpace(ElasticSearchSpace):
             "stem": ["stem.conv"],
             "se": self.se_layer_names(arch),
             "classifier": ["classifier"],
+        }
+
+    def profiles(self, arch: Any = None) -> dict[str, LayerProfile]:
+        """MACs and params per quantizable layer for one 32×32 image, in network order.
+
+        Composed, not profiled per architecture: a block slot's layers depend only on that
+        slot's (kernel, expand) (its channels, stride and input size are fixed), so the six
+        uniform full-depth architectures, each profiled once by the shared cost model
+        (:func:`~benchmark.arena.cost.profile_layers`), give every layer of every
+        architecture exactly (``tests/test_qfa.py`` checks it against direct profiling).
+        Cached per architecture; the cache is shared with :meth:`with_fixed` copies.
+        """
+        arch = self.validate_arch(arch)
+        cache = self.__dict__.setdefault("_profile_cache", {})
+        key = repr(arch)
+        if key not in cache:
+            table = cache.get(_LUT_KEY)
+            if table is None:
+                table = cache[_LUT_KEY] = self._slot_profiles()
+            out = {}
+            for name in self.layer_names(arch):
+                block = name.split(".")[1] if name.startswith("blocks.") else "0"
+                slot = int(block) - 1
+                choice = (3, 3) if slot < 0 else (arch.kernels[slot], arch.expands[slot])
+                out[name] = table[choice][name]
+            cache[key] = out
+        return cache[key]
+
+    def _slot_profiles(self) -> dict[tuple[int, int], dict[str, LayerProfile]]:
+        """(kernel, expand) → the layer profiles of the uniform full-depth architecture."""
+        depth = max(DEPTH_CHOICES)
+        return {
+            (k, e): profile_layers(self.build(uniform_arch(depth, k, e)), self.input_shape)
+            for k in KERNEL_CHOICES
+            for e in EXPAND_CHOICES
         }
 
     def se_layer_names(self, arch: Any = None) -> list[str]:
