@@ -185,12 +185,14 @@ def execute_run(
     *,
     write_leaderboard: Callable[[Path], Any] | None = None,
     progress: runner.Progress = runner.stderr_progress,
+    events: runner.TrialEvents | None = None,
 ) -> RunOutcome:
     """Run (or resume) ``run_id`` in ``run_dir`` under the run-folder lock.
 
     ``write_leaderboard(run_dir)`` is called once the trials end, if any row exists; its
     failure is reported as a warning (the rows are safe). Ctrl-C ends the trials and
-    returns with ``interrupted`` set.
+    returns with ``interrupted`` set. ``progress`` gets the run's lines; ``events``, if
+    given, what the trials do as they go (:data:`~benchmark.harness.runner.TrialEvents`).
 
     Raises:
         RunLockedError: another process holds the run folder.
@@ -202,7 +204,9 @@ def execute_run(
         run_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(run_dir / ".lock", blocking=False):
             store = RunStore.open(run_dir, run_id if request.resume else None)
-            return _execute_locked(request, run_id, run_dir, store, write_leaderboard, progress)
+            return _execute_locked(
+                request, run_id, run_dir, store, write_leaderboard, progress, events
+            )
     except LockedError:
         raise RunLockedError(
             f"run {run_id} is being written by another process; wait for it to end"
@@ -220,6 +224,7 @@ def _execute_locked(
     store: RunStore,
     write_leaderboard: Callable[[Path], Any] | None,
     progress: runner.Progress,
+    events: runner.TrialEvents | None,
 ) -> RunOutcome:
     grid, settings = request.grid, request.settings
     specs = runner.make_specs(grid, run_id, run_dir, request.options, **request.trial_settings())
@@ -260,7 +265,7 @@ def _execute_locked(
     write_error: OSError | None = None
     try:
         if request.executor == "serial":
-            runner.run_serial(pending, store, progress)
+            runner.run_serial(pending, store, progress, events=events)
         elif pending:
             runner.run_ray(
                 pending,
@@ -269,6 +274,7 @@ def _execute_locked(
                 address=request.address,
                 cpus_per_trial=settings["cpus_per_trial"],
                 gpus_per_trial=settings["gpus_per_trial"],
+                events=events,
             )
     except KeyboardInterrupt:
         interrupted = True
