@@ -61,20 +61,31 @@ def budget_of(meter: BudgetMeter) -> progress.Budget:
 
 # --- reading events -----------------------------------------------------------------------
 def eta_seconds(event: dict[str, Any]) -> float | None:
-    """Seconds left in the event's phase (from its rate so far), else in its search (from
-    the share of the budget spent); ``None`` when neither says."""
+    """Seconds left in the event's phase (from its rate so far), else in its search: the
+    first of its budget's limits to be reached (samples at their rate so far, or the wall
+    seconds left), an upper bound since a search may end sooner; ``None`` when neither
+    says."""
     done, total, took = event.get("done"), event.get("total"), event.get("phase_seconds")
     if done and total and took is not None and total > done:
         return took * (total - done) / done
     budget = event.get("budget")
-    if budget:
-        spent = max(
-            budget["samples"] / budget["max_samples"] if budget["max_samples"] else 0.0,
-            budget["seconds"] / budget["max_seconds"] if budget["max_seconds"] else 0.0,
-        )
-        if 0.0 < spent < 1.0:
-            return event["stage_seconds"] * (1.0 - spent) / spent
-    return None
+    if not budget:
+        return None
+    left = []
+    if budget["max_samples"] and budget["samples"] > 0:
+        rate = budget["samples"] / max(event["stage_seconds"], 1e-9)
+        left.append(max(budget["max_samples"] - budget["samples"], 0) / rate)
+    if budget["max_seconds"] and math.isfinite(budget["max_seconds"]):
+        left.append(max(budget["max_seconds"] - budget["seconds"], 0.0))
+    return min(left) if left else None
+
+
+def eta_text(event: dict[str, Any]) -> str:
+    """The event's ETA as text: ``3m05s``, ``≤3m05s`` for a search's budget, ``?``."""
+    eta = eta_seconds(event)
+    in_phase = event.get("total") and event.get("done")
+    bound = "" if in_phase or not event.get("budget") or eta is None else "≤"
+    return bound + duration(eta)
 
 
 def duration(seconds: float | None) -> str:
@@ -113,9 +124,8 @@ def describe(event: dict[str, Any]) -> str:
     values = event.get("metrics") or {}
     if values:
         parts.append(" ".join(f"{k} {_number(v)}" for k, v in list(values.items())[:4]))
-    eta = eta_seconds(event)
-    if eta is not None:
-        parts.append(f"ETA {duration(eta)}")
+    if eta_seconds(event) is not None:
+        parts.append(f"ETA {eta_text(event)}")
     return " · ".join(parts)
 
 

@@ -260,7 +260,11 @@ def _execute_locked(
     if request.resume:
         what = f"resuming, {len(pending)} of {what} to run"
     extra = f" ({recovered} recovered from worker outboxes)" if recovered else ""
-    progress(f"run {run_id}: {what}{extra} → {run_dir}")
+    start_line = f"run {run_id}: {what}{extra} → {run_dir}"
+    if events is None:
+        progress(start_line)
+    else:  # a view shows it (or, quiet, not)
+        events("", {"kind": "run", "line": start_line})
     interrupted = False
     write_error: OSError | None = None
     try:

@@ -102,7 +102,8 @@ def _label(spec: TrialSpec) -> str:
 
 
 TrialEvents = Callable[[str, dict[str, Any]], None]
-"""``(trial key, event)``: what the live view is told. Events of the run: ``{"kind": "queued",
+"""``(trial key, event)``: what the live view is told. Events of the run (key ``""``): ``{"kind":
+"run", "line": the run's first line}``, ``{"kind": "queued",
 "trials": [(key, label), ...]}`` first; then per trial ``{"kind": "start", "label": ...}``,
 its progress events (:mod:`benchmark.harness.progress`) and ``{"kind": "end", "line": the
 trial's one-line summary, "ok": bool, "seconds": wall seconds}``. With ``events`` the
