@@ -16,7 +16,8 @@ Every event is a snapshot of the trial's whole state (a plain, JSON-ready ``dict
 that dropping one loses nothing but its moment. Throttled at the source: a stage change
 always passes; a training phase's start and last step pass once ``burst`` seconds have
 gone by since the last event (``milestones``); anything else once ``interval`` seconds have. What is
-held back goes with the next event that passes (:meth:`Reporter.flush` sends it at once).
+held back goes with the next event that passes (:meth:`Reporter.flush`, called at a stage
+change and at the end, sends it at once; a phase's last state is kept when it closes).
 Times are wall seconds.
 """
 
@@ -70,7 +71,8 @@ class Reporter:
     _phases: list[_Phase] = field(default_factory=list, init=False)
     _metrics: dict[str, Any] = field(default_factory=dict, init=False)
     _last_sent: float = field(default=-math.inf, init=False)
-    _pending: bool = field(default=False, init=False)
+    _pending: bool = field(default=False, init=False)  # the state has changes not sent
+    _held: dict[str, Any] | None = field(default=None, init=False)  # a closed phase's last
     _started: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
@@ -80,6 +82,7 @@ class Reporter:
     def stage(self, name: str, *, budget: Budget | None = None) -> None:
         """Start the trial's stage ``name`` (its phases and metrics end); always sent.
         ``budget`` reports the samples charged during this stage (the search's)."""
+        self.flush()  # what the last stage held back (its last metrics) goes first
         self._stage, self._stage_started = name, self.clock()
         self._phases.clear()
         self._metrics.clear()
@@ -88,6 +91,9 @@ class Reporter:
 
     def flush(self) -> None:
         """Send what the throttle held back, if anything."""
+        if self._held is not None:
+            self.sink(self._held)
+            self._held = None
         if self._pending:
             self._send("progress")
 
@@ -97,6 +103,9 @@ class Reporter:
         self._offer(self.burst if milestones else self.interval)
 
     def close_phase(self) -> None:
+        if self._pending:  # its last state, e.g. its last step, held back: kept for a flush
+            self._held = {"kind": "progress", **self.snapshot()}
+            self._pending = False
         if self._phases:
             self._phases.pop()
 
@@ -142,7 +151,7 @@ class Reporter:
 
     def _send(self, kind: str) -> None:
         self._last_sent = self.clock()
-        self._pending = False
+        self._pending, self._held = False, None
         self.sink({"kind": kind, **self.snapshot()})
 
 

@@ -227,9 +227,11 @@ class RunView:
         return out
 
     def __rich__(self) -> Any:
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(box=None, padding=(0, 1), show_edge=False, expand=False)
+        table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False)
         for name, style in (
             ("trial", "bold"),
             ("task", ""),
@@ -242,6 +244,4 @@ class RunView:
             table.add_column(name, style=style, no_wrap=True, overflow="ellipsis")
         for cells in self.rows():
             table.add_row(*cells)
-        table.caption = self.footer()
-        table.caption_justify = "left"
-        return table
+        return Group(table, Text(self.footer(), style="bold"))
