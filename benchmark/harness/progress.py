@@ -83,7 +83,7 @@ def eta_seconds(event: dict[str, Any]) -> float | None:
 def eta_text(event: dict[str, Any]) -> str:
     """The event's ETA as text: ``3m05s``, ``≤3m05s`` for a search's budget, ``?``."""
     eta = eta_seconds(event)
-    in_phase = event.get("total") and event.get("done")
+    in_phase = event.get("done") and (event.get("total") or 0) > event["done"]
     bound = "" if in_phase or not event.get("budget") or eta is None else "≤"
     return bound + duration(eta)
 
