@@ -228,6 +228,7 @@ def run_ray(
         OSError: the run store could not write a trial's rows (a full disk): the run
             stopped there; rows written before are intact.
     """
+    announce = _Local(_Announcer(specs, progress, events))  # the view: trials queued
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, private Ray instance
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -285,8 +286,6 @@ def run_ray(
 
         def stop_all(self) -> bool:
             return bool(write_failed)
-
-    announce = _Local(_Announcer(specs, progress, events))
 
     class _Rows(tune.Callback):
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
