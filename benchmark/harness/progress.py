@@ -153,12 +153,15 @@ def trial_progress(
     :class:`~benchmark.arena.progress.Reporter` (``interval``/``burst`` seconds)."""
     trial_dir.mkdir(parents=True, exist_ok=True)
     with open(trial_dir / LOG_NAME, "a", buffering=1, encoding="utf-8") as file:
-        lock = threading.Lock()
+        log = _LogFile(file)
 
         def out(event: dict[str, Any]) -> None:
-            _write(file, lock, event)
+            log.write(event)
             if send is not None:
-                send(event)
+                try:
+                    send(event)
+                except Exception:  # noqa: BLE001 - a broken view never takes a trial down
+                    pass
 
         logger = logging.getLogger("mpqbench")
         handler, level = _LogRecords(out), logger.level
@@ -173,10 +176,23 @@ def trial_progress(
             logger.setLevel(level)
 
 
-def _write(file: TextIO, lock: threading.Lock, event: dict[str, Any]) -> None:
-    text = event["text"] if event.get("kind") == "log" else describe(event)
-    with lock:
-        file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+class _LogFile:
+    """The trial's ``log.txt``: one line per event; a failed write (a full disk) stops the
+    writing, not the trial."""
+
+    def __init__(self, file: TextIO) -> None:
+        self.file: TextIO | None = file
+        self.lock = threading.Lock()
+
+    def write(self, event: dict[str, Any]) -> None:
+        text = event["text"] if event.get("kind") == "log" else describe(event)
+        with self.lock:
+            if self.file is None:
+                return
+            try:
+                self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+            except OSError:
+                self.file = None
 
 
 class BackgroundSender:
