@@ -17,7 +17,8 @@ that dropping one loses nothing but its moment. Throttled at the source: a stage
 always passes; a training phase's start and last step pass once ``burst`` seconds have
 gone by since the last event (``milestones``); anything else once ``interval`` seconds have. What is
 held back goes with the next event that passes (:meth:`Reporter.flush`, called at a stage
-change and at the end, sends it at once; a phase's last state is kept when it closes).
+change and at the end, sends it at once); a training phase's last state, if held back, is
+sent before the next event.
 Times are wall seconds.
 """
 
@@ -91,11 +92,11 @@ class Reporter:
 
     def flush(self) -> None:
         """Send what the throttle held back, if anything."""
-        if self._held is not None:
-            self.sink(self._held)
-            self._held = None
         if self._pending:
             self._send("progress")
+        elif self._held is not None:
+            self.sink(self._held)
+            self._held = None
 
     # the recipes' level ---------------------------------------------------------------
     def open_phase(self, name: str, total: float | None, unit: str, milestones: bool) -> None:
@@ -103,7 +104,8 @@ class Reporter:
         self._offer(self.burst if milestones else self.interval)
 
     def close_phase(self) -> None:
-        if self._pending:  # its last state, e.g. its last step, held back: kept for a flush
+        if self._phases and self._phases[-1].milestones and self._pending:
+            # its last state (its last step) was held back: it goes before the next event
             self._held = {"kind": "progress", **self.snapshot()}
             self._pending = False
         if self._phases:
@@ -150,6 +152,8 @@ class Reporter:
             self._pending = True
 
     def _send(self, kind: str) -> None:
+        if self._held is not None:
+            self.sink(self._held)
         self._last_sent = self.clock()
         self._pending, self._held = False, None
         self.sink({"kind": kind, **self.snapshot()})
