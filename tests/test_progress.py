@@ -234,7 +234,7 @@ def _check_run(run_dir: Path, stderr: str) -> None:
     text = log.read_text()
     for stage in STAGES:
         assert re.search(rf"^\S+ \S+ {re.escape(stage)}( ·|$)", text, re.M), stage
-    for what in ("search train · ", "recalibrate · ", "evaluate · ", "finetune · 3/3 steps"):
+    for what in ("search train · ", "evaluate · ", "finetune · 3/3 steps"):  # not all: throttled
         assert what in text, what
     assert "samples" in text and "val_top1" in text and "loss" in text
     assert json.loads((run_dir / "trials" / log.parent.name / "rows.json").read_text())
