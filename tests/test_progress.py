@@ -16,7 +16,13 @@ from rich.console import Console
 from benchmark.arena import progress
 from benchmark.cli import main
 from benchmark.cli.live import RunView
-from benchmark.harness.progress import BackgroundSender, describe, eta_seconds, trial_progress
+from benchmark.harness.progress import (
+    STAGE_FP,
+    BackgroundSender,
+    describe,
+    eta_seconds,
+    trial_progress,
+)
 
 HERE = Path(__file__).parent
 TINY = str(HERE / "tiny.toml")
@@ -189,8 +195,9 @@ def test_terminal_view_lines_footer_and_eta() -> None:
     for cell in ("mbv3-cifar/digits bitops<=0.3 seed 0", "search", "500/2,000", "val_top1 71.5"):
         assert cell in row
     assert "≤30s" in row  # 500 samples in 10 s: 1,500 more in 30 s (before the 590 s left)
-    # one finished (100 s), one running for 200 s, one queued; two at once at most
-    assert "1 done (1 not ok) · 1 running · 1 queued · elapsed 3m20s · ETA 50s" in screen
+    # one finished (100 s); one running for 200 s, its search 30 s from its end; one queued
+    # (100 s); two at once at most: (30 + 100) / 2
+    assert "1 done (1 not ok) · 1 running · 1 queued · elapsed 3m20s · ETA 1m05s" in screen
     assert "random" not in row and not any(ln.startswith("random") for ln in screen.splitlines())
 
 
@@ -221,7 +228,7 @@ def _run(tmp_path: Path, cache_dir: Path, *extra: str) -> Path:
     return tmp_path / "runs" / "p"
 
 
-STAGES = ("FP pretraining", "search", "retrain finetune 1/1", "inherit evaluation 1/1")
+STAGES = (STAGE_FP, "search", "retrain finetune 1/1", "inherit evaluation 1/1")
 
 
 def _check_run(run_dir: Path, stderr: str) -> None:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from benchmark.harness.progress import describe, duration, eta_text
+from benchmark.harness.progress import describe, duration, eta_seconds, eta_text
 
 
 @dataclass
@@ -179,8 +179,8 @@ class RunView:
 
     def run_eta(self) -> float | None:
         """Seconds until the run ends: the mean finished trial's wall time for each trial
-        queued and what the running ones have left of it, over the trials run at once
-        (``None`` before a trial has finished)."""
+        queued and what the running ones have left of it (at least their current phase's
+        ETA), over the trials run at once (``None`` before a trial has finished)."""
         with self._lock:
             took = [t.seconds for t in self.trials.values() if t.seconds is not None]
             if not took:
@@ -191,7 +191,10 @@ class RunView:
             for t in self.trials.values():
                 if t.seconds is not None:
                     continue
-                left += mean if t.started is None else max(mean - (now - t.started), 0.0)
+                if t.started is None:
+                    left += mean
+                else:  # at least what its current phase has left
+                    left += max(mean - (now - t.started), eta_seconds(t.event) or 0.0)
             return left / self.most_running
 
     def footer(self) -> str:

@@ -30,7 +30,7 @@ LOG_NAME = "log.txt"
 
 Send = Callable[[dict[str, Any]], None]
 
-STAGE_FP = "FP pretraining"
+STAGE_FP = "set-up and FP pretraining"  # data, the cached FP start (trained if not cached)
 STAGE_SEARCH = "search"
 
 
