@@ -214,6 +214,10 @@ def test_eta_from_the_phase_rate_and_from_the_budget() -> None:
     budget = {"samples": 100, "max_samples": 1000, "seconds": 50.0, "max_seconds": 60.0}
     assert eta_seconds(_event("s", budget=budget)) == pytest.approx(10.0)  # the clock first
     assert eta_seconds(_event("s")) is None
+    scoring = _event("s", budget=budget, phase="evaluate", done=1, total=2, unit="images")
+    assert eta_seconds({**scoring, "phase_seconds": 1.0}) == pytest.approx(10.0)  # the search's
+    training = {**scoring, "phase_seconds": 1.0, "unit": "steps"}
+    assert eta_seconds(training) == pytest.approx(1.0)  # a training phase's own
     assert describe({"stage": "search"}) == "search"
 
 

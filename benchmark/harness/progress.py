@@ -61,14 +61,15 @@ def budget_of(meter: BudgetMeter) -> progress.Budget:
 
 # --- reading events -----------------------------------------------------------------------
 def eta_seconds(event: dict[str, Any]) -> float | None:
-    """Seconds left in the event's phase (from its rate so far), else in its search: the
-    first of its budget's limits to be reached (samples at their rate so far, or the wall
-    seconds left), an upper bound since a search may end sooner; ``None`` when neither
-    says."""
+    """Seconds left in the event's search: the first of its budget's limits to be reached
+    (samples at their rate so far, or the wall seconds left; an upper bound, a search may
+    end sooner) unless it is in a training phase; else in its phase (from its rate so
+    far); ``None`` when neither says."""
     done, total, took = event.get("done"), event.get("total"), event.get("phase_seconds")
-    if done and total and took is not None and total > done:
-        return took * (total - done) / done
     budget = event.get("budget")
+    training = event.get("unit") == "steps"
+    if done and total and took is not None and total > done and (training or not budget):
+        return took * (total - done) / done
     if not budget:
         return None
     left = []
@@ -84,7 +85,8 @@ def eta_text(event: dict[str, Any]) -> str:
     """The event's ETA as text: ``3m05s``, ``≤3m05s`` for a search's budget, ``?``."""
     eta = eta_seconds(event)
     in_phase = event.get("done") and (event.get("total") or 0) > event["done"]
-    bound = "" if in_phase or not event.get("budget") or eta is None else "≤"
+    training = in_phase and event.get("unit") == "steps"
+    bound = "" if training or not event.get("budget") or eta is None else "≤"
     return bound + duration(eta)
 
 
