@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from benchmark.arena import progress
 from benchmark.arena.cache import load_verified, save_verified
 from benchmark.arena.cost import CostReport
 from benchmark.arena.data import make_loader
@@ -121,7 +122,7 @@ class Context(Toolkit):
         )
 
     def report(self, **metrics: Any) -> None:
-        """Send intermediate metrics to the scheduler (Ray Tune) and the trial log.
+        """Send intermediate metrics to the scheduler (Ray Tune), the live view and the trial log.
 
         A metric whose name contains ``loss`` and whose value is NaN or infinite ends
         the search: it raises :class:`~benchmark.arena.protocol.DivergedError` (status
@@ -131,6 +132,7 @@ class Context(Toolkit):
         for name, value in metrics.items():
             if "loss" in name and isinstance(value, float | int) and not math.isfinite(value):
                 raise DivergedError(f"the search reported {name}={value}")
+        progress.metrics(**metrics)
         if self.reporter is not None:
             self.reporter(metrics)
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmark.cli.live import RunView
 from benchmark.cli.parser import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -246,10 +247,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in ("data_dir", "cache_dir"):
         if getattr(args, name):
             setattr(args, name, str(Path(getattr(args, name)).expanduser().resolve()))
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(message)s",
-    )
     run_id = args.run_id or new_run_id()
     run_dir = Path(args.out).expanduser().resolve() / "runs" / run_id
     if not args.resume and (run_dir / "metadata.json").exists():
@@ -270,20 +267,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         command=" ".join(sys.argv),
         preset_hash=args.preset_hash,
     )
-    write = None if args.no_leaderboard else lambda path: _write_leaderboard([path], path)
+    write = None
+    if not args.no_leaderboard:
+        write = lambda path: _write_leaderboard([path], path, show=not args.quiet)  # noqa: E731
+    view = RunView(quiet=args.quiet, verbose=args.verbose)
+    root = logging.getLogger()
+    handler = view.log_handler(logging.WARNING)  # the trials' own lines come as events
+    root.addHandler(handler)
     try:
-        outcome = execute_run(request, run_id, run_dir, write_leaderboard=write)
+        with view:
+            outcome = execute_run(
+                request, run_id, run_dir, write_leaderboard=write, progress=view.line, events=view
+            )
     except (RunLockedError, RunStateError) as err:
         raise UsageError(str(err)) from None
     except OSError as err:
         raise UsageError(f"cannot write to {run_dir}: {err.strerror or err}") from None
+    finally:
+        root.removeHandler(handler)
     if outcome.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if outcome.n_not_ok or outcome.missing else EXIT_OK
 
 
 def _write_leaderboard(
-    run_dirs: Sequence[Path], out_dir: Path, *, all_repeats: bool = False, allow_mixed: bool = False
+    run_dirs: Sequence[Path],
+    out_dir: Path,
+    *,
+    all_repeats: bool = False,
+    allow_mixed: bool = False,
+    show: bool = True,
 ) -> list[Path]:
     try:
         from benchmark.report.leaderboard import build_leaderboard
@@ -308,7 +321,7 @@ def _write_leaderboard(
             os.replace(path, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    for path in paths:
+    for path in paths if show else ():
         print(path)
     return paths
 

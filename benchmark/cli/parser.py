@@ -137,7 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m benchmark", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="run methods on tasks and write results + leaderboard")
+    run = sub.add_parser(
+        "run",
+        help="run methods on tasks and write results + leaderboard",
+        description="Run methods on tasks and write results + leaderboard. On a terminal a "
+        "live view shows each running trial (stage, steps, samples of the budget, last "
+        "metrics, ETA) and the run's ETA; elsewhere (a file, CI) one plain line per stage "
+        "change and at most one progress line per trial a minute. Each trial's progress and "
+        "log lines are also in RESULTS/runs/RUN_ID/trials/TRIAL/log.txt (tail -f it).",
+    )
     run.add_argument(
         "--methods",
         type=_csv,
@@ -238,7 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the preset's)",
     )
     run.add_argument("--no-leaderboard", action="store_true", help="skip the leaderboard")
-    run.add_argument("-v", "--verbose", action="store_true", help="log training progress")
+    talk = run.add_mutually_exclusive_group()
+    talk.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only the run's final summary (and its warnings and errors)",
+    )
+    talk.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also print the methods' and recipes' log lines (they are always in each "
+        "trial's log.txt)",
+    )
 
     lb = sub.add_parser("leaderboard", help="aggregate runs into leaderboard.md/.csv/.html")
     lb.add_argument(

@@ -11,6 +11,7 @@ wall hours and process CPU seconds beside them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 
 from benchmark.arena.context import Context
@@ -21,6 +22,7 @@ from benchmark.arena.recipes.finetune import finetune_qat
 from benchmark.arena.recipes.scoring import evaluate, recalibrate_and_evaluate
 from benchmark.arena.spaces.base import SearchSpace
 from benchmark.harness.outcome import Timer, error_text, status_of
+from benchmark.harness.progress import stage_inherit, stage_retrain
 from benchmark.harness.records import ResultRow
 from benchmark.harness.spec import TrialSpec
 
@@ -49,7 +51,11 @@ def evaluate_candidate(
     ctx: Context,
     splits: DataSplits,
     spec: TrialSpec,
+    stage: Callable[[str], None] = lambda name: None,
 ) -> list[ResultRow]:
+    """The rows of candidate ``index`` of ``result``: one per track it is evaluated on
+    (one infeasible row when it is over the limit). ``stage(name)`` is told each track's
+    start (the live view's stage)."""
     space: SearchSpace = ctx.space
     row = replace(base, candidate=candidate.label or f"candidate{index}", candidate_index=index)
     try:
@@ -84,6 +90,8 @@ def evaluate_candidate(
     # retrain track: the shared QAT finetune from the FP checkpoint
     ft, ev = Timer(), Timer()
     retrain_quant = quant_json(space, None)
+    k, n = index + 1, len(result.candidates)
+    stage(stage_retrain(k, n))
     try:
         with ft:
             model, stats = finetune_qat(
@@ -118,6 +126,7 @@ def evaluate_candidate(
     if candidate.weights is not None:
         ev = Timer()
         inherit_quant = ""
+        stage(stage_inherit(k, n))
         try:
             inherit_quant = quant_json(space, candidate.quant)
             with ev:

@@ -185,12 +185,14 @@ def execute_run(
     *,
     write_leaderboard: Callable[[Path], Any] | None = None,
     progress: runner.Progress = runner.stderr_progress,
+    events: runner.TrialEvents | None = None,
 ) -> RunOutcome:
     """Run (or resume) ``run_id`` in ``run_dir`` under the run-folder lock.
 
     ``write_leaderboard(run_dir)`` is called once the trials end, if any row exists; its
     failure is reported as a warning (the rows are safe). Ctrl-C ends the trials and
-    returns with ``interrupted`` set.
+    returns with ``interrupted`` set. ``progress`` gets the run's lines; ``events``, if
+    given, what the trials do as they go (:data:`~benchmark.harness.runner.TrialEvents`).
 
     Raises:
         RunLockedError: another process holds the run folder.
@@ -202,7 +204,9 @@ def execute_run(
         run_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(run_dir / ".lock", blocking=False):
             store = RunStore.open(run_dir, run_id if request.resume else None)
-            return _execute_locked(request, run_id, run_dir, store, write_leaderboard, progress)
+            return _execute_locked(
+                request, run_id, run_dir, store, write_leaderboard, progress, events
+            )
     except LockedError:
         raise RunLockedError(
             f"run {run_id} is being written by another process; wait for it to end"
@@ -220,6 +224,7 @@ def _execute_locked(
     store: RunStore,
     write_leaderboard: Callable[[Path], Any] | None,
     progress: runner.Progress,
+    events: runner.TrialEvents | None,
 ) -> RunOutcome:
     grid, settings = request.grid, request.settings
     specs = runner.make_specs(grid, run_id, run_dir, request.options, **request.trial_settings())
@@ -255,12 +260,16 @@ def _execute_locked(
     if request.resume:
         what = f"resuming, {len(pending)} of {what} to run"
     extra = f" ({recovered} recovered from worker outboxes)" if recovered else ""
-    progress(f"run {run_id}: {what}{extra} → {run_dir}")
+    start_line = f"run {run_id}: {what}{extra} → {run_dir}"
+    if events is None:
+        progress(start_line)
+    else:  # a view shows it (or, quiet, not)
+        events("", {"kind": "run", "line": start_line})
     interrupted = False
     write_error: OSError | None = None
     try:
         if request.executor == "serial":
-            runner.run_serial(pending, store, progress)
+            runner.run_serial(pending, store, progress, events=events)
         elif pending:
             runner.run_ray(
                 pending,
@@ -269,6 +278,7 @@ def _execute_locked(
                 address=request.address,
                 cpus_per_trial=settings["cpus_per_trial"],
                 gpus_per_trial=settings["gpus_per_trial"],
+                events=events,
             )
     except KeyboardInterrupt:
         interrupted = True

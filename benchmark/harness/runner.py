@@ -8,7 +8,8 @@ Two executors run the same :func:`benchmark.harness.trial.run_trial`:
 - ``serial``: the trials one after another in this process (debugging, and to
   measure Ray's overhead).
 
-Rows are written to the run store as each trial finishes.
+Rows are written to the run store as each trial finishes. What the trials do as they go
+reaches ``events`` (a live view), if given: see :class:`TrialEvents`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmark.harness.progress import BackgroundSender
 from benchmark.harness.records import RunStore
 from benchmark.harness.spec import TrialSpec, read_outbox
 from benchmark.harness.trial import run_trial, spec_row
@@ -99,25 +101,91 @@ def _label(spec: TrialSpec) -> str:
     return f"{spec.method} on {t['space']}/{t['dataset']} {t['constraint']} seed {t['seed']}"
 
 
-def run_serial(specs: Sequence[TrialSpec], store: RunStore, progress: Progress) -> None:
-    """Run every trial in this process, one after another."""
-    for i, spec in enumerate(specs, 1):
-        progress(f"[{i}/{len(specs)}] {_label(spec)}: running")
-        t0 = time.perf_counter()
-        rows = run_trial(spec)
-        store.add(rows)
-        progress(
-            f"[{i}/{len(specs)}] {_label(spec)}: {summarize(rows)} "
-            f"[{time.perf_counter() - t0:.0f} s]"
+TrialEvents = Callable[[str, dict[str, Any]], None]
+"""``(trial key, event)``: what the live view is told. Events of the run (key ``""``): ``{"kind":
+"run", "line": the run's first line}``, ``{"kind": "queued",
+"trials": [(key, label), ...]}`` first; then per trial ``{"kind": "start", "label": ...}``,
+its progress events (:mod:`benchmark.harness.progress`) and ``{"kind": "end", "line": the
+trial's one-line summary, "ok": bool, "seconds": wall seconds}``. With ``events`` the
+runner leaves the trials' start and end lines to it."""
+
+
+class _Announcer:
+    """Tells a trial's start and end: as lines to ``progress``, or as events."""
+
+    def __init__(
+        self, specs: Sequence[TrialSpec], progress: Progress, events: TrialEvents | None
+    ) -> None:
+        self.labels = {spec.key: (i, _label(spec)) for i, spec in enumerate(specs, 1)}
+        self.total = len(specs)
+        self.progress = progress
+        self.events = events
+        self.starts: dict[str, float] = {}
+        if events is not None:
+            events("", {"kind": "queued", "trials": [(s.key, _label(s)) for s in specs]})
+
+    def started(self, spec: TrialSpec) -> None:
+        self.starts[spec.key] = time.perf_counter()
+        i, label = self.labels[spec.key]
+        if self.events is None:
+            self.progress(f"[{i}/{self.total}] {label}: running")
+        else:
+            self.events(spec.key, {"kind": "start", "label": label})
+
+    def event(self, spec: TrialSpec, event: dict[str, Any]) -> None:
+        if self.events is not None:
+            self.events(spec.key, event)
+
+    def finished(self, spec: TrialSpec, rows: list[dict[str, Any]], timed: bool = True) -> None:
+        i, label = self.labels[spec.key]
+        took = time.perf_counter() - self.starts.get(spec.key, time.perf_counter())
+        line = f"[{i}/{self.total}] {label}: {summarize(rows)}" + (
+            f" [{took:.0f} s]" if timed else ""
         )
+        if self.events is None:
+            self.progress(line)
+        else:
+            ok = bool(rows) and all(r["status"] == "ok" for r in rows)
+            self.events(spec.key, {"kind": "end", "line": line, "ok": ok, "seconds": took})
+
+
+def run_serial(
+    specs: Sequence[TrialSpec],
+    store: RunStore,
+    progress: Progress,
+    *,
+    events: TrialEvents | None = None,
+) -> None:
+    """Run every trial in this process, one after another."""
+    announce = _Announcer(specs, progress, events)
+    for spec in specs:
+        announce.started(spec)
+        send = None if events is None else lambda event, spec=spec: announce.event(spec, event)
+        rows = run_trial(spec, events=send)
+        store.add(rows)
+        announce.finished(spec, rows)
+
+
+RAY_PROGRESS_SPACING = 0.5
+"""Least seconds between two progress reports of a Ray trial (each blocks a thread of the
+worker until the driver takes it)."""
 
 
 def _ray_trainable(config: dict[str, Any]) -> None:
     from ray import tune
 
     spec = TrialSpec(**config["spec"])
-    # a retry after the worker ended itself past the time limit finds the rows it left
-    rows = read_outbox(spec) or run_trial(spec, reporter=lambda metrics: None, hard_exit=True)
+    sender = BackgroundSender(
+        lambda events: tune.report({"progress_json": json.dumps(events, default=str)}),
+        spacing=RAY_PROGRESS_SPACING,
+    )
+    try:
+        # a retry after the worker ended itself past the time limit finds the rows it left
+        rows = read_outbox(spec) or run_trial(
+            spec, reporter=lambda metrics: None, hard_exit=True, events=sender
+        )
+    finally:
+        sender.close()
     tune.report({"rows_json": json.dumps(rows, default=str), "done_rows": len(rows)})
 
 
@@ -152,6 +220,7 @@ def run_ray(
     address: str | None = None,
     cpus_per_trial: float = 1.0,
     gpus_per_trial: float = 0.0,
+    events: TrialEvents | None = None,
 ) -> None:
     """Run the trials as a Ray Tune grid; rows are stored as each trial reports them.
 
@@ -159,6 +228,7 @@ def run_ray(
         OSError: the run store could not write a trial's rows (a full disk): the run
             stopped there; rows written before are intact.
     """
+    announce = _Local(_Announcer(specs, progress, events))  # the view: trials queued
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, private Ray instance
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -217,29 +287,23 @@ def run_ray(
         def stop_all(self) -> bool:
             return bool(write_failed)
 
-    labels = {spec.key: (i, _label(spec)) for i, spec in enumerate(specs, 1)}
-    total = len(specs)
-    starts: dict[str, float] = {}
-
     class _Rows(tune.Callback):
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            spec = TrialSpec(**trial.config["spec"])
-            starts[spec.key] = time.perf_counter()
-            i, label = labels[spec.key]
-            progress(f"[{i}/{total}] {label}: running")
+            announce.target.started(TrialSpec(**trial.config["spec"]))
 
         def on_trial_result(
             self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
         ) -> None:
+            spec = TrialSpec(**trial.config["spec"])
+            if "progress_json" in result:
+                for event in json.loads(result["progress_json"]):
+                    announce.target.event(spec, event)
             if "rows_json" not in result:
                 return
-            spec = TrialSpec(**trial.config["spec"])
             rows = json.loads(result["rows_json"])
             if not store_rows(rows):
                 return
-            i, label = labels[spec.key]
-            took = time.perf_counter() - starts.get(spec.key, time.perf_counter())
-            progress(f"[{i}/{total}] {label}: {summarize(rows)} [{took:.0f} s]")
+            announce.target.finished(spec, rows)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             if interrupted["flag"] or write_failed:  # stopped: left for --resume
@@ -251,8 +315,7 @@ def run_ray(
             rows = _lost_trial_rows(spec, text)
             if not store_rows(rows):
                 return
-            i, label = labels[spec.key]
-            progress(f"[{i}/{total}] {label}: {summarize(rows)}")
+            announce.target.finished(spec, rows, timed=False)
 
     try:
         _check_cluster(cpus_per_trial, gpus_per_trial)
@@ -287,6 +350,17 @@ def run_ray(
     finally:
         if started_here:
             ray.shutdown()
+
+
+class _Local:
+    """Holds what the driver's Tune callback tells (a live view: threads, a terminal); Tune
+    pickles its run config, callbacks included, and this leaves it out of the pickle."""
+
+    def __init__(self, target: _Announcer) -> None:
+        self.target = target
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"target": None}
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from benchmark.arena.context import Context
 from benchmark.arena.data import DataSplits, load_splits
 from benchmark.arena.policy import LayerBits
 from benchmark.arena.presets import load_preset
+from benchmark.arena.progress import Reporter
 from benchmark.arena.protocol import (
     Budget,
     BudgetExceeded,
@@ -44,6 +45,7 @@ from benchmark.arena.spaces.base import SearchSpace
 from benchmark.harness.accounting import DeviceShare, fp_start_fields, trial_device
 from benchmark.harness.evaluation import evaluate_candidate
 from benchmark.harness.outcome import Timer, error_text, status_of
+from benchmark.harness.progress import STAGE_FP, STAGE_SEARCH, Send, budget_of, trial_progress
 from benchmark.harness.records import ResultRow, versions
 from benchmark.harness.spec import TrialSpec, constructor_options, variant_name, write_outbox
 from benchmark.harness.watchdog import SEARCH_GRACE_SECONDS, search_stop, time_limit
@@ -140,8 +142,12 @@ def run_trial(
     reporter: Callable[[dict[str, Any]], None] | None = None,
     *,
     hard_exit: bool = False,
+    events: Send | None = None,
 ) -> list[dict[str, Any]]:
     """Run one trial, store its rows in the outbox and return them.
+
+    Its progress goes to ``<trial folder>/log.txt`` and, as events, to ``events``
+    (:mod:`benchmark.harness.progress`).
 
     Never raises for a method's own failure. Past the time limit (the spec's, else the
     preset's ``max_trial_seconds``, counted from the end of the set-up: data and the
@@ -162,12 +168,14 @@ def run_trial(
         os._exit(EXIT_HARD_TIMEOUT)
 
     try:
-        ctx, method_cls, splits = _set_up(spec, device, share, log, reporter, progress)
-        if limit is None:
-            limit = ctx.preset.budget.max_trial_seconds
-        # search + evaluation; FP pretraining is not the method's
-        with time_limit(limit, on_hard_timeout=hard_timeout if hard_exit else None):
-            rows = _search_and_evaluate(spec, ctx, method_cls, splits, log, progress)
+        with trial_progress(spec.trial_dir, events) as live:
+            live.stage(STAGE_FP)
+            ctx, method_cls, splits = _set_up(spec, device, share, log, reporter, progress)
+            if limit is None:
+                limit = ctx.preset.budget.max_trial_seconds
+            # search + evaluation; FP pretraining is not the method's
+            with time_limit(limit, on_hard_timeout=hard_timeout if hard_exit else None):
+                rows = _search_and_evaluate(spec, ctx, method_cls, splits, log, progress, live)
     except TrialTimeout:
         log.warning("trial %s ran past its time limit of %s s", spec.key, limit)
         rows = progress.timed_out(limit)
@@ -263,6 +271,7 @@ def _search_and_evaluate(
     splits: DataSplits,
     log: logging.Logger,
     progress: _Progress,
+    live: Reporter,
 ) -> list[dict[str, Any]]:
     base = progress.base
     meter = ctx.budget
@@ -282,6 +291,7 @@ def _search_and_evaluate(
     try:
         method = method_cls(**constructor_options(spec.method_options))
         progress.search_t0 = (time.perf_counter(), time.process_time())
+        live.stage(STAGE_SEARCH, budget=budget_of(meter))
         result, stopped = _search(method, ctx, search_timer)
     except SearchIgnoredStop:
         text = (
@@ -296,7 +306,9 @@ def _search_and_evaluate(
     base = with_cost(base, stopped_by_budget=stopped)
     progress.base = base  # a timeout from here on keeps the search's cost
     for index, candidate in enumerate(result.candidates):
-        progress.rows.extend(evaluate_candidate(base, index, candidate, result, ctx, splits, spec))
+        progress.rows.extend(
+            evaluate_candidate(base, index, candidate, result, ctx, splits, spec, live.stage)
+        )
     return _stamped(progress.rows)
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from benchmark.arena import progress
 from benchmark.arena.data import make_loader
 from benchmark.arena.presets import Recipe
 from benchmark.arena.protocol import DivergedError
@@ -226,25 +227,27 @@ def train(
             charge(samples)
         return value, samples
 
-    for step in range(steps):
-        x, y = next(main_run.batches)
-        loss_value, samples = run_step(main_run, step, x, y)
-        stats.steps += 1
-        stats.final_loss = loss_value
-        if on_step is not None:
-            on_step(step, loss_value, samples)
-        for runner in extra:
-            if runner.phase.every == "step":
-                run_step(runner, step, *next(runner.batches))
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            log.info("%s step %d/%d loss %.4f", desc, step + 1, steps, loss_value)
-        if (step + 1) % steps_per_epoch == 0:
+    with progress.phase(desc, total=steps, unit="steps", milestones=True):
+        for step in range(steps):
+            x, y = next(main_run.batches)
+            loss_value, samples = run_step(main_run, step, x, y)
+            stats.steps += 1
+            stats.final_loss = loss_value
+            progress.advance(step + 1, steps, loss=loss_value)
+            if on_step is not None:
+                on_step(step, loss_value, samples)
             for runner in extra:
-                if runner.phase.every == "epoch":
-                    for _ in range(len(runner.loader)):
-                        run_step(runner, step, *next(runner.batches))
-            if on_epoch is not None:
-                on_epoch((step + 1) // steps_per_epoch - 1)
+                if runner.phase.every == "step":
+                    run_step(runner, step, *next(runner.batches))
+            if (step + 1) % log_every == 0 or step + 1 == steps:
+                log.info("%s step %d/%d loss %.4f", desc, step + 1, steps, loss_value)
+            if (step + 1) % steps_per_epoch == 0:
+                for runner in extra:
+                    if runner.phase.every == "epoch":
+                        for _ in range(len(runner.loader)):
+                            run_step(runner, step, *next(runner.batches))
+                if on_epoch is not None:
+                    on_epoch((step + 1) // steps_per_epoch - 1)
     stats.seconds = time.perf_counter() - start
     return stats
 
