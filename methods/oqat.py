@@ -128,8 +128,9 @@ class OQATKeys:
         clip_grad_norm: optional cap on each step's gradient norm (summed over the step's
             subnets). Not in the paper (its training code is unpublished; the OFA code it
             descends from does not clip): a choice offered here because the first step
-            after inheriting 2 bits can see a gradient norm of ~670 against ~10 on the
-            steps that follow (measured on digits/smoke), which can diverge. Default: off.
+            after inheriting 2 bits can see a gradient far larger than the steps that
+            follow, and diverge (2 of 3 seeds on digits/smoke, ``scripts/bench_oqat.py
+            --fidelity``; docs/benchmarks.md). Default: off.
     """
 
     stage_epochs: tuple[PosReal, ...] = (3.0, 2.0, 1.0)
