@@ -47,7 +47,7 @@ def evaluate_candidate(
     base: ResultRow,
     index: int,
     candidate: Candidate,
-    result: SearchResult,
+    result: SearchResult | None,
     ctx: Context,
     splits: DataSplits,
     spec: TrialSpec,
@@ -90,7 +90,8 @@ def evaluate_candidate(
     # retrain track: the shared QAT finetune from the FP checkpoint
     ft, ev = Timer(), Timer()
     retrain_quant = quant_json(space, None)
-    k, n = index + 1, len(result.candidates)
+    k = index + 1
+    n = len(result.candidates) if result is not None else k  # a lone candidate
     stage(stage_retrain(k, n))
     try:
         with ft:
