@@ -27,9 +27,9 @@ from benchmark.arena.protocol import Constraint
 from benchmark.arena.quant.batchquant import batch_qparams, batch_range
 from benchmark.arena.spaces.mbv3.elastic import DynamicDWConv2d, DynamicQConv2d, front_slice
 from methods import get_method
-from methods.qfa import QFA, QFAPreset
+from methods.qfa import QFA, STAGE_BITS, QFAPreset
 from methods.qfa.encoding import Encoding
-from methods.qfa.nsga import search_front
+from methods.qfa.nsga import initial_population, search_front
 from methods.qfa.sampler import QFASampler, stage0_override
 
 
@@ -330,6 +330,32 @@ def test_every_front_member_meets_the_constraint(mbv3) -> None:
         assert space.cost(policy, arch).bitops == c <= limit
 
 
+def test_anchored_front_reaches_the_cheapest_subnet(mbv3) -> None:
+    """The seeded extremes join the first population; the cheapest stays on the front."""
+    space = mbv3
+    enc = Encoding(space, bits=STAGE_BITS[-1])
+    anchors = QFA._anchors(space, enc)
+    assert len(anchors) == 2 * len(enc.bit_choices)
+    decoded = [enc.decode(g) for g in anchors]
+    assert decoded[0] == (space.min_arch(), {n: LayerBits(2, 2) for n in decoded[0][1]})
+    start = initial_population(enc.upper, 12, seed=0, anchors=anchors)
+    assert start.shape == (12, len(enc.upper)) and (start[: len(anchors)] == anchors).all()
+    cheapest = min(space.cost(p, a).bitops for a, p in decoded)
+    limit = 0.3 * space.reference().bitops_w8a8
+
+    def objectives(genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cost = np.array([space.cost(p, a).bitops for a, p in map(enc.decode, genomes)])
+        return np.sqrt(cost / limit), cost  # predicted top-1 grows with cost
+
+    front = search_front(
+        enc.upper, objectives, limit, population=12, generations=3, seed=0, anchors=anchors
+    )
+    assert front.cost.min() == cheapest and front.cost.max() <= limit
+    assert front.cost.max() / front.cost.min() >= 2
+    with pytest.raises(ValueError, match="outside"):
+        initial_population(enc.upper, 4, seed=0, anchors=anchors + 5)
+
+
 def test_composed_mbv3_profiles_equal_direct_profiling(mbv3) -> None:
     space = mbv3
     for seed in (0, 1):
@@ -368,6 +394,7 @@ def test_run_qfa_on_digits_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
     # the sample budget is the rule; the wall clock only a safety net (a loaded machine)
     text = text.replace("max_search_seconds = 60.0", "max_search_seconds = 900.0")
     preset = tmp_path / "qfa-micro.toml"
+    text = text.replace("[methods.qfa]\n", "[methods.qfa]\nrescore_held_out = true\n")
     preset.write_text(text + FP_SUPERNET)  # and tiny.toml's [methods.qfa]
     argv = ["run", "--methods", "qfa", "--preset", str(preset), "--executor", "serial"]
     argv += ["--out", str(tmp_path / "out"), "--run-id", "qfa", "--cache-dir", str(cache_dir)]
@@ -380,3 +407,13 @@ def test_run_qfa_on_digits_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
     assert all(json.loads(f) == {"stem": 8, "se": 8, "classifier": 8} for f in rows["fixed"])
     inherit = rows[rows["track"] == "inherit"]
     assert all(json.loads(q)["weight"]["kind"] == "lsq-full" for q in inherit["quant"])
+    # the predictor's first samples are the sandwich's extremes; the held-out ones scored twice
+    (trial,) = (tmp_path / "out" / "runs" / "qfa" / "trials").iterdir()
+    state = torch.load(trial / "search_checkpoint.pt", weights_only=False)["state"]
+    space = get_space("mbv3-cifar")
+    first = state["data"][0]
+    assert space.validate_arch(first["arch"]) == space.min_arch()
+    assert {(b["w_bits"], b["a_bits"]) for b in first["policy"].values()} == {(2, 2)}
+    held = state["log"]["predictor"]["held_out_index"]
+    assert len(state["rescore"]) == len(held) >= 2
+    assert "scored twice agree at Kendall tau" in (trial / "log.txt").read_text()
