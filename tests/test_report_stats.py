@@ -158,5 +158,5 @@ def test_kendall_tau_needs_three_candidates_on_both_tracks() -> None:
 def test_markdown_has_the_track_tables(board: Leaderboard) -> None:
     md = render_markdown(board)
     assert "### Tracks side by side: inherit vs retrain" in md
-    assert "| resnet20 | digits | smoke | bitops<=0.12 | oqat | 77.00 ± 2.48 (n=3) |" in md
+    assert "| oqat | resnet20 | digits | smoke | bitops<=0.12 | 77.00 ± 2.48 (n=3) |" in md
     assert "predict the retrained ranking" in md and "| +1.00 |" in md and "| -1.00 |" in md

@@ -26,7 +26,10 @@ code { background: #f3f3f3; padding: 0 0.2rem; }
 .filters select { margin-left: 0.3rem; font-size: 0.9rem; }
 .filters button { font-size: 0.85rem; }
 .shown { color: #555; font-size: 0.85rem; margin: 0.2rem 0; }
-.scroll { overflow: auto; max-height: 78vh; max-width: 100%; border: 1px solid #ddd; }
+.scroll { overflow: auto; max-height: 78vh; max-width: 100%; width: fit-content;
+          border: 1px solid #ddd; }
+table.filterable td:first-child, table.filterable th:first-child { position: sticky; left: 0;
+          background: #f4f6f9; z-index: 2; border-right: 2px solid #ccc; }
 table { border-collapse: collapse; margin: 0; font-size: 0.85rem; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: right;
          white-space: nowrap; }

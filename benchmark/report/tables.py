@@ -99,18 +99,34 @@ def _group_table(key: tuple, group: pd.DataFrame, lb: Leaderboard) -> Table:
 
 
 def results_table(lb: Leaderboard) -> Table:
-    """Every (task group, method) in one table, its task keys as leading columns (the
-    HTML page's main table: sorted and filtered there)."""
-    keys = [k for k in TASK_KEYS if k != CODE_VERSION or mixed_versions(lb)]
+    """Every (task group, method) in one table (the HTML page's main table: sorted and
+    filtered there): the method, the task keys that vary, then :data:`ENTRY_HEADERS`.
+
+    A task key with one value in every row is said in the note instead of a column.
+    """
+    agg = lb.aggregate
+    shown = [k for k in TASK_KEYS if k != CODE_VERSION or mixed_versions(lb)]
+    keys = [k for k in shown if len(agg) and agg[k].nunique() > 1]
+    same = [
+        f"{k.replace('_', ' ')} `{agg[k].iloc[0]}`" for k in shown if len(agg) and k not in keys
+    ]
     rows, row_keys = [], []
-    for _, row in lb.aggregate.iterrows():
-        rows.append([*(text_cell(row[k]) for k in keys), *_entry_cells(row)])
+    for _, row in agg.iterrows():
+        rank, method, *rest = _entry_cells(row)
+        rows.append([method, *(text_cell(row[k]) for k in keys), rank, *rest])
         row_keys.append({k: str(row[k]) for k in FILTER_KEYS})
-    headers = [k.replace("_", " ") for k in keys] + list(ENTRY_HEADERS)
+    rank_header, method_header, *rest_headers = ENTRY_HEADERS
+    headers = [method_header, *(k.replace("_", " ") for k in keys), rank_header, *rest_headers]
     note = (
-        "One row per task group (space, dataset, preset, constraint, track) and method; "
-        "ranks are within the task group."
+        "One row per task group (space, dataset, preset, constraint, track) and method; the "
+        "rank is within its task group. Top-1: mean over seeds ± half-width of the 95% "
+        "t-interval (n = seeds with a result / seeds run). Δ vs random: this method − "
+        "`random` at the same task, paired by seed (percentage points ± 95% interval; p: "
+        "paired t-test); — where `random` has no result there (e.g. on the `inherit` track), "
+        "and p — for fewer than two pairs or differences without spread."
     )
+    if same:
+        note += " Every row: " + ", ".join(same) + "."
     return Table("Results", headers, rows, note, row_keys=row_keys, name="results")
 
 

@@ -60,7 +60,7 @@ TAU_NOTE = (
 def side_by_side_table(lb: Leaderboard) -> Table:
     """``inherit`` next to ``retrain`` per (space, dataset, preset, constraint, method)."""
     headers = [
-        "space", "dataset", "preset", "constraint", "method", "inherit top-1 % (± 95% CI)",
+        "method", "space", "dataset", "preset", "constraint", "inherit top-1 % (± 95% CI)",
         "retrain top-1 % (± 95% CI)", "retrain − inherit, pp (paired by seed)", "Kendall τ",
         "p (τ)", "candidates",
     ]  # fmt: skip
@@ -68,8 +68,9 @@ def side_by_side_table(lb: Leaderboard) -> Table:
     for _, row in lb.tracks.iterrows():
         rows.append(
             [
+                text_cell(row["method"]),
                 text_cell(_space(row, lb)),
-                *(text_cell(row[k]) for k in ("dataset", "preset", "constraint", "method")),
+                *(text_cell(row[k]) for k in ("dataset", "preset", "constraint")),
                 _track_cell(row, "inherit"),
                 _track_cell(row, "retrain"),
                 _difference_cell(row),
@@ -96,14 +97,12 @@ def agreement_table(lb: Leaderboard) -> Table:
     """Kendall τ between the tracks per (space, dataset, preset, method), over constraints."""
     pooled = lb.track_agreement
     pooled = pooled[pooled["constraint"] == ALL_CONSTRAINTS] if len(pooled) else pooled
-    headers = ["space", "dataset", "preset", "method", "Kendall τ", "p (τ)", "candidates"]
+    headers = ["method", "space", "dataset", "preset", "Kendall τ", "p (τ)", "candidates"]
     rows, row_keys = [], []
     for _, row in pooled.iterrows():
         rows.append(
-            [
-                text_cell(_space(row, lb)),
-                *(text_cell(row[k]) for k in ("dataset", "preset", "method")),
-            ]
+            [text_cell(row["method"]), text_cell(_space(row, lb))]
+            + [text_cell(row[k]) for k in ("dataset", "preset")]
             + _tau_cells(row)
         )
         row_keys.append({k: str(row[k]) for k in ("space", "dataset", "preset")})
