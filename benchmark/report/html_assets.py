@@ -30,9 +30,9 @@ code { background: #f3f3f3; padding: 0 0.2rem; }
           border: 1px solid #ddd; }
 table.filterable td:first-child, table.filterable th:first-child { position: sticky; left: 0;
           background: #f4f6f9; z-index: 2; border-right: 2px solid #ccc; }
-table { border-collapse: collapse; margin: 0; font-size: 0.85rem; }
-th, td { border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: right;
-         white-space: nowrap; }
+table { border-collapse: separate; border-spacing: 0; margin: 0; font-size: 0.85rem; }
+th, td { border: 0; border-right: 1px solid #ddd; border-bottom: 1px solid #ddd;
+         padding: 0.25rem 0.5rem; text-align: right; white-space: nowrap; }
 td.text, th.text { text-align: left; }
 th { background: #eef2f7; cursor: pointer; user-select: none; position: sticky; top: 0;
      z-index: 1; vertical-align: bottom; white-space: normal; min-width: 4rem; }
