@@ -183,7 +183,7 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
     ("unknown-executor", [*RUN, "--executor", "dask"], "invalid choice"),
     ("unknown-subcommand", ["bogus"], "invalid choice: 'bogus'"),
     ("unknown-option", [*RUN, "--frobnicate"], "unrecognized arguments"),
-    ("no-methods", ["run"], "--methods is required"),
+    ("no-methods-still-checked", ["run", "--preset", "nope"], "unknown preset 'nope'"),
     # --- outside methods and their options
     (
         "method-module-raises",

@@ -366,7 +366,7 @@ def test_leaderboard_files_are_written(tmp_path: Path) -> None:
     ]  # fmt: skip
     md = (tmp_path / "lb" / "leaderboard.md").read_text()
     assert "`run1`" in md and "`cpu`" in md and "`cuda:NVIDIA H100`" in md
-    assert "81.00 ± 1.41 (n=2)" in md
+    assert "| 81.00 ± 12.71 (n=2) | 1.41 |" in md  # mean ± 95% t-interval, then the std
     assert "70.00 (n=1/2)" in md and "1 (over_budget:1)" in md
     assert "A\\|<x>" in md
     html = (tmp_path / "lb" / "leaderboard.html").read_text()

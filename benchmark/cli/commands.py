@@ -220,6 +220,19 @@ def _load_resumed(args: argparse.Namespace) -> None:
     args.run_id = args.resume
 
 
+def _registered_methods() -> list[str]:
+    """Every registered method's name (built-ins and entry points): what ``run`` runs
+    without ``--methods``; a plugin that fails to load is left out with one warning line."""
+    from methods import list_methods
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        names = list_methods()
+    for warning in caught:
+        print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
+    return names
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.harness.records import RunStateError, new_run_id
     from benchmark.harness.run import RESUMED_SETTINGS, RunLockedError, RunRequest, execute_run
@@ -227,9 +240,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.resume:
         _load_resumed(args)
-    elif args.methods is None:
-        raise UsageError("--methods is required (or --resume RUN_ID to finish a run)")
     else:
+        if args.methods is None:
+            args.methods = _registered_methods()
         for name, value in RUN_DEFAULTS.items():
             if getattr(args, name) is None:
                 setattr(args, name, value)
@@ -314,8 +327,8 @@ def _write_leaderboard(
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".leaderboard-", dir=out_dir))
     try:  # the set is written whole or not at all: staged, then renamed into place
-        staged = write_leaderboard(board, staging)
-        staged += write_plots(board.frame, staging)
+        figures = write_plots(board.frame, staging)  # first: the HTML page embeds them
+        staged = [*write_leaderboard(board, staging, figures), *figures]
         paths = [out_dir / path.name for path in staged]
         for path, target in zip(staged, paths, strict=True):
             os.replace(path, target)

@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         type=_csv,
         default=None,
-        help="comma list of method names or module:Class paths (required unless --resume)",
+        help="comma list of method names or module:Class paths (default: every registered "
+        "method, as `python -m benchmark list methods` shows them)",
     )
     run.add_argument(
         "--resume",

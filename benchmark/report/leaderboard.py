@@ -21,6 +21,7 @@ from benchmark.report.pareto import hypervolume_table
 from benchmark.report.ranks import rank_table
 from benchmark.report.repeats import label_repeats, latest_repeats
 from benchmark.report.selection import assign_tracks
+from benchmark.report.tracks import track_agreement, tracks_side_by_side
 from benchmark.report.versions import code_versions, keep_versions_apart
 
 
@@ -32,6 +33,10 @@ class Leaderboard:
         aggregate: :func:`aggregate` (one row per task group and method).
         ranks: :func:`rank_table` (average rank per track and method, plus track "all").
         hypervolume: :func:`hypervolume_table` (per-seed hypervolumes summarised).
+        tracks: :func:`tracks_side_by_side` (``inherit`` next to ``retrain`` per constraint
+            and method evaluated on both, with the Kendall τ between them).
+        track_agreement: :func:`track_agreement` (Kendall τ per constraint and pooled over
+            constraints).
         fp_starts: the shared FP starts the rows were trained from, once each
             (:func:`~benchmark.harness.records.fp_starting_points`).
         frame: the rows the tables are built from.
@@ -49,6 +54,8 @@ class Leaderboard:
     aggregate: pd.DataFrame
     ranks: pd.DataFrame
     hypervolume: pd.DataFrame
+    tracks: pd.DataFrame = field(default_factory=pd.DataFrame)
+    track_agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
     fp_starts: pd.DataFrame = field(default_factory=pd.DataFrame)
     frame: pd.DataFrame = field(default_factory=pd.DataFrame)
     run_ids: list[str] = field(default_factory=list)
@@ -84,6 +91,8 @@ def build_leaderboard(
         aggregate=agg,
         ranks=rank_table(agg),
         hypervolume=hypervolume_table(frame),
+        tracks=tracks_side_by_side(agg, frame),
+        track_agreement=track_agreement(frame),
         fp_starts=pd.DataFrame(fp_starting_points(frame)),
         frame=frame,
         run_ids=sorted(v for v in frame["run_id"].unique() if v),

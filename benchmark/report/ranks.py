@@ -5,8 +5,9 @@ Within a task group and seed, each method that ran that seed is ranked by the te
 without a result (no feasible candidate, a failed trial, a missing test score) shares the
 last places. A (task group, seed) with fewer than :data:`MIN_RANKED_METHODS` methods ranks
 nobody (a lone method's rank 1 says nothing). A method's rank in a task group is the mean
-of its per-seed ranks, and its average rank is the mean over the task groups it is ranked in.
-So a failed seed costs rank: it is never simply left out of the mean.
+of its per-seed ranks, and its average rank is the mean over the task groups it is ranked in,
+with its spread over those groups (std and 95% t-interval). So a failed seed costs rank: it
+is never simply left out of the mean.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import pandas as pd
 
 from benchmark.report.selection import GROUP_KEYS, TASK_KEYS
+from benchmark.report.stats import t_half_width
 
 MIN_RANKED_METHODS = 2
 
@@ -66,10 +68,13 @@ def average_rank(agg: pd.DataFrame) -> pd.Series:
 def rank_table(agg: pd.DataFrame) -> pd.DataFrame:
     """Average rank per (track, method) plus ``track == "all"`` over every group.
 
-    Columns: track, method, average_rank, n_groups (groups the method was ranked in).
-    Methods never ranked (alone in all their groups and seeds) are listed with NaN and 0.
+    Columns: track, method, average_rank, rank_std (the spread of the method's group ranks
+    over the groups it was ranked in, ddof=1; NaN for one group), rank_ci95 (half-width of
+    the 95% t-interval of the average rank over those groups; NaN for one group), n_groups
+    (groups the method was ranked in). Methods never ranked (alone in all their groups and
+    seeds) are listed with NaN and 0.
     """
-    columns = ["track", "method", "average_rank", "n_groups"]
+    columns = ["track", "method", "average_rank", "rank_std", "rank_ci95", "n_groups"]
     if agg.empty:
         return pd.DataFrame(columns=columns)
     parts = []
@@ -77,7 +82,10 @@ def rank_table(agg: pd.DataFrame) -> pd.DataFrame:
     for track, subset in [*subsets, ("all", agg)]:
         ranked = subset[subset["rank"].notna()]
         table = pd.DataFrame({"method": sorted(subset["method"].unique())})
-        table["average_rank"] = table["method"].map(ranked.groupby("method")["rank"].mean())
+        by_method = ranked.groupby("method")["rank"]
+        table["average_rank"] = table["method"].map(by_method.mean())
+        table["rank_std"] = table["method"].map(by_method.std(ddof=1)).astype("float64")
+        table["rank_ci95"] = table["method"].map(by_method.agg(t_half_width)).astype("float64")
         table["n_groups"] = table["method"].map(ranked["method"].value_counts())
         table["n_groups"] = table["n_groups"].fillna(0).astype("int64")
         table = table.sort_values(["average_rank", "method"], na_position="last", kind="mergesort")

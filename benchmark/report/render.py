@@ -1,13 +1,15 @@
-"""The leaderboard as markdown, CSV and a self-contained sortable HTML page."""
+"""The leaderboard as markdown and CSV, and the files of a leaderboard (with the HTML page
+of :mod:`benchmark.report.html_page`)."""
 
 from __future__ import annotations
 
-import html
+from collections.abc import Sequence
 from pathlib import Path
 
 from benchmark.arena.files import atomic_write_text
+from benchmark.report.html_page import render_html
 from benchmark.report.leaderboard import Leaderboard
-from benchmark.report.tables import Table, leaderboard_tables, provenance
+from benchmark.report.tables import leaderboard_tables, provenance
 
 
 def _md_cell(text: str) -> str:
@@ -36,96 +38,10 @@ def render_markdown(lb: Leaderboard) -> str:
     return "\n".join(lines)
 
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem;
-       color: #222; max-width: 110rem; }
-table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 0.9rem; }
-th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }
-td:nth-child(-n+2), th:nth-child(-n+2) { text-align: left; }
-th { background: #f0f3f7; cursor: pointer; user-select: none; position: sticky; top: 0; }
-th:hover { background: #dde5ee; }
-th.asc::after { content: " \\25B2"; } th.desc::after { content: " \\25BC"; }
-tbody tr:nth-child(even) { background: #fafafa; }
-p.note { color: #555; font-size: 0.85rem; max-width: 60rem; }
-code { background: #f3f3f3; padding: 0 0.2rem; }
-"""
-
-_JS = """
-document.querySelectorAll("table.sortable th").forEach(function (th) {
-  th.addEventListener("click", function () {
-    var table = th.closest("table"), body = table.tBodies[0];
-    var col = Array.prototype.indexOf.call(th.parentNode.children, th);
-    var asc = !th.classList.contains("asc");
-    table.querySelectorAll("th").forEach(function (h) { h.classList.remove("asc", "desc"); });
-    th.classList.add(asc ? "asc" : "desc");
-    function key(row) {
-      var cell = row.cells[col], raw = cell.getAttribute("data-sort");
-      if (raw === null || raw === "") return null;
-      var num = parseFloat(raw);
-      return isNaN(num) ? raw.toLowerCase() : num;
-    }
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var x = key(a), y = key(b);
-      if (x === null) return y === null ? 0 : 1;  // missing values always last
-      if (y === null) return -1;
-      var c = x < y ? -1 : x > y ? 1 : 0;
-      return asc ? c : -c;
-    });
-    rows.forEach(function (r) { body.appendChild(r); });
-  });
-});
-"""
-
-
-def _inline_markdown(text: str) -> str:
-    """Escape ``text`` for HTML, turning `code` and **bold** spans into tags."""
-    parts = html.escape(text).split("`")
-    out = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-    bold = out.split("**")
-    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(bold))
-
-
-def _html_table(table: Table) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
-    body = []
-    for row in table.rows:
-        cells = []
-        for text, key in row:
-            sort = "" if key is None else html.escape(str(key), quote=True)
-            cells.append(f'<td data-sort="{sort}">{html.escape(text)}</td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (
-        f'<table class="sortable"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table>"
-    )
-
-
-def render_html(lb: Leaderboard) -> str:
-    """The leaderboard as one self-contained HTML page (inline CSS and sorting script)."""
-    parts = ["<h1>mpqbench leaderboard</h1>"]
-    parts += [f"<p>{_inline_markdown(p)}</p>" for p in provenance(lb)]
-    parts.append("<p class='note'>Click a column header to sort; click again to reverse.</p>")
-    section = None
-    for table in leaderboard_tables(lb):
-        if table.section != section:
-            section = table.section
-            parts.append(f"<h2>{html.escape(section)}</h2>")
-        parts.append(f"<h3>{html.escape(table.title)}</h3>")
-        if table.note:
-            parts.append(f"<p class='note'>{html.escape(table.note)}</p>")
-        parts.append(_html_table(table) if table.rows else "<p><em>No results.</em></p>")
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        "<title>mpqbench leaderboard</title>"
-        f"<style>{_CSS}</style></head><body>\n" + "\n".join(parts) + f"\n<script>{_JS}</script>"
-        "\n</body></html>\n"
-    )
-
-
-def write_leaderboard(lb: Leaderboard, out_dir: Path) -> list[Path]:
+def write_leaderboard(lb: Leaderboard, out_dir: Path, figures: Sequence[Path] = ()) -> list[Path]:
     """Write ``leaderboard.md``, ``leaderboard.csv`` (the aggregate table, tidy) and a
-    self-contained sortable ``leaderboard.html`` into ``out_dir``, each atomically.
+    self-contained ``leaderboard.html`` (sortable, filterable, with ``figures``, PNG files,
+    embedded) into ``out_dir``, each atomically.
 
     Returns the paths written.
     """
@@ -134,7 +50,7 @@ def write_leaderboard(lb: Leaderboard, out_dir: Path) -> list[Path]:
     files = {
         "leaderboard.md": render_markdown(lb),
         "leaderboard.csv": lb.aggregate.to_csv(index=False),
-        "leaderboard.html": render_html(lb),
+        "leaderboard.html": render_html(lb, figures),
     }
     paths = []
     for name, text in files.items():

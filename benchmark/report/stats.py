@@ -1,9 +1,12 @@
-"""Statistics over seeds: the mean, its spread and its confidence interval."""
+"""Statistics over seeds: the mean, its spread and its confidence interval, and the paired
+comparison of two methods over the same seeds."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
@@ -22,3 +25,45 @@ def t_half_width(values: Iterable[float], confidence: float = CONFIDENCE) -> flo
         return float("nan")
     sem = float(arr.std(ddof=1)) / math.sqrt(arr.size)
     return float(stats.t.ppf((1 + confidence) / 2, arr.size - 1) * sem)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """A paired comparison of two methods over the seeds both have a result for.
+
+    Attributes:
+        n: pairs (seeds) compared.
+        mean: mean of ``a - b`` over the pairs (the unit of the values, e.g. % top-1).
+        ci95: half-width of the Student-t interval of that mean (:func:`t_half_width` of the
+            differences; NaN for fewer than two pairs, 0 when every difference is equal).
+        p_value: two-sided p-value of the paired t-test (``scipy.stats.ttest_rel``) that the
+            mean difference is 0; NaN for fewer than two pairs or differences without spread
+            (the test is undefined there).
+    """
+
+    n: int
+    mean: float
+    ci95: float
+    p_value: float
+
+
+def paired_difference(
+    a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE
+) -> PairedDifference:
+    """Paired comparison of ``a`` against ``b`` (equal length, paired by position, e.g. by
+    seed); pairs with a NaN on either side are dropped. See :class:`PairedDifference`."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired values differ in length: {x.size} and {y.size}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    diff = x[keep] - y[keep]
+    n = int(diff.size)
+    if n == 0:
+        return PairedDifference(0, float("nan"), float("nan"), float("nan"))
+    mean = float(diff.mean())
+    p_value = float("nan")
+    if n >= 2 and float(diff.std(ddof=1)) > 0:
+        with warnings.catch_warnings():  # nearly equal differences: scipy's precision note
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p_value = float(stats.ttest_rel(x[keep], y[keep]).pvalue)
+    return PairedDifference(n, mean, t_half_width(diff, confidence), p_value)

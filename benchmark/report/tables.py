@@ -3,72 +3,51 @@ and HTML)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
+from benchmark.report.cells import (
+    FILTER_KEYS,
+    GROUPS,
+    Cell,
+    Table,
+    key_title,
+    mixed_versions,
+    num_cell,
+    text_cell,
+)
 from benchmark.report.leaderboard import Leaderboard
+from benchmark.report.paired import REFERENCE_METHOD
 from benchmark.report.pareto import DEFAULT_REF, FRONT_KEYS
 from benchmark.report.selection import TASK_KEYS
+from benchmark.report.track_tables import agreement_table, side_by_side_table
 from benchmark.report.versions import CODE_VERSION
-
-OVERALL = "Overall"
-GROUPS = "Task groups (space · dataset · preset · constraint · track)"
-
-Cell = tuple[str, float | str | None]
-
-
-@dataclass
-class Table:
-    """A rendered table: headers and rows of (text, sort key) cells; ``None`` sorts last."""
-
-    title: str
-    headers: list[str]
-    rows: list[list[Cell]]
-    note: str = ""
-    section: str = OVERALL
-
-
-def _num(value: float, fmt: str) -> Cell:
-    """``value`` formatted, with its numeric sort key; NaN shows as an em dash."""
-    if value is None or not np.isfinite(value):
-        return "—", None
-    return format(value, fmt), float(value)
-
-
-def _text(value: object) -> Cell:
-    return str(value), str(value)
-
-
-def _mixed_versions(lb: Leaderboard) -> bool:
-    return len(lb.aggregate) > 0 and lb.aggregate[CODE_VERSION].nunique() > 1
-
-
-def _key_title(keys: Sequence[str], values: Sequence[object], lb: Leaderboard, sep: str) -> str:
-    """The values of a task key joined by ``sep``; the code version only when the
-    leaderboard keeps several apart."""
-    shown = [
-        str(v)
-        for k, v in zip(keys, values, strict=True)
-        if k != CODE_VERSION or _mixed_versions(lb)
-    ]
-    return sep.join(shown)
 
 
 def _accuracy_cell(row: pd.Series) -> Cell:
-    """``mean ± std (n=k/s)``: k seeds with a result of s seeds run; missing test scores
-    are said so."""
+    """``mean ± half-width of the 95% t-interval (n=k/s)``: k seeds with a result of s
+    seeds run; missing test scores are said so."""
     n, seeds, missing = int(row["n"]), int(row["n_seeds"]), int(row["n_missing_test"])
     count = f"n={n}/{seeds}" if seeds != n else f"n={n}"
     if missing:
         count += f", {missing} missing test"
-    mean, std = row["top1_test_mean"], row["top1_test_std"]
+    mean, half = row["top1_test_mean"], row["top1_test_ci95"]
     if n == 0 or not np.isfinite(mean):
         return f"— ({count})", None
-    spread = f" ± {std:.2f}" if np.isfinite(std) else ""
+    spread = f" ± {half:.2f}" if np.isfinite(half) else ""
     return f"{mean:.2f}{spread} ({count})", float(mean)
+
+
+def _vs_random_cell(row: pd.Series) -> Cell:
+    """``+d ± h (n=k)``: mean difference to random over k paired seeds (percentage points)
+    and the half-width of its 95% t-interval; "reference" for random itself."""
+    if row["method"] == REFERENCE_METHOD:
+        return "reference", None
+    n, diff, half = int(row["vs_random_n"]), row["vs_random_diff"], row["vs_random_ci95"]
+    if n == 0 or not np.isfinite(diff):
+        return "—", None
+    spread = f" ± {half:.2f}" if np.isfinite(half) else ""
+    return f"{diff:+.2f}{spread} (n={n})", float(diff)
 
 
 def _failure_cell(row: pd.Series) -> Cell:
@@ -77,58 +56,97 @@ def _failure_cell(row: pd.Series) -> Cell:
     return text, float(n)
 
 
+ENTRY_HEADERS: tuple[str, ...] = (
+    "rank", "method", "top-1 test % (mean ± 95% CI, n)", "std", "Δ vs random, pp (± 95% CI)",
+    "p vs random", "best test %", "val %", "BitOPs / W8A8", "GBitOPs", "size KiB",
+    "search device-h / trial", "search wall h", "search CPU s", "search samples / trial",
+    "finetune device-h / trial", "device share", "feasible", "infeasible", "failures",
+)  # fmt: skip
+
+
+def _entry_cells(row: pd.Series) -> list[Cell]:
+    """The cells of :data:`ENTRY_HEADERS` for one (task group, method) of the aggregate."""
+    return [
+        num_cell(row["rank"], ".3g"),
+        text_cell(row["method"]),
+        _accuracy_cell(row),
+        num_cell(row["top1_test_std"], ".2f"),
+        _vs_random_cell(row),
+        num_cell(row["vs_random_p"], ".2g"),
+        num_cell(row["top1_test_best"], ".2f"),
+        num_cell(row["top1_val_mean"], ".2f"),
+        num_cell(row["bitops_ratio_w8a8_mean"], ".3f"),
+        num_cell(row["bitops_mean"] / 1e9, ".4g"),
+        num_cell(row["size_bits_mean"] / 8 / 1024, ".1f"),
+        num_cell(row["search_device_hours_mean"], ".3g"),
+        num_cell(row["search_wall_hours_mean"], ".3g"),
+        num_cell(row["search_cpu_seconds_mean"], ".3g"),
+        num_cell(row["search_samples_mean"], ".3g"),
+        num_cell(row["finetune_device_hours_mean"], ".3g"),
+        text_cell(row["device_shares"]),
+        (str(int(row["n_feasible"])), float(row["n_feasible"])),
+        (str(int(row["n_infeasible"])), float(row["n_infeasible"])),
+        _failure_cell(row),
+    ]
+
+
 def _group_table(key: tuple, group: pd.DataFrame, lb: Leaderboard) -> Table:
     """One task group (code version, space, dataset, preset, constraint, track)."""
-    headers = [
-        "rank", "method", "top-1 test % (mean ± std)", "95% CI ±", "best test %", "val %",
-        "BitOPs / W8A8", "GBitOPs", "size KiB", "search device-h / trial", "search wall h",
-        "search CPU s", "search samples / trial", "finetune device-h / trial",
-        "device share", "feasible", "infeasible", "failures",
-    ]  # fmt: skip
-    rows = []
-    for _, row in group.iterrows():
-        rows.append(
-            [
-                _num(row["rank"], ".3g"),
-                _text(row["method"]),
-                _accuracy_cell(row),
-                _num(row["top1_test_ci95"], ".2f"),
-                _num(row["top1_test_best"], ".2f"),
-                _num(row["top1_val_mean"], ".2f"),
-                _num(row["bitops_ratio_w8a8_mean"], ".3f"),
-                _num(row["bitops_mean"] / 1e9, ".4g"),
-                _num(row["size_bits_mean"] / 8 / 1024, ".1f"),
-                _num(row["search_device_hours_mean"], ".3g"),
-                _num(row["search_wall_hours_mean"], ".3g"),
-                _num(row["search_cpu_seconds_mean"], ".3g"),
-                _num(row["search_samples_mean"], ".3g"),
-                _num(row["finetune_device_hours_mean"], ".3g"),
-                _text(row["device_shares"]),
-                (str(int(row["n_feasible"])), float(row["n_feasible"])),
-                (str(int(row["n_infeasible"])), float(row["n_infeasible"])),
-                _failure_cell(row),
-            ]
-        )
+    rows = [_entry_cells(row) for _, row in group.iterrows()]
     alone = group["method"].nunique() < 2
     note = "A lone method in its group is not ranked." if alone else ""
-    return Table(_key_title(TASK_KEYS, key, lb, " · "), headers, rows, note, GROUPS)
+    return Table(key_title(TASK_KEYS, key, lb, " · "), list(ENTRY_HEADERS), rows, note, GROUPS)
+
+
+def results_table(lb: Leaderboard) -> Table:
+    """Every (task group, method) in one table (the HTML page's main table: sorted and
+    filtered there): the method, the task keys that vary, then :data:`ENTRY_HEADERS`.
+
+    A task key with one value in every row is said in the note instead of a column.
+    """
+    agg = lb.aggregate
+    shown = [k for k in TASK_KEYS if k != CODE_VERSION or mixed_versions(lb)]
+    keys = [k for k in shown if len(agg) and agg[k].nunique() > 1]
+    same = [
+        f"{k.replace('_', ' ')} `{agg[k].iloc[0]}`" for k in shown if len(agg) and k not in keys
+    ]
+    rows, row_keys = [], []
+    for _, row in agg.iterrows():
+        rank, method, *rest = _entry_cells(row)
+        rows.append([method, *(text_cell(row[k]) for k in keys), rank, *rest])
+        row_keys.append({k: str(row[k]) for k in FILTER_KEYS})
+    rank_header, method_header, *rest_headers = ENTRY_HEADERS
+    headers = [method_header, *(k.replace("_", " ") for k in keys), rank_header, *rest_headers]
+    note = (
+        "One row per task group (space, dataset, preset, constraint, track) and method; the "
+        "rank is within its task group. Top-1: mean over seeds ± half-width of the 95% "
+        "t-interval (n = seeds with a result / seeds run). Δ vs random: this method − "
+        "`random` at the same task, paired by seed (percentage points ± 95% interval; p: "
+        "paired t-test); — where `random` has no result there (e.g. on the `inherit` track), "
+        "and p — for fewer than two pairs or differences without spread."
+    )
+    if same:
+        note += " Every row: " + ", ".join(same) + "."
+    return Table("Results", headers, rows, note, row_keys=row_keys, name="results")
 
 
 def _rank_overview(lb: Leaderboard) -> Table:
     """Average rank per method: over every group, then per track."""
     ranks = lb.ranks
     tracks = [t for t in sorted(ranks["track"].unique()) if t != "all"] if len(ranks) else []
-    headers = ["method", "average rank (all groups)", *[f"avg rank {t}" for t in tracks]]
-    headers += ["groups ranked", "seeds with result / run", "failures"]
+    headers = ["method", "average rank (all groups)", "± 95% CI", "std over groups"]
+    headers += [*[f"avg rank {t}" for t in tracks], "groups ranked"]
+    headers += ["seeds with result / run", "failures"]
     overall = ranks[ranks["track"] == "all"] if len(ranks) else ranks
     rows = []
     for _, row in overall.iterrows():
         method = row["method"]
         mine = lb.aggregate[lb.aggregate["method"] == method]
-        cells = [_text(method), _num(row["average_rank"], ".2f")]
+        cells = [text_cell(method), num_cell(row["average_rank"], ".2f")]
+        cells += [num_cell(row["rank_ci95"], ".2f"), num_cell(row["rank_std"], ".2f")]
         for track in tracks:
             hit = ranks[(ranks["track"] == track) & (ranks["method"] == method)]
-            cells.append(_num(hit["average_rank"].iloc[0], ".2f") if len(hit) else ("—", None))
+            cells.append(num_cell(hit["average_rank"].iloc[0], ".2f") if len(hit) else ("—", None))
         n_ok, n_all = int(mine["n"].sum()), int(mine["n_seeds"].sum())
         cells += [
             (str(int(row["n_groups"])), float(row["n_groups"])),
@@ -141,10 +159,12 @@ def _rank_overview(lb: Leaderboard) -> Table:
         "test top-1 of the validation-selected candidate: 1 = best, ties averaged, a seed "
         "without a result (failed, over budget, no feasible candidate, no test score) shares "
         "the last places; a (group, seed) with a single method ranks nobody. A method's "
-        "group rank is the mean over its seeds; the average rank is the mean over groups. "
+        "group rank is the mean over its seeds; the average rank is the mean over groups, "
+        "with the half-width of its 95% t-interval and the std of the group ranks over "
+        "those groups (— for one group): its spread across tasks. "
         "Seeds and failures are summed over task groups (a failed trial counts once per track)."
     )
-    return Table("Average rank", headers, rows, note)
+    return Table("Average rank", headers, rows, note, name="ranks")
 
 
 def _hypervolume_overview(lb: Leaderboard) -> Table:
@@ -152,15 +172,15 @@ def _hypervolume_overview(lb: Leaderboard) -> Table:
     hv = lb.hypervolume
     title = "Hypervolume (accuracy vs BitOPs), per seed"
     if hv.empty:
-        return Table(title, ["method"], [], "No feasible candidates.")
+        return Table(title, ["method"], [], "No feasible candidates.", name="hypervolume")
     keys = list(FRONT_KEYS[:-1])
     hv = hv.assign(
-        column=[_key_title(keys, values, lb, "/") for values in hv[keys].itertuples(False)]
+        column=[key_title(keys, values, lb, "/") for values in hv[keys].itertuples(False)]
     )
     columns = sorted(hv["column"].unique())
     rows = []
     for method in lb.ranks.loc[lb.ranks["track"] == "all", "method"]:
-        cells: list[Cell] = [_text(method)]
+        cells: list[Cell] = [text_cell(method)]
         for column in columns:
             hit = hv[(hv["method"] == method) & (hv["column"] == column)]
             cells.append(_hypervolume_cell(hit.iloc[0]) if len(hit) else ("—", None))
@@ -174,7 +194,7 @@ def _hypervolume_overview(lb: Leaderboard) -> Table:
         "seeds ± half-width of its 95% t-interval (n = seeds with a value / seeds run). "
         "Columns: space/dataset/preset/track."
     )
-    return Table(title, ["method", *columns], rows, note)
+    return Table(title, ["method", *columns], rows, note, name="hypervolume")
 
 
 def _hypervolume_cell(row: pd.Series) -> Cell:
@@ -201,14 +221,14 @@ def _fp_table(lb: Leaderboard) -> Table:
         source = "from the cache (built before these runs)" if start["from_cache"] else runs
         rows.append(
             [
-                _text(start["space"]),
-                _text(start["dataset"]),
-                _text(start["preset"]),
+                text_cell(start["space"]),
+                text_cell(start["dataset"]),
+                text_cell(start["preset"]),
                 (str(start["seed"]), float(start["seed"])),
-                _num(float(start["samples"]), ".0f"),
-                _num(start["device_hours"], ".3g"),
-                _text(start["device"]),
-                _text(start["built_at"] or "—"),
+                num_cell(float(start["samples"]), ".0f"),
+                num_cell(start["device_hours"], ".3g"),
+                text_cell(start["device"]),
+                text_cell(start["built_at"] or "—"),
                 (source if start["from_cache"] else f"built in run {source}", source),
                 (str(start["n_trials"]), float(start["n_trials"])),
             ]
@@ -219,17 +239,35 @@ def _fp_table(lb: Leaderboard) -> Table:
         "not in any method's search or finetune hours. Device-hours: its build's wall hours × "
         "the device share of the trial that built it."
     )
-    return Table("Shared FP starting points (not charged to methods)", headers, rows, note)
+    title = "Shared FP starting points (not charged to methods)"
+    return Table(title, headers, rows, note, name="fp")
+
+
+def overall_tables(lb: Leaderboard) -> list[Table]:
+    """The tables over every task: average rank, the tracks side by side and their rank
+    agreement, hypervolume, the shared FP starts."""
+    return [
+        _rank_overview(lb),
+        side_by_side_table(lb),
+        agreement_table(lb),
+        _hypervolume_overview(lb),
+        _fp_table(lb),
+    ]
+
+
+def group_tables(lb: Leaderboard) -> list[Table]:
+    """One table per task group (code version, space, dataset, preset, constraint, track)."""
+    if lb.aggregate.empty:
+        return []
+    return [
+        _group_table(key, group.sort_values("rank", kind="mergesort"), lb)
+        for key, group in lb.aggregate.groupby(list(TASK_KEYS), sort=True)
+    ]
 
 
 def leaderboard_tables(lb: Leaderboard) -> list[Table]:
-    """The overall tables, then one table per task group."""
-    tables = [_rank_overview(lb), _hypervolume_overview(lb), _fp_table(lb)]
-    if lb.aggregate.empty:
-        return tables
-    for key, group in lb.aggregate.groupby(list(TASK_KEYS), sort=True):
-        tables.append(_group_table(key, group.sort_values("rank", kind="mergesort"), lb))
-    return tables
+    """The overall tables, then one table per task group (the markdown document)."""
+    return [*overall_tables(lb), *group_tables(lb)]
 
 
 def provenance(lb: Leaderboard) -> list[str]:
@@ -254,10 +292,15 @@ def provenance(lb: Leaderboard) -> list[str]:
         f"Devices seen (`device` column): {devices}.",
         repeats,
         "Per method, task and seed the feasible `ok` candidate with the best **validation** "
-        "top-1 is selected; its **test** top-1 (%) is reported as mean ± std over seeds "
-        "(std with ddof=1, none for one seed; 95% CI: t-interval half-width; n = seeds with a "
-        "result, /s = seeds run). A selected candidate without a test score is missing, "
-        "never replaced by the next one. Costs are per trial; device-hours are wall hours × "
+        "top-1 is selected; its **test** top-1 (%) is reported as mean over seeds ± the "
+        "half-width of its 95% Student-t interval (none for one seed; n = seeds with a "
+        "result, /s = seeds run; std with ddof=1 beside it). A selected candidate without a "
+        "test score is missing, never replaced by the next one. **Δ vs random**: the method "
+        "− `random` at the same task, paired by seed over the seeds both have a result for "
+        "(percentage points, mean ± 95% t-interval half-width), and the paired t-test's "
+        "two-sided p-value (— for fewer than two pairs or differences without spread). With "
+        "few seeds, a difference whose interval contains 0 is no difference. "
+        "Costs are per trial; device-hours are wall hours × "
         "the trial's device share (GPU fraction on a GPU: GPU-hours; CPUs on a CPU: "
         "CPU-core-hours), with wall hours and process CPU seconds beside them.",
     ]

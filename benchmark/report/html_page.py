@@ -1,0 +1,153 @@
+"""The leaderboard as one self-contained HTML page.
+
+Nothing on the page is fetched: the stylesheet and the script are inline
+(:mod:`benchmark.report.html_assets`) and the figures are embedded as base64 PNG data.
+The main table holds every (task group, method) and is filtered by space, dataset,
+preset, constraint and track; every table sorts by a click on a header.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmark.report.cells import FILTER_KEYS, Table
+from benchmark.report.html_assets import CSS, JS
+from benchmark.report.leaderboard import Leaderboard
+from benchmark.report.tables import overall_tables, provenance, results_table
+
+NAV_LABELS = {
+    "results": "Results",
+    "ranks": "Average rank",
+    "tracks": "Tracks side by side",
+    "agreement": "Track agreement (τ)",
+    "hypervolume": "Hypervolume",
+    "fp": "FP starts",
+}
+"""The contents line's label of each table (by :attr:`Table.name`)."""
+
+
+def inline_markdown(text: str) -> str:
+    """Escape ``text`` for HTML, turning `code` and **bold** spans into tags."""
+    parts = html.escape(text).split("`")
+    out = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    bold = out.split("**")
+    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(bold))
+
+
+def _is_text(table: Table, col: int) -> bool:
+    """Whether column ``col`` holds text (left-aligned): no cell has a numeric sort key."""
+    keys = [row[col][1] for row in table.rows]
+    return bool(keys) and all(isinstance(k, str) for k in keys if k is not None)
+
+
+def html_table(table: Table) -> str:
+    """``table`` as a sortable ``<table>`` (filterable when its rows carry task keys)."""
+    text_cols = {c for c in range(len(table.headers)) if _is_text(table, c)}
+    head = "".join(
+        f'<th class="{"text" if c in text_cols else "num"}">{html.escape(h)}</th>'
+        for c, h in enumerate(table.headers)
+    )
+    body = []
+    for i, row in enumerate(table.rows):
+        keys = table.row_keys[i] if table.row_keys else {}
+        attrs = "".join(f' data-{k}="{html.escape(v, quote=True)}"' for k, v in keys.items())
+        cells = []
+        for c, (text, key) in enumerate(row):
+            sort = "" if key is None else html.escape(str(key), quote=True)
+            kind = "text" if c in text_cols else "num" if key is not None else "num none"
+            cells.append(f'<td class="{kind}" data-sort="{sort}">{html.escape(text)}</td>')
+        body.append(f"<tr{attrs}>" + "".join(cells) + "</tr>")
+    classes = "sortable filterable" if table.row_keys else "sortable"
+    ident = f' id="{html.escape(table.name)}"' if table.name else ""
+    shown = f'<p class="shown" id="{table.name}-shown"></p>' if table.row_keys else ""
+    return (
+        f'{shown}<div class="scroll"><table{ident} class="{classes}"><thead><tr>{head}</tr>'
+        f"</thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _filters(tables: Sequence[Table]) -> str:
+    """One menu per filter key, listing the values the tables' rows carry."""
+    menus = []
+    for key in FILTER_KEYS:
+        values = sorted({keys[key] for t in tables for keys in t.row_keys if key in keys})
+        if not values:
+            continue
+        options = "".join(
+            f'<option value="{html.escape(v, quote=True)}">{html.escape(v)}</option>'
+            for v in values
+        )
+        menus.append(
+            f'<label>{key}<select data-filter="{key}" id="filter-{key}">'
+            f'<option value="">all</option>{options}</select></label>'
+        )
+    if not menus:
+        return ""
+    return (
+        '<div class="filters" id="filters"><strong>Filter</strong>' + "".join(menus) + "<button "
+        'type="button" id="reset-filters">show all</button><span class="note">Filters apply '
+        "to the tables whose rows belong to one task; click a column header to sort.</span>"
+        "</div>"
+    )
+
+
+def _figures(figures: Sequence[Path]) -> str:
+    """Each PNG embedded as base64 data, captioned with its file name (written next to
+    the page as well)."""
+    if not figures:
+        return "<p><em>No figures (no feasible candidate with a test score).</em></p>"
+    parts = []
+    for path in figures:
+        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        name = html.escape(Path(path).name)
+        parts.append(
+            f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{name}</figcaption></figure>"
+        )
+    return "".join(parts)
+
+
+def _section(table: Table) -> str:
+    anchor = f' id="section-{table.name}"' if table.name else ""
+    parts = [f"<h2{anchor}>{html.escape(table.title)}</h2>"]
+    if table.note:
+        parts.append(f"<p class='note'>{inline_markdown(table.note)}</p>")
+    parts.append(html_table(table) if table.rows else "<p><em>No results.</em></p>")
+    return "\n".join(parts)
+
+
+def render_html(lb: Leaderboard, figures: Sequence[Path] = ()) -> str:
+    """The leaderboard as one self-contained HTML page: the filter menus, the results
+    table, the overall tables and ``figures`` (PNG files, embedded)."""
+    tables = [results_table(lb), *overall_tables(lb)]
+    lines = provenance(lb)
+    warnings = [line for line in lines if line.startswith("**Warning:**")]
+    rules = [line for line in lines if line not in warnings]
+    contents = " ".join(
+        f'<a href="#section-{t.name}">{html.escape(NAV_LABELS.get(t.name, t.title))}</a>'
+        for t in tables
+        if t.name
+    )
+    parts = [
+        "<h1>mpqbench leaderboard</h1>",
+        f"<p>{inline_markdown(rules[0])}</p>" if rules else "",
+        *(f"<p class='warn'>{inline_markdown(w)}</p>" for w in warnings),
+        "<details><summary>How the numbers are made</summary>"
+        + "".join(f"<p>{inline_markdown(p)}</p>" for p in rules[1:])
+        + "</details>",
+        f'<nav>{contents} <a href="#section-figures">Figures</a></nav>',
+        _filters(tables),
+        *(_section(t) for t in tables),
+        '<h2 id="section-figures">Figures</h2>',
+        _figures(figures),
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>mpqbench leaderboard</title>"
+        f"<style>{CSS}</style></head><body>\n" + "\n".join(p for p in parts if p) + "\n"
+        f"<script>{JS}</script>\n</body></html>\n"
+    )

@@ -1,0 +1,48 @@
+"""Each method against ``random`` at the same task: a paired comparison over seeds.
+
+Within a task group (code version, space, dataset, preset, constraint, track), a method's
+test top-1 (%) of its validation-selected candidate on seed *s* is paired with
+``random``'s on the same seed *s* (same FP start, same data split). Seeds where either has
+no result are left out of the pairs (``vs_random_n`` says how many are left). Per group
+and method: the mean difference (method − random, percentage points), the half-width of
+its 95% Student-t interval and the paired t-test's two-sided p-value
+(:func:`benchmark.report.stats.paired_difference`).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from benchmark.report.selection import GROUP_KEYS, TASK_KEYS
+from benchmark.report.stats import paired_difference
+
+REFERENCE_METHOD = "random"
+PAIRED_COLUMNS: tuple[str, ...] = (
+    "vs_random_n",  # seeds paired (both with a result)
+    "vs_random_diff",  # percentage points: mean over paired seeds of method − random
+    "vs_random_ci95",  # percentage points: half-width of the 95% t-interval of that mean
+    "vs_random_p",  # two-sided paired t-test p-value (NaN: < 2 pairs or no spread)
+)
+
+
+def paired_with_reference(seeds: pd.DataFrame, reference: str = REFERENCE_METHOD) -> pd.DataFrame:
+    """Per (task group, method other than ``reference``) in groups where ``reference`` ran:
+    :data:`PAIRED_COLUMNS` from ``seeds`` (as
+    :func:`~benchmark.report.selection.seed_results` gives them)."""
+    keys, task = list(GROUP_KEYS), list(TASK_KEYS)
+    columns = [*keys, *PAIRED_COLUMNS]
+    if seeds.empty:
+        return pd.DataFrame(columns=columns)
+    scored = seeds.assign(_score=seeds["top1_test"].astype(float).where(seeds["has_result"]))
+    ref = scored.loc[scored["method"] == reference, [*task, "seed", "_score"]]
+    others = scored.loc[scored["method"] != reference, [*keys, "seed", "_score"]]
+    pairs = others.merge(ref, on=[*task, "seed"], how="inner", suffixes=("", "_ref"))
+    rows = []
+    for key, group in pairs.groupby(keys, dropna=False, sort=True):
+        result = paired_difference(group["_score"].to_numpy(), group["_score_ref"].to_numpy())
+        rows.append([*key, result.n, result.mean, result.ci95, result.p_value])
+    out = pd.DataFrame(rows, columns=columns)
+    out["vs_random_n"] = out["vs_random_n"].astype("int64")
+    for column in PAIRED_COLUMNS[1:]:
+        out[column] = out[column].astype("float64")
+    return out
