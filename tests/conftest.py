@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,3 +86,37 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+MICRO_FP_SUPERNET = """
+[supernet]
+epochs = 1
+batch_size = 32
+lr = 0.1
+max_steps = 3
+"""
+"""A 3-step FP supernet: the one-shot methods' end-to-end tests need a start, not a good one."""
+
+
+@pytest.fixture
+def micro_preset(tmp_path: Path) -> Callable[..., Path]:
+    """``make(name, extra=None)``: a preset file from ``tests/tiny.toml`` on a 320-image
+    train subset with a 3-step FP supernet, named ``name``; ``extra`` maps a method to lines
+    added to tiny.toml's ``[methods.<method>]`` table (e.g. ``{"qfa": "key = true\\n"}``).
+    The search's wall-clock cap is raised to 900 s: the sample budget is the rule, the
+    clock only a safety net on a loaded machine."""
+
+    def make(name: str, extra: dict[str, str] | None = None) -> Path:
+        text = (Path(__file__).parent / "tiny.toml").read_text()
+        text = text.replace('name = "tiny"', f'name = "{name}"')
+        text = text.replace("[data]\n", "[data]\ntrain_subset = 320\n")
+        text = text.replace("max_search_seconds = 60.0", "max_search_seconds = 900.0")
+        for method, keys in (extra or {}).items():
+            table = f"[methods.{method}]\n"
+            assert table in text, f"tests/tiny.toml has no {table.strip()}"
+            text = text.replace(table, table + keys)
+        path = tmp_path / f"{name}.toml"
+        path.write_text(text + MICRO_FP_SUPERNET)
+        return path
+
+    return make

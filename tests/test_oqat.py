@@ -389,20 +389,8 @@ def test_the_clip_key_reaches_every_stage(splits, mbv3_state, tmp_path, monkeypa
 
 
 # --- end to end --------------------------------------------------------------------------------
-FP_SUPERNET = """
-[supernet]
-epochs = 1
-batch_size = 32
-lr = 0.1
-max_steps = 3
-"""
-
-
-def test_cli_run_end_to_end_on_digits(tmp_path: Path, cache_dir: Path) -> None:
-    text = TINY.read_text().replace('name = "tiny"', 'name = "oqat-micro"')
-    text = text.replace("[data]\n", "[data]\ntrain_subset = 320\n")
-    preset = tmp_path / "oqat-micro.toml"
-    preset.write_text(text + FP_SUPERNET)  # and tiny.toml's [methods.oqat]
+def test_cli_run_end_to_end_on_digits(tmp_path: Path, micro_preset, cache_dir: Path) -> None:
+    preset = micro_preset("oqat-micro")  # and tiny.toml's [methods.oqat]
     argv = ["run", "--methods", "oqat", "--preset", str(preset), "--executor", "serial",
             "--out", str(tmp_path / "out"), "--run-id", "oqat", "--cache-dir", str(cache_dir),
             "--constraint", "bitops<=1.2"]  # fmt: skip

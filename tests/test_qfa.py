@@ -376,26 +376,10 @@ def test_options_and_preset_section_are_validated() -> None:
 
 
 # --- end to end ------------------------------------------------------------------------
-TINY = Path(__file__).parent / "tiny.toml"
-FP_SUPERNET = """
-[supernet]
-epochs = 1
-batch_size = 32
-lr = 0.1
-max_steps = 3
-"""
-
-
-def test_run_qfa_on_digits_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
+def test_run_qfa_on_digits_end_to_end(tmp_path: Path, micro_preset, cache_dir: Path) -> None:
     from benchmark.cli import main
 
-    text = TINY.read_text().replace('name = "tiny"', 'name = "qfa-micro"')
-    text = text.replace("[data]\n", "[data]\ntrain_subset = 320\n")
-    # the sample budget is the rule; the wall clock only a safety net (a loaded machine)
-    text = text.replace("max_search_seconds = 60.0", "max_search_seconds = 900.0")
-    preset = tmp_path / "qfa-micro.toml"
-    text = text.replace("[methods.qfa]\n", "[methods.qfa]\nrescore_held_out = true\n")
-    preset.write_text(text + FP_SUPERNET)  # and tiny.toml's [methods.qfa]
+    preset = micro_preset("qfa-micro", {"qfa": "rescore_held_out = true\n"})
     argv = ["run", "--methods", "qfa", "--preset", str(preset), "--executor", "serial"]
     argv += ["--out", str(tmp_path / "out"), "--run-id", "qfa", "--cache-dir", str(cache_dir)]
     assert main(argv) == 0
