@@ -29,7 +29,10 @@ Kept from the paper:
   starts from the ``b``-bit one, every weight, BN statistic and kernel-transform matrix
   kept, both step sizes doubled (``2^(b_prev − b)`` for a drop of more than one bit), so the
   clipping range ``Qp·s`` stays about the same. Default chain 4 → 3 → 2; later stages train
-  shorter (the preset's ``stage_epochs``).
+  shorter (the preset's ``stage_epochs``). A later stage whose loss becomes NaN (seen at
+  2 bits on the smoke preset, docs/benchmarks.md) ends the chain: the finished bit-widths'
+  candidates stand, the log warns and the search log holds ``diverged_at_bits`` (this
+  benchmark's choice; a first stage that diverges makes the trial ``diverged``).
 - **Evaluation**: every subnet is scored after BN recalibration on training images
   (``ctx.score``; ``eval_oqa_net.py`` recalibrates on 2000 images), never retrained; the
   candidates carry their extracted weights and quantizer state, so the harness evaluates
@@ -89,6 +92,7 @@ from benchmark.arena import (
     FP_BITS,
     Candidate,
     Context,
+    DivergedError,
     ElasticSearchSpace,
     QuantConfig,
     Recipe,
@@ -265,7 +269,22 @@ class OQAT(Method):
                 stage["step_scale"] = factor
                 stage["quantizers_scaled"] = scale_quant_ranges(model, factor)
             began = time.perf_counter()
-            stats = self._train_stage(ctx, space, model, bits, recipes[index], keys, seed)
+            try:
+                stats = self._train_stage(ctx, space, model, bits, recipes[index], keys, seed)
+            except DivergedError as err:
+                if not candidates:  # nothing finished: the trial is `diverged`
+                    raise
+                # this benchmark's choice (the paper's training code is unpublished): the
+                # finished bit-widths stand; the later ones would inherit from a NaN model
+                stage.update(diverged=str(err), train_seconds=time.perf_counter() - began)
+                log["stages"].append(stage)
+                log["diverged_at_bits"] = bits
+                ctx.log.warning(
+                    "oqat W%dA%d stage diverged (%s): the search ends with the %d "
+                    "candidate(s) of the finished bit-widths %s",
+                    bits, bits, err, len(candidates), list(self.bits[:index]),
+                )  # fmt: skip
+                break
             stage.update(train_seconds=time.perf_counter() - began, **stats.to_dict())
             ctx.report(stage_bits=bits, loss=stats.final_loss, steps=stats.steps)
             began = time.perf_counter()

@@ -20,6 +20,7 @@ import torch
 from benchmark.arena import (
     Budget,
     Context,
+    DivergedError,
     PresetError,
     QuantConfig,
     Task,
@@ -317,6 +318,31 @@ def test_resume_after_a_stage_restarts_at_the_next_stage(
     assert sorted(c.label for c in result.candidates) == ["W3A3", "W4A4"]
     assert [s["bits"] for s in result.log["stages"]] == [4, 3]
     assert resumed.budget.samples > spent
+
+
+def test_a_diverged_later_stage_keeps_the_finished_bit_widths(
+    splits, mbv3_state, tmp_path, monkeypatch
+) -> None:
+    real = OQAT._train_stage
+
+    def diverging(self, ctx, space, model, bits, *args):
+        if bits == 3:
+            raise DivergedError("oqat W3A3 supernet: loss became nan at step 4")
+        return real(self, ctx, space, model, bits, *args)
+
+    monkeypatch.setattr(OQAT, "_train_stage", diverging)
+    result = OQAT(bits=(4, 3)).search(make_ctx(splits, mbv3_state, tmp_path / "a"))
+    assert [c.label for c in result.candidates] == ["W4A4"]
+    assert result.log["diverged_at_bits"] == 3
+    assert [s["bits"] for s in result.log["stages"]] == [4, 3]
+    assert "nan" in result.log["stages"][-1]["diverged"]
+
+    def first_diverges(self, ctx, space, model, bits, *args):
+        raise DivergedError("oqat W4A4 supernet: loss became nan at step 1")
+
+    monkeypatch.setattr(OQAT, "_train_stage", first_diverges)
+    with pytest.raises(DivergedError):  # nothing finished: the trial is `diverged`
+        OQAT(bits=(4, 3)).search(make_ctx(splits, mbv3_state, tmp_path / "b"))
 
 
 # --- options, the fixed space ----------------------------------------------------------------
