@@ -16,6 +16,7 @@ from torch import Tensor
 
 from benchmark.arena.quant import LSQQuantizer, lsq_kernel
 from benchmark.arena.quant import lsq as lsq_module
+from benchmark.arena.quant.cpu_kernel import CpuKernel
 from benchmark.arena.quant.lsq import KERNEL_ENV, lsq_path, lsq_quantize
 
 BITS = (2, 3, 4, 8)
@@ -24,7 +25,7 @@ BITS = (2, 3, 4, 8)
 @pytest.fixture(scope="module", autouse=True)
 def kernel() -> None:
     if lsq_kernel.load() is None:
-        pytest.skip(f"LSQ kernel could not be built here: {lsq_kernel._state['error']}")
+        pytest.skip(f"LSQ kernel could not be built here: {lsq_kernel.KERNEL.error}")
 
 
 def grid(bits: int, signed: bool) -> tuple[int, int]:
@@ -263,14 +264,13 @@ def test_failed_build_warns_once_and_falls_back(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delenv(KERNEL_ENV, raising=False)
-    monkeypatch.setattr(
-        lsq_kernel, "_state", {"tried": False, "lib": None, "error": None, "load_s": None}
-    )
+    kernel = CpuKernel("unused", "", label="LSQ", bind=print, logger=lsq_kernel.log)
 
     def broken() -> None:
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(lsq_kernel, "_build_and_load", broken)
+    monkeypatch.setattr(kernel, "build", broken)
+    monkeypatch.setattr(lsq_kernel, "KERNEL", kernel)
     x, step = torch.randn(10, requires_grad=True), torch.tensor([0.2], requires_grad=True)
     with caplog.at_level(logging.WARNING, logger=lsq_kernel.__name__):
         for _ in range(3):

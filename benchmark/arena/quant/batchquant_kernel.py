@@ -1,10 +1,10 @@
 """A fused CPU kernel for BatchQuant's fake quantization: one pass forward, one backward.
 
-Built and loaded like the LSQ kernel (:mod:`benchmark.arena.quant.lsq_kernel`: plain C++,
-``load_inline`` into torch's extension directory on first use, called through ``ctypes``,
-OpenMP threads as torch's). The float32 arithmetic is that of
-:class:`benchmark.arena.quant.batchquant._BatchQuantFunction`, operation by operation and
-compiled without floating-point contraction (no FMA), so both give the same bits:
+Built and loaded by :class:`benchmark.arena.quant.cpu_kernel.CpuKernel` (plain C++ compiled
+on first use, called through ``ctypes``, OpenMP threads as torch's). The float32 arithmetic
+is that of :class:`benchmark.arena.quant.batchquant._BatchQuantFunction`, operation by
+operation and compiled without floating-point contraction (no FMA), so both give the same
+bits:
 
 - forward, per element, with ``a = α/s``, ``shift = z + β``, ``r = s/α`` (float32 scalars):
   ``u = x·a``; ``u = u + shift``; ``c = clamp(u, qmin, qmax)``; ``inside = (u == c)``;
@@ -21,18 +21,15 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import threading
-import time
 
 import torch
 from torch import Tensor
 
-from benchmark.arena.quant import lsq_kernel
+from benchmark.arena.quant.cpu_kernel import GRAIN_SIZE, PARALLEL_CHUNKS, CpuKernel
 
 log = logging.getLogger(__name__)
 
 EXTENSION_NAME = "mpqbench_batchquant_cpu"
-GRAIN_SIZE = lsq_kernel.GRAIN_SIZE
 
 _CPP_SOURCE = r"""
 #include <omp.h>
@@ -107,22 +104,7 @@ void backward_chunk(const float* __restrict g, const float* __restrict d,
   }
 }
 
-template <typename Body>
-void parallel_chunks(int64_t n, int64_t grain, int64_t max_tasks, const Body& body) {
-  int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(max_tasks, (n + grain - 1) / grain));
-  if (tasks == 1 || omp_in_parallel()) {
-    body(0, 0, n);
-    return;
-  }
-  tasks = std::min<int64_t>(tasks, omp_get_max_threads());
-  const int64_t chunk = (n + tasks - 1) / tasks;
-#pragma omp parallel
-  {
-    const int64_t tid = omp_get_thread_num();
-    const int64_t begin = tid * chunk;
-    if (tid < tasks && begin < n) body(tid, begin, std::min(n, begin + chunk));
-  }
-}
+@PARALLEL_CHUNKS@
 
 }  // namespace
 
@@ -157,57 +139,32 @@ void mpqbench_bq_backward(const float* grad, const float* d, const uint8_t* insi
 }  // extern "C"
 """
 
-_lock = threading.Lock()
-_state: dict[str, object] = {"tried": False, "lib": None, "error": None}
+_CPP_SOURCE = _CPP_SOURCE.replace("@PARALLEL_CHUNKS@", PARALLEL_CHUNKS)
 
 
-def _build_and_load() -> ctypes.CDLL:
-    cpp_extension = lsq_kernel._import_cpp_extension()
-    lsq_kernel._ensure_ninja_on_path()
-    path = cpp_extension.load_inline(
-        name=EXTENSION_NAME,
-        cpp_sources=[_CPP_SOURCE],
-        # no FMA contraction: the same float32 bits as the PyTorch path
-        extra_cflags=[
-            "-O3",
-            "-ffp-contract=off",
-            "-fno-trapping-math",
-            "-fno-math-errno",
-            "-fopenmp",
-        ],  # fmt: skip
-        extra_ldflags=["-fopenmp"],
-        is_python_module=False,
-        no_implicit_headers=True,
-        verbose=False,
-    )
-    lib = ctypes.CDLL(path)
+def _bind(lib: ctypes.CDLL) -> None:
     i64, f32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
     lib.mpqbench_bq_forward.argtypes = [ptr, ptr, ptr, ptr, i64, f32, f32, f32, f32, f32, i64, i64]
     lib.mpqbench_bq_forward.restype = None
     lib.mpqbench_bq_backward.argtypes = [ptr, ptr, ptr, ptr, i64, ctypes.c_int, ptr, i64, i64]
     lib.mpqbench_bq_backward.restype = None
-    return lib
+
+
+KERNEL = CpuKernel(
+    EXTENSION_NAME,
+    _CPP_SOURCE,
+    label="BatchQuant",
+    bind=_bind,
+    cflags=["-ffp-contract=off"],  # no FMA contraction: the PyTorch path's float32 bits
+    logger=log,
+)
+"""The library (built on first :func:`load`)."""
 
 
 def load() -> ctypes.CDLL | None:
     """The compiled library, built on the first call; ``None`` if the build failed (logged
     once as a warning, not retried in this process)."""
-    if _state["tried"]:
-        return _state["lib"]  # type: ignore[return-value]
-    with _lock:
-        if not _state["tried"]:
-            t0 = time.perf_counter()
-            try:
-                _state["lib"] = _build_and_load()
-            except Exception as error:  # any build or load failure: use the PyTorch path
-                _state["error"] = f"{type(error).__name__}: {error}"
-                log.warning(
-                    "BatchQuant CPU kernel unavailable, using the PyTorch implementation (%s)",
-                    str(_state["error"]).splitlines()[0][:500],
-                )
-            log.debug("BatchQuant kernel load: %.2f s", time.perf_counter() - t0)
-            _state["tried"] = True
-    return _state["lib"]  # type: ignore[return-value]
+    return KERNEL.load()
 
 
 def supports(x: Tensor, *scalars: Tensor) -> bool:

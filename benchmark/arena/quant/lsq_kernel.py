@@ -1,11 +1,7 @@
 """A fused CPU kernel for LSQ fake quantization: one pass forward, one pass backward.
 
-The C++ source below uses no torch headers, so it compiles in a second or two. It is built on
-first use with ``torch.utils.cpp_extension.load_inline`` (needs a C++ compiler and ninja) into
-torch's extension directory (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``);
-torch locks that directory while building, so parallel worker processes build it once and
-then load the cached shared library. Its functions are called through ``ctypes`` on the
-tensors' memory; threads come from OpenMP, the same runtime (and thread count) as torch's.
+Built and loaded by :class:`benchmark.arena.quant.cpu_kernel.CpuKernel` (plain C++ compiled
+on first use, called through ``ctypes``, OpenMP threads as torch's).
 
 What the kernel computes (the float32 arithmetic of :class:`benchmark.arena.quant.lsq._LSQFunction`,
 operation by operation, so both give the same bits):
@@ -25,19 +21,15 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
-import shutil
-import threading
-import time
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from benchmark.arena.quant.cpu_kernel import GRAIN_SIZE, PARALLEL_CHUNKS, CpuKernel
+
 log = logging.getLogger(__name__)
 
 EXTENSION_NAME = "mpqbench_lsq_cpu"
-GRAIN_SIZE = 32768  # elements per thread at least (torch's at::internal::GRAIN_SIZE)
 
 _CPP_SOURCE = r"""
 #include <omp.h>
@@ -124,25 +116,7 @@ double backward_chunk(const float* __restrict g, const float* __restrict code,
   return total;
 }
 
-// Calls body(task, begin, end) over [0, n) split into at most max_tasks contiguous chunks of
-// at least `grain` elements, one per OpenMP thread (as torch's at::parallel_for does: no
-// num_threads clause, serial inside an enclosing parallel region).
-template <typename Body>
-void parallel_chunks(int64_t n, int64_t grain, int64_t max_tasks, const Body& body) {
-  int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(max_tasks, (n + grain - 1) / grain));
-  if (tasks == 1 || omp_in_parallel()) {
-    body(0, 0, n);
-    return;
-  }
-  tasks = std::min<int64_t>(tasks, omp_get_max_threads());
-  const int64_t chunk = (n + tasks - 1) / tasks;
-#pragma omp parallel
-  {
-    const int64_t tid = omp_get_thread_num();
-    const int64_t begin = tid * chunk;
-    if (tid < tasks && begin < n) body(tid, begin, std::min(n, begin + chunk));
-  }
-}
+@PARALLEL_CHUNKS@
 
 }  // namespace
 
@@ -176,83 +150,32 @@ double mpqbench_lsq_backward(const float* grad, const float* code, float* grad_x
 }  // extern "C"
 """
 
-_lock = threading.Lock()
-_state: dict[str, object] = {"tried": False, "lib": None, "error": None, "load_s": None}
+_CPP_SOURCE = _CPP_SOURCE.replace("@PARALLEL_CHUNKS@", PARALLEL_CHUNKS)
 
 
-def _ensure_ninja_on_path() -> None:
-    """Put the ``ninja`` PyPI package's binary on ``PATH`` if no ``ninja`` is found there."""
-    if shutil.which("ninja") is not None:
-        return
-    try:
-        import ninja  # type: ignore[import-not-found]
-    except ImportError:
-        return
-    bin_dir = getattr(ninja, "BIN_DIR", "")  # e.g. a virtual environment's bin, not activated
-    if bin_dir and shutil.which("ninja", path=bin_dir) is not None:
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-
-
-def _import_cpp_extension() -> Any:
-    """``torch.utils.cpp_extension``, without the "No CUDA runtime is found" line that CUDA
-    wheels log on import on a machine with no GPU (this CPU-only build needs no CUDA)."""
-    logger = logging.getLogger("torch.utils.cpp_extension")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        from torch.utils import cpp_extension
-    finally:
-        logger.setLevel(level)
-    return cpp_extension
-
-
-def _build_and_load() -> ctypes.CDLL:
-    cpp_extension = _import_cpp_extension()
-    _ensure_ninja_on_path()
-    path = cpp_extension.load_inline(
-        name=EXTENSION_NAME,
-        cpp_sources=[_CPP_SOURCE],
-        # no-trapping-math lets gcc vectorize the selects; results are unchanged (IEEE float32,
-        # no fast-math, default rounding mode)
-        extra_cflags=["-O3", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"],
-        extra_ldflags=["-fopenmp"],
-        is_python_module=False,
-        no_implicit_headers=True,  # plain C++: no torch/extension.h, so a fast compile
-        verbose=False,
-    )
-    lib = ctypes.CDLL(path)
+def _bind(lib: ctypes.CDLL) -> None:
     i64, f32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
     lib.mpqbench_lsq_forward.argtypes = [ptr, ptr, ptr, i64, f32, f32, f32, i64, i64]
     lib.mpqbench_lsq_forward.restype = None
     lib.mpqbench_lsq_backward.argtypes = [ptr, ptr, ptr, i64, f32, f32, ctypes.c_int, i64, i64]
     lib.mpqbench_lsq_backward.restype = ctypes.c_double
-    return lib
+
+
+KERNEL = CpuKernel(EXTENSION_NAME, _CPP_SOURCE, label="LSQ", bind=_bind, logger=log)
+"""The library (built on first :func:`load`). gcc's ``-fno-trapping-math`` lets it
+vectorize the selects; results are unchanged (IEEE float32, no fast-math, default
+rounding mode)."""
 
 
 def load() -> ctypes.CDLL | None:
     """The compiled library, built on the first call; ``None`` if the build failed (logged once
     as a warning, not retried in this process)."""
-    if _state["tried"]:
-        return _state["lib"]  # type: ignore[return-value]
-    with _lock:
-        if not _state["tried"]:
-            t0 = time.perf_counter()
-            try:
-                _state["lib"] = _build_and_load()
-            except Exception as error:  # any build or load failure: use the PyTorch path
-                _state["error"] = f"{type(error).__name__}: {error}"
-                log.warning(
-                    "LSQ CPU kernel unavailable, using the PyTorch implementation (%s)",
-                    str(_state["error"]).splitlines()[0][:500],
-                )
-            _state["load_s"] = time.perf_counter() - t0
-            _state["tried"] = True
-    return _state["lib"]  # type: ignore[return-value]
+    return KERNEL.load()
 
 
 def load_seconds() -> float | None:
     """Seconds the first :func:`load` took in this process (build or cache load), if tried."""
-    return _state["load_s"]  # type: ignore[return-value]
+    return KERNEL.load_s
 
 
 def supports(x: Tensor, step: Tensor) -> bool:
