@@ -40,9 +40,27 @@ class ClusterAuthError(Exception):
     """The cluster wants a token this machine does not have (one actionable line)."""
 
 
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's switch between its single-machine mode (``0``: the node's address is 127.0.0.1, as
+Ray does on macOS and Windows) and its cluster mode (``1``, Linux's default)."""
+
+
 def local_init_options() -> dict[str, Any]:
-    """``ray.init`` keywords of a local run: loopback only, no dashboard."""
-    return {"_node_ip_address": LOOPBACK, "include_dashboard": False}
+    """``ray.init`` keywords of a local run: a new private instance (``address="local"``:
+    never a cluster named by ``$RAY_ADDRESS`` or the last one started on this machine),
+    loopback only, no dashboard.
+
+    On Linux Ray takes the machine's network address as a new node's address even when
+    given ``127.0.0.1``, and then its GCS, raylet and workers listen on every interface
+    (measured with ``scripts/ray_ports.py``). This puts Ray in its single-machine mode for
+    this process and the Ray processes it starts, where the node's address is 127.0.0.1 and
+    they listen on loopback only. Joining a cluster does not call it.
+    """
+    os.environ[SINGLE_MACHINE_ENV] = "0"  # the processes Ray starts, and a later import
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:  # read when a node's address is chosen; fixed at import
+        constants.ENABLE_RAY_CLUSTER = False
+    return {"address": "local", "_node_ip_address": LOOPBACK, "include_dashboard": False}
 
 
 def token_path() -> Path:
@@ -75,7 +93,7 @@ def follow_cluster_auth() -> None:
 _PROBE = """
 import sys
 from ray._raylet import GcsClient
-client = GcsClient(address=sys.argv[1], nums_reconnect_retry=0)
+client = GcsClient(address=sys.argv[1])
 client.internal_kv_get(b"mpqbench-auth-probe", namespace=None, timeout=float(sys.argv[2]))
 """
 

@@ -215,11 +215,11 @@ def _init_ray(address: str | None) -> None:
 
     if address:
         ray_session.follow_cluster_auth()
-        where = {"include_dashboard": False}
+        where = {"address": address, "include_dashboard": False}
     else:
         where = {"num_cpus": os.cpu_count(), **ray_session.local_init_options()}
     try:
-        ray.init(address=address, log_to_driver=False, configure_logging=False, **where)
+        ray.init(log_to_driver=False, configure_logging=False, **where)
     except (ConnectionError, RuntimeError, ValueError) as err:  # AuthenticationError too
         text = str(err).strip()
         first = text.splitlines()[0] if text else type(err).__name__

@@ -25,16 +25,17 @@ def _node_id() -> str:
 
 class Gated(Method):
     """Writes ``<folder>/started-*.json`` (node, pid, task, CUDA_VISIBLE_DEVICES), waits
-    until ``barrier`` trials have started and ``<folder>/open`` exists (each at most
-    :data:`WAIT_S` seconds), then proposes W4A4."""
+    until ``barrier`` trials have started and then, unless it is one of the first ``free``
+    trials to start, until ``<folder>/open`` exists (each at most :data:`WAIT_S` seconds),
+    then proposes W4A4."""
 
     name = "gated"
     searches = "bits"
 
-    def __init__(self, folder: str = "", barrier: int = 1, gate: bool = False) -> None:
+    def __init__(self, folder: str = "", barrier: int = 1, free: int = 0) -> None:
         self.folder = Path(folder)
         self.barrier = barrier
-        self.gate = gate
+        self.free = free
 
     def _wait(self, done: object) -> None:
         deadline = time.monotonic() + WAIT_S
@@ -53,8 +54,10 @@ class Gated(Method):
         name = f"started-{os.getpid()}-{time.monotonic_ns()}.json"
         (self.folder / f".{name}").write_text(json.dumps(mark))
         (self.folder / f".{name}").rename(self.folder / name)
-        self._wait(lambda: len(list(self.folder.glob("started-*.json"))) >= self.barrier)
-        if self.gate:
+        started = lambda: len(list(self.folder.glob("started-*.json")))  # noqa: E731
+        gated = started() > self.free
+        self._wait(lambda: started() >= self.barrier)
+        if gated:
             self._wait(lambda: (self.folder / "open").exists())
         policy = ctx.space.uniform_policy(4, 4, ctx.space.reference_arch)
         return SearchResult([Candidate(policy, label="all4")])
