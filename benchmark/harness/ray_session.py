@@ -1,8 +1,8 @@
 """How the harness starts or joins Ray, keeping Ray's security defaults.
 
 - A local run starts a private Ray instance bound to the loopback address (every port it
-  opens listens on 127.0.0.1; no dashboard) with Ray's token authentication on (Ray's
-  default since 2.5x: ``ray.init()`` uses ``$RAY_AUTH_TOKEN``, ``$RAY_AUTH_TOKEN_PATH`` or
+  opens listens on 127.0.0.1; no dashboard) with Ray's token authentication on (Ray
+  2.60's default: ``ray.init()`` uses ``$RAY_AUTH_TOKEN``, ``$RAY_AUTH_TOKEN_PATH`` or
   ``~/.ray/auth_token``, and creates the last if there is none).
 - Joining a cluster (``--address``) follows the cluster's auth mode: a token given by
   ``$RAY_AUTH_TOKEN``, ``$RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token`` is sent; a token
