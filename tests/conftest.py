@@ -1,8 +1,10 @@
-"""Shared fixtures: 2 CPU threads, a private checkpoint cache, one pretrained ResNet-20."""
+"""Shared fixtures: 2 CPU threads, a private checkpoint cache, a Ray token, one pretrained
+ResNet-20."""
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,18 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("MPQBENCH_CACHE", None)
     else:
         os.environ["MPQBENCH_CACHE"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_token() -> Iterator[str]:
+    """``$RAY_AUTH_TOKEN``: the token of every Ray instance the tests start (Ray's token
+    authentication stays on), so that no test writes ``~/.ray/auth_token``."""
+    old = os.environ.get("RAY_AUTH_TOKEN")
+    token = old or secrets.token_hex(16)
+    os.environ["RAY_AUTH_TOKEN"] = token
+    yield token
+    if old is None:
+        os.environ.pop("RAY_AUTH_TOKEN", None)
 
 
 @pytest.fixture(autouse=True)
@@ -75,15 +89,17 @@ PLUGINS = Path(__file__).parent / "plugins"
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray per test session (2 CPUs); workers can import the test plugins."""
+    """One local Ray per test session (2 CPUs, loopback only, Ray's token authentication);
+    workers can import the test plugins."""
     import ray
 
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(PLUGINS), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from benchmark.harness.ray_session import local_init_options
+
+    ray.init(num_cpus=2, log_to_driver=False, **local_init_options())
     yield
     ray.shutdown()
 

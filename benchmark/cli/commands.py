@@ -187,6 +187,7 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
                 validation.check_constraint_reachable(constraint, space)
         if args.executor == "ray" and args.address:
             validation.check_address(args.address)
+            validation.check_cluster_auth(args.address)  # a token cluster needs a token
     except validation.InputError as err:
         raise UsageError(str(err)) from None
 

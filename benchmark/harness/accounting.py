@@ -64,6 +64,20 @@ def trial_device(spec: TrialSpec) -> tuple[torch.device, DeviceShare]:
     return torch.device("cpu"), DeviceShare(name, spec.cpus, 0.0, on_gpu=False)
 
 
+def current_node() -> str:
+    """The Ray node id (hex) this process runs on; ``""`` when it is not connected to Ray
+    (the serial executor, or unknown)."""
+    import sys
+
+    ray = sys.modules.get("ray")  # imported by every Ray worker; never imported here
+    if ray is None or not ray.is_initialized():
+        return ""
+    try:
+        return str(ray.get_runtime_context().get_node_id())
+    except Exception:  # noqa: BLE001 - a Ray without a runtime context: unknown
+        return ""
+
+
 def fp_start_fields(info: dict[str, Any]) -> dict[str, Any]:
     """The ``fp_*`` columns of a trial from the info of its shared FP start (what
     :func:`~benchmark.arena.recipes.pretrain.fp_starting_point` returns).

@@ -71,6 +71,7 @@ class ResultRow:
     samples_processed: int = 0
     stopped_by_budget: bool = False  # the budget ended the search; its offered candidates ran
     device: str = ""
+    node: str = ""  # the Ray node id (hex) the trial ran on; "" without Ray or unknown
     trial_cpus: float = float("nan")  # CPUs reserved for the trial
     trial_gpus: float = float("nan")  # GPUs (a fraction of one) reserved for the trial
     device_share: float = float("nan")  # device units charged: trial_gpus on a GPU, else CPUs
@@ -92,6 +93,10 @@ class ResultRow:
 
 
 COLUMNS: tuple[str, ...] = tuple(ResultRow.__dataclass_fields__)
+
+PLACEMENT_COLUMNS: tuple[str, ...] = ("node",)
+"""Columns that say where a trial ran, not what it measured: records written before them
+are read as ``""`` and are not an older records format."""
 
 
 def rows_to_frame(rows: Iterable[Mapping[str, Any] | ResultRow]) -> pd.DataFrame:
@@ -325,7 +330,7 @@ def read_records(path: Path) -> pd.DataFrame:
 
 _STRING_COLUMNS = (
     "run_id", "trial_key", "method", "space", "dataset", "preset", "constraint", "status",
-    "error", "candidate", "track", "policy", "arch", "quant", "fixed", "device",
+    "error", "candidate", "track", "policy", "arch", "quant", "fixed", "device", "node",
     "mpqbench_version", "torch_version", "ray_version", "git_sha", "finished_at", "extra",
     "method_options", "fp_device", "fp_built_at", "fp_source",
 )  # fmt: skip

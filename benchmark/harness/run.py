@@ -19,7 +19,7 @@ from pydantic.dataclasses import dataclass as schema_dataclass
 
 from benchmark.arena.files import LockedError, file_lock
 from benchmark.arena.presets import Preset, PresetError, load_preset, schema_error
-from benchmark.harness import runner
+from benchmark.harness import runner, storage
 from benchmark.harness.records import (
     OutboxError,
     RunStateError,
@@ -178,6 +178,16 @@ class RunOutcome:
         return int((self.frame["status"] != "ok").sum())
 
 
+def _shared_folders(request: RunRequest, run_dir: Path) -> dict[str, str]:
+    """``{flag: folder}`` every node of a cluster run must see (``{}`` for a local run)."""
+    if request.executor != "ray" or not request.address:
+        return {}
+    folders = {"--out": str(run_dir.parents[1])}
+    if request.settings.get("cache_dir"):
+        folders["--cache-dir"] = str(request.settings["cache_dir"])
+    return folders
+
+
 def execute_run(
     request: RunRequest,
     run_id: str,
@@ -227,7 +237,10 @@ def _execute_locked(
     events: runner.TrialEvents | None,
 ) -> RunOutcome:
     grid, settings = request.grid, request.settings
-    specs = runner.make_specs(grid, run_id, run_dir, request.options, **request.trial_settings())
+    shared = _shared_folders(request, run_dir)
+    specs = runner.make_specs(
+        grid, run_id, run_dir, request.options, **request.trial_settings(), shared_folders=shared
+    )
     if not request.resume:
         store.write_metadata(
             {
@@ -271,6 +284,11 @@ def _execute_locked(
         if request.executor == "serial":
             runner.run_serial(pending, store, progress, events=events)
         elif pending:
+            if shared:  # a cluster: say once if the folders look local, mark them for trials
+                warning = storage.local_storage_warning(shared)
+                if warning is not None:
+                    progress(warning)
+                storage.leave_markers(shared, run_id)
             runner.run_ray(
                 pending,
                 store,
@@ -286,6 +304,8 @@ def _execute_locked(
         if not store.rows:
             raise
         write_error = err
+    finally:
+        storage.remove_markers(shared, run_id)
     if write_error is None:
         try:
             record_fp_starting_points(store)  # the shared FP cost, shown once

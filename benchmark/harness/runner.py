@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmark.harness import ray_session
 from benchmark.harness.progress import BackgroundSender
 from benchmark.harness.records import RunStore
 from benchmark.harness.spec import TrialSpec, read_outbox
@@ -207,6 +208,32 @@ def _check_cluster(cpus_per_trial: float, gpus_per_trial: float) -> None:
             )
 
 
+def _init_ray(address: str | None) -> None:
+    """Start a private local Ray (loopback, token auth: Ray's defaults kept) or join the
+    cluster at ``address`` in its auth mode (:mod:`benchmark.harness.ray_session`)."""
+    import ray
+
+    if address:
+        ray_session.follow_cluster_auth()
+        where = {"address": address, "include_dashboard": False}
+    else:
+        where = {"num_cpus": os.cpu_count(), **ray_session.local_init_options()}
+    try:
+        ray.init(log_to_driver=False, configure_logging=False, **where)
+    except (ConnectionError, RuntimeError, ValueError) as err:  # AuthenticationError too
+        text = str(err).strip()
+        first = text.splitlines()[0] if text else type(err).__name__
+        if address and ray_session.is_auth_refusal(text):
+            raise RunnerError(
+                f"the Ray cluster at {address} refused this driver ({first[:160]}); "
+                f"{ray_session.TOKEN_HINT}"
+            ) from None
+        raise RunnerError(
+            f"cannot start or join Ray at {address or 'this machine'} ({first}); "
+            "check --address (`ray status` on the head node)"
+        ) from None
+
+
 def _lost_trial_rows(spec: TrialSpec, error: str) -> list[dict[str, Any]]:
     """Rows of a trial whose worker is gone: what it left in its outbox, else ``crashed``."""
     return read_outbox(spec) or [spec_row(spec, status="crashed", error=error[:2000])]
@@ -230,7 +257,6 @@ def run_ray(
     """
     announce = _Local(_Announcer(specs, progress, events))  # the view: trials queued
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, private Ray instance
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report over the network
     # Ray starts its workers at nice 15: on a machine with other work the trials then get
@@ -253,20 +279,7 @@ def run_ray(
 
     started_here = False
     if not ray.is_initialized():
-        try:
-            ray.init(
-                address=address,
-                num_cpus=None if address else os.cpu_count(),
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise RunnerError(
-                f"cannot start or join Ray at {address or 'this machine'} ({first}); "
-                "check --address (`ray status` on the head node)"
-            ) from None
+        _init_ray(address)
         started_here = True
     interrupted = {"flag": False}  # plain data: Tune pickles the callback below
     write_failed: list[OSError] = []  # the run store could not write (e.g. a full disk)

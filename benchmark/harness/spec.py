@@ -32,6 +32,8 @@ class TrialSpec:
     gpus: float = 0.0
     max_trial_seconds: float | None = None  # None: the preset's
     preset_hash: str = ""  # the run's recipe (Preset.recipe_hash); "": not checked
+    shared_folders: dict[str, str] = field(default_factory=dict)  # {flag: folder} a trial
+    # must see as the driver wrote it (a cluster run: benchmark.harness.storage)
 
     @property
     def key(self) -> str:

@@ -42,12 +42,13 @@ from benchmark.arena.protocol import (
 from benchmark.arena.recipes.pretrain import fp_starting_point
 from benchmark.arena.spaces import get_space
 from benchmark.arena.spaces.base import SearchSpace
-from benchmark.harness.accounting import DeviceShare, fp_start_fields, trial_device
+from benchmark.harness.accounting import DeviceShare, current_node, fp_start_fields, trial_device
 from benchmark.harness.evaluation import evaluate_candidate
 from benchmark.harness.outcome import Timer, error_text, status_of
 from benchmark.harness.progress import STAGE_FP, STAGE_SEARCH, Send, budget_of, trial_progress
 from benchmark.harness.records import ResultRow, versions
 from benchmark.harness.spec import TrialSpec, constructor_options, variant_name, write_outbox
+from benchmark.harness.storage import check_visible
 from benchmark.harness.watchdog import SEARCH_GRACE_SECONDS, search_stop, time_limit
 
 EXIT_HARD_TIMEOUT = 3  # a worker that had to end itself past its time limit
@@ -93,6 +94,7 @@ def _base_row(spec: TrialSpec, share: DeviceShare) -> ResultRow:
         preset=preset,
         seed=task.seed,
         constraint=task.constraint,
+        node=current_node(),
         **share.row_fields(),
         **versions(),
     )
@@ -104,8 +106,10 @@ def _stamped(rows: list[ResultRow]) -> list[dict[str, Any]]:
 
 
 def spec_row(spec: TrialSpec, **fields: Any) -> dict[str, Any]:
-    """A row for a trial that produced none itself (e.g. its worker crashed)."""
-    return _stamped([replace(_base_row(spec, trial_device(spec)[1]), **fields)])[0]
+    """A row for a trial that produced none itself (e.g. its worker crashed): made in the
+    driver, so its ``node`` is unknown (``""``) unless given."""
+    row = replace(_base_row(spec, trial_device(spec)[1]), node="")
+    return _stamped([replace(row, **fields)])[0]
 
 
 @dataclass
@@ -201,6 +205,7 @@ def _set_up(
     """
     from methods import get_method, method_preset  # the harness reaches methods only here
 
+    check_visible(spec.shared_folders, spec.run_id)  # a cluster node without shared storage
     task = Task(**spec.task)
     preset = load_preset(task.preset)
     if spec.preset_hash and preset.recipe_hash != spec.preset_hash:

@@ -1,6 +1,7 @@
 """Checks of a run's inputs before anything starts or is written.
 
-Each check is cheap (no training, no data loading, no Ray), touches nothing on disk and
+Each check is cheap (no training, no data loading, no Ray; the last, of a cluster's
+auth mode, asks its GCS for a key from a short-lived process), touches nothing on disk and
 raises :class:`InputError` with one line that says what is wrong and what to do. The CLI
 runs them all before it creates the run folder; they are also usable from Python.
 """
@@ -197,6 +198,22 @@ def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
             f"cannot reach a Ray cluster at --address {short_text(address)} ({reason}): start it "
             "with `ray start --head`, check host and port, or drop --address to run locally"
         ) from None
+
+
+def check_cluster_auth(address: str) -> None:
+    """The Ray cluster at ``address`` (``HOST:PORT``; ``auto`` and ``ray://`` are left to
+    Ray) accepts this machine's credentials: a token cluster needs ``$RAY_AUTH_TOKEN`` or
+    a token file (:mod:`benchmark.harness.ray_session`). Call after :func:`check_address`."""
+    from benchmark.harness.ray_session import ClusterAuthError
+    from benchmark.harness.ray_session import check_cluster_auth as probe
+
+    target = parse_address(address)
+    if target is None or address.strip().lower().startswith("ray://"):
+        return
+    try:
+        probe(f"{target[0]}:{target[1]}")
+    except ClusterAuthError as err:
+        raise InputError(str(err)) from None
 
 
 def _round_up(value: float) -> str:

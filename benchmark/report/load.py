@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.harness.records import COLUMNS, normalise, read_records
+from benchmark.harness.records import COLUMNS, PLACEMENT_COLUMNS, normalise, read_records
 from benchmark.report.selection import CANDIDATE_KEYS
 from benchmark.report.versions import SCHEMA_MISSING
 
@@ -89,7 +89,7 @@ def _read_run(run: Path) -> pd.DataFrame | None:
 def _marked_schema(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     """``frame`` with its :data:`SCHEMA_MISSING` column: the schema columns its file lacks
     (an older records format: kept apart from complete records, with one warning line)."""
-    missing = [c for c in COLUMNS if c not in frame.columns]
+    missing = [c for c in COLUMNS if c not in frame.columns and c not in PLACEMENT_COLUMNS]
     if missing:
         shown = ", ".join(missing[:4]) + (
             f", … ({len(missing)} in all)" if len(missing) > 4 else ""
