@@ -6,14 +6,16 @@ Both runs: `python -m benchmark run --methods uniform,random --space resnet20 --
 --constraint bitops<=0.3,bitops<=0.5` (4 trials, one FP checkpoint, a fresh cache each
 time). Two nodes: a head and a worker (1 CPU each, loopback, token auth) started by Ray's
 ``cluster_utils.Cluster`` on this machine, joined with ``--address``. One node: the default
-local run (Ray with this machine's CPUs). Prints the wall seconds of each and the load
-average before each run.
+local run (Ray with this machine's CPUs). The two alternate (two nodes, one node, ...) for
+``--repeats`` rounds; prints the wall seconds of each, the load average before each run and
+the median ratio two nodes / one node with its min and max.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,17 +56,20 @@ def main() -> int:
     )
     cluster.add_node(**common, temp_dir=str(root / "worker"))
     cluster.wait_for_nodes()
-    try:
+    ratios = []
+    try:  # interleaved: two nodes, one node, two nodes, ... (the idle cluster stays up)
         for i in range(args.repeats):
             load = os.getloadavg()[0]
             two = timed_run(root / f"two-{i}", "--address", cluster.address)
             print(f"two nodes (1 CPU each): {two:.1f} s wall (load average before {load:.2f})")
+            load = os.getloadavg()[0]
+            one = timed_run(root / f"one-{i}")  # a local run: its own private instance
+            print(f"one node (2 CPUs):      {one:.1f} s wall (load average before {load:.2f})")
+            ratios.append(two / one)
     finally:
         cluster.shutdown()
-    for i in range(args.repeats):
-        load = os.getloadavg()[0]
-        one = timed_run(root / f"one-{i}")
-        print(f"one node (2 CPUs):      {one:.1f} s wall (load average before {load:.2f})")
+    low, mid, high = min(ratios), statistics.median(ratios), max(ratios)
+    print(f"two nodes / one node: median {mid:.2f} (min {low:.2f}, max {high:.2f})")
     return 0
 
 
