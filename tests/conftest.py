@@ -15,6 +15,12 @@ from torch import Tensor
 
 torch.set_num_threads(2)
 
+# Ray's token authentication, explicitly and before anything imports Ray: Ray reads the
+# mode once per process, so an in-process client that first saw it unset would stay in
+# "disabled" mode and could not talk to the token-mode instances later tests start (a
+# default `ray.init()` turns token mode on by itself; a Ray client alone does not).
+os.environ["RAY_AUTH_MODE"] = "token"
+
 
 @pytest.fixture(scope="session", autouse=True)
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

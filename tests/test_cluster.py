@@ -149,7 +149,6 @@ def two_nodes() -> Iterator[TwoNodes]:
     """The cluster, shared by this module's cluster tests; the node-loss test runs last."""
     from benchmark.harness.ray_session import local_init_options
 
-    os.environ.setdefault("RAY_AUTH_MODE", "token")  # as `ray start` with a token does
     local_init_options()  # this machine only: the nodes listen on 127.0.0.1
     root = Path(tempfile.mkdtemp(prefix="mpqb-ray-"))  # short: Ray's socket paths
     nodes = TwoNodes(root)
@@ -280,7 +279,7 @@ def test_local_run_listens_on_loopback_and_refuses_unauthenticated(
     folder = tmp_path / "gate"
     proc = subprocess.Popen(
         _cli(tmp_path / "out", shared / "cache", folder, options={}),
-        env=_env(),
+        env=_env(RAY_AUTH_MODE=None),  # the default: no mode set
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
