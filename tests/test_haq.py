@@ -32,7 +32,7 @@ from benchmark.arena import (
 from benchmark.arena.context import Context
 from benchmark.arena.data import load_splits
 from benchmark.arena.presets import load_preset
-from benchmark.arena.protocol import Budget, Task
+from benchmark.arena.protocol import Budget, DivergedError, Task
 from benchmark.cli import main
 from methods import get_method, method_preset
 from methods.haq import HAQ, HAQ_QUANT, HAQPreset
@@ -423,6 +423,32 @@ def test_resume_from_a_checkpoint_gives_the_same_next_episode(
     assert [c.policy_json() for c in resumed.candidates] == [
         c.policy_json() for c in straight.candidates
     ]
+
+
+def test_a_diverged_episode_scores_zero_and_the_search_goes_on(
+    micro, micro_fp, splits, tmp_path: Path
+) -> None:
+    """A policy whose short finetune diverges (NaN loss) costs its episode, not the search:
+    it scores 0% top-1 (the worst reward) and is never a candidate."""
+    section = HAQPreset(episodes=3, warmup=1, finetune_steps=1, sigma_decay=0.9)
+    ctx = make_ctx(micro, micro_fp, splits, tmp_path, section=section)
+    original, calls = ctx.finetune, []
+
+    def finetune(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise DivergedError("finetune: loss became nan at step 1")
+        return original(*args, **kwargs)
+
+    ctx.finetune = finetune  # type: ignore[method-assign]
+    result = HAQ(top_k=3).search(ctx)
+    episodes = result.log["episodes"]
+    assert len(episodes) == 3 and [e["diverged"] for e in episodes] == [False, True, False]
+    lost = episodes[1]
+    assert lost["proxy_val_top1"] == 0.0
+    assert lost["reward"] == pytest.approx(-0.1 * result.log["fp_val_top1"])
+    assert result.candidates and all(c.meta["episode"] != 1 for c in result.candidates)
+    assert all("diverged" not in c.meta for c in result.candidates)
 
 
 def test_a_cost_table_limits_the_search_beside_the_task(

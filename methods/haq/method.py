@@ -19,6 +19,7 @@ from benchmark.arena import (
     Context,
     CostFile,
     CostTable,
+    DivergedError,
     KLLinearConfig,
     LayerBits,
     QuantConfig,
@@ -285,19 +286,27 @@ class HAQ(Method):
                 steps.append((state, action))
         w_index, a_index = constrain(w_index, a_index, setup.limits, setup.movable)
         policy = ctx.space.full_policy(setup.policy(w_index, a_index), setup.arch)
+        diverged = False
         with torch.random.fork_rng(devices=_devices(ctx)):
             torch.manual_seed(_seed(ctx.task.seed, episode))
-            if section.finetune_steps > 0:
-                model, _ = ctx.finetune(
-                    policy,
-                    setup.arch,
-                    steps=section.finetune_steps,
-                    quant=HAQ_QUANT,
-                    seed=_seed(ctx.task.seed, episode),
-                )
-            else:
-                model = ctx.subnet(setup.arch, policy, quant=HAQ_QUANT)
-            top1 = ctx.score(model, seed=episode)
+            try:
+                if section.finetune_steps > 0:
+                    model, _ = ctx.finetune(
+                        policy,
+                        setup.arch,
+                        steps=section.finetune_steps,
+                        quant=HAQ_QUANT,
+                        seed=_seed(ctx.task.seed, episode),
+                    )
+                else:
+                    model = ctx.subnet(setup.arch, policy, quant=HAQ_QUANT)
+                top1 = ctx.score(model, seed=episode)
+            except DivergedError as err:
+                # Our choice (the paper does not say): an episode whose short finetune
+                # diverges scores 0% top-1, the worst reward, and is never a candidate;
+                # the search goes on.
+                ctx.log.warning("haq: episode %d diverged (%s): scored 0%% top-1", episode, err)
+                diverged, top1 = True, 0.0
         reward = REWARD_SCALE * (top1 - fp_top1)
         losses: list[tuple[float, float]] = []
         for t, (state, action) in enumerate(steps):
@@ -313,6 +322,7 @@ class HAQ(Method):
             "w_bits": [setup.bits[int(i)] for i in w_index],
             "a_bits": [setup.bits[int(i)] for i in a_index],
             "proxy_val_top1": top1,
+            "diverged": diverged,
             "reward": reward,
             "critic_loss": float(np.mean([c for c, _ in losses])) if losses else None,
             "actor_loss": float(np.mean([p for _, p in losses])) if losses else None,
@@ -330,6 +340,8 @@ class HAQ(Method):
         """The ``top_k`` best distinct policies (by proxy top-1; ties: the earlier)."""
         best: dict[str, dict[str, Any]] = {}
         for entry in history:
+            if entry.get("diverged"):
+                continue
             key = json.dumps([entry["w_bits"], entry["a_bits"]])
             if key not in best or entry["proxy_val_top1"] > best[key]["proxy_val_top1"]:
                 best[key] = entry
@@ -340,7 +352,8 @@ class HAQ(Method):
                 name: LayerBits(w, a)
                 for name, w, a in zip(setup.layers, entry["w_bits"], entry["a_bits"], strict=True)
             }
-            meta = {k: entry[k] for k in entry if k not in ("w_bits", "a_bits", "explore")}
+            skip = ("w_bits", "a_bits", "explore", "diverged")
+            meta = {k: entry[k] for k in entry if k not in skip}
             candidates.append(
                 Candidate(
                     ctx.space.full_policy(policy, setup.arch),
