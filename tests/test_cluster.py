@@ -116,8 +116,9 @@ HEALTH_CHECK = {"health_check_period_ms": 500, "health_check_failure_threshold":
 
 
 class TwoNodes:
-    """A head and a worker node (1 CPU each, loopback, token auth), started in this process
-    by Ray's ``cluster_utils.Cluster`` with temp dirs of their own."""
+    """A head and a worker node (1 CPU each, loopback, token auth; the worker also has one
+    logical GPU), started in this process by Ray's ``cluster_utils.Cluster`` with temp dirs
+    of their own."""
 
     def __init__(self, root: Path) -> None:
         from ray.cluster_utils import Cluster
@@ -128,7 +129,8 @@ class TwoNodes:
         with _ray_address_file_kept():  # a run of `ray.init()` elsewhere must not join it
             self.cluster = Cluster(initialize_head=True, head_node_args=head, shutdown_at_exit=True)
         self.head = self.cluster.head_node
-        self.worker = self.cluster.add_node(**common, temp_dir=str(root / "worker"))
+        # the worker has one logical GPU (this machine has none): for --gpus-per-trial
+        self.worker = self.cluster.add_node(**common, num_gpus=1, temp_dir=str(root / "worker"))
         self.cluster.wait_for_nodes()
 
     @property
@@ -178,6 +180,33 @@ def test_token_cluster_without_token_exits_2(two_nodes: TwoNodes, tmp_path: Path
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "RAY_AUTH_TOKEN" in lines[0], done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "o").exists()
+
+
+def test_half_a_gpu_per_trial_places_two_trials_on_one_gpu(
+    two_nodes: TwoNodes, tmp_path: Path
+) -> None:
+    """``--gpus-per-trial 0.5``: the cluster's one GPU (on the worker) takes two trials at
+    once (each started before the other finished), each with that GPU visible; the rows
+    record the device the trial computed on (the CPU here: Ray's GPU is logical and torch
+    sees none, so no GPU share is charged)."""
+    folder = tmp_path / "gate"
+    argv = _cli(
+        tmp_path / "out", tmp_path / "cache", folder, "--address", two_nodes.address,
+        "--constraint", "bitops<=0.3,bitops<=0.4", "--gpus-per-trial", "0.5",
+        "--cpus-per-trial", "0.5", options={"barrier": 2, "free": 2},
+    )  # fmt: skip
+    done = subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    marks = _started(folder)
+    assert len(marks) == 2 and {m["node"] for m in marks} == {two_nodes.worker.node_id}
+    assert all(m["cuda_visible_devices"] == "0" for m in marks)  # one GPU, shared
+    rows = pd.read_parquet(tmp_path / "out" / "runs" / "r" / "records.parquet")
+    assert rows["trial_key"].nunique() == 2 and set(rows["status"]) == {"ok"}
+    finished = pd.to_datetime(rows["finished_at"], utc=True).min().timestamp()
+    assert max(m["at"] for m in marks) < finished  # both ran at once on the one GPU
+    assert (rows["node"] == two_nodes.worker.node_id).all()
+    # torch sees no GPU behind Ray's logical one: the trials computed on the CPU and say so
+    assert rows["device"].str.startswith("cpu").all() and (rows["trial_gpus"] == 0.0).all()
 
 
 def test_two_node_run_survives_losing_the_worker_node(
