@@ -46,7 +46,12 @@ Changed or scaled down, and why:
 - every transition is stored with its own next state (the original reconstructs them
   from a sequential memory with a dummy entry per episode);
 - the KL calibration uses the standard histogram KL (TensorRT's), where the original
-  uses a J-divergence on cumulative histograms.
+  uses a J-divergence on cumulative histograms;
+- an episode whose short finetune diverges (NaN or infinite loss) is scored 0% top-1, the
+  worst reward, logged, kept in the history with ``diverged: true`` and never offered as
+  a candidate; the search goes on (the original has no such case: it fails). Seen on
+  ``mbv3-cifar`` at ``bitops<=0.2`` in the reference run's first try, where the trial
+  ended ``diverged`` with no candidate.
 
 Resumable: the agent (networks, optimisers, replay buffer, baseline, RNG), the episode
 counter, the FP top-1 and the history are checkpointed after every episode through the
