@@ -1,0 +1,72 @@
+"""The README's reference table, from the reference run's records.
+
+    python scripts/reference_table.py [RUN_DIR]   # default results/reference/runs/reference
+
+Prints one markdown table: per method, the retrain track's test top-1 (%) of the
+validation-selected candidate as mean ± the half-width of its 95% t-interval over seeds
+(n) for each (space, constraint), the paired difference to ``random`` with its p-value
+beneath the mean where there are two or more pairs, and the average rank over those task
+groups. The numbers are the pooled leaderboard's (``python -m benchmark leaderboard RUN_DIR
+--allow-mixed``), which has every other column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import warnings
+from pathlib import Path
+
+from benchmark.report.leaderboard import build_leaderboard
+from benchmark.report.load import load_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cell(row) -> str:  # noqa: ANN001 - a row of the aggregate table
+    if not row["n"]:
+        return f"— (0/{row['n_seeds']})"
+    text = f"{row['top1_test_mean']:.1f}"
+    if row["n"] > 1 and not math.isnan(row["top1_test_ci95"]):
+        text += f" ± {row['top1_test_ci95']:.1f}"
+    text += f" (n={row['n']})"
+    if row["method"] != "random" and row["vs_random_n"] >= 2 and not math.isnan(row["vs_random_p"]):
+        text += f"<br>Δ {row['vs_random_diff']:+.1f}, p {row['vs_random_p']:.2f}"
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", nargs="?", default=ROOT / "results/reference/runs/reference")
+    args = parser.parse_args()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the pooled versions: the leaderboard states them
+        board = build_leaderboard(load_runs([Path(args.run_dir)]), allow_mixed=True)
+    agg = board.aggregate[board.aggregate["track"] == "retrain"]
+    groups = sorted({(s, c) for s, c in zip(agg["space"], agg["constraint"], strict=True)})
+    ranks = board.ranks[board.ranks["track"] == "retrain"].set_index("method")
+    methods = list(ranks.sort_values("average_rank").index)
+    methods += sorted(set(agg["method"]) - set(methods))
+    head = ["method", *[f"{s} `{c}`" for s, c in groups], "average rank (± 95% CI)"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for method in methods:
+        cells = [method]
+        for space, constraint in groups:
+            pick = agg[
+                (agg["method"] == method)
+                & (agg["space"] == space)
+                & (agg["constraint"] == constraint)
+            ]
+            cells.append(cell(pick.iloc[0]) if len(pick) else "—")
+        if method in ranks.index:
+            r = ranks.loc[method]
+            cells.append(f"{r['average_rank']:.2f} ± {r['rank_ci95']:.2f}")
+        else:
+            cells.append("—")
+        print("| " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
