@@ -19,19 +19,19 @@ from pathlib import Path
 
 from benchmark.report.leaderboard import build_leaderboard
 from benchmark.report.load import load_runs
+from benchmark.report.paired import REFERENCE_METHOD
+from benchmark.report.tables import _accuracy_cell  # the leaderboard's cell, not a copy
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def cell(row) -> str:  # noqa: ANN001 - a row of the aggregate table
-    if not row["n"]:
-        return f"— (0/{row['n_seeds']})"
-    text = f"{row['top1_test_mean']:.1f}"
-    if row["n"] > 1 and not math.isnan(row["top1_test_ci95"]):
-        text += f" ± {row['top1_test_ci95']:.1f}"
-    text += f" (n={row['n']})"
-    if row["method"] != "random" and row["vs_random_n"] >= 2 and not math.isnan(row["vs_random_p"]):
-        text += f"<br>Δ {row['vs_random_diff']:+.1f}, p {row['vs_random_p']:.2f}"
+    """The leaderboard's own accuracy cell (``mean ± CI (n=k/s)``), and beneath it the
+    paired difference to ``random`` with its p-value where there are two or more pairs."""
+    text, _ = _accuracy_cell(row)
+    if row["method"] != REFERENCE_METHOD and row["vs_random_n"] >= 2:
+        if not math.isnan(row["vs_random_p"]):
+            text += f"<br>Δ {row['vs_random_diff']:+.1f}, p {row['vs_random_p']:.2f}"
     return text
 
 
