@@ -304,7 +304,9 @@ class HAWQ(Method):
         budget.check(ctx, pairs)  # before any image is processed
         settings, source = self.settings(ctx)
 
-        model = ctx.subnet(arch)  # FP weights, every layer at 32 bits
+        # FP weights, every layer at 32 bits; an elastic space's subnet gets its own BN
+        # statistics first (the probe runs in eval mode)
+        model = ctx.subnet(arch, recalibrated=True)
         free = self.activations == "free"
         probe = ctx.hessian_probe(
             model,

@@ -385,7 +385,9 @@ class OMPQ(Method):
     def search(self, ctx: Context) -> SearchResult:
         space, arch = ctx.space, ctx.space.reference_arch
         choices = self.weight_choices(space)
-        model = space.build_from_fp(ctx.fp_state, arch).to(ctx.device)
+        # FP weights; an elastic space's subnet gets its own BN statistics first (the
+        # features are taken in eval mode)
+        model = ctx.subnet(arch, recalibrated=True)
         taps, mode = find_taps(model, space.searchable_layers(arch))
         note = TAP_NOTES[mode](sorted(_own_taps(taps)))
         if mode != "blocks":

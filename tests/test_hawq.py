@@ -350,7 +350,10 @@ def test_omega_decreases_with_bits(micro_fp, splits, tmp_path: Path) -> None:
     assert sum(traces[f"{n}:weight"].trace > 0 for n in layers) >= len(layers) - 2
     # one fresh quantizer per (layer, bits): the same numbers again
     assert np.array_equal(w_err, weight_errors(model, layers, bits, quant))
-    assert w_err[0, 3] == pytest.approx(_lsq_error(model.layer1[0].conv1.weight, 8))
+    # the quantizer computes in float32, the hand version in float64: 8-bit errors are
+    # small enough for float32 rounding to show at 1e-6
+    hand = _lsq_error(model.layer1[0].conv1.weight, 8)
+    assert w_err[0, 3] == pytest.approx(hand, rel=1e-5)
 
 
 def _lsq_error(weight: Tensor, bits: int) -> float:

@@ -439,3 +439,51 @@ def test_serial_runs_are_deterministic(tmp_path: Path, cache_dir: Path) -> None:
         frame = _records(tmp_path / "runs" / run_id).drop(columns=[*TIMING, "run_id"])
         frames.append(frame.drop(columns=["samples_processed"]))
     pd.testing.assert_frame_equal(frames[0], frames[1])
+
+
+# --- Ray raising out of the grid ------------------------------------------------------
+def _failing_fit(monkeypatch: pytest.MonkeyPatch, failures: int) -> list[int]:
+    """Make ``Tuner.fit`` raise Ray's ``OutOfMemoryError`` (what Tune raised when Ray's
+    memory monitor killed a worker) on its first ``failures`` calls; returns the call log."""
+    from ray import tune
+    from ray.exceptions import OutOfMemoryError
+
+    calls: list[int] = []
+    real_fit = tune.Tuner.fit
+
+    def fit(self: tune.Tuner) -> object:
+        calls.append(len(calls))
+        if len(calls) <= failures:
+            raise OutOfMemoryError("Task was killed due to the node running low on memory.")
+        return real_fit(self)
+
+    monkeypatch.setattr(tune.Tuner, "fit", fit)
+    return calls
+
+
+def test_a_ray_error_out_of_the_grid_restarts_it_for_the_trials_left(
+    tmp_path: Path, cache_dir: Path, ray_session, tiny_fp, monkeypatch, capsys
+) -> None:
+    calls = _failing_fit(monkeypatch, failures=1)
+    argv = _argv(tmp_path, cache_dir, "oom", "--methods", "uniform", "--seeds", "0,1")
+    assert main(argv) == 0
+    rows = _records(tmp_path / "runs" / "oom")
+    assert len(calls) == 2
+    assert set(rows["status"]) == {"ok"} and rows["trial_key"].nunique() == 2
+    assert not rows.duplicated(["trial_key", "candidate_index", "track"]).any()  # none twice
+    assert "Ray stopped the grid (OutOfMemoryError" in capsys.readouterr().err
+
+
+def test_a_ray_error_that_keeps_coming_records_the_trials_crashed(
+    tmp_path: Path, cache_dir: Path, ray_session, tiny_fp, monkeypatch, capsys
+) -> None:
+    from benchmark.harness.runner import RAY_GRID_RESTARTS
+
+    calls = _failing_fit(monkeypatch, failures=100)
+    argv = _argv(tmp_path, cache_dir, "oom-always", "--methods", "uniform", "--seeds", "0,1")
+    assert main(argv) == 1  # a result, not a traceback
+    rows = _records(tmp_path / "runs" / "oom-always")
+    assert len(calls) == 1 + RAY_GRID_RESTARTS
+    assert list(rows["status"]) == ["crashed", "crashed"] and rows["trial_key"].is_unique
+    assert all("OutOfMemoryError" in e and "in a row" in e for e in rows["error"])
+    assert "Traceback" not in capsys.readouterr().err

@@ -361,6 +361,45 @@ def test_subnets_come_from_one_fp_supernet_and_match_build_from_fp(
     assert len(builds) == 1 + 3  # one kept FP supernet; the other three are build_from_fp's
 
 
+def _bn_stats(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+
+
+def test_a_recalibrated_subnet_gets_its_own_bn_statistics_and_is_charged(
+    digits_splits, tmp_path
+) -> None:
+    from benchmark.arena.recipes.scoring import recalibrate
+
+    ctx = make_ctx("mbv3-cifar", random_fp_supernet_state(), digits_splits, tmp_path, seed=3)
+    arch = ctx.space.reference_arch
+    kept = _bn_stats(ctx.fp_supernet(cached=True))
+    plain = ctx.subnet(arch)
+    assert ctx.budget.samples == 0
+    own = ctx.subnet(arch, recalibrated=True)
+    config = ctx.preset.recalibration
+    assert ctx.budget.samples == config.batches * config.batch_size
+    expected = ctx.subnet(arch)
+    recalibrate(expected, ctx.train_set, batches=config.batches,
+                batch_size=config.batch_size, seed=3)  # fmt: skip
+    got, want, before = _bn_stats(own), _bn_stats(expected), _bn_stats(plain)
+    assert got.keys() == want.keys() and got
+    assert all(torch.allclose(got[k], want[k]) for k in got)
+    assert not all(torch.allclose(got[k], before[k]) for k in got)  # they did change
+    after = _bn_stats(ctx.fp_supernet(cached=True))
+    assert all(torch.equal(after[k], kept[k]) for k in kept)  # the kept supernet untouched
+
+
+def test_a_fixed_space_model_keeps_the_checkpoint_statistics(digits_splits, tmp_path) -> None:
+    space = get_space("resnet20", num_classes=digits_splits.num_classes)
+    state = {k: v for k, v in space.build().state_dict().items() if "_quantizer." not in k}
+    state = {k: v + 0.5 if "running_mean" in k else v for k, v in state.items()}
+    ctx = make_ctx("resnet20", state, digits_splits, tmp_path)
+    model = ctx.subnet(recalibrated=True)
+    assert ctx.budget.samples == 0
+    stats = _bn_stats(model)
+    assert stats and all(torch.equal(stats[k], state[k]) for k in stats)
+
+
 def test_split_is_disjoint_seeded_and_leaves_validation_alone(digits_splits, tmp_path) -> None:
     ctx = make_ctx("resnet20", {}, digits_splits, tmp_path, seed=0)
     first, rest = ctx.split(0.8)

@@ -28,7 +28,7 @@ from benchmark.arena.presets import Preset, Recipe
 from benchmark.arena.protocol import BudgetMeter, Task
 from benchmark.arena.quant.base import QuantConfig
 from benchmark.arena.recipes.loop import Phase, StepLoss, TrainStats, train
-from benchmark.arena.recipes.scoring import recalibrate_and_evaluate
+from benchmark.arena.recipes.scoring import recalibrate, recalibrate_and_evaluate
 from benchmark.arena.spaces.base import ElasticSearchSpace, SearchSpace
 
 
@@ -132,18 +132,41 @@ class Toolkit:
         *,
         supernet: nn.Module | None = None,
         quant: QuantConfig | None = None,
+        recalibrated: bool = False,
     ) -> nn.Module:
         """A standalone model of ``arch`` (default: the space's reference) set to
         ``policy``, with inherited weights: extracted from ``supernet`` on an elastic space
         (default: the FP supernet, built once per quantizer config and kept), else built
-        from the FP checkpoint. Nothing is charged (no image is forwarded)."""
+        from the FP checkpoint. Nothing is charged (no image is forwarded), unless
+        ``recalibrated``.
+
+        A subnet extracted from a supernet carries the supernet's BN statistics, not its
+        own: in eval mode it can be far from the trained model (``tests/test_toolkit.py``
+        shows it on the smoke FP supernet of ``mbv3-cifar``). ``recalibrated=True``
+        re-estimates them on ``preset.recalibration`` train images (seeded by the task's
+        seed; charged), for a method that uses the FP model in eval mode without scoring
+        it (HAWQ-V3's Hessian probe, OMPQ's features). A fixed space's model keeps the FP
+        checkpoint's own statistics, and nothing is charged.
+        """
         space = self.space
         if not isinstance(space, ElasticSearchSpace):
             full = None if policy is None else space.parse_policy(policy, arch)
             return space.build_from_fp(self.fp_state, arch, full, quant).to(self.device)
         if supernet is None:
             supernet = self.fp_supernet(quant, cached=True)
-        return space.extract(supernet, arch, policy)
+        model = space.extract(supernet, arch, policy)
+        if recalibrated:
+            config = self.preset.recalibration
+            used = recalibrate(
+                model,
+                self.train_set,
+                batches=config.batches,
+                batch_size=config.batch_size,
+                device=self.device,
+                seed=self.task.seed,
+            )
+            self.budget.charge(used)
+        return model
 
     def fp_supernet(self, quant: QuantConfig | None = None, *, cached: bool = False) -> nn.Module:
         """The FP supernet of an elastic space (the cached FP start), with ``quant``'s
