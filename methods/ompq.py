@@ -1,7 +1,9 @@
 """``ompq``: Orthogonal Mixed Precision Quantization (Ma et al., AAAI 2023, arXiv 2109.07865).
 
 One eval-mode forward pass (BN running statistics) of the FP checkpoint on ONE training
-batch (``benchmark.arena.fixed_batch``, charged to the budget), no training:
+batch (``benchmark.arena.fixed_batch``, charged to the budget), no training. On an elastic
+space the reference subnet's BN statistics are re-estimated first (``ctx.subnet(...,
+recalibrated=True)``, charged): the FP supernet's own statistics are not the subnet's.
 
 1. **Feature taps** (forward hooks, see :func:`find_taps`), one LP variable each. Per
    residual block, every conv's output after its BN + activation, the block's last

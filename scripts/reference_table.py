@@ -1,12 +1,12 @@
 """The README's reference table, from the reference run's records.
 
-    python scripts/reference_table.py [RUN_DIR]   # default results/reference/runs/reference
+    python scripts/reference_table.py [DIR]   # default results/reference (every run under it)
 
 Prints one markdown table: per method, the retrain track's test top-1 (%) of the
 validation-selected candidate as mean ± the half-width of its 95% t-interval over seeds
 (n) for each (space, constraint), the paired difference to ``random`` with its p-value
 beneath the mean where there are two or more pairs, and the average rank over those task
-groups. The numbers are the pooled leaderboard's (``python -m benchmark leaderboard RUN_DIR
+groups. The numbers are the pooled leaderboard's (``python -m benchmark leaderboard DIR
 --allow-mixed``), which has every other column.
 """
 
@@ -37,7 +37,7 @@ def cell(row) -> str:  # noqa: ANN001 - a row of the aggregate table
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", nargs="?", default=ROOT / "results/reference/runs/reference")
+    parser.add_argument("run_dir", nargs="?", default=ROOT / "results/reference")
     args = parser.parse_args()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the pooled versions: the leaderboard states them
