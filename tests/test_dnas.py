@@ -562,3 +562,17 @@ def test_cli_run_end_to_end_on_digits(tmp_path: Path, cache_dir: Path, micro: st
     assert extra["role"] == "most-accurate" and extra["weights"] == "shared"
     inherit = rows[rows["track"] == "inherit"]
     assert json.loads(inherit["quant"].iloc[0])["weight"]["kind"] == "dorefa"
+
+
+def test_auto_beta_stays_finite_for_a_large_gamma() -> None:
+    """``(log C₀)^γ`` overflows float64 past γ ≈ 236 for BitOPs-sized costs; β is kept in
+    logs, so the loss stays finite (a fast ``gamma="auto"`` reached γ ≈ 200 in 3 epochs)."""
+    control = LossControl.create("auto", "auto", start_cost=5e8, gamma_start=0.6, rate=8.0)
+    for _ in range(4):
+        control.update(cost=1.5 * 5e8, limit=5e8)  # 1.5x over the limit every epoch
+    assert control.gamma == 1e3  # at its bound
+    assert math.isfinite(control.log_beta) and control.beta == 0.0  # 0 only for the log
+    assert control.start_cost == 7.5e8  # C₀ follows the last epoch's expected cost
+    cost = torch.tensor(7.5e8, dtype=torch.float64)
+    loss = control(torch.tensor(0.5, dtype=torch.float64), cost)
+    assert float(loss) == pytest.approx(0.5, rel=1e-9)  # the factor is 1 at C₀

@@ -34,11 +34,15 @@ from torch import Tensor
 GAMMA_BOUNDS = (1e-3, 1e3)
 
 
-def cost_aware_loss(ce: Tensor, cost: Tensor, beta: float, gamma: float) -> Tensor:
+def cost_aware_loss(
+    ce: Tensor, cost: Tensor, beta: float, gamma: float, *, log_beta: float | None = None
+) -> Tensor:
     """``ce · beta·(log cost)^gamma`` (natural log; ``cost`` > e, in BitOPs or bits),
     computed as ``ce·exp(log beta + gamma·log log cost)``: the same value, but a tiny β
-    times a huge ``(log cost)^gamma`` stays finite in float32."""
-    return ce * torch.exp(math.log(beta) + gamma * cost.log().log())
+    times a huge ``(log cost)^gamma`` stays finite in float32. ``log_beta``, if given, is
+    used for ``log beta`` (an auto β of a large γ is below float64's range: ``beta`` 0)."""
+    log_b = math.log(beta) if log_beta is None else float(log_beta)
+    return ce * torch.exp(log_b + gamma * cost.log().log())
 
 
 @dataclass
@@ -46,7 +50,8 @@ class LossControl:
     """β and γ of the search: fixed or ``"auto"`` (see the module docstring).
 
     Attributes:
-        beta / gamma: the values in use now.
+        beta / gamma: the values in use now (``beta`` may underflow to 0 for a large γ).
+        log_beta: ``log β``, what the loss uses (finite whatever γ).
         beta_auto / gamma_auto: whether each is adjusted.
         start_cost: ``C₀``, ``beta="auto"``'s reference: the expected cost at the start,
             then after each epoch (BitOPs or bits).
@@ -59,6 +64,7 @@ class LossControl:
     gamma_auto: bool
     start_cost: float
     rate: float
+    log_beta: float = 0.0
 
     @classmethod
     def create(
@@ -75,14 +81,20 @@ class LossControl:
             raise ValueError(f"dnas: the expected cost {start_cost} must exceed e for log > 1")
         g = gamma_start if gamma == "auto" else float(gamma)
         control = cls(1.0, g, beta == "auto", gamma == "auto", float(start_cost), float(rate))
-        control.beta = control._auto_beta() if control.beta_auto else float(beta)
+        control._set_log_beta(control._auto_log_beta() if control.beta_auto else math.log(beta))
         return control
 
-    def _auto_beta(self) -> float:
-        return 1.0 / math.log(self.start_cost) ** self.gamma
+    def _auto_log_beta(self) -> float:
+        """``log(1/(log C₀)^γ)``, in logs: ``(log C₀)^γ`` overflows float64 past γ ≈ 236
+        for BitOPs (a ``gamma="auto"`` that grows fast gets there)."""
+        return -self.gamma * math.log(math.log(self.start_cost))
+
+    def _set_log_beta(self, log_beta: float) -> None:
+        self.log_beta = float(log_beta)
+        self.beta = math.exp(self.log_beta)  # 0.0 below float64's range, for the log only
 
     def __call__(self, ce: Tensor, cost: Tensor) -> Tensor:
-        return cost_aware_loss(ce, cost, self.beta, self.gamma)
+        return cost_aware_loss(ce, cost, self.beta, self.gamma, log_beta=self.log_beta)
 
     def update(self, cost: float, limit: float) -> None:
         """After an epoch: γ towards the limit (``gamma="auto"``), β to follow (``"auto"``)."""
@@ -91,11 +103,12 @@ class LossControl:
             self.gamma = min(high, max(low, self.gamma * (cost / limit) ** self.rate))
         if self.beta_auto:
             self.start_cost = max(float(cost), math.e * (1 + 1e-9))
-            self.beta = self._auto_beta()
+            self._set_log_beta(self._auto_log_beta())
 
     def to_dict(self) -> dict[str, float | str]:
         return {
             "beta": self.beta,
+            "log_beta": self.log_beta,
             "gamma": self.gamma,
             "beta_mode": "auto" if self.beta_auto else "fixed",
             "gamma_mode": "auto" if self.gamma_auto else "fixed",
