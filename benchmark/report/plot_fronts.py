@@ -120,7 +120,8 @@ def _bitops_figure(
     ax.set_xlabel(RATIO_LABEL)
     ax.set_ylabel(ACCURACY_LABEL)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="best", frameon=True)
+    # beside the axes, not on them: with eight methods a legend inside covers fronts
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=True)
     caption = (
         "Dots: every feasible candidate (marker = seed); rings and lines: each seed's front,\n"
         "chosen on validation top-1 and drawn at test top-1; thick: the median-hypervolume seed."

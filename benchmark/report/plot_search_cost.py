@@ -138,7 +138,9 @@ def _figure(group: pd.DataFrame, colors: dict[str, tuple], absent: pd.DataFrame)
         axes[row, 0].set_ylabel(ACCURACY_LABEL)
     axes[-1, -1].set_xlabel(SEARCH_LABEL)
     handles, labels = _legend(group, colors)
-    axes[0, -1].legend(handles, labels, fontsize=8, loc="best", frameon=True)
+    axes[0, -1].legend(
+        handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=True
+    )  # beside the axes: inside it covered points
     fig.text(0.01, 0.0, _caption(group, zero, absent), fontsize=8, color="0.3", va="top")
     return fig
 
