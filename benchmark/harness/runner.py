@@ -381,16 +381,16 @@ def run_ray(
             except grid_errors as err:  # e.g. Ray's memory monitor killed a worker
                 if interrupted["flag"] or write_failed:
                     break
-                failures = 1 if len(store.finished_trials()) > len(finished) else failures + 1
+                done = store.finished_trials()
+                failures = 1 if len(done) > len(finished) else failures + 1
                 line = str(err).strip().splitlines()
                 reason = f"{type(err).__name__}: {line[0][:300] if line else ''}".rstrip(": ")
                 if failures > RAY_GRID_RESTARTS:
-                    for spec in pending:
-                        if spec.key not in store.finished_trials():
-                            error = f"Ray stopped the grid {failures} times in a row: {reason}"
-                            rows = _lost_trial_rows(spec, error)
-                            if store_rows(rows):
-                                announce.target.finished(spec, rows, timed=False)
+                    error = f"Ray stopped the grid {failures} times in a row: {reason}"
+                    for spec in (s for s in pending if s.key not in done):
+                        rows = _lost_trial_rows(spec, error)
+                        if store_rows(rows):
+                            announce.target.finished(spec, rows, timed=False)
                     break
                 progress(f"Ray stopped the grid ({reason}): starting it again for the "
                          "trials without rows")  # fmt: skip
