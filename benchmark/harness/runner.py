@@ -349,7 +349,7 @@ def run_ray(
             param_space={"spec": tune.grid_search([asdict(s) for s in pending])},
             # a fresh worker process per trial: reused workers grew by ~0.28 GB a trial (two
             # at 8.5 and 8.1 GB after ~30 supernet trials each, until Ray's memory monitor
-            # killed one); a new worker costs an import of torch, seconds beside minutes
+            # killed one); a new worker costs ~9 s a trial (docs/benchmarks.md), 1-8 min trials
             tune_config=tune.TuneConfig(reuse_actors=False),
             run_config=tune.RunConfig(
                 name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
