@@ -119,7 +119,7 @@ def digits() -> DataSplits:
 
 
 def test_list_datasets() -> None:
-    assert list_datasets() == ["cifar10", "cifar100", "digits"]
+    assert list_datasets() == ["cifar10", "cifar100", "digits", "fashion-mnist"]
 
 
 def test_digits_shapes_and_sizes(digits: DataSplits) -> None:

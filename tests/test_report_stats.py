@@ -17,7 +17,7 @@ from benchmark.report.aggregate import AGGREGATE_COLUMNS
 from benchmark.report.leaderboard import Leaderboard, build_leaderboard
 from benchmark.report.ranks import rank_table
 from benchmark.report.render import render_markdown
-from benchmark.report.stats import paired_difference
+from benchmark.report.stats import min_detectable_difference, paired_difference, pooled_sd
 from benchmark.report.tracks import ALL_CONSTRAINTS, track_agreement
 
 
@@ -93,6 +93,51 @@ def test_markdown_shows_the_comparison_and_the_interval(board: Leaderboard) -> N
     assert "| -1.50 ± 1.24 (n=3) | 0.035 |" in md
     assert "| +2.00 ± 0.00 (n=3) | — |" in md
     assert "80.00 ± 2.48 (n=3)" in md  # ompq's mean ± t-interval half-width, n
+
+
+# ------------------------------------------------------------------- power of the tests
+@pytest.mark.parametrize("n", [3, 5])
+def test_the_min_detectable_difference_is_found_with_power_0_8(n: int) -> None:
+    """Simulated paired t-tests at the stated difference reject in 80% of the draws."""
+    mdd = min_detectable_difference(1.0, n)
+    rng = np.random.default_rng(n)
+    draws = rng.normal(mdd, 1.0, size=(40_000, n))
+    p = stats.ttest_1samp(draws, 0.0, axis=1).pvalue
+    assert float(np.mean(p < 0.05)) == pytest.approx(0.8, abs=0.01)
+    # a smaller true difference is found less often: no power to spare
+    weaker = stats.ttest_1samp(rng.normal(0.8 * mdd, 1.0, size=(40_000, n)), 0.0, axis=1)
+    assert float(np.mean(weaker.pvalue < 0.05)) < 0.75
+
+
+def test_min_detectable_difference_scales_and_edges() -> None:
+    assert min_detectable_difference(2.0, 5) == pytest.approx(2 * min_detectable_difference(1.0, 5))
+    large = min_detectable_difference(1.0, 400)  # the normal approximation holds for large n
+    assert large == pytest.approx((stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) / 20, rel=0.01)
+    assert min_detectable_difference(1.0, 3) > min_detectable_difference(1.0, 5)
+    assert math.isfinite(min_detectable_difference(1.0, 2))  # one degree of freedom
+    assert math.isnan(min_detectable_difference(1.0, 1))
+    assert math.isnan(min_detectable_difference(math.nan, 3))
+    assert min_detectable_difference(0.0, 3) == 0.0
+
+
+def test_pooled_sd_by_hand() -> None:
+    sd, dof = pooled_sd([[1.0, 2.0, 3.0], [5.0, 5.0], [7.0], [math.nan, 4.0, 6.0]])
+    # squares about each mean: 2, 0, (one value: left out), 2; dof 2 + 1 + 1
+    assert dof == 4 and sd == pytest.approx(math.sqrt(4 / 4))
+    assert pooled_sd([[1.0]]) == (pytest.approx(math.nan, nan_ok=True), 0)
+
+
+def test_each_task_states_its_min_detectable_difference(board: Leaderboard) -> None:
+    agg = board.aggregate
+    retrain = agg[agg["track"] == "retrain"]
+    # paired differences: oqat, qfa and ompq constant (sd 0), uniform −1, −1.5, −2 (sd 0.5),
+    # pooled over 4 methods with 2 degrees of freedom each: sd² = 0.5² · 2 / 8
+    assert retrain["vs_random_sd"].to_numpy() == pytest.approx([0.25] * len(retrain))
+    expected = min_detectable_difference(0.25, 3)
+    assert retrain["vs_random_mdd"].to_numpy() == pytest.approx([expected] * len(retrain))
+    assert agg.loc[agg["track"] == "inherit", "vs_random_mdd"].isna().all()  # no random there
+    md = render_markdown(board)
+    assert "min. detectable Δ, pp" in md and f"| {expected:.2f} |" in md
 
 
 # --------------------------------------------------------------------------- rank spread

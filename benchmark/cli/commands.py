@@ -28,7 +28,7 @@ from benchmark.cli.parser import (
 
 # --- commands ---------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
-    from benchmark.arena.data import list_datasets
+    from benchmark.arena.data import DATASETS
     from benchmark.arena.presets import list_presets, load_preset
     from benchmark.arena.spaces import get_space, list_spaces
     from methods import get_method, list_methods
@@ -49,7 +49,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in list_spaces():
             print(f"  {name:12s} searches {get_space(name).searches}")
     if args.what in ("all", "datasets"):
-        print("datasets:\n  " + "\n  ".join(list_datasets()))
+        print("datasets:")
+        for name in sorted(DATASETS):
+            print(f"  {name:14s} {DATASETS[name].description}")
     if args.what in ("all", "presets"):
         print("presets:")
         for name in list_presets():
@@ -118,7 +120,7 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
     """Check every input before anything starts or is written: names, constraints, method
     options, resources, folders, data files, the cluster address (cheapest checks first)."""
     from benchmark.arena.cache import default_cache_dir
-    from benchmark.arena.data import check_data_dir, list_datasets
+    from benchmark.arena.data import DATASETS, check_data_dir, list_datasets
     from benchmark.arena.presets import load_preset
     from benchmark.arena.protocol import Constraint
     from benchmark.arena.spaces import get_space
@@ -152,7 +154,7 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
             raise UsageError(
                 f"unknown dataset {name!r}; choose one of {', '.join(list_datasets())}"
             )
-        if name != "digits" and args.data_dir is None and not args.download:
+        if DATASETS[name].needs_data_dir and args.data_dir is None and not args.download:
             raise UsageError(f"dataset {name} needs --data-dir (or --download with internet)")
     constraints = [Constraint.parse(c) for c in args.constraint]
     for i, c in enumerate(constraints):  # 0.3 and 0.30 are one task
@@ -180,7 +182,7 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
         else:  # the default, $MPQBENCH_CACHE or ~/.cache/mpqbench
             source = "MPQBENCH_CACHE" if os.environ.get("MPQBENCH_CACHE") else "the FP cache"
             validation.check_writable_dir(default_cache_dir(), source)
-        for name in args.dataset:  # CIFAR: files present and their MD5 (~1 s)
+        for name in args.dataset:  # files present and their MD5 (~1 s)
             check_data_dir(name, args.data_dir, download=args.download)
         for space in spaces:  # profiles the space's smallest model once (~0.1 s)
             for constraint in constraints:

@@ -16,7 +16,7 @@ Protocol (DESIGN.md §1; selection in :mod:`benchmark.report.selection`, ranks i
 * ``rank`` is the mean of the method's per-seed ranks in the group (a seed without a
   result ranks last); NaN in a group no other method ran.
 * ``vs_random_*``: the paired comparison with ``random`` over the seeds both have a result
-  for (:mod:`benchmark.report.paired`).
+  for, and the task's minimum detectable difference (:mod:`benchmark.report.paired`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ import numpy as np
 import pandas as pd
 
 from benchmark.report.costs import COST_COLUMNS, cost_means, trial_costs
-from benchmark.report.paired import PAIRED_COLUMNS, paired_with_reference
+from benchmark.report.paired import (
+    PAIRED_COLUMNS,
+    POWER_COLUMNS,
+    paired_with_reference,
+    power_per_task,
+)
 from benchmark.report.ranks import group_rank
 from benchmark.report.selection import (
     GROUP_KEYS,
@@ -58,6 +63,8 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
     "vs_random_diff",  # percentage points: mean over paired seeds of this method − random
     "vs_random_ci95",  # percentage points: half-width of the 95% t-interval of that mean
     "vs_random_p",  # two-sided paired t-test p-value (NaN: < 2 pairs or no spread)
+    "vs_random_mdd",  # pp: the task's minimum detectable difference (α 0.05, power 0.8)
+    "vs_random_sd",  # pp: pooled std of the task's paired differences to random
     "bitops_mean",  # BitOPs per image
     "bitops_ratio_w8a8_mean",  # ratio to W8A8
     "size_bits_mean",  # bits
@@ -93,12 +100,14 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     out = _counts(rows).merge(_accuracy_stats(seeds), on=keys, how="left")
     out = out.merge(group_rank(seeds)[[*keys, "rank"]], on=keys, how="left")
     out = out.merge(paired_with_reference(seeds), on=keys, how="left")
+    out = out.merge(power_per_task(seeds), on=list(TASK_KEYS), how="left")
     out["vs_random_n"] = out["vs_random_n"].fillna(0).astype("int64")
     out = out.merge(cost_means(trial_costs(rows)), on=keys, how="left")
     out["n"] = out["n"].fillna(0).astype("int64")
     out["seeds"] = out["seeds"].fillna("")
     out["device_shares"] = out["device_shares"].fillna("")
-    for column in (*(f"{c}_mean" for c in COST_COLUMNS), *PAIRED_COLUMNS[1:], "rank"):
+    numeric = (*(f"{c}_mean" for c in COST_COLUMNS), *PAIRED_COLUMNS[1:], *POWER_COLUMNS)
+    for column in (*numeric, "rank"):
         out[column] = out[column].astype("float64")
     out = out.sort_values(
         [*TASK_KEYS, "rank", "top1_test_mean", "method"],

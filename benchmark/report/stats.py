@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 CONFIDENCE = 0.95
 
@@ -67,3 +67,51 @@ def paired_difference(
             warnings.simplefilter("ignore", RuntimeWarning)
             p_value = float(stats.ttest_rel(x[keep], y[keep]).pvalue)
     return PairedDifference(n, mean, t_half_width(diff, confidence), p_value)
+
+
+POWER = 0.8
+"""Power at which :func:`min_detectable_difference` is stated."""
+
+
+def min_detectable_difference(
+    sd: float, n: int, *, alpha: float = 1 - CONFIDENCE, power: float = POWER
+) -> float:
+    """The smallest true mean paired difference that a two-sided paired t-test at level
+    ``alpha`` detects with probability ``power`` over ``n`` pairs whose differences have
+    standard deviation ``sd`` (the unit of ``sd``, e.g. percentage points).
+
+    Exact under normal differences: the power of the test is that of a noncentral t with
+    ``n − 1`` degrees of freedom and noncentrality ``δ·√n / sd``, solved for δ. About
+    ``(t_{1−α/2} + t_{power})·sd/√n`` for large ``n``. NaN for ``n < 2`` or a non-finite
+    ``sd``; 0 when ``sd`` is 0.
+    """
+    if n < 2 or not math.isfinite(sd) or sd < 0:
+        return float("nan")
+    if sd == 0:
+        return 0.0
+    df = n - 1
+    critical = float(stats.t.ppf(1 - alpha / 2, df))
+
+    def shortfall(delta: float) -> float:
+        nc = delta * math.sqrt(n) / sd
+        lower = float(stats.nct.cdf(-critical, df, nc))  # tiny for δ > 0; NaN on underflow
+        upper = float(stats.nct.sf(critical, df, nc))
+        return upper + (lower if math.isfinite(lower) else 0.0) - power
+
+    high = sd
+    while shortfall(high) < 0:
+        high *= 2
+    return float(optimize.brentq(shortfall, 0.0, high, xtol=1e-9 * sd))
+
+
+def pooled_sd(groups: Iterable[Sequence[float]]) -> tuple[float, int]:
+    """The pooled standard deviation of several samples (each with its own mean), and its
+    degrees of freedom: ``√(Σ (nᵢ−1)·sᵢ² / Σ (nᵢ−1))`` over samples of two or more finite
+    values. ``(NaN, 0)`` when no sample has two."""
+    sum_sq, dof = 0.0, 0
+    for values in groups:
+        arr = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+        if arr.size >= 2:
+            sum_sq += float(((arr - arr.mean()) ** 2).sum())
+            dof += arr.size - 1
+    return (math.sqrt(sum_sq / dof), dof) if dof else (float("nan"), 0)

@@ -23,6 +23,13 @@ from benchmark.report.selection import TASK_KEYS
 from benchmark.report.track_tables import agreement_table, side_by_side_table
 from benchmark.report.versions import CODE_VERSION
 
+MDD_NOTE = (
+    "Min. detectable Δ: the smallest true difference to `random` that the paired t-test "
+    "(α 0.05, two-sided) finds with probability 0.8 at this task's number of seeds, from the "
+    "spread of its paired differences pooled over the methods (the same for every row of a "
+    "task); a smaller Δ is not one the run can tell from noise."
+)
+
 
 def _accuracy_cell(row: pd.Series) -> Cell:
     """``mean ± half-width of the 95% t-interval (n=k/s)``: k seeds with a result of s
@@ -58,7 +65,8 @@ def _failure_cell(row: pd.Series) -> Cell:
 
 ENTRY_HEADERS: tuple[str, ...] = (
     "rank", "method", "top-1 test % (mean ± 95% CI, n)", "std", "Δ vs random, pp (± 95% CI)",
-    "p vs random", "best test %", "val %", "BitOPs / W8A8", "GBitOPs", "size KiB",
+    "p vs random", "min. detectable Δ, pp", "best test %", "val %", "BitOPs / W8A8", "GBitOPs",
+    "size KiB",
     "search device-h / trial", "search wall h", "search CPU s", "search samples / trial",
     "finetune device-h / trial", "device share", "feasible", "infeasible", "failures",
 )  # fmt: skip
@@ -73,6 +81,7 @@ def _entry_cells(row: pd.Series) -> list[Cell]:
         num_cell(row["top1_test_std"], ".2f"),
         _vs_random_cell(row),
         num_cell(row["vs_random_p"], ".2g"),
+        num_cell(row["vs_random_mdd"], ".2f"),
         num_cell(row["top1_test_best"], ".2f"),
         num_cell(row["top1_val_mean"], ".2f"),
         num_cell(row["bitops_ratio_w8a8_mean"], ".3f"),
@@ -123,7 +132,7 @@ def results_table(lb: Leaderboard) -> Table:
         "t-interval (n = seeds with a result / seeds run). Δ vs random: this method − "
         "`random` at the same task, paired by seed (percentage points ± 95% interval; p: "
         "paired t-test); — where `random` has no result there (e.g. on the `inherit` track), "
-        "and p — for fewer than two pairs or differences without spread."
+        "and p — for fewer than two pairs or differences without spread. " + MDD_NOTE
     )
     if same:
         note += " Every row: " + ", ".join(same) + "."
@@ -300,6 +309,9 @@ def provenance(lb: Leaderboard) -> list[str]:
         "(percentage points, mean ± 95% t-interval half-width), and the paired t-test's "
         "two-sided p-value (— for fewer than two pairs or differences without spread). With "
         "few seeds, a difference whose interval contains 0 is no difference. "
+        "**Min. detectable Δ** (per task): the smallest true difference to `random` the "
+        "paired t-test (α 0.05) finds with probability 0.8 at the task's seeds, from the "
+        "pooled spread of its paired differences; a difference below it is not a difference. "
         "Costs are per trial; device-hours are wall hours × "
         "the trial's device share (GPU fraction on a GPU: GPU-hours; CPUs on a CPU: "
         "CPU-core-hours), with wall hours and process CPU seconds beside them.",

@@ -44,8 +44,6 @@ class _CifarSpec:
     verified: type[CIFAR10]
     unverified: type[CIFAR10]
     num_classes: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
 
     @property
     def files(self) -> list[tuple[str, str]]:
@@ -62,8 +60,6 @@ CIFAR_SPECS: dict[str, _CifarSpec] = {
         CIFAR10,
         _UnverifiedCIFAR10,
         10,
-        mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2470, 0.2435, 0.2616),
     ),
     "cifar100": _CifarSpec(
         "cifar100",
@@ -71,8 +67,6 @@ CIFAR_SPECS: dict[str, _CifarSpec] = {
         CIFAR100,
         _UnverifiedCIFAR100,
         100,
-        mean=(0.5071, 0.4865, 0.4409),
-        std=(0.2673, 0.2564, 0.2762),
     ),
 }
 
@@ -160,14 +154,18 @@ def load_cifar(
     train_subset: int | None,
     augment: bool,
     verify: bool,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
 ) -> DataSplits:
+    """CIFAR split into train / val (seeded, stratified) and test (the official test set),
+    normalised with ``mean`` / ``std`` (per channel, [0, 1] pixel units)."""
     root = cifar_root(spec, data_dir)
     folder = root / spec.verified.base_folder
     if download:
         _download_cifar(spec, root, folder, verify)
     check_cifar_files(spec, root, verify=verify)
 
-    normalize = T.Normalize(spec.mean, spec.std)
+    normalize = T.Normalize(mean, std)
     eval_tf = T.Compose([T.ToTensor(), normalize])
     train_tf = (
         T.Compose(
