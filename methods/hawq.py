@@ -4,7 +4,7 @@ Hessian-aware sensitivity and an integer linear program, on the space's referenc
 architecture, from the FP checkpoint, no training (on an elastic space the reference
 subnet's BN statistics are re-estimated first, ``ctx.subnet(..., recalibrated=True)``,
 charged: with the FP supernet's own, the eval-mode probe saw a far worse model, and most
-trace estimates came out negative). Spec: ``shared/methods/hawq.md``; the
+trace estimates came out negative). Notes: ``docs/methods/hawq.md``; the
 public code: Zhen-Dong/HAWQ (``ILP.ipynb``); the Hessian code HAWQ used is PyHessian
 (GPL-3.0), not used here: the estimator is the arena's own (:mod:`benchmark.arena.hessian`).
 

@@ -1,4 +1,5 @@
-"""LSQ quantizer (as docs/oqat.md states it), the quantizer registry and quantized modules."""
+"""LSQ quantizer (as docs/methods/oqat.md states it), the quantizer registry and quantized
+modules."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """``dnas``: DNAS mixed-precision search (Wu, Wang, Zhang, Tian, Vajda, Keutzer, "Mixed
 Precision Quantization of ConvNets via Differentiable Neural Architecture Search", arXiv
-1812.00090; no official code). Spec: ``shared/methods/dnas.md``.
+1812.00090; no official code). Notes: ``docs/methods/dnas.md``.
 
 Kept from the paper (as the spec states it; the paper's text beyond its abstract could not
 be read here, so each item is [unverified] against it; the abstract's "up to 21.1× smaller

@@ -3,7 +3,7 @@
 Where each default comes from. The DNAS paper (Wu et al. 2018, arXiv 1812.00090) could not
 be read here: its text is not in the stored corpora (only its abstract, which states no
 hyper-parameter), so every value below marked [unverified] is the spec's
-(``shared/methods/dnas.md``), which takes it from FBNet (Wu et al. 2019, arXiv 1812.03443,
+(``docs/methods/dnas.md``), which takes it from FBNet (Wu et al. 2019, arXiv 1812.03443,
 the sibling paper with the same super-net and loss), recalled and not checked either.
 """
 

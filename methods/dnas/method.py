@@ -424,7 +424,7 @@ def _check_bits_allowed(bits: Sequence[int] | None, space: SearchSpace) -> None:
 SOURCES = {
     "paper": "Wu et al. 2018, arXiv 1812.00090; only its abstract could be read here",
     "super-net, Gumbel-softmax masks, multiplicative loss, 80/20 alternation, sampling from "
-    "P_theta": "the spec (shared/methods/dnas.md), from the paper [unverified]",
+    "P_theta": "docs/methods/dnas.md, from the paper [unverified]",
     "tau0=5, tau_decay=0.045/epoch, theta Adam lr 0.01 wd 5e-4, gamma_start 0.6": (
         "FBNet (arXiv 1812.03443) as the spec recalls it [unverified for DNAS]"
     ),

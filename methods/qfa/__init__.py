@@ -1,6 +1,6 @@
 """``qfa``: QFA / BatchQuant (Bai et al., NeurIPS 2021, arXiv 2105.08952; code
 apple/ml-batchquant), a mixed-precision once-for-all supernet searched with an accuracy
-predictor and NSGA-II. Spec: ``/work/shared/methods/qfa.md``.
+predictor and NSGA-II. Notes: ``docs/methods/qfa.md``.
 
 Kept from the paper / code:
 

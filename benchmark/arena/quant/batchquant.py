@@ -1,6 +1,6 @@
 """BatchQuant: the activation quantizer of QFA (Bai et al., NeurIPS 2021, arXiv 2105.08952).
 
-Kept as ``/work/shared/methods/qfa.md`` states it and apple/ml-batchquant
+Kept as ``docs/methods/qfa.md`` states it and apple/ml-batchquant
 (``utils/quantize_utils.py``, ``utils/observer.py``) implements it:
 
 - range from the *detached* input: for ``x`` of shape N×C×H×W, ``m = mean_c min_{n,h,w}

@@ -7,7 +7,7 @@ and ``p_a`` over activation bit-widths, a layer under a :class:`BitMixture` comp
 
 which, the convolution (or matrix product) being bilinear, equals
 ``Σ_ij p_w,i·p_a,j·conv(Q_aj(x), Q_wi(W))`` with one convolution instead of one per pair
-(``/work/shared/methods/dnas.md``). 32 bits is the full-precision branch (``Q = id``).
+(``docs/methods/dnas.md``). 32 bits is the full-precision branch (``Q = id``).
 Everything is differentiable in the probabilities, the weight and the quantizers' state.
 
 A :class:`BranchMixture` is the general super-net edge: ``K`` branches, each a
