@@ -18,8 +18,7 @@ import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from benchmark.arena import Preset, PresetError, parse_section
-from methods.base import SEARCHES, Method
+from benchmark.arena import SEARCHES, Method, Preset, PresetError, parse_section
 
 _METHODS: dict[str, type[Method]] = {}
 _BUILTINS = (
@@ -46,7 +45,7 @@ def _same_class(a: type, b: type) -> bool:
 def check_method_class(cls: object, where: str) -> type[Method]:
     """``cls`` if it is a concrete :class:`Method` with a ``name`` and a valid ``searches``."""
     if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise MethodError(f"{where} is not a Method subclass (subclass methods.base.Method)")
+        raise MethodError(f"{where} is not a Method subclass (subclass benchmark.arena.Method)")
     if inspect.isabstract(cls):
         missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
         raise MethodError(f"{where} is abstract: implement {missing}")

@@ -80,6 +80,7 @@ from benchmark.arena import (
     Candidate,
     Context,
     LayerBits,
+    Method,
     QuantConfig,
     QuantLayer,
     SearchResult,
@@ -91,7 +92,6 @@ from benchmark.arena import (
     quant_layers,
 )
 from methods import register_method
-from methods.base import Method
 from methods.hawq_ilp import Allocation, AllocationProblem, solve
 
 ACTIVATION_MODES = ("tied", "free")

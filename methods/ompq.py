@@ -57,9 +57,16 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.arena import Candidate, Context, LayerBits, SearchResult, SearchSpace, fixed_batch
+from benchmark.arena import (
+    Candidate,
+    Context,
+    LayerBits,
+    Method,
+    SearchResult,
+    SearchSpace,
+    fixed_batch,
+)
 from methods import register_method
-from methods.base import Method
 from methods.ompq_orm import (
     BitProblem,
     Solution,

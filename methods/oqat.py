@@ -94,6 +94,7 @@ from benchmark.arena import (
     Context,
     DivergedError,
     ElasticSearchSpace,
+    Method,
     QuantConfig,
     Recipe,
     SandwichSampler,
@@ -107,7 +108,6 @@ from benchmark.arena import (
     scale_quant_ranges,
 )
 from methods import register_method
-from methods.base import Method
 
 CHECKPOINT_VERSION = 1
 PosReal = Annotated[float, Strict(), Field(gt=0)]

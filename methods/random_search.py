@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmark.arena import Candidate, Context, ElasticSearchSpace, LayerBits, SearchResult
+from benchmark.arena import Candidate, Context, ElasticSearchSpace, LayerBits, Method, SearchResult
 from methods import register_method
-from methods.base import Method
 
 
 @register_method

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmark.arena import Candidate, Context, SearchResult
+from benchmark.arena import Candidate, Context, Method, SearchResult
 from methods import register_method
-from methods.base import Method
 
 
 @register_method

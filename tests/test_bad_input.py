@@ -152,7 +152,7 @@ FILES: dict[str, str | bytes] = {  # name -> content, created under tmp_path/in 
     "syntax_method.py": "class Broken(:\n",
     "exiting_method.py": "import sys\nsys.exit(0)\n",
     "wrong_searches.py": (
-        "from methods.base import Method\n\n\nclass Wrong(Method):\n"
+        "from benchmark.arena import Method\n\n\nclass Wrong(Method):\n"
         "    name = 'wrong'\n    searches = 'everything'\n\n"
         "    def search(self, ctx):\n        return None\n"
     ),

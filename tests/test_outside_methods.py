@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 import methods
+from benchmark.arena import Method
 from benchmark.cli import main
 from methods import MethodError, register_method
-from methods.base import Method
 
 ROOT = Path(__file__).resolve().parents[1]
 

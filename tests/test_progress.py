@@ -30,7 +30,7 @@ CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # anything but a newline
 
 TRAINED = '''
 from benchmark.arena import Candidate, Context, SearchResult
-from methods.base import Method
+from benchmark.arena import Method
 
 
 class Trained(Method):

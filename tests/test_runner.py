@@ -192,3 +192,15 @@ def test_default_smoke_run_through_ray(tmp_path: Path, cache_dir: Path, ray_sess
     w3 = rows[rows["candidate"] == "W3A3"].iloc[0]
     assert w3["track"] == "retrain" and w3["feasible"] and w3["top1_test"] > 50
     assert not rows[rows["candidate"] == "W8A8"].iloc[0]["feasible"]
+
+
+def test_the_summary_line_says_when_the_budget_stopped_the_search() -> None:
+    from benchmark.harness.runner import summarize
+
+    row = {
+        "status": "ok", "track": "retrain", "feasible": True, "top1_val": 90.0,
+        "top1_test": 89.0, "candidate": "w4", "bitops_ratio_w8a8": 0.25,
+        "search_wall_hours": 0.01, "error": "", "stopped_by_budget": True,
+    }  # fmt: skip
+    assert summarize([row]).startswith("ok (search stopped by its budget), 1 feasible")
+    assert summarize([{**row, "stopped_by_budget": False}]).startswith("ok, 1 feasible")

@@ -413,3 +413,26 @@ def test_split_is_disjoint_seeded_and_leaves_validation_alone(digits_splits, tmp
     assert again.indices == first.indices and other.indices != first.indices
     with pytest.raises(ValueError, match="empty part"):
         ctx.split(0.0)
+
+
+# --- offers ------------------------------------------------------------------------------
+def test_an_infeasible_offer_warns_once_in_the_trial_log(
+    pretrained, digits_splits, tmp_path, caplog
+) -> None:
+    from benchmark.arena import Candidate
+
+    ctx = make_ctx("resnet20", pretrained.state, digits_splits, tmp_path)  # bitops<=0.5
+    space = ctx.space
+    fits = Candidate(space.uniform_policy(4, 4), label="w4")
+    over = Candidate(space.uniform_policy(8, 8), label="w8")
+    assert ctx.candidate_feasible(fits) is True and ctx.candidate_feasible(over) is False
+    with caplog.at_level(logging.WARNING, logger="test_toolkit"):
+        ctx.offer(fits)
+        assert not caplog.records  # a feasible offer is silent
+        ctx.offer(fits, over)
+        ctx.offer(over)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "w8" in warnings[0] and "bitops<=0.5" in warnings[0]
+    assert [c.label for c in ctx.offered] == ["w8"]  # offered all the same
+    bad = Candidate({"nolayer": space.uniform_policy(4, 4)["conv1"]}, label="bad")
+    assert ctx.candidate_feasible(bad) is None  # not a candidate of this space

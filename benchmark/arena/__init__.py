@@ -2,12 +2,13 @@
 
 A method imports from here and from nowhere else in ``benchmark``::
 
-    from benchmark.arena import Candidate, Context, LayerBits, SearchResult
+    from benchmark.arena import Candidate, Context, LayerBits, Method, SearchResult
 
 What is here, by job (units: bits, MACs per 32×32 image, BitOPs per image, seconds,
 top-1 in percent):
 
-- the contract: :class:`Context` (data, FP checkpoint, budget meter, seeded RNGs, logger,
+- the contract: :class:`Method` (the base class: ``name``, ``searches``, ``search``),
+  :class:`Context` (data, FP checkpoint, budget meter, seeded RNGs, logger,
   checkpoints, ``report``), :class:`Candidate`, :class:`SearchResult`, :class:`Task`,
   :class:`Constraint`, :class:`Budget` / :class:`BudgetMeter`, and the status exceptions
   :class:`BudgetExceeded`, :class:`DivergedError`, :class:`TrialTimeout`;
@@ -86,6 +87,7 @@ from benchmark.arena.hessian import (
     relative_change,
     twice_differentiable,
 )
+from benchmark.arena.method import SEARCHES, Method
 from benchmark.arena.policy import (
     FP_BITS,
     LayerBits,
@@ -177,6 +179,7 @@ __all__ = [
     "LayerBits",
     "LayerCost",
     "LayerProfile",
+    "Method",
     "PACTConfig",
     "Phase",
     "Policy",
@@ -194,6 +197,7 @@ __all__ = [
     "SandwichSampler",
     "Scored",
     "Reference",
+    "SEARCHES",
     "SearchResult",
     "SearchSpace",
     "SpaceError",

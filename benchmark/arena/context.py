@@ -17,12 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from benchmark.arena import progress
 from benchmark.arena.cache import load_verified, save_verified
 from benchmark.arena.cost import CostReport
-from benchmark.arena.data import make_loader
 from benchmark.arena.policy import LayerBits
 from benchmark.arena.presets import Preset
 from benchmark.arena.protocol import (
@@ -76,8 +75,8 @@ class Context(Toolkit):
     log: logging.Logger
     workdir: Path
     reporter: Callable[[dict[str, Any]], None] | None = None
-    options: dict[str, Any] = field(default_factory=dict)
     preset_section: Any = None
+    _warned_infeasible: bool = field(default=False, init=False, repr=False)
     offered: list[Candidate] = field(default_factory=list)
 
     @classmethod
@@ -94,7 +93,6 @@ class Context(Toolkit):
         device: torch.device | str = "cpu",
         log: logging.Logger | None = None,
         reporter: Callable[[dict[str, Any]], None] | None = None,
-        options: dict[str, Any] | None = None,
         preset_section: Any = None,
     ) -> Context:
         """The context of one trial: constraint parsed from the task, RNGs seeded by it,
@@ -117,7 +115,6 @@ class Context(Toolkit):
             log=log or logging.getLogger("mpqbench.method"),
             workdir=workdir,
             reporter=reporter,
-            options=dict(options or {}),
             preset_section=preset_section,
         )
 
@@ -135,18 +132,6 @@ class Context(Toolkit):
         progress.metrics(**metrics)
         if self.reporter is not None:
             self.reporter(metrics)
-
-    def train_loader(self, batch_size: int, *, shuffle: bool = True) -> DataLoader:
-        return make_loader(
-            self.train_set,
-            batch_size,
-            shuffle=shuffle,
-            seed=self.rng.randrange(2**31),
-            drop_last=shuffle,
-        )
-
-    def val_loader(self, batch_size: int = 256) -> DataLoader:
-        return make_loader(self.val_set, batch_size, shuffle=False)
 
     def cost(self, policy: Mapping[str, LayerBits], arch: Any = None) -> CostReport:
         """The shared cost model on this task's space."""
@@ -192,10 +177,35 @@ class Context(Toolkit):
     def offer(self, *candidates: Candidate) -> None:
         """Hand over the search's current answer (best first), replacing what was offered
         before. When the budget ends the search, these are evaluated (status ``ok``,
-        ``stopped_by_budget``); a search that returns gives its own final answer."""
+        ``stopped_by_budget``); a search that returns gives its own final answer.
+
+        A candidate over the task's limit would be recorded infeasible and never trained:
+        the first such offer of a trial says so in the trial's log (a warning)."""
         for candidate in candidates:
             if not isinstance(candidate, Candidate):
                 raise TypeError(
                     f"ctx.offer takes Candidate objects, got {type(candidate).__name__}"
                 )
+        if not self._warned_infeasible:
+            over = [c for c in candidates if self.candidate_feasible(c) is False]
+            if over:
+                self._warned_infeasible = True
+                self.log.warning(
+                    "ctx.offer: candidate %s is over the task's limit %s (it would be "
+                    "recorded infeasible and never trained); said once per trial",
+                    over[0].label or "(unlabelled)",
+                    self.constraint.text,
+                )
         self.offered = list(candidates)
+
+    def candidate_feasible(self, candidate: Candidate) -> bool | None:
+        """Whether ``candidate`` meets the task's limit as the harness will cost it (under
+        its own fixed-layer convention, the policy completed with the fixed layers);
+        ``None`` when it is not a valid candidate of this space."""
+        try:
+            space = self.space.with_fixed(candidate.fixed)
+            arch = space.validate_arch(candidate.arch)
+            policy = space.full_policy(candidate.policy, arch)
+        except ValueError:
+            return None
+        return self.constraint.satisfied(space.cost(policy, arch), space.reference())

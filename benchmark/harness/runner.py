@@ -75,13 +75,15 @@ def make_specs(
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> str:
-    """One compact line: status, candidates, best val-selected accuracy."""
+    """One compact line: status (and whether the budget stopped the search), candidates,
+    best val-selected accuracy."""
     if not rows:
         return "no rows"
     statuses = sorted({r["status"] for r in rows})
     evaluated = [r for r in rows if r["track"] != "none" and r["status"] == "ok"]
     feasible = sum(1 for r in rows if r.get("feasible"))
-    text = f"{'/'.join(statuses)}, {feasible} feasible candidate rows"
+    stopped = " (search stopped by its budget)" if rows[0].get("stopped_by_budget") else ""
+    text = f"{'/'.join(statuses)}{stopped}, {feasible} feasible candidate rows"
     if evaluated:
         best = max(evaluated, key=lambda r: r["top1_val"])
         text += (

@@ -255,7 +255,6 @@ def _set_up(
         device=device,
         log=log,
         reporter=reporter,
-        options=spec.method_options,
         preset_section=section,
     )
     return ctx, method_cls, splits

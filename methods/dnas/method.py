@@ -16,6 +16,7 @@ from benchmark.arena import (
     Candidate,
     Context,
     DoReFaConfig,
+    Method,
     PACTConfig,
     Phase,
     QuantConfig,
@@ -24,7 +25,6 @@ from benchmark.arena import (
     apply_policy,
 )
 from methods import register_method
-from methods.base import Method
 from methods.dnas.config import (
     CATEGORICALS,
     WEIGHTS,

@@ -22,6 +22,7 @@ from benchmark.arena import (
     DivergedError,
     KLLinearConfig,
     LayerBits,
+    Method,
     QuantConfig,
     SearchResult,
     SearchSpace,
@@ -29,7 +30,6 @@ from benchmark.arena import (
     preset_schema,
 )
 from methods import register_method
-from methods.base import Method
 from methods.haq.agent import DDPGAgent, DDPGConfig
 from methods.haq.env import (
     STATE_DIM,

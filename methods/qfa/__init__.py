@@ -57,6 +57,7 @@ from benchmark.arena import (
     FixedFit,
     LayerBits,
     LSQFullConfig,
+    Method,
     QuantConfig,
     Recipe,
     SearchResult,
@@ -69,7 +70,6 @@ from benchmark.arena import (
     sandwich_step,
 )
 from methods import register_method
-from methods.base import Method
 from methods.qfa.encoding import Encoding
 from methods.qfa.nsga import search_front
 from methods.qfa.predictor import AccuracyPredictor, kendall_tau, rmse

@@ -9,8 +9,7 @@ from typing import Annotated
 import torch
 from pydantic import Field, Strict
 
-from benchmark.arena import Candidate, Context, SearchResult, preset_schema
-from methods.base import Method
+from benchmark.arena import Candidate, Context, Method, SearchResult, make_loader, preset_schema
 
 
 class Raising(Method):
@@ -58,7 +57,8 @@ class Diverging(Method):
         model = ctx.space.build(ctx.space.reference_arch).to(ctx.device)
         model.load_state_dict(ctx.fp_state, strict=False)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        for x, y in ctx.train_loader(32):
+        for x, y in make_loader(ctx.train_set, 32, shuffle=True):
+            ctx.budget.charge(x.shape[0])  # a method forwarding images itself charges them
             loss = torch.nn.functional.cross_entropy(model(x.to(ctx.device)), y.to(ctx.device))
             ctx.report(loss=float(loss))  # the harness ends the search on a non-finite loss
             opt.zero_grad()

@@ -7,8 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from benchmark.arena import Candidate, Context, SearchResult
-from methods.base import Method
+from benchmark.arena import Candidate, Context, Method, SearchResult
 
 WAIT_S = 120.0
 """Longest a gated search waits for its barrier or gate (seconds); then it goes on."""
