@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import pkgutil
 import sys
 import types
 import warnings
@@ -21,16 +22,6 @@ from pathlib import Path
 from benchmark.arena import SEARCHES, Method, Preset, PresetError, parse_section
 
 _METHODS: dict[str, type[Method]] = {}
-_BUILTINS = (
-    "methods.uniform",
-    "methods.random_search",
-    "methods.ompq",
-    "methods.hawq",
-    "methods.oqat",
-    "methods.haq",
-    "methods.dnas",
-    "methods.qfa",
-)
 ENTRY_POINT_GROUP = "mpqbench.methods"
 
 
@@ -80,8 +71,10 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 
 def _load_builtins() -> None:
-    for module in _BUILTINS:
-        importlib.import_module(module)
+    """Import every module and package of this package: the built-in methods are the ones
+    that register themselves there (``@register_method``); no list to keep in step."""
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
 
 
 def _load_entry_points() -> dict[str, str]:

@@ -87,6 +87,7 @@ from benchmark.arena import (
     SearchSpace,
     TraceEstimate,
     hutchinson_traces,
+    jsonable_arch,
     parse_section,
     preset_schema,
     quant_layers,
@@ -323,7 +324,7 @@ class HAWQ(Method):
         w_err = weight_errors(model, searchable, bits, quant)
         a_err = input_errors(model, probe.layer_inputs, searchable, bits, quant) if free else None
         log: dict[str, Any] = {
-            "arch": _jsonable_arch(arch),
+            "arch": jsonable_arch(arch),
             "bits": list(bits),
             "activations": self.activations,
             "activation_note": (
@@ -529,13 +530,6 @@ class _Budget:
 
 def _pair(bits: LayerBits) -> tuple[int, int]:
     return bits.w_bits, bits.a_bits
-
-
-def _jsonable_arch(arch: Any) -> Any:
-    if arch is None:
-        return None
-    to_dict = getattr(arch, "to_dict", None)
-    return to_dict() if to_dict else str(arch)
 
 
 __all__ = ["HAWQ", "HessianSettings", "input_errors", "layer_groups", "weight_errors"]

@@ -65,6 +65,7 @@ from benchmark.arena import (
     SearchResult,
     SearchSpace,
     fixed_batch,
+    jsonable_arch,
 )
 from methods import register_method
 from methods.ompq_orm import (
@@ -406,7 +407,7 @@ class OMPQ(Method):
         orm, log = self._orm(ctx, model, taps)
         gammas = gamma(orm)
         log.update(
-            arch=_jsonable_arch(arch),
+            arch=jsonable_arch(arch),
             tap_mode=mode,
             tap_note=note,
             taps=[t.to_dict() for t in taps],
@@ -526,10 +527,3 @@ TAP_NOTES: dict[str, Callable[[list[str]], str]] = {
     ),
 }
 """The log's human-readable line for each tap mode of :func:`find_taps`."""
-
-
-def _jsonable_arch(arch: Any) -> Any:
-    if arch is None:
-        return None
-    to_dict = getattr(arch, "to_dict", None)
-    return to_dict() if to_dict else str(arch)

@@ -109,6 +109,7 @@ from benchmark.arena.protocol import (
     SearchResult,
     Task,
     TrialTimeout,
+    jsonable_arch,
 )
 from benchmark.arena.quant import (
     BatchQuantConfig,
@@ -218,6 +219,7 @@ __all__ = [
     "get_space",
     "hutchinson_trace",
     "hutchinson_traces",
+    "jsonable_arch",
     "list_quantizers",
     "list_spaces",
     "load_cost_file",

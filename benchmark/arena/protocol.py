@@ -314,10 +314,18 @@ class Candidate:
         return json.dumps(policy_to_dict(self.policy), sort_keys=False)
 
     def arch_json(self) -> str:
-        if self.arch is None:
-            return "null"
-        to_dict = getattr(self.arch, "to_dict", None)
-        return json.dumps(to_dict() if to_dict else self.arch, sort_keys=True, default=str)
+        return json.dumps(jsonable_arch(self.arch), sort_keys=True, default=str)
+
+
+def jsonable_arch(arch: Any) -> Any:
+    """``arch`` as JSON-ready data (for rows and search logs): ``None`` for none, its
+    ``to_dict()`` when it has one, plain JSON data as it is, anything else as ``str``."""
+    if arch is None:
+        return None
+    to_dict = getattr(arch, "to_dict", None)
+    if to_dict is not None:
+        return to_dict()
+    return arch if isinstance(arch, dict | list | str | int | float | bool) else str(arch)
 
 
 @dataclass
