@@ -477,14 +477,14 @@ class _Budget:
         groups: Sequence[tuple[str, ...]],
         pairs: Sequence[tuple[int, int]],
     ) -> _Budget:
-        metric, table = ctx.constraint.metric, ctx.space.cost_table(arch)
+        limit = ctx.limit
+        table = limit.table(arch)
         row = {n: i for i, n in enumerate(table.searchable)}
-        per_layer = table.pair_coefficients(metric, pairs)
+        per_layer = limit.pair_coefficients(pairs, arch)
         rows = tuple(tuple(row[n] for n in g) for g in groups)
         costs = np.stack([per_layer[list(r)].sum(axis=0) for r in rows])
-        reference = ctx.space.reference()
-        ref = reference.bitops_w8a8 if metric == "bitops" else reference.size_bits_w8a8
-        return cls(metric, ctx.limit, float(ref), table.fixed_total(metric), costs, rows)
+        fixed = table.fixed_total(limit.metric)  # int: the ILP's integer re-check
+        return cls(limit.metric, limit.absolute, float(limit.reference), fixed, costs, rows)
 
     @property
     def free(self) -> float:

@@ -295,15 +295,15 @@ class CostBudget:
 
 def task_budget(ctx: Context, arch: Any, taps: Sequence[Tap], a_bits: int) -> CostBudget:
     """Per-tap unit costs and the fixed layers' cost (the space's cost table) under the
-    task's absolute limit (``ctx.limit``)."""
-    metric, table = ctx.constraint.metric, ctx.space.cost_table(arch)
+    task's limit (``ctx.limit``)."""
+    limit = ctx.limit
+    metric, table = limit.metric, limit.table(arch)
     if _governed(taps) != set(table.searchable):
         raise RuntimeError("ompq: the taps do not cover the searchable layers (internal error)")
-    reference = ctx.space.reference()
-    ref = reference.bitops_w8a8 if metric == "bitops" else reference.size_bits_w8a8
     units = [sum(table.weight_bit_cost(n, metric, a_bits) for n in t.layers) for t in taps]
-    fixed = table.fixed_total(metric)
-    return CostBudget(metric, ctx.limit, float(ref), float(fixed), np.array(units, float))
+    return CostBudget(
+        metric, limit.absolute, float(limit.reference), limit.fixed(arch), np.array(units, float)
+    )
 
 
 # --- the method ---------------------------------------------------------------------
@@ -467,10 +467,10 @@ class OMPQ(Method):
             for n in t.layers
         }
         policy = ctx.space.full_policy(policy, arch)
-        cost = ctx.space.cost(policy, arch)
-        if not ctx.constraint.satisfied(cost, ctx.space.reference()):
-            raise RuntimeError(f"ompq: {label} is over the constraint (internal error)")
-        value = cost.bitops if budget.metric == "bitops" else cost.size_bits
+        over = ctx.limit.check(policy, arch)
+        if over is not None:
+            raise RuntimeError(f"ompq: {label} {over} (internal error)")
+        value = ctx.limit.cost(policy, arch)
         meta = {
             "variant": "ilp" if variant == "ilp" else "lp+floor/ceil",
             "objective": solution.objective,

@@ -401,11 +401,10 @@ class OQAT(Method):
         fixed: Any,
     ) -> list[Candidate]:
         """The best feasible subnets at ``bits`` with their weights (``stage`` gets the log)."""
-        reference = space.reference()
+        limit = ctx.limit.on(space)  # under this stage's fixed-layer convention
 
         def feasible(arch: Any) -> bool:
-            cost = space.cost(space.uniform_policy(bits, bits, arch), arch)
-            return ctx.constraint.satisfied(cost, reference)
+            return limit.met(space.uniform_policy(bits, bits, arch), arch)
 
         def candidate(arch: Any, net: nn.Module, score: float, rank: int) -> Candidate:
             weights = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}

@@ -197,3 +197,17 @@ def test_a_cycle_through_a_late_import_is_caught(tree: Path) -> None:
     _append(tree / "benchmark/arena/policy.py", "from benchmark.arena.cost import model_cost")
     (cycle,) = import_cycles(import_graph(tree))
     assert {"benchmark.arena.cost", "benchmark.arena.policy"} <= set(cycle)
+
+
+def test_methods_use_the_task_limit_and_cite_only_the_repository() -> None:
+    """No method re-derives the cost limit (``ctx.limit`` is the one object), and no
+    project file cites notes outside the repository (``docs/methods/`` holds them)."""
+    for path in sorted((ROOT / "methods").rglob("*.py")):
+        text = path.read_text()
+        for word in ("bitops_w8a8", "size_bits_w8a8"):
+            assert word not in text, f"{path.relative_to(ROOT)} names {word}: use ctx.limit"
+    for package in (*PACKAGES, "tests", "scripts"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            text = path.read_text()
+            cited = "shared" + "/methods"  # spelled apart: this file is searched too
+            assert cited not in text, f"{path.relative_to(ROOT)} cites {cited}"

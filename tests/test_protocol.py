@@ -121,17 +121,17 @@ def test_context_limit(space_name: str, constraint: str, tmp_path) -> None:
         workdir=tmp_path,
     )
     ref = space.reference()
-    assert ctx.limit == Constraint.parse(constraint).absolute(ref)
+    assert ctx.limit.absolute == Constraint.parse(constraint).absolute(ref)
     expected = {"bitops<=0.4": 0.4 * ref.bitops_w8a8, "size<=100KB": 100e3 * 8}
     expected["size<=0.6"] = 0.6 * ref.size_bits_w8a8
-    assert ctx.limit == pytest.approx(expected[constraint])
+    assert ctx.limit.absolute == pytest.approx(expected[constraint])
     # feasible() is the same check against the same number
     arch = space.reference_arch
     for bits in space.bit_choices:
         policy = space.uniform_policy(bits, bits, arch)
         cost = space.cost(policy, arch)
         value = cost.bitops if ctx.constraint.metric == "bitops" else cost.size_bits
-        assert ctx.feasible(policy, arch) == (value <= ctx.limit)
+        assert ctx.feasible(policy, arch) == (value <= ctx.limit.absolute)
     lowest = min(space.bit_choices)
     assert ctx.feasible(space.uniform_policy(lowest, lowest, arch), arch)
     assert not ctx.feasible(space.uniform_policy(8, 8, arch), arch)
@@ -187,3 +187,46 @@ def test_entry_point_method(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(methods, "entry_points", lambda group: [ep])
     assert "fake-w4" in list_methods()
     assert get_method("fake-w4").name == "allw4"
+
+
+@pytest.mark.parametrize("space_name", ["resnet20", "mbv3-cifar"])
+@pytest.mark.parametrize("constraint", ["bitops<=0.3", "size<=0.5"])
+def test_the_task_limit_is_the_cost_model_on_random_policies(
+    space_name: str, constraint: str
+) -> None:
+    import random
+
+    from benchmark.arena import LayerBits, TaskLimit
+
+    space = get_space(space_name)
+    limit = TaskLimit(Constraint.parse(constraint), space)
+    ref = space.reference()
+    metric = limit.metric
+    assert limit.reference == (ref.bitops_w8a8 if metric == "bitops" else ref.size_bits_w8a8)
+    assert limit.absolute == pytest.approx(limit.ratio * limit.reference)
+    rng = random.Random(0)
+    for _ in range(25):
+        arch = space.sample_arch(rng) if space_name == "mbv3-cifar" else None
+        bits = space.bit_choices
+        layers = space.searchable_layers(arch)
+        policy = {n: LayerBits(rng.choice(bits), rng.choice(bits)) for n in layers}
+        report = space.cost(space.full_policy(policy, arch), arch)
+        value = report.bitops if metric == "bitops" else report.size_bits
+        assert limit.cost(policy, arch) == value
+        # the fixed layers' share plus the per-layer coefficients give the same total
+        table = limit.table(arch)
+        index = {b: i for i, b in enumerate(space.allowed_bits())}
+        coefficients = limit.coefficients(arch)
+        searched = sum(
+            coefficients[row, index[policy[n].w_bits], index[policy[n].a_bits]]
+            for row, n in enumerate(table.searchable)
+        )
+        assert limit.fixed(arch) + searched == pytest.approx(value)
+        met = Constraint.parse(constraint).satisfied(report, ref)
+        assert limit.met(policy, arch) is met
+        assert (limit.check(policy, arch) is None) is met
+        assert (limit.slack(policy, arch) >= 0) is (value <= limit.absolute)
+    over = space.uniform_policy(8, 8)
+    message = limit.check(over)
+    assert message is not None and constraint in message and "over the limit" in message
+    assert limit.free() == pytest.approx(limit.absolute - limit.fixed())

@@ -14,8 +14,9 @@ top-1 in percent):
   :class:`BudgetExceeded`, :class:`DivergedError`, :class:`TrialTimeout`;
 - policies: :class:`LayerBits`, ``Policy`` (layer name → bits), ``FP_BITS``, helpers;
 - the cost model: :func:`model_cost`, :func:`profile_layers`, :class:`CostReport`;
-- cost targets to optimise against: the task's absolute limit (``ctx.limit``,
-  :meth:`Constraint.absolute`: BitOPs per image or weight bits), a space's per-layer
+- cost targets to optimise against: the task's limit (``ctx.limit``, a :class:`TaskLimit`:
+  the absolute limit in BitOPs per image or weight bits, the W8A8 reference, the fixed
+  layers' share, per-layer coefficients, ``check`` / ``slack`` of a policy), a space's per-layer
   :class:`CostTable` (``space.cost_table(arch)``: lookups, totals, fixed layers' share,
   numpy coefficients for LP / ILP) and the differentiable :func:`expected_cost` under
   per-layer bit probabilities (torch); a user's measured per-layer cost table (latency,
@@ -87,6 +88,7 @@ from benchmark.arena.hessian import (
     relative_change,
     twice_differentiable,
 )
+from benchmark.arena.limit import TaskLimit
 from benchmark.arena.method import SEARCHES, Method
 from benchmark.arena.policy import (
     FP_BITS,
@@ -204,6 +206,7 @@ __all__ = [
     "SpaceError",
     "StepLoss",
     "Task",
+    "TaskLimit",
     "TrainStats",
     "TraceEstimate",
     "TrialTimeout",

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from benchmark.arena import progress
 from benchmark.arena.cache import load_verified, save_verified
 from benchmark.arena.cost import CostReport
+from benchmark.arena.limit import TaskLimit
 from benchmark.arena.policy import LayerBits
 from benchmark.arena.presets import Preset
 from benchmark.arena.protocol import (
@@ -138,14 +139,16 @@ class Context(Toolkit):
         return self.space.cost(policy, arch)
 
     @property
-    def limit(self) -> float:
-        """The task's absolute limit on this space's reference: BitOPs per 32×32 image
-        (``bitops`` constraints) or bits of weight storage (``size``)."""
-        return self.constraint.absolute(self.space.reference())
+    def limit(self) -> TaskLimit:
+        """The task's cost limit on this space (:class:`~benchmark.arena.limit.TaskLimit`):
+        ``limit.absolute`` in BitOPs per 32×32 image (``bitops`` constraints) or bits of
+        weight storage (``size``), the W8A8 reference, the fixed layers' share, per-layer
+        coefficients, and ``check`` / ``slack`` of a policy."""
+        return TaskLimit(self.constraint, self.space)
 
     def feasible(self, policy: Mapping[str, LayerBits], arch: Any = None) -> bool:
         """Whether ``policy`` on ``arch`` meets the task's constraint (:attr:`limit`)."""
-        return self.constraint.satisfied(self.cost(policy, arch), self.space.reference())
+        return self.limit.met(policy, arch)
 
     # resumable searches --------------------------------------------------------------
     @property
@@ -208,4 +211,4 @@ class Context(Toolkit):
             policy = space.full_policy(candidate.policy, arch)
         except ValueError:
             return None
-        return self.constraint.satisfied(space.cost(policy, arch), space.reference())
+        return self.limit.on(space).met(policy, arch)

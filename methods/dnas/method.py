@@ -148,21 +148,16 @@ class DNAS(Method):
         """A clear error before any training if the lowest bits already miss the limit."""
         low = min(bits)
         policy = ctx.space.uniform_policy(low, low, arch)
-        if ctx.feasible(policy, arch):
+        limit = ctx.limit
+        if limit.met(policy, arch):
             return
-        cost = ctx.cost(policy, arch)
-        ref = ctx.space.reference()
-        value, base = (
-            (cost.bitops, ref.bitops_w8a8)
-            if ctx.constraint.metric == "bitops"
-            else (cost.size_bits, ref.size_bits_w8a8)
-        )
+        value = limit.cost(policy, arch)
         raise ValueError(
             f"dnas: constraint {ctx.constraint.text} is infeasible on {ctx.space.name}: every "
             f"searched layer at W{low}A{low} (the lowest candidate) costs {value:.6g} "
-            f"{ctx.constraint.metric} (ratio {value / base:.4f} to W8A8), over the limit "
-            f"{ctx.limit:.6g} (ratio {ctx.limit / base:.4f}); loosen the limit to at least "
-            f"{value / base:.4f}"
+            f"{limit.metric} (ratio {limit.ratio_of(value):.4f} to W8A8), over the limit "
+            f"{limit.absolute:.6g} (ratio {limit.ratio:.4f}); loosen the limit to at least "
+            f"{limit.ratio_of(value):.4f}"
         )
 
     def _weight_recipe(self, ctx: Context, recipe: DNASRecipe):
@@ -189,10 +184,8 @@ class DNAS(Method):
         variant = self._variant(ctx)
         self._check_reachable(ctx, arch, variant["bits"])
         ctx.log.info("dnas: %s", variant)
-        table = space.cost_table(arch)
-        metric = ctx.constraint.metric
-        reference = space.reference()
-        ref_value = reference.bitops_w8a8 if metric == "bitops" else reference.size_bits_w8a8
+        limit = ctx.limit
+        table, metric = limit.table(arch), limit.metric
         model = ctx.subnet(arch, None, quant=QUANT)
         apply_policy(model, space.fixed_policy(arch))
         net = SuperNet(
@@ -215,7 +208,9 @@ class DNAS(Method):
         )
         generator = torch.Generator().manual_seed(ctx.rng.randrange(2**31))
         state = SearchState(tau=recipe.tau0, generator=generator)
-        return SearchRun(variant, arch, net, control, state, ctx.limit, ref_value, start_cost)
+        return SearchRun(
+            variant, arch, net, control, state, limit.absolute, limit.reference, start_cost
+        )
 
     def train_supernet(self, ctx: Context, run: SearchRun) -> None:
         """The recipe's epochs through ``ctx.train``: weights on 80% of the train split (θ

@@ -186,19 +186,15 @@ class HAQ(Method):
         with torch.random.fork_rng(devices=[]):
             model = space.build(arch)  # FP: geometry only
         static = static_features(layer_geometry(model, layers, space.input_shape))
-        metric = ctx.constraint.metric
-        task = CostLimit(
-            metric,
-            _metric_coefficients(table, metric, bits),
-            float(table.fixed_total(metric)),
-            ctx.limit,
-        )
+        limit = ctx.limit
+        metric = limit.metric
+        task = CostLimit(metric, limit.coefficients(arch, bits), limit.fixed(arch), limit.absolute)
         limits = [task]
         cost_file = None
         if self.cost_table is not None:
             cost_file = load_cost_file(self.cost_table)
             cost_file.check(space.name, table)
-            ratio = self.table_ratio or ctx.limit / _reference(ctx, metric)
+            ratio = self.table_ratio or limit.ratio
             limits.append(
                 CostLimit(
                     "table",
@@ -389,21 +385,6 @@ class HAQ(Method):
             "preset": {k: v for k, v in asdict(section).items() if k != "episodes"},
             "cost_table": self.cost_table,
         }
-
-
-def _metric_coefficients(table: CostTable, metric: str, bits: Sequence[int]) -> np.ndarray:
-    """The shared cost model as ``(layers, w, a)`` costs: BitOPs, or weight bits (``size``,
-    the same for every activation bit-width)."""
-    coefs = table.coefficients(metric, bits).astype(np.float64)
-    if metric == "size":
-        coefs = np.repeat(coefs[:, :, None], len(bits), axis=2)
-    return coefs
-
-
-def _reference(ctx: Context, metric: str) -> float:
-    """The space's W8A8 reference in ``metric`` (what relative limits are fractions of)."""
-    ref = ctx.space.reference()
-    return float(ref.bitops_w8a8 if metric == "bitops" else ref.size_bits_w8a8)
 
 
 def _seed(task_seed: int, episode: int) -> int:

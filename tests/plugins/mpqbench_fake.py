@@ -232,5 +232,5 @@ class CostQuerying(Method):
     def search(self, ctx: Context) -> SearchResult:
         arch = ctx.space.reference_arch
         policy = ctx.space.uniform_policy(4, 4, arch)
-        meta = {"limit": ctx.limit, "feasible": ctx.feasible(policy, arch)}
+        meta = {"limit": ctx.limit.absolute, "feasible": ctx.feasible(policy, arch)}
         return SearchResult([Candidate(policy, label="w4", meta=meta)])
