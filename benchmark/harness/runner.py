@@ -349,9 +349,8 @@ def run_ray(
         tuner = tune.Tuner(
             trainable,
             param_space={"spec": tune.grid_search([asdict(s) for s in pending])},
-            # a fresh worker process per trial: reused workers grew by ~0.28 GB a trial (two
-            # at 8.5 and 8.1 GB after ~30 supernet trials each, until Ray's memory monitor
-            # killed one); a new worker costs ~9 s a trial (docs/benchmarks.md), 1-8 min trials
+            # a fresh worker process per trial: a reused worker keeps ~0.28 GB per trial
+            # it ran; a new one costs ~9 s of start-up a trial (docs/benchmarks.md)
             tune_config=tune.TuneConfig(reuse_actors=False),
             run_config=tune.RunConfig(
                 name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
