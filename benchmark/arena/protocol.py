@@ -190,8 +190,9 @@ class Budget:
 
 
 class BudgetExceeded(RuntimeError):
-    """Raised by :meth:`BudgetMeter.charge` once a method goes past its budget
-    (status ``over_budget``)."""
+    """Raised by :meth:`BudgetMeter.charge` once a method goes past its budget: the harness
+    stops the search there and evaluates what it offered (status ``ok``,
+    ``stopped_by_budget``); ``over_budget`` only when it offered nothing."""
 
 
 class BudgetMeter:
