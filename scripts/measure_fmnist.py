@@ -209,7 +209,9 @@ def part_seeds(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
         raise SystemExit(f"no records.parquet under {args.runs}: run the uniform runs first")
     rows = pd.concat(frames)
     rows = rows[
-        rows["method"].str.startswith("uniform") & (rows["track"] == "retrain") & (rows["status"] == "ok")
+        rows["method"].str.startswith("uniform")
+        & (rows["track"] == "retrain")
+        & (rows["status"] == "ok")
         & (rows["preset"] == preset.name)
     ]  # fmt: skip
     out: dict[str, Any] = {}
