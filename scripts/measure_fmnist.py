@@ -15,12 +15,18 @@ after, the thread count and the torch version; a part already written is skipped
 - ``pipeline``: the data pipeline's share of a ResNet-20 training step at the preset's batch
   size (FP and W4A4 LSQ): batches drawn from the loader alone vs. drawn and trained on,
   interleaved over ``--rounds`` rounds; the median share and its spread.
+- ``trials``: each method's trial time on the preset: one run per (method, space) of
+  ``--trials`` (seed 0, the default constraint, the serial executor on ``--threads`` CPUs),
+  each its own run folder ``<out>/runs/<method>-<space>-seed0`` so that a finished one is
+  kept and an interrupted one resumes (``--resume``); the trial's wall seconds (search,
+  then every candidate's finetune and evaluation) read from its records, with the load.
 - ``seeds``: from the records of ``uniform`` runs (``--runs``), each candidate's test top-1
   over seeds, its seed-to-seed std, and the minimum detectable paired difference at 3 and 5
   seeds (α 0.05, power 0.8) for two methods with that spread each (std of a difference
   √2 × the std when independent; the paired design can only lower it).
 
     python scripts/measure_fmnist.py fp tau pipeline --out results/fmnist-preset
+    python scripts/measure_fmnist.py trials --out results/fmnist-preset
     python scripts/measure_fmnist.py seeds --runs results/fmnist-preset/runs --out ...
 """
 
@@ -52,7 +58,12 @@ from benchmark.arena.spaces import get_space
 from benchmark.arena.spaces.base import ElasticSearchSpace
 from benchmark.report.stats import min_detectable_difference
 
-PARTS = ("fp", "tau", "pipeline", "seeds")
+PARTS = ("fp", "tau", "pipeline", "trials", "seeds")
+TRIALS = (
+    "qfa/mbv3-cifar,oqat/mbv3-cifar,haq/resnet20,dnas/resnet20,dnas/mbv3-cifar,haq/mbv3-cifar,"
+    "hawq/resnet20,hawq/mbv3-cifar,ompq/resnet20,ompq/mbv3-cifar,random/resnet20,"
+    "random/mbv3-cifar,oqat/resnet20,qfa/resnet20"
+)
 
 
 def _machine() -> dict[str, Any]:
@@ -201,6 +212,67 @@ def part_pipeline(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
     return out
 
 
+def _trial_run(args: argparse.Namespace, preset: Preset, method: str, space: str) -> Path:
+    """Run (or resume, or keep) the one-trial run of ``method`` on ``space``; its folder."""
+    import subprocess
+    import sys
+
+    run_id = f"{method}-{space}-seed0"
+    folder = Path(args.out) / "runs" / run_id
+    if (folder / "records.parquet").exists():
+        print(f"{run_id}: kept (its records exist)", flush=True)
+        return folder
+    command = [sys.executable, "-m", "benchmark", "run", "--methods", method, "--space", space]
+    command += ["--preset", preset.name, "--executor", "serial", "--seeds", "0"]
+    command += ["--cpus-per-trial", str(args.threads), "--out", str(args.out)]
+    command += ["--resume", run_id] if (folder / "metadata.json").exists() else ["--run-id", run_id]
+    before, wall = _machine(), time.perf_counter()
+    print(f"{run_id}: running ({' '.join(command[1:])})", flush=True)
+    done = subprocess.run(command, check=False)
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"{run_id}: the run exited with {done.returncode}")
+    (folder / "measured.json").write_text(
+        json.dumps(
+            {
+                "wall_seconds": time.perf_counter() - wall,
+                "machine_before": before,
+                "machine_after": _machine(),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    return folder
+
+
+def part_trials(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
+    import pandas as pd
+
+    out: dict[str, Any] = {}
+    for pair in args.trials:
+        method, space = pair.split("/")
+        folder = _trial_run(args, preset, method, space)
+        rows = pd.read_parquet(folder / "records.parquet")
+        first = rows.iloc[0]
+        retrain = rows[rows["track"] == "retrain"]
+        evaluated = rows["finetune_wall_hours"].fillna(0) * 3600 + rows["eval_seconds"].fillna(0)
+        trial_seconds = float(first["search_wall_hours"]) * 3600 + float(evaluated.sum())
+        measured = folder / "measured.json"
+        entry: dict[str, Any] = {
+            "status": sorted(set(rows["status"])),
+            "trial_seconds": trial_seconds,
+            "search_seconds": float(first["search_wall_hours"]) * 3600,
+            "rows": {str(k): int(v) for k, v in rows["track"].value_counts().items()},
+            "stopped_by_budget": bool(rows["stopped_by_budget"].fillna(False).any()),
+            "best_top1_test": float(retrain["top1_test"].max()) if len(retrain) else None,
+        }
+        if measured.exists():
+            entry.update(json.loads(measured.read_text()))
+        out[pair] = entry
+        print(pair, json.dumps(entry), flush=True)
+    return out
+
+
 def part_seeds(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
     import pandas as pd
 
@@ -241,6 +313,7 @@ def main() -> None:
     parser.add_argument("--subnets", type=int, default=30, help="random subnets (part tau)")
     parser.add_argument("--batches", type=int, default=20, help="batches per side (pipeline)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (pipeline)")
+    parser.add_argument("--trials", default=TRIALS, help="method/space comma list (trials)")
     parser.add_argument("--runs", default="results/fmnist-preset/runs", help="part seeds")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2 cores here)")
     parser.add_argument("--cache-dir", default=None)
@@ -248,12 +321,19 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="measure parts already written")
     args = parser.parse_args()
     args.spaces = [s for s in args.spaces.split(",") if s]
+    args.trials = [t for t in args.trials.split(",") if t]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
     torch.set_num_threads(args.threads)
     preset = load_preset(args.preset)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    parts = {"fp": part_fp, "tau": part_tau, "pipeline": part_pipeline, "seeds": part_seeds}
+    parts = {
+        "fp": part_fp,
+        "tau": part_tau,
+        "pipeline": part_pipeline,
+        "trials": part_trials,
+        "seeds": part_seeds,
+    }
     for part in args.parts:
         path = out / f"{part}.json"
         if path.exists() and not args.force:
