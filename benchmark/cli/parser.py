@@ -133,6 +133,12 @@ def _default_space() -> str:
     return "mbv3-cifar" if "mbv3-cifar" in list_spaces() else "resnet20"
 
 
+def _preset_names() -> str:
+    from benchmark.arena.presets import list_presets
+
+    return " | ".join(list_presets())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m benchmark", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -171,7 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma list of datasets (default: the preset's, digits for smoke)",
     )
-    run.add_argument("--data-dir", default=None, help="folder holding the CIFAR files")
+    run.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding the dataset's files (CIFAR; Fashion-MNIST's default: "
+        "/usr/share/datasets/fashion-mnist)",
+    )
     run.add_argument(
         "--download",
         action="store_true",
@@ -181,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--preset",
         default=None,
-        help="tiny | smoke | small | paper, or a .toml file (default smoke)",
+        help=f"{_preset_names()}, or a .toml file (default smoke; `list presets` says what "
+        "each is for)",
     )
     run.add_argument(
         "--constraint",

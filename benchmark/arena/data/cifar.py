@@ -18,7 +18,14 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 from torchvision.datasets.vision import StandardTransform
 
-from benchmark.arena.data.splits import IMAGE_SIZE, DataError, DataSplits, _frozen, _split_train_val
+from benchmark.arena.data.splits import (
+    IMAGE_SIZE,
+    DataError,
+    DataSplits,
+    _frozen,
+    _split_train_val,
+    one_line,
+)
 
 
 class _UnverifiedCIFAR10(CIFAR10):
@@ -71,11 +78,6 @@ CIFAR_SPECS: dict[str, _CifarSpec] = {
 }
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or "no details"
-    return f"{type(exc).__name__}: {text[:200]}"
-
-
 def cifar_root(spec: _CifarSpec, data_dir: str | Path | None) -> Path:
     """The folder that holds (or will hold) the dataset's base folder."""
     base = spec.verified.base_folder
@@ -110,7 +112,7 @@ def check_cifar_files(spec: _CifarSpec, root: Path, *, verify: bool) -> None:
             corrupt = [f for f, md5 in spec.files if not check_integrity(folder / f, md5)]
     except (OSError, ValueError) as exc:  # a path the OS refuses, an unreadable file
         raise DataError(
-            f"cannot read {spec.title} files in {root} ({_one_line(exc)}): {hint}"
+            f"cannot read {spec.title} files in {root} ({one_line(exc)}): {hint}"
         ) from exc
     if not root_found:
         raise DataError(f"{spec.title} not found in {root} (no such directory): {hint}")
@@ -139,7 +141,7 @@ def _download_cifar(spec: _CifarSpec, root: Path, folder: Path, verify: bool) ->
         download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
     except Exception as exc:  # network, disk or archive errors from torchvision
         raise DataError(
-            f"downloading {spec.title} into {root} failed ({_one_line(exc)}): check the "
+            f"downloading {spec.title} into {root} failed ({one_line(exc)}): check the "
             f"internet connection, or fetch {cls.filename} by hand and extract it there"
         ) from exc
 
@@ -186,7 +188,7 @@ def load_cifar(
         test_ds = spec.unverified(str(root), train=False, transform=eval_tf)
     except Exception as exc:  # pickle / numpy / torchvision errors on a bad file
         raise DataError(
-            f"{spec.title} files in {folder} could not be read ({_one_line(exc)}): they look "
+            f"{spec.title} files in {folder} could not be read ({one_line(exc)}): they look "
             "corrupt or truncated: delete them and re-download (--download)"
         ) from exc
     for dataset, split in ((train_aug, "training"), (test_ds, "test")):

@@ -43,6 +43,7 @@ from benchmark.arena.data.splits import (
     DataSplits,
     _frozen,
     _split_train_val,
+    one_line,
 )
 
 TITLE = "Fashion-MNIST"
@@ -76,11 +77,6 @@ HINT = (
     f"{DEBIAN_DIR}), or put the four official *-ubyte.gz files in a folder and pass "
     "--data-dir FOLDER"
 )
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or "no details"
-    return f"{type(exc).__name__}: {text[:200]}"
 
 
 def fashion_mnist_folder(data_dir: str | Path | None) -> Path:
@@ -134,9 +130,7 @@ def check_fashion_mnist_files(data_dir: str | Path | None, *, verify: bool = Tru
             )
         bad = [name for name in FILES if verify and not _file_ok(folder / name, name)]
     except OSError as exc:  # a path the OS refuses, an unreadable file
-        raise DataError(
-            f"cannot read {TITLE} files in {folder} ({_one_line(exc)}): {HINT}"
-        ) from exc
+        raise DataError(f"cannot read {TITLE} files in {folder} ({one_line(exc)}): {HINT}") from exc
     if bad:
         raise DataError(
             f"{TITLE} files in {folder} fail the MD5 checksum (corrupt, truncated or not "
@@ -161,7 +155,7 @@ def _read(folder: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:
             arrays = (train.data, train.targets, test.data, test.targets)
     except (OSError, EOFError, zlib.error, AssertionError, RuntimeError, ValueError) as exc:
         raise DataError(
-            f"{TITLE} files in {folder} could not be read ({_one_line(exc)}): they look "
+            f"{TITLE} files in {folder} could not be read ({one_line(exc)}): they look "
             f"corrupt or truncated: {HINT}"
         ) from exc
     _check_arrays(*arrays, folder)

@@ -22,6 +22,12 @@ class DataError(ValueError):
     """A dataset that cannot be loaded or split as asked (one-line, actionable message)."""
 
 
+def one_line(exc: BaseException) -> str:
+    """``exc`` as ``Type: message`` on one line of at most ~200 characters (for DataError)."""
+    text = " ".join(str(exc).split()) or "no details"
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
 class LabeledTensorDataset(TensorDataset):
     """In-memory ``(images, labels)`` dataset whose items are ``(image tensor, int label)``.
 
