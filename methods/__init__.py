@@ -1,4 +1,4 @@
-"""Method registry: ``@register_method``, ``get_method``, ``list_methods``, ``method_options``.
+"""Method registry: ``@register_method``, ``get_method``, ``list_methods``, ``check_options``.
 
 A user's own method joins from outside the package by spec, ``module:Class`` (an
 importable module, e.g. ``my.module:MyMethod``) or ``path/to/file.py:Class`` (a file), or
@@ -9,6 +9,8 @@ message naming the spec and what to do.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import hashlib
 import importlib
 import inspect
@@ -19,7 +21,7 @@ import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from benchmark.arena import SEARCHES, Method, Preset, PresetError, parse_section
+from benchmark.arena import SEARCHES, Method, Preset, PresetError
 
 _METHODS: dict[str, type[Method]] = {}
 ENTRY_POINT_GROUP = "mpqbench.methods"
@@ -176,50 +178,41 @@ def get_method(name: str) -> type[Method]:
     raise MethodError(f"unknown method {name!r}; choose one of {', '.join(list_methods())}")
 
 
-def option_defaults(cls: type[Method]) -> dict[str, object]:
-    """The options (``__init__`` keyword parameters) a method class takes, each with its
-    default (``inspect.Parameter.empty`` when it has none).
-
-    ``**kwargs`` passed on to a parent's ``__init__`` accept what that parent accepts;
-    :class:`Method` itself takes none.
-    """
-    accepted: dict[str, object] = {}
-    for klass in cls.__mro__:
-        if klass is Method:
-            break
-        if "__init__" not in klass.__dict__:
-            continue
-        params = list(inspect.signature(klass.__dict__["__init__"]).parameters.values())[1:]
-        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        for p in params:
-            if p.kind in kinds:
-                accepted.setdefault(p.name, p.default)
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-            break
-    return accepted
-
-
-def accepted_options(cls: type[Method]) -> list[str]:
-    """The names of the options a method class takes (see :func:`option_defaults`)."""
-    return sorted(option_defaults(cls))
+def config_fields(cls: type[Method]) -> list[str]:
+    """The keys a method's config takes (its ``config_class``'s fields); none without one."""
+    if cls.config_class is None:
+        return []
+    return [f.name for f in dataclasses.fields(cls.config_class)]
 
 
 def check_options(cls: type[Method], options: dict, where: str) -> None:
-    """Refuse an option ``cls.__init__`` does not take, naming the accepted ones."""
-    accepted = accepted_options(cls)
+    """Refuse an option that is not a key of the method's config, naming the accepted ones
+    (the values are checked with the preset's section: :meth:`Method.configure`)."""
+    accepted = config_fields(cls)
     for key in options:
         if key not in accepted:
             takes = f"it takes {', '.join(accepted)}" if accepted else "it takes no options"
-            raise MethodError(f"method {where} has no option {key!r}: {takes}")
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise MethodError(f"method {where} has no option {key!r}: {hint}{takes}")
+
+
+def changed_options(cls: type[Method], preset: Preset, options: dict) -> dict:
+    """The ``options`` whose validated value differs from the preset's config: what names
+    a variant (``ompq[beta=1]``); an option equal to the preset's value names none."""
+    if not options or cls.config_class is None:
+        return {}
+    base, full = cls.configure(preset), cls.configure(preset, options)
+    return {k: v for k, v in options.items() if getattr(full, k) != getattr(base, k)}
 
 
 def check_preset_sections(preset: Preset, given: list[type[Method]] | None = None) -> None:
     """Validate every ``[methods.<name>]`` section of ``preset`` against that method's
-    ``preset_section`` schema. ``given`` adds methods from outside the registry (specs).
+    config class. ``given`` adds methods from outside the registry (specs).
 
     Raises:
-        PresetError: a section naming no known method, for a method without a preset
-            section, or with a bad key (one line).
+        PresetError: a section naming no known method, for a method without a config
+            class, or with a bad key (one line).
     """
     classes = {cls.name: cls for cls in given or []}
     for name in preset.methods:
@@ -232,35 +225,19 @@ def check_preset_sections(preset: Preset, given: list[type[Method]] | None = Non
                     f"preset {preset.name}: [methods.{name}] names no method; registered: "
                     f"{', '.join(list_methods())}"
                 ) from None
-        method_preset(cls, preset)
-
-
-def method_preset(cls: type[Method], preset: Preset) -> object | None:
-    """The parsed ``[methods.<name>]`` section of ``preset`` for ``cls`` (its schema's
-    defaults when the preset has none; ``None`` for a method without a schema)."""
-    values = preset.methods.get(cls.name)
-    if cls.preset_section is None:
-        if values is not None:
-            raise PresetError(
-                f"preset {preset.name}: method {cls.name!r} takes no [methods.{cls.name}] "
-                "section: remove it"
-            )
-        return None
-    source, section = f"preset {preset.name}", f"methods.{cls.name}"
-    return parse_section(cls.preset_section, values or {}, source, section)
+        cls.configure(preset)
 
 
 __all__ = [
     "Method",
     "MethodError",
-    "accepted_options",
+    "changed_options",
     "check_method_class",
     "check_options",
     "check_preset_sections",
+    "config_fields",
     "get_method",
     "list_methods",
-    "method_preset",
-    "option_defaults",
     "register_method",
     "split_spec",
 ]

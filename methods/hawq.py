@@ -47,10 +47,10 @@ Differs from the paper, stated:
 - Scaled down: a few train batches (``batches`` × ``batch_size`` images; HAWQ-V3's batch
   is not stated in the spec), fewer vectors on the small presets (below).
 
-Hessian settings (``batches``, ``batch_size``, ``max_iter``, ``tol``): an option given
-wins; else the preset's ``[methods.hawq]`` section (the method's ``preset_section``, e.g.
-the tiny presets' ``max_iter = 10``); else the defaults (2 × 32 images, 100, 1e-3). The log says
-where each came from.
+Hessian settings (``batches``, ``batch_size``, ``max_iter``, ``tol``) are keys of
+:class:`HAWQConfig` like the others: its defaults (2 × 32 images, 100, 1e-3), then the
+preset's ``[methods.hawq]`` section (e.g. the tiny presets' ``max_iter = 10``), then
+``--method-options``; every row records the merged config (``method_config``).
 
 Budget: the probe charges its images for the forward passes and again for every
 Hessian-vector product (``ctx.hessian_probe``); the traces are estimated round by round
@@ -68,8 +68,8 @@ solver status, objective and cost, and the rounds offered.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -88,8 +88,7 @@ from benchmark.arena import (
     TraceEstimate,
     hutchinson_traces,
     jsonable_arch,
-    parse_section,
-    preset_schema,
+    method_config,
     quant_layers,
 )
 from methods import register_method
@@ -97,41 +96,47 @@ from methods.hawq_ilp import Allocation, AllocationProblem, solve
 
 ACTIVATION_MODES = ("tied", "free")
 PAPER_BITS = (4, 8)
+HESSIAN_KEYS = ("batches", "batch_size", "max_iter", "tol")  # how the traces are estimated
 
 
-# --- Hessian settings -------------------------------------------------------------------
-@preset_schema
-class HessianSettings:
-    """How the traces are estimated: ``batches`` × ``batch_size`` train images, at most
-    ``max_iter`` Rademacher vectors per target, stop below ``tol`` relative change. Also
-    the schema of the preset's ``[methods.hawq]`` section."""
+# --- the config -------------------------------------------------------------------------
+Bits = Annotated[int, Strict(), Field(ge=1, le=31)]
+Ratio = Annotated[float, Strict(), Field(ge=0, le=1)]
 
+
+@method_config
+class HAWQConfig:
+    """HAWQ-V3's settings (``--method-options '{"hawq": {...}}'`` or ``[methods.hawq]``).
+
+    Attributes:
+        bits: the bit-widths to choose from: ``[4, 8]`` (the paper, default), ``"space"``
+            (the space's bit choices) or a list of the space's allowed bits (below 32).
+        activations: ``"tied"`` (activation bits = weight bits, the paper) or ``"free"``
+            (chosen independently, with HAWQ-V2's activation Hessian term).
+        batches, batch_size: train batches of the Hessian probe and their size (images).
+        max_iter: most Rademacher vectors per trace; tol: the stopping test's tolerance
+            (relative change).
+        ratios: the paper's family of budgets (``ILP.ipynb``): for each r, one more
+            candidate labelled ``hawq-r<r>``, the ILP optimum under ``all-min + r·(all-max
+            − all-min)`` of the searched layers' cost (e.g. ``[0.25, 0.5, 0.75]``); a
+            budget above the task's limit is skipped (logged). Default none: only the
+            optimum under the task's limit.
+    """
+
+    bits: tuple[Bits, ...] | Literal["space"] = PAPER_BITS
+    activations: Literal["tied", "free"] = "tied"
     batches: Annotated[int, Strict(), Field(ge=1)] = 2
     batch_size: Annotated[int, Strict(), Field(ge=1)] = 32
     max_iter: Annotated[int, Strict(), Field(ge=1)] = 100
     tol: Annotated[float, Strict(), Field(ge=0)] = 1e-3
+    ratios: tuple[Ratio, ...] = ()
 
-    @classmethod
-    def resolve(
-        cls,
-        options: Mapping[str, Any],
-        section: HessianSettings | None,
-        given: Mapping[str, Any],
-    ) -> tuple[HessianSettings, dict[str, str]]:
-        """Each setting from ``options`` (not ``None``), else the preset's parsed
-        ``section`` (``given``: the keys the preset file set), else the default; also
-        where each came from (``"option"``, ``"preset"``, ``"default"``).
-
-        Raises:
-            ValueError: an option out of range (one line naming it and what it accepts).
-        """
-        base = section if section is not None else cls()
-        values = {f.name: getattr(base, f.name) for f in fields(cls)}
-        source = {name: "preset" if name in given else "default" for name in values}
-        for name, value in options.items():
-            if value is not None:
-                values[name], source[name] = value, "option"
-        return parse_section(cls, values, "hawq options", ""), source
+    def __post_init__(self) -> None:
+        if not self.bits:
+            raise ValueError("bits must be a non-empty list of bit-widths, or 'space'")
+        if self.bits != "space":  # a set: order and repeats do not make a variant
+            object.__setattr__(self, "bits", tuple(sorted(set(self.bits))))
+        object.__setattr__(self, "ratios", tuple(sorted(set(self.ratios))))
 
 
 # --- quantization errors ----------------------------------------------------------------
@@ -200,102 +205,31 @@ def layer_groups(space: SearchSpace, arch: Any, searchable: Sequence[str]) -> li
 class HAWQ(Method):
     """HAWQ-V3: Hutchinson Hessian traces and an ILP over per-layer bits.
 
-    Options (``--method-options '{"hawq": {...}}'``):
-        bits: the bit-widths to choose from: ``[4, 8]`` (the paper, default), ``"space"``
-            (the space's bit choices) or a list of the space's allowed bits (below 32).
-        activations: ``"tied"`` (activation bits = weight bits, the paper) or ``"free"``
-            (chosen independently, with HAWQ-V2's activation Hessian term).
-        batches, batch_size: train batches of the Hessian probe and their size (images).
-        max_iter: most Rademacher vectors per trace; tol: the stopping test's tolerance.
-            These four default to the preset's ``[methods.hawq]`` section, else 2, 32,
-            100, 1e-3.
-        ratios: the paper's family of budgets (``ILP.ipynb``): for each r, one more
-            candidate labelled ``hawq-r<r>``, the ILP optimum under ``all-min + r·(all-max
-            − all-min)`` of the searched layers' cost (e.g. ``[0.25, 0.5, 0.75]``); a
-            budget above the task's limit is skipped (logged). Default none: only the
-            optimum under the task's limit.
+    Settings: :class:`HAWQConfig`.
     """
 
     name = "hawq"
     searches = "bits"
-    preset_section = HessianSettings
-
-    def __init__(
-        self,
-        bits: Sequence[int] | str = PAPER_BITS,
-        activations: str = "tied",
-        batches: int | None = None,
-        batch_size: int | None = None,
-        max_iter: int | None = None,
-        tol: float | None = None,
-        ratios: Sequence[float] = (),
-        **options: Any,
-    ) -> None:
-        super().__init__(**options)
-        values = list(ratios) if isinstance(ratios, list | tuple) else None
-        if values is None or not all(
-            isinstance(r, int | float) and not isinstance(r, bool) and 0 <= r <= 1 for r in values
-        ):
-            raise ValueError(
-                f"hawq: ratios must be a list of numbers from 0 to 1, e.g. [0.25, 0.5, 0.75], "
-                f"got {ratios!r}"
-            )
-        self.ratios = tuple(sorted(set(float(r) for r in values)))
-        if isinstance(bits, str):
-            if bits != "space":
-                raise ValueError(
-                    f"hawq: bits must be a list of bit-widths or 'space', got {bits!r}"
-                )
-            self.bits: tuple[int, ...] | str = "space"
-        else:
-            try:
-                values = list(bits)
-            except TypeError:
-                raise ValueError(f"hawq: bits must be a list of bit-widths, got {bits!r}") from None
-            ok = all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b < 32 for b in values)
-            if not values or not ok:
-                raise ValueError(
-                    f"hawq: bits must be a non-empty list of integers from 1 to 31, got {bits!r}"
-                )
-            self.bits = tuple(sorted(set(values)))
-        if activations not in ACTIVATION_MODES:
-            raise ValueError(
-                f"hawq: activations must be one of {', '.join(ACTIVATION_MODES)}, "
-                f"got {activations!r}"
-            )
-        self.activations = activations
-        self.hessian_options = {
-            "batches": batches, "batch_size": batch_size, "max_iter": max_iter, "tol": tol,
-        }  # fmt: skip
-        HessianSettings.resolve(self.hessian_options, None, {})  # validate what was given
+    config_class = HAWQConfig
 
     # --- pieces ---------------------------------------------------------------------
     def bit_set(self, space: SearchSpace) -> tuple[int, ...]:
         """The bit-widths chosen from, checked against the space's allowed bits."""
-        if self.bits == "space":
+        if self.config.bits == "space":
             return tuple(sorted(space.bit_choices))
         allowed = [b for b in space.allowed_bits() if b < 32]
-        bad = [b for b in self.bits if b not in allowed]
+        bad = [b for b in self.config.bits if b not in allowed]
         if bad:
             raise ValueError(
                 f"hawq: {bad[0]} bits is not allowed on {space.name} (allowed: {allowed})"
             )
-        return tuple(self.bits)
+        return tuple(self.config.bits)
 
     def choices(self, bits: Sequence[int]) -> list[tuple[int, int]]:
         """``(w_bits, a_bits)`` pairs: ``(b, b)`` tied, every pair free (weight bits outer)."""
-        if self.activations == "tied":
+        if self.config.activations == "tied":
             return [(b, b) for b in bits]
         return [(w, a) for w in bits for a in bits]
-
-    def settings(self, ctx: Context) -> tuple[HessianSettings, dict[str, str]]:
-        given = ctx.preset.methods.get(self.name, {})
-        section = ctx.preset_section
-        if not isinstance(section, HessianSettings):  # a context built without the harness
-            section = parse_section(
-                HessianSettings, given, f"preset {ctx.preset.name}", f"methods.{self.name}"
-            )
-        return HessianSettings.resolve(self.hessian_options, section, given)
 
     # --- search ---------------------------------------------------------------------
     def search(self, ctx: Context) -> SearchResult:
@@ -306,12 +240,12 @@ class HAWQ(Method):
         groups = layer_groups(space, arch, searchable)
         budget = _Budget.of(ctx, arch, groups, pairs)
         budget.check(ctx, pairs)  # before any image is processed
-        settings, source = self.settings(ctx)
+        settings = self.config
 
         # FP weights, every layer at 32 bits; an elastic space's subnet gets its own BN
         # statistics first (the probe runs in eval mode)
         model = ctx.subnet(arch, recalibrated=True)
-        free = self.activations == "free"
+        free = self.config.activations == "free"
         probe = ctx.hessian_probe(
             model,
             searchable,
@@ -326,7 +260,7 @@ class HAWQ(Method):
         log: dict[str, Any] = {
             "arch": jsonable_arch(arch),
             "bits": list(bits),
-            "activations": self.activations,
+            "activations": self.config.activations,
             "activation_note": (
                 "tied: a_bits = w_bits (the paper)"
                 if not free
@@ -335,7 +269,7 @@ class HAWQ(Method):
             "choices": [list(p) for p in pairs],
             "groups": [list(g) for g in groups],
             "fixed_layers": space.fixed_layer_names(arch),
-            "hessian": {**asdict(settings), "source": source, "images": probe.images,
+            "hessian": {**{k: getattr(settings, k) for k in HESSIAN_KEYS}, "images": probe.images,
                         "loss": probe.loss, "seed": ctx.task.seed},
             "weight_sq_error": {n: w_err[i].tolist() for i, n in enumerate(searchable)},
             "constraint": budget.to_dict(ctx),
@@ -415,7 +349,7 @@ class HAWQ(Method):
         low, high = int(budget.costs.min(axis=1).sum()), int(budget.costs.max(axis=1).sum())
         found: list[Candidate] = []
         log["ratios"] = {}
-        for r in self.ratios:
+        for r in self.config.ratios:
             limit = low + r * (high - low)
             if limit > budget.free:
                 log["ratios"][f"{r:g}"] = "skipped: above the task's limit"
@@ -447,7 +381,7 @@ class HAWQ(Method):
             raise RuntimeError("hawq: the ILP's answer is over the constraint (internal error)")
         meta = {
             "bits": list(sorted({b for p in pairs for b in p})),
-            "activations": self.activations,
+            "activations": self.config.activations,
             "status": allocation.status,
             "objective": allocation.objective,
             "cost": allocation.cost + budget.fixed,
@@ -532,4 +466,4 @@ def _pair(bits: LayerBits) -> tuple[int, int]:
     return bits.w_bits, bits.a_bits
 
 
-__all__ = ["HAWQ", "HessianSettings", "input_errors", "layer_groups", "weight_errors"]
+__all__ = ["HAWQ", "HAWQConfig", "input_errors", "layer_groups", "weight_errors"]

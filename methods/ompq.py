@@ -50,10 +50,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, Strict, field_validator
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -66,6 +67,7 @@ from benchmark.arena import (
     SearchSpace,
     fixed_batch,
     jsonable_arch,
+    method_config,
 )
 from methods import register_method
 from methods.ompq_orm import (
@@ -79,8 +81,6 @@ from methods.ompq_orm import (
     solve_ilp,
     solve_lp,
 )
-
-SOLVERS = ("lp", "ilp", "both")
 
 
 # --- feature taps -------------------------------------------------------------------
@@ -307,57 +307,62 @@ def task_budget(ctx: Context, arch: Any, taps: Sequence[Tap], a_bits: int) -> Co
 
 
 # --- the method ---------------------------------------------------------------------
-@register_method
-class OMPQ(Method):
-    """OMPQ bit allocation on the space's reference architecture (no training).
+NonNegative = Annotated[float, Strict(), Field(ge=0)]
 
-    Options (``--method-options '{"ompq": {...}}'``):
+
+@method_config
+class OMPQConfig:
+    """OMPQ's settings (``--method-options '{"ompq": {...}}'`` or ``[methods.ompq]``).
+
+    Attributes:
         beta: β of ``θ = exp(−β γ)`` (default 10, the paper's ResNet QAT setting).
-        betas: extra β values, one candidate each (``ompq-beta<β>``).
+        betas: extra β values, one candidate each (``ompq-beta<β>``); one number or a list.
         orm_off: add the ORM-off ablation (β = 0), candidate ``ompq-orm-off``.
         solver: ``"lp"`` (the paper: LP + floor/ceil rounding, ``ompq``), ``"ilp"`` (exact
             integer program, ``ompq-ilp``) or ``"both"``.
         a_bits: uniform activation bits of the searched layers (default 8).
-        batch_size: images in the one FP forward pass (default 32).
+        batch_size: images in the one FP forward pass (default 32; CKA centres over the
+            batch, so at least 2).
         batch_seed: which images (default: the task seed).
         bit_bounds: ``[low, high]`` weight bits; the allowed choices are the space's
             ``bit_choices`` inside them (default: all of them).
     """
 
+    beta: NonNegative = 10.0
+    betas: tuple[NonNegative, ...] = ()
+    orm_off: Annotated[bool, Strict()] = False
+    solver: Literal["lp", "ilp", "both"] = "lp"
+    a_bits: Annotated[int, Strict(), Field(ge=1, le=31)] = 8
+    batch_size: Annotated[int, Strict(), Field(ge=2)] = 32
+    batch_seed: Annotated[int, Strict(), Field(ge=0)] | None = None
+    bit_bounds: tuple[Annotated[int, Strict(), Field(ge=1, le=31)], ...] | None = None
+
+    @field_validator("betas", mode="before")
+    @classmethod
+    def _one_beta(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    def __post_init__(self) -> None:
+        bounds = self.bit_bounds
+        if bounds is not None and (len(bounds) != 2 or bounds[0] > bounds[1]):
+            raise ValueError(f"bit_bounds must be [low, high], got {list(bounds)}")
+
+
+@register_method
+class OMPQ(Method):
+    """OMPQ bit allocation on the space's reference architecture (no training).
+
+    Settings: :class:`OMPQConfig`.
+    """
+
     name = "ompq"
     searches = "bits"
-
-    def __init__(
-        self,
-        beta: float = 10.0,
-        betas: Sequence[float] = (),
-        orm_off: bool = False,
-        solver: str = "lp",
-        a_bits: int = 8,
-        batch_size: int = 32,
-        batch_seed: int | None = None,
-        bit_bounds: Sequence[int] | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(**options)
-        betas = [betas] if isinstance(betas, int | float) else list(betas)
-        if solver not in SOLVERS:
-            raise ValueError(f"ompq: solver must be one of {SOLVERS}, got {solver!r}")
-        if beta < 0 or any(b < 0 for b in betas):
-            raise ValueError("ompq: beta must be >= 0")
-        if int(batch_size) < 2:
-            raise ValueError("ompq: batch_size must be at least 2 (CKA centres over the batch)")
-        if bit_bounds is not None and (len(bit_bounds) != 2 or bit_bounds[0] > bit_bounds[1]):
-            raise ValueError(f"ompq: bit_bounds must be [low, high], got {bit_bounds!r}")
-        self.beta, self.betas, self.orm_off = float(beta), [float(b) for b in betas], orm_off
-        self.solver, self.a_bits, self.batch_size = solver, int(a_bits), int(batch_size)
-        self.batch_seed = batch_seed
-        self.bit_bounds = None if bit_bounds is None else (int(bit_bounds[0]), int(bit_bounds[1]))
+    config_class = OMPQConfig
 
     # --- pieces ---------------------------------------------------------------------
     def weight_choices(self, space: SearchSpace) -> tuple[int, ...]:
         """The allowed weight bits: the space's choices inside ``bit_bounds``."""
-        lo, hi = self.bit_bounds or (min(space.bit_choices), max(space.bit_choices))
+        lo, hi = self.config.bit_bounds or (min(space.bit_choices), max(space.bit_choices))
         choices = tuple(sorted(b for b in space.bit_choices if lo <= b <= hi))
         if not choices:
             raise ValueError(
@@ -367,9 +372,9 @@ class OMPQ(Method):
 
     def _variants(self) -> list[tuple[str, float]]:
         """``(label suffix, β)`` of each ORM setting, the main β first."""
-        runs = [("", self.beta)]
-        runs += [(f"-beta{b:g}", b) for b in self.betas if b != self.beta]
-        if self.orm_off:
+        runs = [("", self.config.beta)]
+        runs += [(f"-beta{b:g}", b) for b in self.config.betas if b != self.config.beta]
+        if self.config.orm_off:
             runs.append(("-orm-off", 0.0))
         return runs
 
@@ -383,7 +388,8 @@ class OMPQ(Method):
         hint = " or lower a_bits" if budget.metric == "bitops" else ""
         raise ValueError(
             f"ompq: constraint {ctx.constraint.text} is infeasible on {space.name}: with "
-            f"every searched layer at W{low}A{self.a_bits} (the lowest allowed) and the other "
+            f"every searched layer at W{low}A{self.config.a_bits} (the lowest allowed) and the "
+            "other "
             f"layers as the space fixes them (ratio {budget.ratio(budget.fixed):.4f}), the "
             f"minimum achievable {budget.metric} is {lowest:.6g} {unit}, a ratio of "
             f"{budget.ratio(lowest):.4f} to W8A8, over the limit {budget.limit:.6g} {unit} "
@@ -402,7 +408,7 @@ class OMPQ(Method):
         note = TAP_NOTES[mode](sorted(_own_taps(taps)))
         if mode != "blocks":
             ctx.log.info("ompq: %s", note)
-        budget = task_budget(ctx, arch, taps, self.a_bits)
+        budget = task_budget(ctx, arch, taps, self.config.a_bits)
         self._check_feasible(ctx, budget, choices[0])
         orm, log = self._orm(ctx, model, taps)
         gammas = gamma(orm)
@@ -414,7 +420,7 @@ class OMPQ(Method):
             fixed_layers=[n for n in space.layer_names(arch) if n not in _governed(taps)],
             orm=orm.tolist(),
             gamma=gammas.tolist(),
-            a_bits=self.a_bits,
+            a_bits=self.config.a_bits,
             weight_bits=list(choices),
             x_bounds=[choices[0] / 8, choices[-1] / 8],
             constraint={"text": ctx.constraint.text, **budget.to_dict()},
@@ -425,7 +431,7 @@ class OMPQ(Method):
             for variant, solution, run_log in self._solve(beta, gammas, budget, choices):
                 label = f"ompq{'-ilp' if variant == 'ilp' else ''}{suffix}"
                 candidate = self._candidate(ctx, arch, taps, budget, solution, label, variant)
-                candidate.meta.update(beta=beta, orm=beta > 0, a_bits=self.a_bits)
+                candidate.meta.update(beta=beta, orm=beta > 0, a_bits=self.config.a_bits)
                 run_log.update(
                     label=label,
                     bits={t.name: b for t, b in zip(taps, solution.bits, strict=True)},
@@ -440,15 +446,18 @@ class OMPQ(Method):
         self, ctx: Context, model: nn.Module, taps: Sequence[Tap]
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """The one forward pass (charged) and the ORM of its taps; the log's batch part."""
-        seed = ctx.task.seed if self.batch_seed is None else int(self.batch_seed)
-        images, _ = fixed_batch(ctx.train_set, self.batch_size, seed)
+        seed = ctx.task.seed if self.config.batch_seed is None else int(self.config.batch_seed)
+        images, _ = fixed_batch(ctx.train_set, self.config.batch_size, seed)
         grams = tap_grams(model, taps, images.to(ctx.device))
-        ctx.budget.charge(self.batch_size)
+        ctx.budget.charge(self.config.batch_size)
         orm, degenerate = orm_from_grams(grams)
         names = [taps[i].name for i in degenerate]
         if names:
             ctx.log.warning("ompq: taps constant over the batch (ORM 0 by convention): %s", names)
-        return orm, {"batch": {"size": self.batch_size, "seed": seed}, "degenerate_taps": names}
+        return orm, {
+            "batch": {"size": self.config.batch_size, "seed": seed},
+            "degenerate_taps": names,
+        }
 
     def _candidate(
         self,
@@ -462,7 +471,7 @@ class OMPQ(Method):
     ) -> Candidate:
         """The full policy of ``solution``, checked with the shared cost model."""
         policy = {
-            n: LayerBits(int(b), self.a_bits)
+            n: LayerBits(int(b), self.config.a_bits)
             for t, b in zip(taps, solution.bits, strict=True)
             for n in t.layers
         }
@@ -495,9 +504,9 @@ class OMPQ(Method):
         rounded = round_floor_ceil(problem, lp_bits)
         base.update(lp={**lp_info, "bits": lp_bits.tolist()}, rounding=rounded.info)
         out = []
-        if self.solver in ("lp", "both"):
+        if self.config.solver in ("lp", "both"):
             out.append(("lp", rounded, {**base, "variant": "lp", "objective": rounded.objective}))
-        if self.solver in ("ilp", "both"):
+        if self.config.solver in ("ilp", "both"):
             exact = solve_ilp(problem, incumbent=rounded.bits)
             ilp_log = {
                 **base,

@@ -82,13 +82,12 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, Strict
 from torch import nn
 
 from benchmark.arena import (
-    FIT_MODES,
     FP_BITS,
     Candidate,
     Context,
@@ -103,7 +102,7 @@ from benchmark.arena import (
     apply_policy,
     evolve,
     fit_fixed,
-    preset_schema,
+    method_config,
     sandwich_step,
     scale_quant_ranges,
 )
@@ -114,11 +113,17 @@ PosReal = Annotated[float, Strict(), Field(gt=0)]
 PosInt = Annotated[int, Strict(), Field(ge=1)]
 
 
-@preset_schema
-class OQATKeys:
-    """``[methods.oqat]``: the recipe of OQAT's stages and of its subnet selection.
+@method_config
+class OQATConfig:
+    """OQAT's settings (``--method-options '{"oqat": {...}}'`` or ``[methods.oqat]``): the
+    bit-widths, the recipe of its stages and of its subnet selection.
 
     Attributes:
+        bits: the bit-widths to produce, in inheritance order (default ``[4, 3, 2]``; each
+            lower than the one before).
+        candidates_per_bits: candidates per bit-width from the final population.
+        fixed: ``"auto"`` (default), ``"method"`` or ``"space"``: which convention the
+            never-searched layers follow (see the module doc, "Fixed layers").
         stage_epochs: epochs over the train split of each stage, in order (the first from
             the FP supernet, then one per inheritance step); one entry per bit-width the
             method produces (default 4, 3, 2). The paper trains lower bits shorter.
@@ -137,6 +142,9 @@ class OQATKeys:
             --fidelity``; docs/benchmarks.md). Default: off.
     """
 
+    bits: tuple[Annotated[int, Strict(), Field(ge=1, lt=FP_BITS)], ...] = (4, 3, 2)
+    candidates_per_bits: PosInt = 1
+    fixed: Literal["auto", "method", "space"] = "auto"
     stage_epochs: tuple[PosReal, ...] = (3.0, 2.0, 1.0)
     stage_max_steps: tuple[PosInt, ...] | None = None
     lr: PosReal | None = None
@@ -146,6 +154,35 @@ class OQATKeys:
     mutate_prob: Annotated[float, Strict(), Field(gt=0, le=1)] = 0.1
     clip_grad_norm: PosReal | None = None
 
+    def __post_init__(self) -> None:
+        bits = list(self.bits)
+        if not bits:
+            raise ValueError("bits must be a non-empty list like [4, 3, 2]")
+        if any(a <= b for a, b in zip(bits, bits[1:], strict=False)):
+            raise ValueError(
+                f"bits must decrease (each supernet inherits from the one before), got {bits}"
+            )
+        if len(self.stage_epochs) != len(bits):
+            raise ValueError(
+                f"bits {bits} need {len(bits)} stage lengths; stage_epochs has "
+                f"{len(self.stage_epochs)}"
+            )
+        caps = self.stage_max_steps
+        if caps is not None and len(caps) != len(bits):
+            raise ValueError(
+                f"bits {bits} need {len(bits)} step caps; stage_max_steps has {len(caps)}"
+            )
+
+
+def check_bits_allowed(bits: Sequence[int], space: SearchSpace) -> None:
+    """``ValueError`` (one line) for a bit-width ``space`` does not allow."""
+    for b in bits:
+        if b not in space.allowed_bits():
+            raise ValueError(
+                f"oqat: {b}-bit is not allowed on {space.name} "
+                f"(allowed: {list(space.allowed_bits())})"
+            )
+
 
 def oqat_quant() -> QuantConfig:
     """OQAT's quantizers: LSQ weights and activations, one state per layer shared by every
@@ -153,74 +190,38 @@ def oqat_quant() -> QuantConfig:
     return QuantConfig(act_grid="unsigned")
 
 
-def check_bits(bits: Any) -> tuple[int, ...]:
-    """The bit-widths option as a tuple, or ``ValueError`` (one line)."""
-    if isinstance(bits, int | str) or not isinstance(bits, Sequence) or not bits:
-        raise ValueError(f"oqat: bits must be a non-empty list like [4, 3, 2], got {bits!r}")
-    if any(isinstance(b, bool) or not isinstance(b, int) or not 1 <= b < FP_BITS for b in bits):
-        raise ValueError(f"oqat: bits must be whole numbers from 1 to 31, got {list(bits)}")
-    if any(a <= b for a, b in zip(bits, bits[1:], strict=False)):
-        raise ValueError(
-            f"oqat: bits must decrease (each supernet inherits from the one before), "
-            f"got {list(bits)}"
-        )
-    return tuple(int(b) for b in bits)
-
-
 @register_method
 class OQAT(Method):
     """Quantized supernet with shared LSQ step sizes, bit inheritance 4→3→2, evolutionary
     subnet selection per bit-width (resnet20: uniform bits with inheritance).
 
-    Options (``--method-options '{"oqat": {...}}'``):
-        bits: the bit-widths to produce, in inheritance order (default ``[4, 3, 2]``).
-        candidates_per_bits: candidates per bit-width from the final population (default 1).
-        fixed: ``"auto"`` (default), ``"method"`` or ``"space"``: which convention the
-            never-searched layers follow (see the module doc, "Fixed layers").
+    Settings: :class:`OQATConfig`.
     """
 
     name = "oqat"
     searches = "arch+uniform-bits"
-    preset_section = OQATKeys
+    config_class = OQATConfig
 
-    def __init__(
-        self,
-        bits: Sequence[int] = (4, 3, 2),
-        candidates_per_bits: int = 1,
-        fixed: str = "auto",
-        **options: Any,
-    ) -> None:
-        super().__init__(**options)
-        self.bits = check_bits(bits)
-        if fixed not in FIT_MODES:
-            raise ValueError(f"oqat: fixed must be one of {', '.join(FIT_MODES)}; got {fixed!r}")
-        self.fixed_mode = fixed
-        if isinstance(candidates_per_bits, bool) or not isinstance(candidates_per_bits, int):
-            raise ValueError(
-                f"oqat: candidates_per_bits must be a whole number, got {candidates_per_bits!r}"
-            )
-        if candidates_per_bits < 1:
-            raise ValueError(f"oqat: candidates_per_bits must be ≥ 1, got {candidates_per_bits}")
-        self.candidates_per_bits = candidates_per_bits
+    @classmethod
+    def prepare_config(cls, config: OQATConfig, spaces: Sequence[SearchSpace]) -> OQATConfig:
+        """Every bit-width allowed on every space of the run (before anything starts)."""
+        for space in spaces:
+            check_bits_allowed(config.bits, space)
+        return config
 
     # --- the search -------------------------------------------------------------------
     def search(self, ctx: Context) -> SearchResult:
-        keys: OQATKeys = ctx.preset_section or OQATKeys()
-        for b in self.bits:
-            if b not in ctx.space.allowed_bits():
-                raise ValueError(
-                    f"oqat: {b}-bit is not allowed on {ctx.space.name} "
-                    f"(allowed: {list(ctx.space.allowed_bits())})"
-                )
+        keys = self.config
+        check_bits_allowed(keys.bits, ctx.space)
         recipes = self._recipes(ctx, keys)
         fit = fit_fixed(  # OQAT: stem, SE and classifier FP when the limit allows it
             ctx.space,
             ctx.constraint,
             FP_BITS,
-            mode=self.fixed_mode,
+            mode=self.config.fixed,
             method="oqat",
             own_label="stem, SE convs and classifier FP",
-            low_bits=min(self.bits),
+            low_bits=min(self.config.bits),
         )
         space = fit.space
         elastic = isinstance(space, ElasticSearchSpace)
@@ -230,7 +231,7 @@ class OQAT(Method):
             "oqat on %s: %s, bits %s, stage epochs %s, quantizers %s, fixed layers: %s",
             space.name,
             mode,
-            list(self.bits),
+            list(self.config.bits),
             [r.epochs for r in recipes],
             quant.to_dict(),
             fit.why,
@@ -244,7 +245,7 @@ class OQAT(Method):
         candidates: list[Candidate] = []
         log: dict[str, Any] = {
             "mode": mode,
-            "bits": list(self.bits),
+            "bits": list(self.config.bits),
             "quant": quant.to_dict(),
             "fixed": fit.fixed,
             "fixed_why": fit.why,
@@ -258,14 +259,14 @@ class OQAT(Method):
         if self._usable(saved):
             model.load_state_dict(saved["model"])
             candidates, log, start = saved["candidates"], saved["log"], saved["done"]
-            ctx.log.info("oqat: resuming after stage %d of %d", start, len(self.bits))
-        for index in range(start, len(self.bits)):
-            bits = self.bits[index]
+            ctx.log.info("oqat: resuming after stage %d of %d", start, len(self.config.bits))
+        for index in range(start, len(self.config.bits)):
+            bits = self.config.bits[index]
             seed = ctx.task.seed * 7919 + index
             stage: dict[str, Any] = {"bits": bits}
             if index > 0:
-                factor = 2.0 ** (self.bits[index - 1] - bits)
-                stage["inherited_from"] = self.bits[index - 1]
+                factor = 2.0 ** (self.config.bits[index - 1] - bits)
+                stage["inherited_from"] = self.config.bits[index - 1]
                 stage["step_scale"] = factor
                 stage["quantizers_scaled"] = scale_quant_ranges(model, factor)
             began = time.perf_counter()
@@ -282,7 +283,7 @@ class OQAT(Method):
                 ctx.log.warning(
                     "oqat W%dA%d stage diverged (%s): the search ends with the %d "
                     "candidate(s) of the finished bit-widths %s",
-                    bits, bits, err, len(candidates), list(self.bits[:index]),
+                    bits, bits, err, len(candidates), list(self.config.bits[:index]),
                 )  # fmt: skip
                 break
             stage.update(train_seconds=time.perf_counter() - began, **stats.to_dict())
@@ -312,7 +313,7 @@ class OQAT(Method):
             ctx.save_checkpoint(
                 {
                     "version": CHECKPOINT_VERSION,
-                    "bits": list(self.bits),
+                    "bits": list(self.config.bits),
                     "done": index + 1,
                     "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                     "candidates": candidates,
@@ -324,19 +325,9 @@ class OQAT(Method):
         return SearchResult(candidates, log=log)
 
     # --- pieces ---------------------------------------------------------------------------
-    def _recipes(self, ctx: Context, keys: OQATKeys) -> list[Recipe]:
+    def _recipes(self, ctx: Context, keys: OQATConfig) -> list[Recipe]:
         """One SGD recipe per stage: the preset's ``[finetune]`` one with the stage's length."""
-        if len(keys.stage_epochs) != len(self.bits):
-            raise ValueError(
-                f"oqat: bits {list(self.bits)} need {len(self.bits)} stage lengths; "
-                f"[methods.oqat] stage_epochs has {len(keys.stage_epochs)}"
-            )
-        caps = keys.stage_max_steps
-        if caps is not None and len(caps) != len(self.bits):
-            raise ValueError(
-                f"oqat: bits {list(self.bits)} need {len(self.bits)} step caps; "
-                f"[methods.oqat] stage_max_steps has {len(caps)}"
-            )
+        caps = keys.stage_max_steps  # as many as bits (checked by the config)
         base = ctx.preset.finetune
         return [
             replace(
@@ -353,7 +344,7 @@ class OQAT(Method):
         return (
             isinstance(saved, dict)
             and saved.get("version") == CHECKPOINT_VERSION
-            and saved.get("bits") == list(self.bits)
+            and saved.get("bits") == list(self.config.bits)
         )
 
     def _train_stage(
@@ -363,7 +354,7 @@ class OQAT(Method):
         model: nn.Module,
         bits: int,
         recipe: Recipe,
-        keys: OQATKeys,
+        keys: OQATConfig,
         seed: int,
     ) -> Any:
         """Train ``model`` at uniform ``W = A = bits`` for one stage (charged by ``ctx``)."""
@@ -394,7 +385,7 @@ class OQAT(Method):
         space: SearchSpace,
         model: nn.Module,
         bits: int,
-        keys: OQATKeys,
+        keys: OQATConfig,
         seed: int,
         quant: QuantConfig,
         stage: dict[str, Any],
@@ -462,7 +453,7 @@ class OQAT(Method):
         stage["evaluations"] = result.evaluations
         chosen, seen = [], set()
         for member in result.population:
-            if repr(member.arch) not in seen and len(chosen) < self.candidates_per_bits:
+            if repr(member.arch) not in seen and len(chosen) < self.config.candidates_per_bits:
                 seen.add(repr(member.arch))
                 chosen.append(member)
         stage["selected"] = [{"arch": m.arch.to_dict(), "val_top1": m.score} for m in chosen]

@@ -12,32 +12,50 @@ evaluated when the budget ends the search).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from benchmark.arena import Candidate, Context, ElasticSearchSpace, LayerBits, Method, SearchResult
+from pydantic import Field, Strict
+
+from benchmark.arena import (
+    Candidate,
+    Context,
+    ElasticSearchSpace,
+    LayerBits,
+    Method,
+    SearchResult,
+    method_config,
+)
 from methods import register_method
+
+Count = Annotated[int, Strict(), Field(ge=1)]
+
+
+@method_config
+class RandomConfig:
+    """``random``'s settings.
+
+    Attributes:
+        num_samples: feasible samples to score (the budget may end the search sooner).
+        top_k: candidates: the best ``top_k`` by validation top-1.
+        max_tries: draws per sample before giving up on finding a feasible one.
+        calib_batches: train batches that recalibrate each sample before it is scored.
+    """
+
+    num_samples: Count = 16
+    top_k: Count = 2
+    max_tries: Count = 2000
+    calib_batches: Count = 2
 
 
 @register_method
 class RandomSearch(Method):
     name = "random"
     searches = "arch+bits"
-
-    def __init__(
-        self,
-        num_samples: int = 16,
-        top_k: int = 2,
-        max_tries: int = 2000,
-        calib_batches: int = 2,
-        **options: Any,
-    ) -> None:
-        super().__init__(**options)
-        self.num_samples, self.top_k, self.max_tries = num_samples, top_k, max_tries
-        self.calib_batches = calib_batches
+    config_class = RandomConfig
 
     def _sample(self, ctx: Context) -> tuple[Any, dict[str, LayerBits]] | None:
         space, rng = ctx.space, ctx.rng
-        for _ in range(self.max_tries):
+        for _ in range(self.config.max_tries):
             elastic = isinstance(space, ElasticSearchSpace) and space.searches != "bits"
             arch = space.sample_arch(rng) if elastic else space.reference_arch
             bits = space.bit_choices
@@ -52,22 +70,22 @@ class RandomSearch(Method):
 
     def search(self, ctx: Context) -> SearchResult:
         scored: list[tuple[float, Candidate]] = []
-        for i in range(self.num_samples):
+        for i in range(self.config.num_samples):
             if ctx.budget.exhausted():
                 break
             sample = self._sample(ctx)
             if sample is None:
-                ctx.log.warning("no feasible random sample in %d tries", self.max_tries)
+                ctx.log.warning("no feasible random sample in %d tries", self.config.max_tries)
                 break
             arch, policy = sample
-            acc = ctx.score(ctx.subnet(arch, policy), seed=i, batches=self.calib_batches)
+            acc = ctx.score(ctx.subnet(arch, policy), seed=i, batches=self.config.calib_batches)
             ctx.report(sample=i, val_top1=acc)
             scored.append(
                 (acc, Candidate(policy, arch, label=f"sample{i}", meta={"proxy_val_top1": acc}))
             )
             scored.sort(key=lambda item: -item[0])  # stable: ties keep their sampling order
-            ctx.offer(*(c for _, c in scored[: self.top_k]))  # the answer if the budget ends
+            ctx.offer(*(c for _, c in scored[: self.config.top_k]))  # the answer if the budget ends
         return SearchResult(
-            [c for _, c in scored[: self.top_k]],
+            [c for _, c in scored[: self.config.top_k]],
             log={"samples": len(scored), "proxy_val_top1": [a for a, _ in scored]},
         )

@@ -6,25 +6,38 @@ harness records the ones over the constraint as infeasible.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
-from benchmark.arena import Candidate, Context, Method, SearchResult
+from pydantic import Field, Strict
+
+from benchmark.arena import Candidate, Context, Method, SearchResult, method_config
 from methods import register_method
+
+
+@method_config
+class UniformConfig:
+    """``uniform``'s settings.
+
+    Attributes:
+        bits: the bit-widths, one W{b}A{b} candidate each (in this order).
+    """
+
+    bits: tuple[Annotated[int, Strict(), Field(ge=1, le=31)], ...] = Field(
+        default=(8, 4, 3, 2), min_length=1
+    )
 
 
 @register_method
 class Uniform(Method):
     name = "uniform"
     searches = "bits"
-
-    def __init__(self, bits: tuple[int, ...] | list[int] = (8, 4, 3, 2), **options: Any) -> None:
-        super().__init__(**options)
-        self.bits = tuple(int(b) for b in bits)
+    config_class = UniformConfig
 
     def search(self, ctx: Context) -> SearchResult:
         arch = ctx.space.reference_arch
+        bits = self.config.bits
         candidates = [
             Candidate(policy=ctx.space.uniform_policy(b, b, arch), arch=arch, label=f"W{b}A{b}")
-            for b in self.bits
+            for b in bits
         ]
-        return SearchResult(candidates, log={"bits": list(self.bits)})
+        return SearchResult(candidates, log={"bits": list(bits)})

@@ -53,7 +53,6 @@ from benchmark.arena import Budget, Context, Task, get_space
 from benchmark.arena.data import load_splits
 from benchmark.arena.presets import load_preset
 from benchmark.arena.recipes.pretrain import fp_starting_point
-from methods import method_preset
 from methods.dnas import DNAS
 
 SIDES = ("fp", "shared", "separate")
@@ -64,7 +63,6 @@ def make_ctx(space_name: str, device: str) -> Context:
     splits = load_splits("digits", val_fraction=preset.data.val_fraction, seed=0)
     space = get_space(space_name, num_classes=splits.num_classes)
     fp_state, _ = fp_starting_point(space, splits, preset, seed=0)
-    section = dataclasses.replace(method_preset(DNAS, preset), epochs=1)
     return Context.create(
         Task(space_name, "digits", preset.name, "bitops<=0.3", 0),
         space,
@@ -75,7 +73,6 @@ def make_ctx(space_name: str, device: str) -> Context:
         workdir=Path(tempfile.mkdtemp(prefix="bench-dnas-")),
         device=device,
         log=logging.getLogger("bench_dnas"),
-        preset_section=section,
     )
 
 
@@ -94,7 +91,7 @@ def run_side(ctx: Context, side: str) -> tuple[float, float]:
             ctx.train(model, recipe=recipe, desc="fp-epoch")
 
     else:
-        method = DNAS(weights=side)
+        method = DNAS(DNAS.configure(ctx.preset), epochs=1, weights=side)
         run = method.prepare(ctx)
 
         def epoch() -> None:

@@ -41,7 +41,7 @@ from benchmark.arena.presets import load_preset
 from benchmark.arena.protocol import Budget, Task
 from benchmark.arena.recipes.pretrain import fp_starting_point
 from benchmark.arena.spaces import get_space
-from methods import get_method, method_preset
+from methods import get_method
 from methods.haq import HAQ
 
 QUIET_FP32_STEP_S = 0.38
@@ -100,9 +100,9 @@ def main() -> None:
     space = get_space(args.space, num_classes=splits.num_classes)
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     fp_state, _ = fp_starting_point(space, splits, preset, seed=0, cache_dir=cache)
-    section = method_preset(get_method("haq"), preset)
+    config = get_method("haq").configure(preset, {"cost_table": args.cost_table})
     if args.episodes is not None:
-        section = replace(section, episodes=args.episodes)
+        config = replace(config, episodes=args.episodes)
 
     spent = {"finetune": 0.0, "score": 0.0}
     load_before = os.getloadavg()[0]
@@ -111,12 +111,12 @@ def main() -> None:
         task = Task(space.name, "digits", preset.name, args.constraint, 0)
         ctx = Context.create(
             task, space, preset, splits, fp_state, budget=Budget(3600.0, 10**9),
-            workdir=Path(tmp), log=logging.getLogger("bench_haq"), preset_section=section,
+            workdir=Path(tmp), log=logging.getLogger("bench_haq"),
         )  # fmt: skip
         ctx.finetune = timed(ctx.finetune, spent, "finetune")  # type: ignore[method-assign]
         ctx.score = timed(ctx.score, spent, "score")  # type: ignore[method-assign]
         start = time.perf_counter()
-        result = HAQ(cost_table=args.cost_table).search(ctx)
+        result = HAQ(config).search(ctx)
         total = time.perf_counter() - start
     step = (step_before + fp32_step_seconds()) / 2
     episodes = result.log["episodes"]
@@ -126,7 +126,7 @@ def main() -> None:
         "space": args.space,
         "preset": args.preset,
         "constraint": args.constraint,
-        "haq_section": section.__dict__,
+        "haq_config": config.__dict__,
         "threads": args.threads,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}",

@@ -130,6 +130,7 @@ def time_search(args: argparse.Namespace) -> dict[str, Any]:
             log=logging.getLogger("bench_hawq"),
         )
         method = HAWQ(
+            HAWQ.configure(preset),
             batches=1,
             batch_size=args.batch_size,
             max_iter=args.max_iter,

@@ -58,7 +58,7 @@ from benchmark.arena.quant import scale_quant_ranges
 from benchmark.arena.recipes.loop import make_optimizer, total_steps
 from benchmark.arena.recipes.pretrain import pretrain_supernet
 from benchmark.arena.recipes.scoring import recalibrate_and_evaluate
-from methods import get_method, method_preset
+from methods import get_method
 from methods.oqat import OQAT, oqat_quant
 
 
@@ -72,7 +72,6 @@ def context(space, preset, splits, state, keys, seed: int) -> Context:
         budget=Budget(1e6, 10**12),
         workdir=Path(tempfile.mkdtemp()),
         log=logging.getLogger("bench_oqat"),
-        preset_section=keys,
     )
 
 
@@ -110,8 +109,8 @@ def fidelity(
     torch.manual_seed(seed)
     base = get_space("mbv3-cifar", num_classes=splits.num_classes)
     space = base.with_fixed(32)
-    keys = replace(method_preset(get_method("oqat"), preset), clip_grad_norm=clip)
-    method = OQAT()
+    keys = replace(get_method("oqat").configure(preset), clip_grad_norm=clip)
+    method = OQAT(keys)
     rng = random.Random(1000 + seed)
     archs = {
         "largest": space.max_arch(),
@@ -126,9 +125,9 @@ def fidelity(
     # the chain 4 → 3 → 2
     model = ctx.fp_supernet(oqat_quant())
     steps_chain, seconds = [], []
-    for i, bits in enumerate(method.bits):
+    for i, bits in enumerate(keys.bits):
         if i:
-            scale_quant_ranges(model, 2.0 ** (method.bits[i - 1] - bits))
+            scale_quant_ranges(model, 2.0 ** (keys.bits[i - 1] - bits))
         began = time.perf_counter()
         stats = train_or_diverge(method, ctx, space, model, bits, recipes[i], keys, seed * 7919 + i)
         seconds.append(round(time.perf_counter() - began, 1))
@@ -189,15 +188,15 @@ def zeros(splits, preset, state) -> dict[str, Any]:
     torch.manual_seed(0)
     base = get_space("mbv3-cifar", num_classes=splits.num_classes)
     space = base.with_fixed(32)
-    keys = method_preset(get_method("oqat"), preset)
-    method = OQAT()
+    keys = get_method("oqat").configure(preset)
+    method = OQAT(keys)
     ctx = context(base, preset, splits, state, keys, 0)
     recipes = method._recipes(ctx, keys)
     x = torch.stack([splits.train[i][0] for i in range(64)])
     model = ctx.fp_supernet(oqat_quant())
-    for i, bits in enumerate(method.bits[:2]):
+    for i, bits in enumerate(keys.bits[:2]):
         if i:
-            scale_quant_ranges(model, 2.0 ** (method.bits[i - 1] - bits))
+            scale_quant_ranges(model, 2.0 ** (keys.bits[i - 1] - bits))
         method._train_stage(ctx, space, model, bits, recipes[i], keys, i)
     out = {"w3": zero_shares(space, model, 3, x)}
     scale_quant_ranges(model, 2.0)

@@ -49,7 +49,6 @@ from benchmark.arena import Budget, Context, Task, get_space
 from benchmark.arena.data import load_splits
 from benchmark.arena.presets import load_preset
 from benchmark.arena.recipes.pretrain import pretrain_supernet
-from methods import method_preset
 from methods.qfa import QFA, STAGE_BITS
 from methods.qfa.sampler import QFASampler
 
@@ -117,10 +116,10 @@ def search(preset_name: str, constraint: str) -> dict:
             state,
             budget=budget,
             workdir=Path(work),
-            # the held-out subnets scored a second time: the ceiling of the predictor's τ
-            preset_section=replace(method_preset(QFA, preset), rescore_held_out=True),
         )
-        result = QFA().search(ctx)
+        # the held-out subnets scored a second time: the ceiling of the predictor's τ
+        config = replace(QFA.configure(preset), rescore_held_out=True)
+        result = QFA(config).search(ctx)
     wall = time.perf_counter() - start
     log = result.log
     phases = {"cost_profiles_s": profile_s, **log["phases"]}

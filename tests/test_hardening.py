@@ -93,15 +93,16 @@ def test_the_recipe_hash_follows_content_not_name() -> None:
 def test_a_method_reads_its_own_preset_section(
     tmp_path: Path, plugins: None, capsys: pytest.CaptureFixture
 ) -> None:
-    from methods import check_preset_sections, get_method, method_preset
+    from methods import check_preset_sections, get_method
 
     cls = get_method("mpqbench_fake:Sectioned")
     preset = tmp_path / "sectioned.toml"
     preset.write_text(TINY.read_text() + "\n[methods.sectioned]\nbits = 2\n")
     loaded = load_preset(str(preset))
     check_preset_sections(loaded, [cls])
-    assert method_preset(cls, loaded).bits == 2
-    assert method_preset(cls, load_preset(str(TINY))).bits == 8  # the schema's default
+    assert cls.configure(loaded).bits == 2
+    assert cls.configure(load_preset(str(TINY))).bits == 8  # the config class's default
+    assert cls.configure(loaded, {"bits": 4}).bits == 4  # an option overrides the section
     bad = Preset.from_dict({**loaded.to_dict(), "methods": {"sectioned": {"bits": 3.5}}})
     with pytest.raises(PresetError, match=r"\[methods.sectioned\] bits = 3.5"):
         check_preset_sections(bad, [cls])

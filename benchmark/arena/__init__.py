@@ -55,9 +55,10 @@ top-1 in percent):
   :func:`twice_differentiable` (double backward through hard activations and depthwise
   convolutions);
 - presets: :class:`Preset` and :class:`Recipe` (validated pydantic dataclasses), and a
-  method's own preset keys: a :func:`preset_schema` class as the method's
-  ``preset_section`` (parsed into ``ctx.preset_section``; :func:`parse_section`,
-  :class:`PresetError`);
+  method's one typed config: a :func:`method_config` class (``<Method>Config``) as the
+  method's ``config_class``, its defaults overridden by the preset's ``[methods.<name>]``
+  section and then by ``--method-options`` (:meth:`Method.configure`), read as
+  ``self.config`` (:func:`parse_section`, :class:`PresetError`);
 - a generic evolutionary search over an elastic space's architectures: :func:`evolve`
   (:class:`EvolutionResult`, :class:`Scored`), with the method's own score and constraint;
 - the frozen recipes: :func:`train`, :func:`evaluate`, :func:`recalibrate`,
@@ -99,7 +100,14 @@ from benchmark.arena.policy import (
     policy_to_dict,
     uniform_policy,
 )
-from benchmark.arena.presets import Preset, PresetError, Recipe, parse_section, preset_schema
+from benchmark.arena.presets import (
+    Preset,
+    PresetError,
+    Recipe,
+    method_config,
+    parse_section,
+    preset_schema,
+)
 from benchmark.arena.protocol import (
     Budget,
     BudgetExceeded,
@@ -228,6 +236,7 @@ __all__ = [
     "load_cost_file",
     "make_loader",
     "model_cost",
+    "method_config",
     "parse_section",
     "policy_from_dict",
     "policy_to_dict",

@@ -57,8 +57,6 @@ class Context(Toolkit):
         rng / np_rng: seeded generators (the torch global seed is also set).
         log: the trial's logger.
         workdir: a folder for the method's checkpoints (survives a resumed trial).
-        preset_section: the method's own ``[methods.<name>]`` preset section, parsed by
-            its ``preset_section`` schema (``None`` for a method without one).
     """
 
     task: Task
@@ -76,7 +74,6 @@ class Context(Toolkit):
     log: logging.Logger
     workdir: Path
     reporter: Callable[[dict[str, Any]], None] | None = None
-    preset_section: Any = None
     _warned_infeasible: bool = field(default=False, init=False, repr=False)
     offered: list[Candidate] = field(default_factory=list)
 
@@ -94,7 +91,6 @@ class Context(Toolkit):
         device: torch.device | str = "cpu",
         log: logging.Logger | None = None,
         reporter: Callable[[dict[str, Any]], None] | None = None,
-        preset_section: Any = None,
     ) -> Context:
         """The context of one trial: constraint parsed from the task, RNGs seeded by it,
         train/val taken from ``splits`` (a :class:`~benchmark.arena.data.DataSplits`; test
@@ -116,7 +112,6 @@ class Context(Toolkit):
             log=log or logging.getLogger("mpqbench.method"),
             workdir=workdir,
             reporter=reporter,
-            preset_section=preset_section,
         )
 
     def report(self, **metrics: Any) -> None:

@@ -9,7 +9,7 @@ it is read (and a recipe a method builds, when it is built): unknown sections or
 wrong types (TOML's types are kept: ``epochs = "2"`` is text, not a number) and values
 out of range raise :class:`PresetError` with one line naming the key and what it
 accepts. Methods' own sections live under ``[methods.<name>]``; each is checked against
-that method's ``preset_section`` schema by the method registry
+that method's config class (``Method.config_class``) by the method registry
 (:func:`methods.check_preset_sections`), since the arena does not know the methods.
 """
 
@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import difflib
 import tomllib
+import types
+from collections.abc import Sequence
 from dataclasses import asdict, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Union
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import ConfigDict, Field, Strict, ValidationError
@@ -42,9 +44,15 @@ Text = Annotated[str, Strict()]
 
 def preset_schema(cls: type) -> type:
     """Class decorator: a frozen pydantic dataclass validated like the preset's own sections
-    (no unknown keys, no NaN; use ``Annotated[float, Strict(), Field(gt=0)]`` for bounds).
-    A method's ``preset_section`` is one."""
+    (no unknown keys, no NaN; use ``Annotated[float, Strict(), Field(gt=0)]`` for bounds;
+    checks across fields go in ``__post_init__``, raising ``ValueError`` with one line).
+    A method's config class (:data:`method_config`) is one."""
     return dataclass(frozen=True, config=SCHEMA)(cls)
+
+
+method_config = preset_schema
+"""Class decorator of a method's one typed config (``<Method>Config``): its defaults are
+overridden by the preset's ``[methods.<name>]`` section, then by ``--method-options``."""
 
 
 def parse_section(schema: type, values: dict[str, Any], source: str, section: str) -> Any:
@@ -162,9 +170,15 @@ def schema_error(cls: type, err: ValidationError, section: str = "") -> str:
     first = problems[0]
     loc = [str(part) for part in first["loc"]]
     more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    if not loc:  # a check across fields (``__post_init__``): its own line
+        return first["msg"].removeprefix("Value error, ") + more
+    loc = [p for p in loc if p.isidentifier() or p.isdigit()]  # no union-member tags
+    index = ""
+    while len(loc) > 1 and loc[-1].isdigit():  # an element of a list: ``bits[0]``
+        index = f"[{loc.pop()}]{index}"
     owner = _section_class(cls, loc[:-1])
     is_table = len(loc) == 1 and isinstance(first.get("input"), dict) and not section
-    key = f"[{loc[0]}]" if is_table else _key_text([section, *loc] if section else loc)
+    key = f"[{loc[0]}]" if is_table else _key_text([section, *loc] if section else loc) + index
     if first["type"] in unknown:
         known = [f.name for f in fields(owner)] if owner is not None else []
         close = difflib.get_close_matches(loc[-1], known, n=1)
@@ -233,12 +247,19 @@ def _describe(hint: Any, metadata: list[Any]) -> str:
     """``hint`` (with ``Annotated`` bounds in it or in ``metadata``) in words."""
     args = getattr(hint, "__args__", ())
     if type(None) in args:  # Optional
-        inner = next(a for a in args if a is not type(None))
-        return f"{_describe(inner, metadata)}, or leave it out"
+        inner = [a for a in args if a is not type(None)]
+        kind = _describe(inner[0], metadata) if len(inner) == 1 else _describe_any(inner)
+        return f"{kind}, or leave it out"
+    if isinstance(hint, types.UnionType) or getattr(hint, "__origin__", None) is Union:
+        return _describe_any(args)
     if hasattr(hint, "__metadata__"):  # Annotated[base, ...]
         return _describe(hint.__origin__, [*metadata, *hint.__metadata__])
     if getattr(hint, "__origin__", None) is dict:
         return "a table"
+    if getattr(hint, "__origin__", None) is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if getattr(hint, "__origin__", None) is tuple:
+        return "a list, each " + _describe(args[0], []) if args else "a list"
     bounds: list[str] = []
     for meta in metadata:
         for item in (meta, *getattr(meta, "metadata", ())):  # a Field(...) holds its bounds
@@ -247,6 +268,10 @@ def _describe(hint: Any, metadata: list[Any]) -> str:
                     bounds.append(f"{symbol} {_number_text(getattr(item, bound.__name__.lower()))}")
     kind = _KINDS.get(hint, getattr(hint, "__name__", str(hint)))
     return " ".join([kind, " and ".join(bounds)]).strip()
+
+
+def _describe_any(hints: Sequence[Any]) -> str:
+    return " or ".join(_describe(h, []) for h in hints)
 
 
 def _number_text(value: float) -> str:

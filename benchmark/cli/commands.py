@@ -140,9 +140,9 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
         raise UsageError(str(err)) from None
     check_preset_sections(preset, [get_method(m) for m in args.method_list])
     spaces = [get_space(name) for name in args.space]
-    try:  # each method's own check of its options against the spaces (e.g. a cost table)
+    try:  # each method's config (preset section + options) once, checked against the spaces
         args.options_by_spec = validation.check_method_inputs(
-            args.method_list, args.options_by_spec, spaces
+            args.method_list, args.options_by_spec, spaces, preset
         )
     except validation.InputError as err:
         raise UsageError(str(err)) from None

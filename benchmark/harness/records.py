@@ -87,6 +87,7 @@ class ResultRow:
     finished_at: str = ""
     extra: str = "{}"  # JSON of method-specific labels (e.g. beta, variant)
     method_options: str = "{}"  # JSON of the --method-options the method ran with
+    method_config: str = "{}"  # JSON of the method's whole config (preset section + options)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -332,7 +333,7 @@ _STRING_COLUMNS = (
     "run_id", "trial_key", "method", "space", "dataset", "preset", "constraint", "status",
     "error", "candidate", "track", "policy", "arch", "quant", "fixed", "device", "node",
     "mpqbench_version", "torch_version", "ray_version", "git_sha", "finished_at", "extra",
-    "method_options", "fp_device", "fp_built_at", "fp_source",
+    "method_options", "method_config", "fp_device", "fp_built_at", "fp_source",
 )  # fmt: skip
 _INT_COLUMNS = ("seed", "candidate_index", "samples_processed", "fp_samples")
 _INT_MISSING = {"samples_processed": 0}  # else -1: not recorded

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -89,6 +90,14 @@ def constructor_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """``--method-options`` for one method, less the harness's :data:`LABEL_OPTION`: what
     its ``__init__`` receives."""
     return {k: v for k, v in options.items() if k != LABEL_OPTION}
+
+
+def config_json(config: Any) -> str:
+    """A method's config as rows record it (``method_config``): JSON of its fields, sorted;
+    ``"{}"`` for a method without one."""
+    if config is None:
+        return "{}"
+    return json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
 
 
 MAX_VARIANT_TEXT = 40

@@ -47,7 +47,14 @@ from benchmark.harness.evaluation import evaluate_candidate
 from benchmark.harness.outcome import Timer, error_text, status_of
 from benchmark.harness.progress import STAGE_FP, STAGE_SEARCH, Send, budget_of, trial_progress
 from benchmark.harness.records import ResultRow, versions
-from benchmark.harness.spec import TrialSpec, constructor_options, variant_name, write_outbox
+from benchmark.harness.spec import (
+    LABEL_OPTION,
+    TrialSpec,
+    config_json,
+    constructor_options,
+    variant_name,
+    write_outbox,
+)
 from benchmark.harness.storage import check_visible
 from benchmark.harness.watchdog import SEARCH_GRACE_SECONDS, search_stop, time_limit
 
@@ -66,18 +73,22 @@ def _recorded_names(spec: TrialSpec) -> tuple[str, str]:
 
     The spec's text stands where either cannot be loaded (that failure is recorded too).
     """
-    from methods import get_method, option_defaults  # the registry: the harness's way in
+    from methods import changed_options, get_method  # the registry: the harness's way in
 
     task = Task(**spec.task)
     try:
+        loaded = load_preset(task.preset)
+        preset = loaded.name  # a preset file's name, not its path
+    except Exception:  # noqa: BLE001 - reported when the trial sets up
+        loaded, preset = None, task.preset
+    try:
         cls = get_method(spec.method)
-        method = variant_name(cls.name, spec.method_options, option_defaults(cls))
+        options = constructor_options(spec.method_options)
+        changed = changed_options(cls, loaded, options) if loaded is not None else options
+        label = {k: v for k, v in spec.method_options.items() if k == LABEL_OPTION}
+        method = variant_name(cls.name, {**changed, **label}, {})
     except Exception:  # noqa: BLE001 - reported when the trial sets up
         method = spec.method
-    try:
-        preset = load_preset(task.preset).name  # a preset file's name, not its path
-    except Exception:  # noqa: BLE001 - reported when the trial sets up
-        preset = task.preset
     return method, preset
 
 
@@ -174,12 +185,13 @@ def run_trial(
     try:
         with trial_progress(spec.trial_dir, events) as live:
             live.stage(STAGE_FP)
-            ctx, method_cls, splits = _set_up(spec, device, share, log, reporter, progress)
+            ctx, method_cls, config, splits = _set_up(spec, device, share, log, reporter, progress)
             if limit is None:
                 limit = ctx.preset.budget.max_trial_seconds
             # search + evaluation; FP pretraining is not the method's
             with time_limit(limit, on_hard_timeout=hard_timeout if hard_exit else None):
-                rows = _search_and_evaluate(spec, ctx, method_cls, splits, log, progress, live)
+                method = method_cls() if config is None else method_cls(config)
+                rows = _search_and_evaluate(spec, ctx, method, splits, log, progress, live)
     except TrialTimeout:
         log.warning("trial %s ran past its time limit of %s s", spec.key, limit)
         rows = progress.timed_out(limit)
@@ -197,13 +209,14 @@ def _set_up(
     log: logging.Logger,
     reporter: Callable[[dict[str, Any]], None] | None,
     progress: _Progress,
-) -> tuple[Context, type, DataSplits]:
-    """The trial's context (data, space, cached FP checkpoint), method class and splits.
+) -> tuple[Context, type, Any, DataSplits]:
+    """The trial's context (data, space, cached FP checkpoint), method class, the method's
+    config (its class's defaults < the preset's section < the options) and splits.
 
     The FP start's record goes into ``progress.base`` (its ``fp_*`` columns); the harness's
     own warm-up runs here, before the budget's and the search's clocks start.
     """
-    from methods import get_method, method_preset  # the harness reaches methods only here
+    from methods import get_method  # the harness reaches methods only here
 
     check_visible(spec.shared_folders, spec.run_id)  # a cluster node without shared storage
     task = Task(**spec.task)
@@ -240,7 +253,8 @@ def _set_up(
     progress.base = replace(progress.base, **fp_start_fields(fp_info))
     _warm_up(space)
     method_cls = get_method(spec.method)
-    section = method_preset(method_cls, preset)
+    config = method_cls.configure(preset, constructor_options(spec.method_options))
+    progress.base = replace(progress.base, method_config=config_json(config))
     workdir = spec.trial_dir
     workdir.mkdir(parents=True, exist_ok=True)
     _seed_globals(task.seed)
@@ -255,9 +269,8 @@ def _set_up(
         device=device,
         log=log,
         reporter=reporter,
-        preset_section=section,
     )
-    return ctx, method_cls, splits
+    return ctx, method_cls, config, splits
 
 
 def _warm_up(space: SearchSpace) -> None:
@@ -271,7 +284,7 @@ def _warm_up(space: SearchSpace) -> None:
 def _search_and_evaluate(
     spec: TrialSpec,
     ctx: Context,
-    method_cls: type,
+    method: Any,
     splits: DataSplits,
     log: logging.Logger,
     progress: _Progress,
@@ -293,7 +306,6 @@ def _search_and_evaluate(
         return replace(row, **cost, samples_processed=meter.samples, **fields)
 
     try:
-        method = method_cls(**constructor_options(spec.method_options))
         progress.search_t0 = (time.perf_counter(), time.process_time())
         live.stage(STAGE_SEARCH, budget=budget_of(meter))
         result, stopped = _search(method, ctx, search_timer)

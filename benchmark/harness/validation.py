@@ -8,6 +8,7 @@ runs them all before it creates the run folder; they are also usable from Python
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 
 from benchmark.arena.cost import CostReport, Reference
 from benchmark.arena.policy import short_text
+from benchmark.arena.presets import Preset
 from benchmark.arena.protocol import Constraint
 from benchmark.arena.spaces.base import SearchSpace
 
@@ -283,12 +285,17 @@ _LABEL = re.compile(r"^[A-Za-z0-9._=-]{1,40}$")
 
 
 def check_method_inputs(
-    specs: Sequence[str], options_by_spec: Mapping[str, dict], spaces: Sequence[SearchSpace]
+    specs: Sequence[str],
+    options_by_spec: Mapping[str, dict],
+    spaces: Sequence[SearchSpace],
+    preset: Preset,
 ) -> dict[str, dict]:
-    """Each method's options checked against the run's spaces by the method itself
-    (``Method.prepare_options``: e.g. HAQ's cost table file against each space), after
-    :func:`resolve_methods`. Returns the options by spec as the trials get them (the
-    ``label`` option kept); a method given no options is checked with none.
+    """Each method's config (its defaults < ``preset``'s ``[methods.<name>]`` < the
+    options) validated once, then checked against the run's spaces by the method itself
+    (``Method.prepare_config``: e.g. HAQ's cost table file against each space), after
+    :func:`resolve_methods`. Returns the options by spec as the trials get them: what the
+    preparation changed (e.g. a path made absolute) is written back into them, the
+    ``label`` option kept; a method given no options is checked with none.
 
     Raises:
         InputError: the method's one line, naming the method.
@@ -302,13 +309,22 @@ def check_method_inputs(
         given = options_by_spec.get(spec)
         options = constructor_options(given or {})
         try:
-            checked = cls.prepare_options(dict(options), list(spaces))
+            config = cls.configure(preset, options)
+            checked = cls.prepare_config(config, list(spaces))
         except (ValueError, TypeError) as err:
             text = " ".join(str(err).split()) or type(err).__name__
-            raise InputError(f"method {cls.name}: {text}") from None
-        if given is not None or checked != options:
+            where = (
+                "" if text.startswith(("--method-options", "preset ")) else f"method {cls.name}: "
+            )
+            raise InputError(f"{where}{text}") from None
+        moved = {
+            f.name: getattr(checked, f.name)
+            for f in (dataclasses.fields(checked) if checked is not None else ())
+            if getattr(checked, f.name) != getattr(config, f.name)
+        }
+        if given is not None or moved:
             label = {k: v for k, v in (given or {}).items() if k == LABEL_OPTION}
-            prepared[spec] = {**dict(checked), **label}
+            prepared[spec] = {**options, **moved, **label}
     return prepared
 
 

@@ -26,7 +26,7 @@ Scaled down or changed (stated, allowed by the spec):
 
 - warm start from the FP checkpoint (of ``mbv3-cifar``: the reference subnet of the FP
   supernet); search epochs, learning rates and the τ schedule from the preset's
-  ``[methods.dnas]`` (:class:`methods.dnas.config.DNASRecipe`; defaults are FBNet's values
+  ``[methods.dnas]`` (:class:`methods.dnas.config.DNASConfig`; defaults are FBNet's values
   as the spec recalls them, the shipped smoke/tiny/small presets shorten them);
 - the final retraining is the harness's shared QAT finetune (``retrain`` track); the
   ``inherit`` track gets each candidate's super-net weights;

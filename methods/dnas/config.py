@@ -1,4 +1,5 @@
-"""DNAS's recipe keys (``[methods.dnas]`` of a preset) and the checks of its options.
+"""DNAS's one config (:class:`DNASConfig`: ``[methods.dnas]`` of a preset, then
+``--method-options``).
 
 Where each default comes from. The DNAS paper (Wu et al. 2018, arXiv 1812.00090) could not
 be read here: its text is not in the stored corpora (only its abstract, which states no
@@ -9,23 +10,20 @@ the sibling paper with the same super-net and loss), recalled and not checked ei
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, Strict
 
-from benchmark.arena import preset_schema
+from benchmark.arena import method_config
 
 Positive = Annotated[float, Strict(), Field(gt=0)]
 NonNegative = Annotated[float, Strict(), Field(ge=0)]
 
-WEIGHTS = ("shared", "separate")
-CATEGORICALS = ("pairs", "factorised")
 
-
-@preset_schema
-class DNASRecipe:
-    """``[methods.dnas]``: the search recipe (lengths, rates, the τ schedule).
+@method_config
+class DNASConfig:
+    """DNAS's settings: the search recipe (lengths, rates, the τ schedule), the variant
+    (branch weights, categorical, bits) and the loss's β and γ.
 
     Attributes:
         epochs: search epochs; each is one pass of weight updates over the 80% part of the
@@ -43,9 +41,21 @@ class DNASRecipe:
             [unverified]).
         gamma_rate: with ``gamma="auto"``, after each epoch ``γ ← γ·(E[cost]/limit)^rate``
             (this benchmark's controller, not the paper's).
-        weights: the branch weights when the method's ``weights`` option is not given:
-            ``"shared"`` (one latent weight per layer, quantized per branch; memory of one
-            network) or ``"separate"`` (the paper's: one weight per branch).
+        weights: the branch weights: ``"shared"`` (one latent weight per layer, quantized
+            per branch; memory of one network) or ``"separate"`` (the paper's: one weight
+            per branch).
+        categorical: ``"pairs"`` (one categorical over the (w, a) pairs per layer, the
+            paper's) or ``"factorised"`` (``p_w·p_a``); default: factorised with shared
+            weights (then one convolution per layer is exact), pairs with separate ones.
+        bits: candidate bit-widths for weights and activations, at least two (default:
+            the space's).
+        beta: β of ``CE·β·(log Cost)^γ``, a number > 0 or ``"auto"`` (the factor starts
+            at 1).
+        gamma: γ, a number ≥ 0 or ``"auto"`` (adjusted between epochs so the expected
+            cost approaches the task's limit).
+        samples: architectures sampled from ``P_θ`` at the end (at least 2).
+        candidates: how many of them become candidates (the most accurate and the most
+            efficient feasible ones first; at least 2).
     """
 
     epochs: Annotated[int, Strict(), Field(ge=1, le=10_000)] = 90
@@ -58,51 +68,16 @@ class DNASRecipe:
     gamma_start: Positive = 0.6
     gamma_rate: NonNegative = 1.0
     weights: Literal["shared", "separate"] = "shared"
+    categorical: Literal["pairs", "factorised"] | None = None
+    bits: tuple[Annotated[int, Strict(), Field(ge=1, le=32)], ...] | None = None
+    beta: Positive | Literal["auto"] = "auto"
+    gamma: NonNegative | Literal["auto"] = "auto"
+    samples: Annotated[int, Strict(), Field(ge=2)] = 8
+    candidates: Annotated[int, Strict(), Field(ge=2)] = 2
 
-
-def check_choice(name: str, value: Any, choices: Sequence[str]) -> str | None:
-    """``value`` if it is ``None`` or one of ``choices``; else a one-line ``ValueError``."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
-def check_number_or_auto(name: str, value: Any, *, minimum: float, strict: bool) -> float | str:
-    """``"auto"`` or a finite number above (``strict``) or at least ``minimum``."""
-    if value == "auto":
-        return "auto"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number or 'auto', got {value!r}")
-    value = float(value)
-    bad = value <= minimum if strict else value < minimum
-    if bad or value != value or value in (float("inf"), float("-inf")):
-        sign = ">" if strict else ">="
-        raise ValueError(f"{name} must be a finite number {sign} {minimum:g}, got {value}")
-    return value
-
-
-def check_count(name: str, value: Any, minimum: int) -> int:
-    """A whole number of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
-def check_bits(value: Any) -> tuple[int, ...] | None:
-    """``None`` or at least two distinct bit-widths from 1 to 32, ascending."""
-    if value is None:
-        return None
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise ValueError(f"bits must be a list of bit-widths, e.g. [2, 4, 8], got {value!r}")
-    if any(isinstance(b, bool) or not isinstance(b, int) for b in value):
-        raise ValueError(f"bits must be whole numbers, got {list(value)!r}")
-    bits = tuple(sorted(set(value)))
-    if len(bits) < 2 or bits[0] < 1 or bits[-1] > 32:
-        raise ValueError(
-            f"bits must be at least two distinct bit-widths from 1 to 32, got {list(value)}"
-        )
-    return bits
+    def __post_init__(self) -> None:
+        if self.bits is not None:
+            bits = tuple(sorted(set(self.bits)))
+            if len(bits) < 2:
+                raise ValueError(f"bits must be at least two distinct bit-widths, got {bits}")
+            object.__setattr__(self, "bits", bits)

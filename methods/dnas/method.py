@@ -25,15 +25,7 @@ from benchmark.arena import (
     apply_policy,
 )
 from methods import register_method
-from methods.dnas.config import (
-    CATEGORICALS,
-    WEIGHTS,
-    DNASRecipe,
-    check_bits,
-    check_choice,
-    check_count,
-    check_number_or_auto,
-)
+from methods.dnas.config import DNASConfig
 from methods.dnas.loss import LossControl
 from methods.dnas.selection import Sample, choose, unique
 from methods.dnas.steps import EpochStats, SearchState, theta_step, weight_step
@@ -74,67 +66,29 @@ class SearchRun:
 class DNAS(Method):
     """DNAS (Wu et al. 2018) on the space's reference architecture.
 
-    Options (``--method-options '{"dnas": {...}}'``):
-        weights: ``"shared"`` (one latent weight per layer, quantized per branch) or
-            ``"separate"`` (one weight per branch, the paper's); default: the preset's
-            ``[methods.dnas] weights``.
-        categorical: ``"pairs"`` (one categorical over the (w, a) pairs per layer, the
-            paper's) or ``"factorised"`` (``p_w·p_a``); default: factorised with shared
-            weights (then one convolution per layer is exact), pairs with separate ones.
-        bits: candidate bit-widths for weights and activations (default: the space's).
-        beta: β of ``CE·β·(log Cost)^γ``, a number or ``"auto"`` (the factor starts at 1).
-        gamma: γ, a number or ``"auto"`` (adjusted between epochs so the expected cost
-            approaches the task's limit).
-        samples: architectures sampled from ``P_θ`` at the end (at least 2).
-        candidates: how many of them become candidates (the most accurate and the most
-            efficient feasible ones first; at least 2).
+    Settings: :class:`~methods.dnas.config.DNASConfig`.
     """
 
     name = "dnas"
     searches = "bits"
-    preset_section = DNASRecipe
-
-    def __init__(
-        self,
-        weights: str | None = None,
-        categorical: str | None = None,
-        bits: Sequence[int] | None = None,
-        beta: float | str = "auto",
-        gamma: float | str = "auto",
-        samples: int = 8,
-        candidates: int = 2,
-        **options: Any,
-    ) -> None:
-        super().__init__(**options)
-        self.weights = check_choice("weights", weights, WEIGHTS)
-        self.categorical = check_choice("categorical", categorical, CATEGORICALS)
-        self.bits = check_bits(bits)
-        self.beta = check_number_or_auto("beta", beta, minimum=0.0, strict=True)
-        self.gamma = check_number_or_auto("gamma", gamma, minimum=0.0, strict=False)
-        self.samples = check_count("samples", samples, 2)
-        self.candidates = check_count("candidates", candidates, 2)
+    config_class = DNASConfig
 
     @classmethod
-    def prepare_options(
-        cls, options: dict[str, Any], spaces: Sequence[SearchSpace]
-    ) -> dict[str, Any]:
-        """Check the options (types, ranges) and ``bits`` against each space before the run
-        starts: a bad value is a one-line ``ValueError`` (the run exits 2 with it)."""
-        method = cls(**options)
+    def prepare_config(cls, config: DNASConfig, spaces: Sequence[SearchSpace]) -> DNASConfig:
+        """``bits`` checked against each space before the run starts (one-line
+        ``ValueError``: the run exits 2 with it)."""
         for space in spaces:
-            _check_bits_allowed(method.bits, space)
-        return options
+            _check_bits_allowed(config.bits, space)
+        return config
 
     # --- set-up -----------------------------------------------------------------------
     def _variant(self, ctx: Context) -> dict[str, Any]:
-        recipe: DNASRecipe = ctx.preset_section
-        weights = self.weights or recipe.weights
-        categorical = self.categorical or ("factorised" if weights == "shared" else "pairs")
-        bits = self.bits or tuple(sorted(ctx.space.bit_choices))
+        weights = self.config.weights
+        categorical = self.config.categorical or ("factorised" if weights == "shared" else "pairs")
+        bits = self.config.bits or tuple(sorted(ctx.space.bit_choices))
         _check_bits_allowed(bits, ctx.space)
         return {
             "weights": weights,
-            "weights_from": "option" if self.weights else f"preset {ctx.preset.name}",
             "categorical": categorical,
             "bits": bits,
             "layer_op": (
@@ -160,7 +114,7 @@ class DNAS(Method):
             f"{limit.ratio_of(value):.4f}"
         )
 
-    def _weight_recipe(self, ctx: Context, recipe: DNASRecipe):
+    def _weight_recipe(self, ctx: Context, recipe: DNASConfig):
         base = ctx.preset.finetune
         return dataclasses.replace(
             base,
@@ -179,7 +133,7 @@ class DNAS(Method):
     def prepare(self, ctx: Context) -> SearchRun:
         """The super-net on the reference architecture, warm-started from the FP checkpoint
         (fixed layers at their convention's bits), θ at zero, the loss's coefficients."""
-        recipe: DNASRecipe = ctx.preset_section
+        recipe = self.config
         space, arch = ctx.space, ctx.space.reference_arch
         variant = self._variant(ctx)
         self._check_reachable(ctx, arch, variant["bits"])
@@ -200,8 +154,8 @@ class DNAS(Method):
         with torch.no_grad():
             start_cost = float(net.expected_cost(net.probs()))
         control = LossControl.create(
-            self.beta,
-            self.gamma,
+            self.config.beta,
+            self.config.gamma,
             start_cost=start_cost,
             gamma_start=recipe.gamma_start,
             rate=recipe.gamma_rate,
@@ -215,7 +169,7 @@ class DNAS(Method):
     def train_supernet(self, ctx: Context, run: SearchRun) -> None:
         """The recipe's epochs through ``ctx.train``: weights on 80% of the train split (θ
         fixed), then θ on the other 20% (weights fixed), then τ annealed, each epoch."""
-        recipe: DNASRecipe = ctx.preset_section
+        recipe = self.config
         net, state, control = run.net, run.state, run.control
         weight_data, theta_data = ctx.split(0.8)
         weight_recipe = self._weight_recipe(ctx, recipe)
@@ -267,13 +221,13 @@ class DNAS(Method):
                 "gamma='auto' or a larger gamma, or loosen the limit."
             )
         self._score(ctx, run, feasible)
-        chosen = choose(samples, self.candidates)
+        chosen = choose(samples, self.config.candidates)
         if not chosen:  # what was offered (an epoch's feasible argmax) is evaluated
             raise BudgetExceeded("dnas: the budget ran out before any sample was scored")
         candidates = self._candidates(run, chosen)
         log = {
             "variant": run.variant,
-            "recipe": dataclasses.asdict(ctx.preset_section),
+            "recipe": dataclasses.asdict(self.config),
             "sources": SOURCES,
             "constraint": {
                 "text": ctx.constraint.text,
@@ -345,7 +299,7 @@ class DNAS(Method):
         """``samples`` policies drawn from ``P_θ`` plus its argmax, without repeats,
         costed with the space's cost table."""
         generator = torch.Generator().manual_seed(ctx.rng.randrange(2**31))
-        drawn = [(f"sample{i}", net.sample_policy(generator)) for i in range(self.samples)]
+        drawn = [(f"sample{i}", net.sample_policy(generator)) for i in range(self.config.samples)]
         drawn.append(("argmax", net.argmax_policy()))
         samples = []
         for name, policy in drawn:
@@ -376,7 +330,7 @@ class DNAS(Method):
             sample.val_top1 = ctx.score(model.to(ctx.device), seed=i)
             sample.weights = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
             ctx.report(sample=sample.name, val_top1=sample.val_top1, cost_ratio=sample.ratio)
-            ctx.offer(*self._candidates(run, choose(samples, self.candidates)))
+            ctx.offer(*self._candidates(run, choose(samples, self.config.candidates)))
 
     def _candidates(self, run: SearchRun, chosen: list[tuple[str, Sample]]) -> list[Candidate]:
         return [self._candidate(run.arch, role, s, run.variant, run.control) for role, s in chosen]

@@ -59,6 +59,6 @@ context, each episode's finetune and score are seeded by (task seed, episode), a
 best ``top_k`` distinct policies so far are offered after every episode.
 """
 
-from methods.haq.method import HAQ, HAQ_QUANT, HAQPreset
+from methods.haq.method import HAQ, HAQ_QUANT, HAQConfig
 
-__all__ = ["HAQ", "HAQ_QUANT", "HAQPreset"]
+__all__ = ["HAQ", "HAQ_QUANT", "HAQConfig"]

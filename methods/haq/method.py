@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,7 +27,7 @@ from benchmark.arena import (
     SearchResult,
     SearchSpace,
     load_cost_file,
-    preset_schema,
+    method_config,
 )
 from methods import register_method
 from methods.haq.agent import DDPGAgent, DDPGConfig
@@ -57,11 +57,21 @@ PINNED_BITS = 8
 """HAQ keeps the first and the last layer at W8A8."""
 
 
-@preset_schema
-class HAQPreset:
-    """``[methods.haq]``: the search's length (defaults: the original's, ``rl_quantize.py``).
+@method_config
+class HAQConfig:
+    """HAQ's settings (``--method-options '{"haq": {...}}'`` or ``[methods.haq]``): the
+    search's length (defaults: the original's, ``rl_quantize.py``) and its cost table.
 
     Attributes:
+        cost_table: a CSV or JSON file of measured per-layer costs (latency, energy, ...)
+            of the space's layers at each (w_bits, a_bits); see
+            :mod:`benchmark.arena.cost_file`. The search then keeps every episode's policy
+            within ``table_ratio`` of the table's W8A8 cost as well as within the task's
+            constraint (which still decides feasibility). Default: the shared cost model
+            (BitOPs, or weight bits for a size constraint) alone.
+        table_ratio: the limit under ``cost_table`` as a fraction of the table's cost of
+            the W8A8 policy; default: the task's limit as a fraction of its W8A8 reference.
+        top_k: candidates to return: the ``top_k`` best distinct policies found.
         episodes: episodes in all, warm-up included (HAQ: 600).
         warmup: first episodes with uniform random actions and no agent update (HAQ: 20).
         finetune_steps: optimiser steps of the short QAT finetune of each episode's policy
@@ -74,6 +84,13 @@ class HAQPreset:
     warmup: Annotated[int, Strict(), Field(ge=0)] = 20
     finetune_steps: Annotated[int, Strict(), Field(ge=0)] = 157
     sigma_decay: Annotated[float, Strict(), Field(gt=0, le=1)] = 0.99
+    cost_table: Annotated[str, Strict(), Field(min_length=1)] | None = None
+    table_ratio: Annotated[float, Strict(), Field(gt=0)] | None = None
+    top_k: Annotated[int, Strict(), Field(ge=1)] = 1
+
+    def __post_init__(self) -> None:
+        if self.table_ratio is not None and self.cost_table is None:
+            raise ValueError("table_ratio needs a cost_table to apply to")
 
 
 @dataclass(frozen=True)
@@ -101,58 +118,24 @@ class Setup:
 class HAQ(Method):
     """Hardware-aware automated quantization (Wang et al., CVPR 2019) on any space.
 
-    Options:
-        cost_table: a CSV or JSON file of measured per-layer costs (latency, energy, ...)
-            of the space's layers at each (w_bits, a_bits); see
-            :mod:`benchmark.arena.cost_file`. The search then keeps every episode's policy
-            within ``table_ratio`` of the table's W8A8 cost as well as within the task's
-            constraint (which still decides feasibility). Default: the shared cost model
-            (BitOPs, or weight bits for a size constraint) alone.
-        table_ratio: the limit under ``cost_table`` as a fraction of the table's cost of
-            the W8A8 policy; default: the task's limit as a fraction of its W8A8 reference.
-        top_k: candidates to return: the ``top_k`` best distinct policies found.
+    Settings: :class:`HAQConfig`.
     """
 
     name = "haq"
     searches = "bits"
-    preset_section = HAQPreset
-
-    def __init__(
-        self,
-        cost_table: str | None = None,
-        table_ratio: float | None = None,
-        top_k: int = 1,
-        **options: Any,
-    ) -> None:
-        super().__init__(**options)
-        if cost_table is not None and (not isinstance(cost_table, str) or not cost_table):
-            raise TypeError(f"cost_table must be a file path (text), got {cost_table!r}")
-        if table_ratio is not None:
-            if isinstance(table_ratio, bool) or not isinstance(table_ratio, int | float):
-                raise TypeError(f"table_ratio must be a number, got {table_ratio!r}")
-            if not (math.isfinite(table_ratio) and table_ratio > 0):
-                raise ValueError(f"table_ratio must be a number > 0, got {table_ratio}")
-            if cost_table is None:
-                raise ValueError("table_ratio needs a cost_table to apply to")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a whole number ≥ 1, got {top_k!r}")
-        self.cost_table, self.table_ratio, self.top_k = cost_table, table_ratio, top_k
+    config_class = HAQConfig
 
     @classmethod
-    def prepare_options(
-        cls, options: dict[str, Any], spaces: Sequence[SearchSpace]
-    ) -> dict[str, Any]:
-        """Check the options and a ``cost_table`` against each space (its reference
-        architecture) before the run starts; the path is made absolute for the trials."""
-        cls(**options)  # types and ranges
-        path = options.get("cost_table")
-        if path is None:
-            return options
-        given = Path(path).expanduser()
+    def prepare_config(cls, config: HAQConfig, spaces: Sequence[SearchSpace]) -> HAQConfig:
+        """Check a ``cost_table`` against each space (its reference architecture) before the
+        run starts; the path is made absolute for the trials."""
+        if config.cost_table is None:
+            return config
+        given = Path(config.cost_table).expanduser()
         table = load_cost_file(given)
         for space in spaces:
             table.check(space.name, space.cost_table(space.reference_arch))
-        return {**options, "cost_table": str(given.resolve())}
+        return replace(config, cost_table=str(given.resolve()))
 
     # --- set-up -------------------------------------------------------------------------
     def setup(self, ctx: Context) -> Setup:
@@ -191,10 +174,10 @@ class HAQ(Method):
         task = CostLimit(metric, limit.coefficients(arch, bits), limit.fixed(arch), limit.absolute)
         limits = [task]
         cost_file = None
-        if self.cost_table is not None:
-            cost_file = load_cost_file(self.cost_table)
+        if self.config.cost_table is not None:
+            cost_file = load_cost_file(self.config.cost_table)
             cost_file.check(space.name, table)
-            ratio = self.table_ratio or limit.ratio
+            ratio = self.config.table_ratio or limit.ratio
             limits.append(
                 CostLimit(
                     "table",
@@ -213,7 +196,7 @@ class HAQ(Method):
 
     # --- the search ---------------------------------------------------------------------
     def search(self, ctx: Context) -> SearchResult:
-        section: HAQPreset = ctx.preset_section or HAQPreset()
+        section = self.config
         setup = self.setup(ctx)
         agent = DDPGAgent(
             STATE_DIM,
@@ -260,7 +243,7 @@ class HAQ(Method):
         self,
         ctx: Context,
         setup: Setup,
-        section: HAQPreset,
+        section: HAQConfig,
         agent: DDPGAgent,
         episode: int,
         fp_top1: float,
@@ -343,7 +326,7 @@ class HAQ(Method):
                 best[key] = entry
         ranked = sorted(best.values(), key=lambda e: (-e["proxy_val_top1"], e["episode"]))
         candidates = []
-        for rank, entry in enumerate(ranked[: self.top_k]):
+        for rank, entry in enumerate(ranked[: self.config.top_k]):
             policy = {
                 name: LayerBits(w, a)
                 for name, w, a in zip(setup.layers, entry["w_bits"], entry["a_bits"], strict=True)
@@ -375,15 +358,15 @@ class HAQ(Method):
             "episodes": history,
         }
 
-    def _signature(self, setup: Setup, section: HAQPreset) -> dict[str, Any]:
+    def _signature(self, setup: Setup, section: HAQConfig) -> dict[str, Any]:
         """What a saved search must match to be continued."""
         return {
             "layers": list(setup.layers),
             "bits": list(setup.bits),
             "limits": [lim.limit for lim in setup.limits],
             # the episode count is where the search stops, not what it is
-            "preset": {k: v for k, v in asdict(section).items() if k != "episodes"},
-            "cost_table": self.cost_table,
+            "preset": {k: getattr(section, k) for k in ("warmup", "finetune_steps", "sigma_decay")},
+            "cost_table": self.config.cost_table,
         }
 
 

@@ -24,7 +24,7 @@ Kept from the paper / code:
   sampled subnets scored by ``ctx.score``; NSGA-II (pymoo) on (predicted top-1, cost) under
   the task's constraint; the front scored exactly, candidates best first by measured top-1.
 
-Scaled down (preset ``[methods.qfa]``, :class:`QFAPreset`): stage lengths (paper 60 + 120
+Scaled down (preset ``[methods.qfa]``, :class:`QFAConfig`): stage lengths (paper 60 + 120
 ImageNet epochs; lr 2.5e-3 per GPU there, here the preset's ``[finetune]`` lr), random
 subnets per step (paper 4), predictor samples (paper ~8k on 10k images; here hundreds on
 the validation split), NSGA-II population and generations (paper 500 × 1000), resolution
@@ -42,14 +42,13 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field, Strict
 from torch import nn
 
 from benchmark.arena import (
-    FIT_MODES,
     BatchQuantConfig,
     Candidate,
     Context,
@@ -64,9 +63,9 @@ from benchmark.arena import (
     SearchSpace,
     apply_policy,
     fit_fixed,
+    method_config,
     policy_from_dict,
     policy_to_dict,
-    preset_schema,
     sandwich_step,
 )
 from methods import register_method
@@ -88,11 +87,30 @@ NonNeg = Annotated[float, Strict(), Field(ge=0)]
 Count = Annotated[int, Strict(), Field(ge=1)]
 
 
-@preset_schema
-class QFAPreset:
-    """``[methods.qfa]``: QFA's schedule and search sizes (epochs over the method's train
-    split; counts of subnets)."""
+@method_config
+class QFAConfig:
+    """QFA's settings (``--method-options '{"qfa": {...}}'`` or ``[methods.qfa]``): its
+    schedule and search sizes (epochs over the method's train split; counts of subnets),
+    and:
 
+    Attributes:
+        override_prob: the stage-0 rule's probability that a layer with one 32 of (W, A)
+            goes fully FP (default 0.2, ``qfa_mbv3.py``).
+        teacher: ``"fp"`` (default: KD from the FP supernet's largest subnet) or ``"none"``
+            (labels only, an ablation).
+        fixed: the never-searched layers' convention, the protocol's rule
+            (:func:`~benchmark.arena.fit_fixed`, docs/protocol.md "Fixed layers under a
+            tight limit"): ``"auto"`` (default: QFA's own, first conv and SE FP and
+            classifier 8-bit, unless its cheapest subnet misses the task's limit, since
+            the shared cost model counts an FP layer at 32×32 BitOPs; then the space's),
+            ``"method"`` (QFA's own; an unreachable limit is refused before training) or
+            ``"space"`` (the space's). The log, the search log's ``fixed_why`` and each
+            row's ``fixed`` column say which.
+    """
+
+    override_prob: Annotated[float, Strict(), Field(ge=0, le=1)] = OVERRIDE_PROB
+    teacher: Literal["fp", "none"] = "fp"
+    fixed: Literal["auto", "method", "space"] = "auto"
     stage0_epochs: Pos = 1.0  # bits {2,3,4,32}; paper 60 ImageNet epochs
     stage1_epochs: Pos = 2.0  # bits {2,3,4}; paper 120
     max_steps: Count | None = None  # per stage, cuts the epochs (tiny presets)
@@ -118,35 +136,12 @@ class QFA(Method):
     """QFA / BatchQuant on ``mbv3-cifar`` (architecture + per-layer W/A bits) or a fixed
     space (bits only).
 
-    Options (``--method-options '{"qfa": {...}}'``):
-        override_prob: the stage-0 rule's probability that a layer with one 32 of (W, A)
-            goes fully FP (default 0.2, ``qfa_mbv3.py``).
-        teacher: ``"fp"`` (default: KD from the FP supernet's largest subnet) or ``"none"``
-            (labels only, an ablation).
-        fixed: the never-searched layers' convention, the protocol's rule
-            (:func:`~benchmark.arena.fit_fixed`, docs/protocol.md "Fixed layers under a
-            tight limit"): ``"auto"`` (default: QFA's own, first conv and SE FP and
-            classifier 8-bit, unless its cheapest subnet misses the task's limit, since
-            the shared cost model counts an FP layer at 32×32 BitOPs; then the space's),
-            ``"method"`` (QFA's own; an unreachable limit is refused before training) or
-            ``"space"`` (the space's). The log, the search log's ``fixed_why`` and each
-            row's ``fixed`` column say which.
+    Settings: :class:`QFAConfig`.
     """
 
     name = "qfa"
     searches = "arch+bits"
-    preset_section = QFAPreset
-
-    def __init__(
-        self, override_prob: float = OVERRIDE_PROB, teacher: str = "fp", fixed: str = "auto"
-    ) -> None:
-        if isinstance(override_prob, bool) or not 0.0 <= float(override_prob) <= 1.0:
-            raise ValueError(f"qfa: override_prob must be in [0, 1], got {override_prob!r}")
-        if teacher not in ("fp", "none"):
-            raise ValueError(f"qfa: teacher must be 'fp' or 'none', got {teacher!r}")
-        if fixed not in FIT_MODES:
-            raise ValueError(f"qfa: fixed must be one of {', '.join(FIT_MODES)}; got {fixed!r}")
-        self.override_prob, self.teacher, self.fixed_mode = float(override_prob), teacher, fixed
+    config_class = QFAConfig
 
     # --- pieces ---------------------------------------------------------------------
     @staticmethod
@@ -168,13 +163,13 @@ class QFA(Method):
             ctx.space,
             ctx.constraint,
             self.qfa_fixed(ctx.space),
-            mode=self.fixed_mode,
+            mode=self.config.fixed,
             method="qfa",
             own_label=QFA_FIXED_LABEL,
             low_bits=min(STAGE_BITS[-1]),
         )
 
-    def stage_recipe(self, ctx: Context, section: QFAPreset, epochs: float) -> Recipe:
+    def stage_recipe(self, ctx: Context, section: QFAConfig, epochs: float) -> Recipe:
         """The preset's ``[finetune]`` SGD recipe with QFA's stage length and regularisers."""
         return replace(
             ctx.preset.finetune,
@@ -187,7 +182,7 @@ class QFA(Method):
 
     # --- search ---------------------------------------------------------------------
     def search(self, ctx: Context) -> SearchResult:
-        section: QFAPreset = ctx.preset_section or QFAPreset()
+        section = self.config
         fit = self.fit(ctx)
         fixed, why, space = fit.fixed, fit.why, fit.space
         ctx.log.info("qfa: fixed layers at %s", why)
@@ -330,7 +325,7 @@ class QFA(Method):
 
     def _teacher(self, ctx: Context, space: SearchSpace, log: dict) -> nn.Module | None:
         """The FP supernet's largest subnet (FP fixed layers too), BN recalibrated."""
-        if self.teacher == "none":
+        if self.config.teacher == "none":
             return None
         arch = space.max_arch() if isinstance(space, ElasticSearchSpace) else None
         teacher = ctx.subnet(arch, None)
@@ -342,7 +337,7 @@ class QFA(Method):
     def _train_stage(
         self,
         ctx: Context,
-        section: QFAPreset,
+        section: QFAConfig,
         space: SearchSpace,
         supernet: nn.Module,
         teacher: nn.Module | None,
@@ -354,7 +349,7 @@ class QFA(Method):
             space,
             num_random=section.random_subnets,
             bits=STAGE_BITS[stage],
-            override_prob=self.override_prob,
+            override_prob=self.config.override_prob,
         )
         step = sandwich_step(
             space,
@@ -409,7 +404,7 @@ class QFA(Method):
     def _fit_predictor(
         self,
         ctx: Context,
-        section: QFAPreset,
+        section: QFAConfig,
         encoding: Encoding,
         features: np.ndarray,
         top1: np.ndarray,

@@ -9,7 +9,7 @@ from typing import Annotated
 import torch
 from pydantic import Field, Strict
 
-from benchmark.arena import Candidate, Context, Method, SearchResult, make_loader, preset_schema
+from benchmark.arena import Candidate, Context, Method, SearchResult, make_loader, method_config
 
 
 class Raising(Method):
@@ -33,18 +33,24 @@ class Greedy(Method):
             ctx.budget.charge(1000)
 
 
+@method_config
+class AllW4Config:
+    bits: int = 4
+
+
 class AllW4(Method):
     """Proposes W4A4 on every searchable layer, with options."""
 
     name = "allw4"
     searches = "bits"
 
-    def __init__(self, bits: int = 4) -> None:
-        self.bits = bits
+    config_class = AllW4Config
 
     def search(self, ctx: Context) -> SearchResult:
-        policy = ctx.space.uniform_policy(self.bits, self.bits, ctx.space.reference_arch)
-        return SearchResult([Candidate(policy, label=f"all{self.bits}")])
+        policy = ctx.space.uniform_policy(
+            self.config.bits, self.config.bits, ctx.space.reference_arch
+        )
+        return SearchResult([Candidate(policy, label=f"all{self.config.bits}")])
 
 
 class Diverging(Method):
@@ -82,19 +88,29 @@ class Crashing(Method):
         os._exit(17)
 
 
+@method_config
+class HangingConfig:
+    nap: float = 0.2  # 0: spin in Python; long: stuck in one C call
+
+
 class Hanging(Method):
     """Never returns from search (sleeps, or spins in pure Python)."""
 
     name = "hanging"
     searches = "bits"
 
-    def __init__(self, nap: float = 0.2) -> None:
-        self.nap = nap  # 0: spin in Python; long: stuck in one C call
+    config_class = HangingConfig
 
     def search(self, ctx: Context) -> SearchResult:
         while True:
-            if self.nap:
-                time.sleep(self.nap)
+            if self.config.nap:
+                time.sleep(self.config.nap)
+
+
+@method_config
+class CheckpointingConfig:
+    steps: int = 5
+    die_at: int | None = None
 
 
 class Checkpointing(Method):
@@ -104,14 +120,13 @@ class Checkpointing(Method):
     name = "checkpointing"
     searches = "bits"
 
-    def __init__(self, steps: int = 5, die_at: int | None = None) -> None:
-        self.steps, self.die_at = steps, die_at
+    config_class = CheckpointingConfig
 
     def search(self, ctx: Context) -> SearchResult:
         state = ctx.load_checkpoint() or {"step": 0, "started_at": []}
         state["started_at"].append(state["step"])
-        for step in range(state["step"], self.steps):
-            if step == self.die_at and len(state["started_at"]) == 1:
+        for step in range(state["step"], self.config.steps):
+            if step == self.config.die_at and len(state["started_at"]) == 1:
                 os._exit(9)
             state["step"] = step + 1
             ctx.save_checkpoint(state)
@@ -125,6 +140,12 @@ def _uniform(ctx: Context, bits: int) -> Candidate:
     return Candidate(policy, label=f"w{bits}")
 
 
+@method_config
+class OfferingConfig:
+    charge: int = 100
+    sleep: float = 0.0
+
+
 class Offering(Method):
     """Offers a better answer after every 100 charged samples and never returns: only the
     budget ends it (``sleep``: seconds per step, so the wall clock can be the limit)."""
@@ -132,15 +153,14 @@ class Offering(Method):
     name = "offering"
     searches = "bits"
 
-    def __init__(self, charge: int = 100, sleep: float = 0.0) -> None:
-        self.charge, self.sleep = charge, sleep
+    config_class = OfferingConfig
 
     def search(self, ctx: Context) -> SearchResult:
         for step in range(10**9):
             ctx.offer(_uniform(ctx, 8 if step == 0 else 4))
-            if self.charge:
-                ctx.budget.charge(self.charge)
-            time.sleep(self.sleep)
+            if self.config.charge:
+                ctx.budget.charge(self.config.charge)
+            time.sleep(self.config.sleep)
         raise AssertionError("unreachable")
 
 
@@ -159,23 +179,33 @@ class Stubborn(Method):
                 pass
 
 
+@method_config
+class MalformedConfig:
+    kind: str = "list"
+
+
 class Malformed(Method):
     """Spends a little time, then returns something that is not a proper result."""
 
     name = "malformed"
     searches = "bits"
 
-    def __init__(self, kind: str = "list") -> None:
-        self.kind = kind
+    config_class = MalformedConfig
 
     def search(self, ctx: Context) -> SearchResult:
         time.sleep(0.3)
         good = _uniform(ctx, 4)
-        if self.kind == "list":
+        if self.config.kind == "list":
             return [good]
-        if self.kind == "not-a-candidate":
+        if self.config.kind == "not-a-candidate":
             return SearchResult([good, {"policy": good.policy}])
         return SearchResult([Candidate([("conv", 4)])])  # "bad-policy"
+
+
+@method_config
+class SpendingConfig:
+    steps: int = 8
+    die_at: int | None = None
 
 
 class Spending(Method):
@@ -185,16 +215,15 @@ class Spending(Method):
     name = "spending"
     searches = "bits"
 
-    def __init__(self, steps: int = 8, die_at: int | None = None) -> None:
-        self.steps, self.die_at = steps, die_at
+    config_class = SpendingConfig
 
     def search(self, ctx: Context) -> SearchResult:
         state = ctx.load_checkpoint() or {"step": 0, "runs": 0}
         state["runs"] += 1
-        for step in range(state["step"], self.steps):
+        for step in range(state["step"], self.config.steps):
             if ctx.budget.exhausted():
                 break
-            if step == self.die_at and state["runs"] == 1:
+            if step == self.config.die_at and state["runs"] == 1:
                 os._exit(9)
             ctx.budget.charge(1000)
             state["step"] = step + 1
@@ -204,8 +233,8 @@ class Spending(Method):
         return SearchResult([candidate])
 
 
-@preset_schema
-class SectionedKeys:
+@method_config
+class SectionedConfig:
     """``[methods.sectioned]``: the bits to propose (2, 4 or 8)."""
 
     bits: Annotated[int, Strict(), Field(ge=2, le=8)] = 8
@@ -216,10 +245,10 @@ class Sectioned(Method):
 
     name = "sectioned"
     searches = "bits"
-    preset_section = SectionedKeys
+    config_class = SectionedConfig
 
     def search(self, ctx: Context) -> SearchResult:
-        return SearchResult([_uniform(ctx, ctx.preset_section.bits)])
+        return SearchResult([_uniform(ctx, self.config.bits)])
 
 
 class CostQuerying(Method):

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from benchmark.arena import Candidate, Context, Method, SearchResult
+from benchmark.arena import Candidate, Context, Method, SearchResult, method_config
 
 WAIT_S = 120.0
 """Longest a gated search waits for its barrier or gate (seconds); then it goes on."""
@@ -22,6 +22,13 @@ def _node_id() -> str:
         return ""
 
 
+@method_config
+class GatedConfig:
+    folder: str = ""
+    barrier: int = 1
+    free: int = 0
+
+
 class Gated(Method):
     """Writes ``<folder>/started-*.json`` (node, pid, task, CUDA_VISIBLE_DEVICES), waits
     until ``barrier`` trials have started and then, unless it is one of the first ``free``
@@ -31,10 +38,11 @@ class Gated(Method):
     name = "gated"
     searches = "bits"
 
-    def __init__(self, folder: str = "", barrier: int = 1, free: int = 0) -> None:
-        self.folder = Path(folder)
-        self.barrier = barrier
-        self.free = free
+    config_class = GatedConfig
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.config.folder)
 
     def _wait(self, done: object) -> None:
         deadline = time.monotonic() + WAIT_S
@@ -54,8 +62,8 @@ class Gated(Method):
         (self.folder / f".{name}").write_text(json.dumps(mark))
         (self.folder / f".{name}").rename(self.folder / name)
         started = lambda: len(list(self.folder.glob("started-*.json")))  # noqa: E731
-        gated = started() > self.free
-        self._wait(lambda: started() >= self.barrier)
+        gated = started() > self.config.free
+        self._wait(lambda: started() >= self.config.barrier)
         if gated:
             self._wait(lambda: (self.folder / "open").exists())
         policy = ctx.space.uniform_policy(4, 4, ctx.space.reference_arch)
