@@ -223,6 +223,21 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
         ("has no option 'num_sample'", "num_samples, top_k"),
     ),
     (
+        "method-option-out-of-range",
+        ["run", "--methods", "random", "--method-options", '{"random": {"num_samples": 0}}'],
+        ("--method-options for random: num_samples = 0 is out of range", "whole number ≥ 1"),
+    ),
+    (
+        "method-option-wrong-type",
+        ["run", "--methods", "ompq", "--method-options", '{"ompq": {"a_bits": "4"}}'],
+        ("--method-options for ompq: a_bits = '4' is wrong", "whole number"),
+    ),
+    (
+        "method-options-across-keys",
+        ["run", "--methods", "oqat", "--method-options", '{"oqat": {"bits": [4, 3]}}'],
+        "bits [4, 3] need 2 stage lengths",
+    ),
+    (
         "method-options-twice",
         [
             "run",
@@ -264,17 +279,33 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
     ("haq-table-no-space", _haq("lat_no_space.json"), "does not say which space it is for"),
     ("haq-table-missing-file", _haq("none.csv"), ("none.csv does not exist", "check the path")),
     ("haq-table-ratio-alone", _haq("", table_ratio=0.5), "table_ratio needs a cost_table"),
-    ("haq-top-k-zero", _haq("lat_ok.csv", top_k=0), "top_k must be a whole number ≥ 1"),
+    (
+        "haq-top-k-zero",
+        _haq("lat_ok.csv", top_k=0),
+        "top_k = 0 is out of range; accepted: a whole number ≥ 1",
+    ),
     (
         "haq-preset-episodes-zero",
         ["run", "--methods", "haq", "--preset", "{in}/haq_episodes_zero.toml"],
         ("[methods.haq] episodes = 0", "a whole number ≥ 1"),
     ),
     # --- DNAS: its options (checked before the run) and preset section
-    ("dnas-weights-typo", _dnas(weights="seperate"), "weights must be one of shared, separate"),
-    ("dnas-beta-negative", _dnas(beta=-1), "beta must be a finite number > 0, got -1"),
-    ("dnas-gamma-text", _dnas(gamma="high"), "gamma must be a number or 'auto'"),
-    ("dnas-samples-one", _dnas(samples=1), "samples must be at least 2"),
+    ("dnas-weights-typo", _dnas(weights="seperate"), "weights = 'seperate' is wrong"),
+    (
+        "dnas-beta-negative",
+        _dnas(beta=-1),
+        "beta = -1 is out of range; accepted: a number > 0 or one of 'auto'",
+    ),
+    (
+        "dnas-gamma-text",
+        _dnas(gamma="high"),
+        ("gamma = 'high' is wrong", "accepted: a number ≥ 0 or one of 'auto'"),
+    ),
+    (
+        "dnas-samples-one",
+        _dnas(samples=1),
+        "samples = 1 is out of range; accepted: a whole number ≥ 2",
+    ),
     (
         "dnas-bits-not-allowed",
         _dnas(bits=[2, 5]),
@@ -410,7 +441,7 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
     (
         "preset-method-section-unwanted",
         [*RUN, "--preset", "{in}/method_section_unwanted.toml"],
-        "takes no [methods.uniform] section",
+        ("unknown key [methods.uniform] x", "known: bits"),
     ),
     # --- resume: the run's own settings, its recipe, its files intact
     (

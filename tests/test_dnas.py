@@ -38,9 +38,9 @@ from benchmark.arena.cost import LayerProfile
 from benchmark.arena.data import load_splits
 from benchmark.arena.presets import PresetError, load_preset
 from benchmark.cli import main
-from methods import get_method, method_preset
+from methods import get_method
 from methods.dnas import DNAS
-from methods.dnas.config import DNASRecipe
+from methods.dnas.config import DNASConfig
 from methods.dnas.loss import LossControl, cost_aware_loss
 from methods.dnas.method import QUANT
 from methods.dnas.selection import Sample, choose
@@ -125,12 +125,15 @@ def small_splits(n_train: int = 60, n_val: int = 16):
     )
 
 
+RECIPE = DNASConfig(epochs=2, batch_size=16, theta_lr=0.1, tau_decay=0.5)  # the tests' search
+SHORT = DNASConfig(epochs=1, batch_size=16)
+
+
 def make_ctx(
     space_name: str,
     tmp_path: Path,
     *,
     constraint: str = "bitops<=0.3",
-    recipe: DNASRecipe | None = None,
     reports: list | None = None,
 ) -> Context:
     """A context on random FP weights (quantizer entries dropped, as in a checkpoint)."""
@@ -142,7 +145,6 @@ def make_ctx(
     preset = dataclasses.replace(  # recalibrate BN on 16 images when scoring a sample
         preset, recalibration=dataclasses.replace(preset.recalibration, batch_size=16)
     )
-    recipe = recipe or DNASRecipe(epochs=2, batch_size=16, theta_lr=0.1, tau_decay=0.5)
     return Context.create(
         Task(space_name, "digits", preset.name, constraint, 0),
         space,
@@ -153,7 +155,6 @@ def make_ctx(
         workdir=tmp_path,
         log=logging.getLogger("test_dnas"),
         reporter=None if reports is None else reports.append,
-        preset_section=recipe,
     )
 
 
@@ -451,28 +452,29 @@ def test_candidates_are_the_most_accurate_and_the_most_efficient_feasible_ones()
 
 # --------------------------------------------------------------------------- options
 def test_registered_with_validated_options_and_preset_section() -> None:
-    assert get_method("dnas") is DNAS and DNAS.preset_section is DNASRecipe
+    assert get_method("dnas") is DNAS and DNAS.config_class is DNASConfig
     bad = [
-        ({"weights": "both"}, ValueError, "weights must be one of shared, separate"),
-        ({"categorical": "joint"}, ValueError, "categorical must be one of pairs"),
-        ({"beta": 0}, ValueError, "beta must be a finite number > 0"),
-        ({"beta": "big"}, ValueError, "beta must be a number or 'auto'"),
-        ({"gamma": -1}, ValueError, "gamma must be a finite number >= 0"),
-        ({"samples": 1}, ValueError, "samples must be at least 2"),
-        ({"candidates": 2.5}, ValueError, "candidates must be a whole number"),
+        ({"weights": "both"}, ValueError, "weights = 'both' is wrong.*'shared', 'separate'"),
+        ({"categorical": "joint"}, ValueError, "categorical = 'joint' is wrong.*'pairs'"),
+        ({"beta": 0}, ValueError, "beta = 0 is out of range; accepted: a number > 0 or"),
+        ({"beta": "big"}, ValueError, "beta = 'big' is wrong.*a number > 0 or one of 'auto'"),
+        ({"gamma": -1}, ValueError, "gamma = -1 is out of range; accepted: a number ≥ 0"),
+        ({"samples": 1}, ValueError, "samples = 1 is out of range; accepted: a whole number ≥ 2"),
+        ({"candidates": 2.5}, ValueError, "candidates = 2.5 is wrong"),
         ({"bits": [4]}, ValueError, "at least two distinct"),
-        ({"bits": "248"}, ValueError, "list of bit-widths"),
+        ({"bits": "248"}, ValueError, "bits = '248' is wrong"),
     ]
     for options, error, text in bad:
         with pytest.raises(error, match=text) as info:
             DNAS(**options)
         assert "\n" not in str(info.value)
     preset = load_preset("smoke")
-    assert method_preset(DNAS, preset).weights == "shared"
-    assert method_preset(DNAS, load_preset("paper")).weights == "separate"
+    assert DNAS.configure(preset).weights == "shared"
+    assert DNAS.configure(load_preset("paper")).weights == "separate"
+    assert DNAS.configure(load_preset("paper"), {"weights": "shared"}).weights == "shared"
     broken = dataclasses.replace(preset, methods={"dnas": {"tau0": -1.0}})
     with pytest.raises(PresetError, match=r"\[methods.dnas\] tau0"):
-        method_preset(DNAS, broken)
+        DNAS.configure(broken)
 
 
 # --------------------------------------------------------------------------- search
@@ -484,7 +486,7 @@ def test_search_on_resnet20_meets_the_constraint_and_logs_each_epoch(weights, tm
     offer = ctx.offer
     ctx.offer = lambda *cands: (offers.append([c.label for c in cands]), offer(*cands))[-1]
     bits = None if weights == "shared" else [2, 4]  # the space's {2, 3, 4, 8}, or fewer convs
-    result = DNAS(weights=weights, bits=bits, samples=2).search(ctx)
+    result = DNAS(RECIPE, weights=weights, bits=bits, samples=2).search(ctx)
     space, log = ctx.space, result.log
     assert log["variant"]["weights"] == weights and log["variant"]["weights_from"] == "option"
     assert log["variant"]["categorical"] == ("factorised" if weights == "shared" else "pairs")
@@ -515,8 +517,8 @@ def test_search_on_resnet20_meets_the_constraint_and_logs_each_epoch(weights, tm
 
 
 def test_search_on_the_mbv3_reference_architecture(tmp_path) -> None:
-    ctx = make_ctx("mbv3-cifar", tmp_path, recipe=DNASRecipe(epochs=1, batch_size=16))
-    result = DNAS(samples=2).search(ctx)
+    ctx = make_ctx("mbv3-cifar", tmp_path)
+    result = DNAS(SHORT, samples=2).search(ctx)
     cand = result.candidates[0]
     assert cand.arch == ctx.space.reference_arch and ctx.feasible(cand.policy, cand.arch)
     searched = ctx.space.searchable_layers(cand.arch)
@@ -527,13 +529,12 @@ def test_search_on_the_mbv3_reference_architecture(tmp_path) -> None:
 def test_unreachable_and_missed_constraints_are_clear_errors(tmp_path) -> None:
     ctx = make_ctx("resnet20", tmp_path, constraint="bitops<=0.05")
     with pytest.raises(ValueError, match="infeasible on resnet20.*at least 0.0727"):
-        DNAS().search(ctx)
+        DNAS(RECIPE).search(ctx)
     assert ctx.budget.samples == 0  # refused before any training
     # reachable only with every layer near W2A2: with no cost pressure, no sample gets there
-    ctx = make_ctx("resnet20", tmp_path, constraint="bitops<=0.075",
-                   recipe=DNASRecipe(epochs=1, batch_size=16))  # fmt: skip
+    ctx = make_ctx("resnet20", tmp_path, constraint="bitops<=0.075")
     with pytest.raises(ValueError, match=r"none of the \d architectures .* cheapest reached"):
-        DNAS(gamma=0.0, bits=[2, 8], samples=2).search(ctx)
+        DNAS(SHORT, gamma=0.0, bits=[2, 8], samples=2).search(ctx)
 
 
 # --------------------------------------------------------------------------- end to end

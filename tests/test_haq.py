@@ -14,6 +14,7 @@ import json
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,8 +35,8 @@ from benchmark.arena.data import load_splits
 from benchmark.arena.presets import load_preset
 from benchmark.arena.protocol import Budget, DivergedError, Task
 from benchmark.cli import main
-from methods import get_method, method_preset
-from methods.haq import HAQ, HAQ_QUANT, HAQPreset
+from methods import get_method
+from methods.haq import HAQ, HAQ_QUANT, HAQConfig
 from methods.haq.agent import DDPGAgent, ReplayBuffer
 from methods.haq.env import (
     CostLimit,
@@ -97,13 +98,13 @@ def make_ctx(
     splits,
     workdir: Path,
     constraint: str = "bitops<=0.3",
-    section: HAQPreset | None = None,
+    section: HAQConfig | None = None,
     space: SearchSpace | None = None,
 ) -> Context:
     preset = load_preset(micro)
     space = space or get_space("resnet20", num_classes=splits.num_classes)
     workdir.mkdir(parents=True, exist_ok=True)
-    return Context.create(
+    ctx = Context.create(
         Task(space.name, "digits", preset.name, constraint, 0),
         space,
         preset,
@@ -112,8 +113,18 @@ def make_ctx(
         budget=Budget(600.0, 10**7),
         workdir=workdir,
         log=logging.getLogger("test_haq"),
-        preset_section=section or method_preset(HAQ, preset),
     )
+    _CONFIGS[id(ctx)] = section or HAQ.configure(preset)
+    return ctx
+
+
+_CONFIGS: dict[int, HAQConfig] = {}  # each test context's HAQ config (by id)
+
+
+def haq_for(ctx: Context, **options: Any) -> HAQ:
+    """HAQ with the config ``make_ctx`` was given for ``ctx`` (else the preset's), then
+    ``options``."""
+    return HAQ(_CONFIGS[id(ctx)], **options)
 
 
 # --------------------------------------------------------------------------- action → bits
@@ -181,18 +192,18 @@ def test_all_minimum_bits_over_the_limit_is_a_clear_error(micro, micro_fp, split
     space = get_space("resnet20")
     lowest = space.cost(space.uniform_policy(2, 2)).bitops / space.reference().bitops_w8a8
     ctx = make_ctx(micro, micro_fp, splits, tmp_path, f"bitops<={lowest * 1.000001}")
-    setup = HAQ().setup(ctx)  # just reachable
+    setup = haq_for(ctx).setup(ctx)  # just reachable
     low = np.zeros(len(setup.layers), int)
     assert setup.limits[0].met(low, low)
     ctx = make_ctx(micro, micro_fp, splits, tmp_path, f"bitops<={lowest * 0.99}")
     with pytest.raises(ValueError, match="bitops limit .* cannot be met: every searchable layer"):
-        HAQ().search(ctx)
+        haq_for(ctx).search(ctx)
     assert ctx.budget.samples == 0  # refused before any image
 
 
 def test_a_size_constraint_costs_weight_bits(micro, micro_fp, splits, tmp_path: Path) -> None:
     ctx = make_ctx(micro, micro_fp, splits, tmp_path, "size<=0.4")
-    (limit,) = HAQ().setup(ctx).limits
+    (limit,) = haq_for(ctx).setup(ctx).limits
     top = np.full(18, 3)
     assert limit.name == "size" and limit.coefficients.shape == (18, 4, 4)
     assert limit.total(top, top) == ctx.space.reference().size_bits_w8a8  # W8A8 everywhere
@@ -257,9 +268,9 @@ def test_depthwise_and_linear_layers_and_pinned_ends(micro, splits, tmp_path: Pa
     fc = geometry[3]
     assert (fc.stride, fc.kernel, fc.in_hw, fc.weights) == (0, 1, 1, 64 * splits.num_classes)
     fp_state = space.build().state_dict()
-    section = HAQPreset(episodes=3, warmup=1, finetune_steps=1, sigma_decay=0.9)
+    section = HAQConfig(episodes=3, warmup=1, finetune_steps=1, sigma_decay=0.9)
     ctx = make_ctx(micro, fp_state, splits, tmp_path, "bitops<=0.5", section, space)
-    result = HAQ().search(ctx)
+    result = haq_for(ctx).search(ctx)
     assert result.log["pinned_8bit"] == ["0", "7"]
     for entry in result.log["episodes"]:
         assert entry["w_bits"][0] == entry["a_bits"][0] == entry["w_bits"][3] == 8
@@ -357,24 +368,27 @@ def test_registered_options_and_preset_section(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert get_method("haq") is HAQ and HAQ.searches == "bits"
-    assert HAQPreset() == HAQPreset(episodes=600, warmup=20, finetune_steps=157, sigma_decay=0.99)
-    for bad, error in (
-        ({"top_k": 0}, ValueError),
-        ({"cost_table": 3}, TypeError),
-        ({"table_ratio": 0.5}, ValueError),  # needs a table
-        ({"cost_table": "t.csv", "table_ratio": -1.0}, ValueError),
-        ({"cost_table": "t.csv", "table_ratio": "half"}, TypeError),
+    defaults = HAQConfig()
+    assert (defaults.episodes, defaults.warmup, defaults.finetune_steps) == (600, 20, 157)
+    assert defaults.sigma_decay == 0.99 and defaults.top_k == 1 and defaults.cost_table is None
+    for bad, words in (
+        ({"top_k": 0}, "top_k = 0 is out of range"),
+        ({"cost_table": 3}, "cost_table = 3 is wrong"),
+        ({"table_ratio": 0.5}, "table_ratio needs a cost_table"),
+        ({"cost_table": "t.csv", "table_ratio": -1.0}, "table_ratio = -1.0 is out of range"),
+        ({"cost_table": "t.csv", "table_ratio": "half"}, "table_ratio = 'half' is wrong"),
     ):
-        with pytest.raises(error):
+        with pytest.raises(ValueError, match=words):
             HAQ(**bad)
     space = get_space("resnet20")
     table = cost_file_from_table(space.cost_table(), "resnet20").write(tmp_path / "t.csv")
-    given = {"cost_table": str(table), "top_k": 2}
-    assert HAQ.prepare_options(given, [space]) == given  # absolute already
+    given = HAQConfig(cost_table=str(table), top_k=2)
+    assert HAQ.prepare_config(given, [space]) == given  # absolute already
     monkeypatch.chdir(tmp_path)
-    assert HAQ.prepare_options({"cost_table": "t.csv"}, [space]) == {"cost_table": str(table)}
+    relative = HAQ.prepare_config(HAQConfig(cost_table="t.csv"), [space])
+    assert relative.cost_table == str(table)
     with pytest.raises(ValueError, match="is for space 'resnet20', not 'mbv3-cifar'"):
-        HAQ.prepare_options(given, [get_space("mbv3-cifar")])
+        HAQ.prepare_config(given, [get_space("mbv3-cifar")])
 
 
 def test_search_meets_the_constraint_and_logs_every_episode(
@@ -384,7 +398,7 @@ def test_search_meets_the_constraint_and_logs_every_episode(
     offers = []
     original = ctx.offer
     ctx.offer = lambda *c: (offers.append(c), original(*c))  # type: ignore[method-assign]
-    result = HAQ(top_k=3).search(ctx)
+    result = haq_for(ctx, top_k=3).search(ctx)
     log = json.loads(json.dumps(result.log))  # JSON-serialisable
     episodes = log["episodes"]
     assert [e["explore"] for e in episodes] == ["random", "random", "agent", "agent"]
@@ -411,13 +425,14 @@ def test_search_meets_the_constraint_and_logs_every_episode(
 def test_resume_from_a_checkpoint_gives_the_same_next_episode(
     micro, micro_fp, splits, tmp_path: Path
 ) -> None:
-    section = HAQPreset(episodes=3, warmup=1, finetune_steps=1, sigma_decay=0.9)
-    straight = HAQ().search(make_ctx(micro, micro_fp, splits, tmp_path / "a", section=section))
+    section = HAQConfig(episodes=3, warmup=1, finetune_steps=1, sigma_decay=0.9)
+    straight_ctx = make_ctx(micro, micro_fp, splits, tmp_path / "a", section=section)
+    straight = haq_for(straight_ctx).search(straight_ctx)
     # the same search stopped after 2 episodes (the agent has learned once), then continued
     first = make_ctx(micro, micro_fp, splits, tmp_path / "b", section=replace(section, episodes=2))
-    HAQ().search(first)
+    haq_for(first).search(first)
     resumed_ctx = make_ctx(micro, micro_fp, splits, tmp_path / "b", section=section)
-    resumed = HAQ().search(resumed_ctx)
+    resumed = haq_for(resumed_ctx).search(resumed_ctx)
     assert resumed_ctx.budget.samples == 64 + 64 + len(splits.val)  # only episode 2 ran
     assert resumed.log["episodes"] == straight.log["episodes"]
     assert [c.policy_json() for c in resumed.candidates] == [
@@ -430,7 +445,7 @@ def test_a_diverged_episode_scores_zero_and_the_search_goes_on(
 ) -> None:
     """A policy whose short finetune diverges (NaN loss) costs its episode, not the search:
     it scores 0% top-1 (the worst reward) and is never a candidate."""
-    section = HAQPreset(episodes=3, warmup=1, finetune_steps=1, sigma_decay=0.9)
+    section = HAQConfig(episodes=3, warmup=1, finetune_steps=1, sigma_decay=0.9)
     ctx = make_ctx(micro, micro_fp, splits, tmp_path, section=section)
     original, calls = ctx.finetune, []
 
@@ -441,7 +456,7 @@ def test_a_diverged_episode_scores_zero_and_the_search_goes_on(
         return original(*args, **kwargs)
 
     ctx.finetune = finetune  # type: ignore[method-assign]
-    result = HAQ(top_k=3).search(ctx)
+    result = haq_for(ctx, top_k=3).search(ctx)
     episodes = result.log["episodes"]
     assert len(episodes) == 3 and [e["diverged"] for e in episodes] == [False, True, False]
     lost = episodes[1]
@@ -464,9 +479,9 @@ def test_a_cost_table_limits_the_search_beside_the_task(
         for name, row in lat.costs.items()
     }
     path = type(lat)("resnet20", "ms", costs).write(tmp_path / "lat.json")
-    section = HAQPreset(episodes=3, warmup=1, finetune_steps=1, sigma_decay=0.9)
+    section = HAQConfig(episodes=3, warmup=1, finetune_steps=1, sigma_decay=0.9)
     ctx = make_ctx(micro, micro_fp, splits, tmp_path / "w", "bitops<=0.5", section)
-    result = HAQ(cost_table=str(path), table_ratio=0.5).search(ctx)
+    result = haq_for(ctx, cost_table=str(path), table_ratio=0.5).search(ctx)
     log = result.log
     assert log["cost_table"]["unit"] == "ms" and set(log["limits"]) == {"bitops", "table"}
     reference = sum(table.profile(n).macs * 24 * 1e-9 for n in table.names)
@@ -483,9 +498,9 @@ def test_a_cost_table_limits_the_search_beside_the_task(
 def test_mbv3_reference_arch_mechanics(micro, splits, tmp_path: Path) -> None:
     space = get_space("mbv3-cifar", num_classes=splits.num_classes)
     fp_state = space.build_supernet().state_dict()  # untrained: the mechanics only
-    section = HAQPreset(episodes=2, warmup=1, finetune_steps=1, sigma_decay=0.9)
+    section = HAQConfig(episodes=2, warmup=1, finetune_steps=1, sigma_decay=0.9)
     ctx = make_ctx(micro, fp_state, splits, tmp_path, "bitops<=0.2", section, space)
-    result = HAQ().search(ctx)
+    result = haq_for(ctx).search(ctx)
     (cand,) = result.candidates
     assert cand.arch == space.reference_arch and ctx.feasible(cand.policy, cand.arch)
     assert {cand.policy[n].w_bits for n in space.searchable_layers(cand.arch)} <= {2, 3, 4}

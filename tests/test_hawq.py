@@ -47,11 +47,16 @@ from benchmark.cli import main
 from benchmark.harness.spec import TrialSpec
 from benchmark.harness.trial import run_trial
 from methods import check_preset_sections, get_method
-from methods.hawq import HAWQ, HessianSettings, input_errors, layer_groups, weight_errors
+from methods.hawq import HAWQ, input_errors, layer_groups, weight_errors
 from methods.hawq_ilp import AllocationProblem, InfeasibleAllocation, solve
 
 TINY = Path(__file__).parent / "tiny.toml"
 FAST = {"batch_size": 8, "max_iter": 3}  # the method tests' probe: 8 images, 3 vectors
+
+
+def hawq(ctx: Context, **options: Any) -> HAWQ:
+    """HAWQ as a run configures it: its preset's ``[methods.hawq]`` section, then options."""
+    return HAWQ(HAWQ.configure(ctx.preset, options))
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -470,7 +475,7 @@ def test_tied_layers_get_one_variable(activations: str, splits, tmp_path: Path) 
     seen = set()
     for ratio in (0.4, 0.5, 0.65, 0.8):
         ctx = make_ctx(space, fp, splits, f"bitops<={ratio}", tmp_path)
-        result = HAWQ(bits="space", activations=activations, **FAST).search(ctx)
+        result = hawq(ctx, bits="space", activations=activations, **FAST).search(ctx)
         (cand,) = result.candidates
         assert cand.policy["block.conv_a"] == cand.policy["block.shortcut"]
         assert ctx.feasible(cand.policy)
@@ -499,11 +504,11 @@ def test_bad_ties_are_refused() -> None:
 def test_registered_and_options_validated(splits, micro_fp, tmp_path: Path) -> None:
     assert get_method("hawq") is HAWQ and HAWQ.searches == "bits"
     for kwargs, match in (
-        ({"bits": [4, 40]}, "bits must be"),
+        ({"bits": [4, 40]}, r"bits\[1\] = 40 is out of range"),
         ({"bits": []}, "bits must be"),
         ({"bits": "all"}, "'space'"),
-        ({"bits": 4}, "list of bit-widths"),
-        ({"activations": "both"}, "activations must be one of tied, free"),
+        ({"bits": 4}, "bits = 4 is wrong"),
+        ({"activations": "both"}, "activations = 'both' is wrong.*one of 'tied', 'free'"),
         ({"max_iter": 0}, "max_iter = 0 is out of range; accepted: a whole number ≥ 1"),
         ({"batches": 1.5}, "batches = 1.5 is wrong"),
         ({"batch_size": 0}, "batch_size = 0 is out of range"),
@@ -511,19 +516,19 @@ def test_registered_and_options_validated(splits, micro_fp, tmp_path: Path) -> N
     ):
         with pytest.raises(ValueError, match=match):
             HAWQ(**kwargs)
-    with pytest.raises(TypeError):
+    with pytest.raises(PresetError, match="unknown key beta"):
         HAWQ(beta=3)
     ctx = make_ctx("resnet20", micro_fp, splits, "bitops<=0.5", tmp_path)
     with pytest.raises(ValueError, match="5 bits is not allowed on resnet20"):
-        HAWQ(bits=[4, 5]).search(ctx)
+        hawq(ctx, bits=[4, 5]).search(ctx)
     bad = Preset.from_dict({**load_preset(str(TINY)).to_dict(), "methods": {"hawq": {"iters": 3}}})
     with pytest.raises(PresetError, match=r"unknown key \[methods.hawq\] iters"):
         check_preset_sections(bad)
-    given = {"max_iter": 10, "tol": 0.5}
-    settings, source = HessianSettings.resolve({"tol": 0.1}, HessianSettings(**given), given)
+    given = Preset.from_dict(
+        {**load_preset(str(TINY)).to_dict(), "methods": {"hawq": {"max_iter": 10, "tol": 0.5}}}
+    )
+    settings = HAWQ.configure(given, {"tol": 0.1})  # defaults < the preset's section < options
     assert (settings.max_iter, settings.tol, settings.batches) == (10, 0.1, 2)
-    assert source == {"batches": "default", "batch_size": "default", "max_iter": "preset",
-                      "tol": "option"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -538,7 +543,7 @@ def test_search_meets_the_constraint(
     constraint: str, options: dict, micro_fp, splits, tmp_path: Path
 ) -> None:
     ctx = make_ctx("resnet20", micro_fp, splits, constraint, tmp_path)
-    result = HAWQ(**options, **FAST).search(ctx)
+    result = hawq(ctx, **options, **FAST).search(ctx)
     (cand,) = result.candidates
     space, layers = ctx.space, ctx.space.searchable_layers()
     assert ctx.feasible(cand.policy) and cand.label == "hawq"
@@ -554,7 +559,7 @@ def test_search_meets_the_constraint(
     assert log["bits"] == sorted(bits) and log["activations"] == options.get("activations", "tied")
     targets = len(layers) * (2 if options.get("activations") == "free" else 1)
     assert len(log["traces"]) == targets and log["rounds"] == 3 and log["offers"] == [1, 2]
-    assert log["hessian"]["source"]["batches"] == "preset"  # tiny.toml's [methods.hawq] batches = 1
+    assert log["hessian"]["batches"] == 1  # tiny.toml's [methods.hawq] batches = 1
     hvps = sum(t["iterations"] for t in log["traces"].values())
     assert ctx.budget.samples == 8 * (1 + hvps)
     assert ctx.offered == [cand]
@@ -569,7 +574,7 @@ def test_budget_end_keeps_the_last_offer(micro_fp, splits, tmp_path: Path) -> No
         "resnet20", micro_fp, splits, "bitops<=0.5", tmp_path, samples=8 + 8 * 18 * 2 + 50
     )
     with pytest.raises(BudgetExceeded):
-        HAWQ(batch_size=8, max_iter=50, tol=0.0).search(ctx)
+        hawq(ctx, batch_size=8, max_iter=50, tol=0.0).search(ctx)
     (offered,) = ctx.offered
     assert offered.meta["trace_rounds"] == 2 and ctx.feasible(offered.policy)
 
@@ -578,7 +583,7 @@ def test_deterministic_for_a_seed(micro_fp, splits, tmp_path: Path) -> None:
     runs = []
     for _ in range(2):
         ctx = make_ctx("resnet20", micro_fp, splits, "bitops<=0.4", tmp_path, seed=3)
-        result = HAWQ(**FAST).search(ctx)
+        result = hawq(ctx, **FAST).search(ctx)
         runs.append((result.candidates[0].policy_json(), json.dumps(result.log["traces"])))
     assert runs[0] == runs[1]
 
@@ -587,11 +592,11 @@ def test_infeasible_limit_is_refused_before_any_image(micro_fp, splits, tmp_path
     space = get_space("resnet20")
     lowest = space.cost(space.uniform_policy(4, 4)).bitops / space.reference().bitops_w8a8
     ctx = make_ctx("resnet20", micro_fp, splits, f"bitops<={lowest * 1.000001}", tmp_path)
-    (cand,) = HAWQ(**FAST).search(ctx).candidates
+    (cand,) = hawq(ctx, **FAST).search(ctx).candidates
     assert all(cand.policy[n] == LayerBits(4, 4) for n in space.searchable_layers())
     ctx = make_ctx("resnet20", micro_fp, splits, f"bitops<={lowest * 0.99}", tmp_path)
     with pytest.raises(ValueError, match=f"minimum achievable bitops.*ratio of {lowest:.4f}"):
-        HAWQ(**FAST).search(ctx)
+        hawq(ctx, **FAST).search(ctx)
     assert ctx.budget.samples == 0
 
 
@@ -601,7 +606,7 @@ def test_mbv3_reference_arch(splits, tmp_path: Path) -> None:
     space = get_space("mbv3-cifar", num_classes=splits.num_classes)
     fp_state = space.build_supernet().state_dict()
     ctx = make_ctx("mbv3-cifar", fp_state, splits, "bitops<=0.8", tmp_path)
-    result = HAWQ(batch_size=4, max_iter=1).search(ctx)
+    result = hawq(ctx, batch_size=4, max_iter=1).search(ctx)
     (cand,) = result.candidates
     assert cand.arch == space.reference_arch and ctx.feasible(cand.policy, cand.arch)
     assert {cand.policy[n].w_bits for n in space.searchable_layers(cand.arch)} <= {4, 8}
@@ -656,7 +661,7 @@ def test_ratios_give_the_papers_family_of_budgets(micro_fp, splits, tmp_path: Pa
     """``ratios``: one more candidate per r under all-min + r·(all-max − all-min) of the
     searched layers (ILP.ipynb), cheaper for smaller r, skipped above the task's limit."""
     ctx = make_ctx("resnet20", micro_fp, splits, "bitops<=0.7", tmp_path)
-    result = HAWQ(ratios=[0.25, 0.5, 0.75], **FAST).search(ctx)
+    result = hawq(ctx, ratios=[0.25, 0.5, 0.75], **FAST).search(ctx)
     assert len(result.candidates) >= 3  # the optimum, r = 0.25 and r = 0.5 at least
     labels = [c.label for c in result.candidates]
     assert labels[0] == "hawq" and set(labels[1:]) <= {"hawq-r0.25", "hawq-r0.5", "hawq-r0.75"}
@@ -675,5 +680,5 @@ def test_ratios_give_the_papers_family_of_budgets(micro_fp, splits, tmp_path: Pa
     for key in skipped:  # only budgets above the task's limit are left out
         assert fixed + low + float(key) * (high - low) > ctx.limit.absolute
     assert len(result.candidates) - 1 + len(skipped) == 3
-    with pytest.raises(ValueError, match="ratios must be a list of numbers from 0 to 1"):
+    with pytest.raises(PresetError, match=r"ratios\[0\] = 1.5 is out of range"):
         HAWQ(ratios=[1.5])

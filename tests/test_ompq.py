@@ -311,8 +311,11 @@ def test_registered_and_options_validated() -> None:
         OMPQ(solver="slsqp")
     with pytest.raises(ValueError, match="batch_size"):
         OMPQ(batch_size=1)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="unknown key gamma"):
         OMPQ(gamma=3)
+    with pytest.raises(ValueError, match=r"bit_bounds must be \[low, high\]"):
+        OMPQ(bit_bounds=[4, 2])
+    assert OMPQ(betas=1).config.betas == (1.0,)  # one number is a list of one
 
 
 @pytest.mark.parametrize(

@@ -33,11 +33,11 @@ from benchmark.arena.presets import load_preset
 from benchmark.arena.spaces.mbv3.arch import max_arch, min_arch
 from benchmark.cli import main
 from methods import get_method
-from methods.oqat import OQAT, OQATKeys, oqat_quant
+from methods.oqat import OQAT, OQATConfig, oqat_quant
 
 TINY = Path(__file__).parent / "tiny.toml"
-KEYS = OQATKeys(
-    stage_epochs=(1.0, 1.0), stage_max_steps=(1, 1), subnets_per_step=3, population=2,
+KEYS = OQATConfig(
+    bits=(4, 3), stage_epochs=(1.0, 1.0), stage_max_steps=(1, 1), subnets_per_step=3, population=2,
     generations=0,
 )  # fmt: skip
 
@@ -69,7 +69,6 @@ def make_ctx(
     *,
     space: str = "mbv3-cifar",
     constraint: str = "bitops<=1.2",
-    keys: OQATKeys = KEYS,
 ) -> Context:
     preset = load_preset(str(TINY))
     preset = dataclasses.replace(
@@ -84,7 +83,6 @@ def make_ctx(
         budget=Budget(600.0, 10**7),
         workdir=workdir,
         log=logging.getLogger("test_oqat"),
-        preset_section=keys,
     )
 
 
@@ -157,7 +155,7 @@ def test_inheritance_doubles_both_step_sizes_and_keeps_the_rest(
         return stats
 
     monkeypatch.setattr(OQAT, "_train_stage", recording)
-    result = OQAT(bits=(4, 3)).search(ctx)
+    result = OQAT(KEYS).search(ctx)
     after4, before3 = seen[1], seen[2]  # end of the 4-bit stage, start of the 3-bit one
     steps = [k for k in after4 if k.endswith(".step")]
     initialised = [k for k in steps if bool(after4[k.replace(".step", ".initialized")].all())]
@@ -189,7 +187,7 @@ def test_sandwich_step_runs_largest_smallest_and_random_at_the_stage_bits(
     space.set_active = recording  # type: ignore[method-assign]
     recipe = dataclasses.replace(ctx.preset.finetune, max_steps=1, batch_size=8)
     keys = dataclasses.replace(KEYS, subnets_per_step=4)
-    stats = OQAT()._train_stage(ctx, space, supernet, 3, recipe, keys, 0)
+    stats = OQAT(KEYS)._train_stage(ctx, space, supernet, 3, recipe, keys, 0)
     assert stats.steps == 1 and stats.samples == 4 * 8 == ctx.budget.samples
     archs = [arch for arch, _ in calls]
     assert archs[0] == max_arch() and archs[1] == min_arch() and len(archs) == 5  # + re-activate
@@ -208,7 +206,7 @@ def test_extracted_subnet_equals_the_active_supernet_and_the_inherit_rebuild(
     space = ctx.space.with_fixed(32)
     supernet = ctx.fp_supernet(oqat_quant())
     recipe = dataclasses.replace(ctx.preset.finetune, max_steps=1, batch_size=8)
-    OQAT()._train_stage(ctx, space, supernet, 4, recipe, KEYS, 0)
+    OQAT(KEYS)._train_stage(ctx, space, supernet, 4, recipe, KEYS, 0)
     arch = space.sample_arch(random.Random(3))
     policy = space.uniform_policy(2, 2, arch)
     x = torch.randn(5, 3, 32, 32)
@@ -224,10 +222,10 @@ def test_extracted_subnet_equals_the_active_supernet_and_the_inherit_rebuild(
 
 # --- selection -----------------------------------------------------------------------------
 def test_selected_subnets_meet_the_constraint(splits, mbv3_state, tmp_path) -> None:
-    keys = dataclasses.replace(KEYS, stage_epochs=(1.0,), stage_max_steps=(1,), population=4,
-                               generations=1)  # fmt: skip
-    ctx = make_ctx(splits, mbv3_state, tmp_path, constraint="bitops<=1.0", keys=keys)
-    result = OQAT(bits=(4,), candidates_per_bits=3).search(ctx)
+    keys = dataclasses.replace(KEYS, bits=(4,), stage_epochs=(1.0,), stage_max_steps=(1,),
+                               population=4, generations=1)  # fmt: skip
+    ctx = make_ctx(splits, mbv3_state, tmp_path, constraint="bitops<=1.0")
+    result = OQAT(keys, candidates_per_bits=3).search(ctx)
     space = ctx.space.with_fixed(32)
     assert result.candidates
     for cand in result.candidates:
@@ -264,18 +262,18 @@ def test_evolve_never_returns_an_infeasible_architecture() -> None:
 def test_unreachable_constraint_fails_before_training(splits, mbv3_state, tmp_path) -> None:
     ctx = make_ctx(splits, mbv3_state, tmp_path, constraint="bitops<=0.3")
     with pytest.raises(ValueError, match=r"achievable 0\.7995 \(smallest architecture at W3A3"):
-        OQAT(bits=(4, 3), fixed="method").search(ctx)
+        OQAT(KEYS, fixed="method").search(ctx)
     ctx = make_ctx(splits, mbv3_state, tmp_path, constraint="bitops<=0.01")
     with pytest.raises(ValueError, match="cannot be met on mbv3-cifar"):
-        OQAT(bits=(4, 3)).search(ctx)  # not even under the space's convention
+        OQAT(KEYS).search(ctx)  # not even under the space's convention
     assert ctx.budget.samples == 0
 
 
 def test_a_tight_limit_falls_back_to_the_space_convention(splits, mbv3_state, tmp_path) -> None:
-    keys = dataclasses.replace(KEYS, stage_epochs=(1.0,), stage_max_steps=(1,), population=4,
-                               generations=1)  # fmt: skip
-    ctx = make_ctx(splits, mbv3_state, tmp_path, constraint="bitops<=0.3", keys=keys)
-    result = OQAT(bits=(2,)).search(ctx)  # FP stem alone: 0.65x W8A8
+    keys = dataclasses.replace(KEYS, bits=(2,), stage_epochs=(1.0,), stage_max_steps=(1,),
+                               population=4, generations=1)  # fmt: skip
+    ctx = make_ctx(splits, mbv3_state, tmp_path, constraint="bitops<=0.3")
+    result = OQAT(keys).search(ctx)  # FP stem alone: 0.65x W8A8
     assert result.candidates and result.log["fixed"] is None
     assert "even the cheapest candidate misses bitops<=0.3" in result.log["fixed_why"]
     for cand in result.candidates:
@@ -286,7 +284,7 @@ def test_a_tight_limit_falls_back_to_the_space_convention(splits, mbv3_state, tm
 
 @pytest.mark.parametrize("bad", ["fp", "", 32, None])
 def test_fixed_option_is_checked(bad) -> None:
-    with pytest.raises(ValueError, match="oqat: fixed must be one of auto, method, space"):
+    with pytest.raises(PresetError, match="fixed = .* is wrong.*one of 'auto', 'method', 'space'"):
         OQAT(fixed=bad)
 
 
@@ -307,13 +305,13 @@ def test_resume_after_a_stage_restarts_at_the_next_stage(
     monkeypatch.setattr(OQAT, "_train_stage", failing)
     ctx = make_ctx(splits, mbv3_state, tmp_path)
     with pytest.raises(RuntimeError, match="killed"):
-        OQAT(bits=(4, 3)).search(ctx)
+        OQAT(KEYS).search(ctx)
     spent = ctx.budget.samples
     assert trained == [4, 3] and spent > 0
     assert [c.label for c in ctx.offered] == ["W4A4"]  # offered after the finished stage
     resumed = make_ctx(splits, mbv3_state, tmp_path)
     assert resumed.restore_spend()["samples"] == spent  # what the harness does on resume
-    result = OQAT(bits=(4, 3)).search(resumed)
+    result = OQAT(KEYS).search(resumed)
     assert trained == [4, 3, 3]  # the 4-bit stage was not trained again
     assert sorted(c.label for c in result.candidates) == ["W3A3", "W4A4"]
     assert [s["bits"] for s in result.log["stages"]] == [4, 3]
@@ -331,7 +329,7 @@ def test_a_diverged_later_stage_keeps_the_finished_bit_widths(
         return real(self, ctx, space, model, bits, *args)
 
     monkeypatch.setattr(OQAT, "_train_stage", diverging)
-    result = OQAT(bits=(4, 3)).search(make_ctx(splits, mbv3_state, tmp_path / "a"))
+    result = OQAT(KEYS).search(make_ctx(splits, mbv3_state, tmp_path / "a"))
     assert [c.label for c in result.candidates] == ["W4A4"]
     assert result.log["diverged_at_bits"] == 3
     assert [s["bits"] for s in result.log["stages"]] == [4, 3]
@@ -342,19 +340,20 @@ def test_a_diverged_later_stage_keeps_the_finished_bit_widths(
 
     monkeypatch.setattr(OQAT, "_train_stage", first_diverges)
     with pytest.raises(DivergedError):  # nothing finished: the trial is `diverged`
-        OQAT(bits=(4, 3)).search(make_ctx(splits, mbv3_state, tmp_path / "b"))
+        OQAT(KEYS).search(make_ctx(splits, mbv3_state, tmp_path / "b"))
 
 
 # --- options, the fixed space ----------------------------------------------------------------
 @pytest.mark.parametrize(
     ("options", "words"),
     [
-        ({"bits": [4, 4]}, "bits must decrease"),
-        ({"bits": 4}, "non-empty list"),
+        ({"bits": [4, 4], "stage_epochs": [1, 1]}, "bits must decrease"),
+        ({"bits": 4}, "bits = 4 is wrong"),
         ({"bits": []}, "non-empty list"),
-        ({"bits": [4, 2.5]}, "whole numbers"),
-        ({"candidates_per_bits": 0}, "candidates_per_bits must be"),
-        ({"nope": 1}, "takes no options"),
+        ({"bits": [4, 2.5]}, r"bits\[1\] = 2.5 is wrong"),
+        ({"candidates_per_bits": 0}, "candidates_per_bits = 0 is out of range"),
+        ({"nope": 1}, "unknown key nope"),
+        ({"bits": [4, 3]}, "need 2 stage lengths; stage_epochs has 3"),
     ],
 )
 def test_options_are_checked_with_one_line_errors(options: dict, words: str) -> None:
@@ -364,26 +363,22 @@ def test_options_are_checked_with_one_line_errors(options: dict, words: str) -> 
 
 def test_preset_section_is_validated_and_matched_to_the_bits(splits, mbv3_state, tmp_path) -> None:
     with pytest.raises(PresetError, match="population"):
-        parse_section(OQATKeys, {"population": 1}, "preset x", "methods.oqat")
+        parse_section(OQATConfig, {"population": 1}, "preset x", "methods.oqat")
     with pytest.raises(PresetError, match="unknown key"):
-        parse_section(OQATKeys, {"stages": [1]}, "preset x", "methods.oqat")
-    for name in ("tiny", "smoke", "small", "paper"):  # every shipped preset fits the default
-        from methods import method_preset
-
-        keys = method_preset(get_method("oqat"), load_preset(name))
-        assert len(keys.stage_epochs) == 3
+        parse_section(OQATConfig, {"stages": [1]}, "preset x", "methods.oqat")
+    for name in ("tiny", "smoke", "small", "paper", "fmnist"):  # every shipped preset fits
+        keys = get_method("oqat").configure(load_preset(name))
+        assert len(keys.stage_epochs) == 3 == len(keys.bits)
         assert list(keys.stage_epochs) == sorted(keys.stage_epochs, reverse=True)
-    ctx = make_ctx(splits, mbv3_state, tmp_path)
-    with pytest.raises(ValueError, match="need 3 stage lengths"):
-        OQAT().search(ctx)  # KEYS has two stages
-    assert ctx.budget.samples == 0
+    with pytest.raises(PresetError, match=r"--method-options for oqat: bits \[4, 3\] need 2"):
+        get_method("oqat").configure(load_preset("tiny"), {"bits": [4, 3]})  # 3 stage lengths
 
 
 def test_resnet20_is_uniform_bits_with_inheritance(splits, tmp_path) -> None:
     keys = dataclasses.replace(KEYS, stage_max_steps=(2, 1))
     ctx = make_ctx(splits, random_state("resnet20"), tmp_path, space="resnet20",
-                   constraint="bitops<=0.5", keys=keys)  # fmt: skip
-    result = OQAT(bits=(4, 2)).search(ctx)
+                   constraint="bitops<=0.5")  # fmt: skip
+    result = OQAT(keys, bits=(4, 2)).search(ctx)
     assert [c.label for c in sorted(result.candidates, key=lambda c: -c.meta["bits"])] == [
         "W4A4",
         "W2A2",
@@ -399,7 +394,7 @@ def test_resnet20_is_uniform_bits_with_inheritance(splits, tmp_path) -> None:
 
 def test_the_clip_key_reaches_every_stage(splits, mbv3_state, tmp_path, monkeypatch) -> None:
     keys = dataclasses.replace(KEYS, clip_grad_norm=2.5)
-    ctx = make_ctx(splits, mbv3_state, tmp_path, keys=keys)
+    ctx = make_ctx(splits, mbv3_state, tmp_path)
     seen: list = []
     real = ctx.train
 
@@ -408,10 +403,10 @@ def test_the_clip_key_reaches_every_stage(splits, mbv3_state, tmp_path, monkeypa
         return real(*args, **kwargs)
 
     monkeypatch.setattr(ctx, "train", train)
-    OQAT(bits=(4, 3)).search(ctx)
+    OQAT(keys).search(ctx)
     assert seen == [2.5, 2.5]
     with pytest.raises(PresetError, match="clip_grad_norm"):
-        parse_section(OQATKeys, {"clip_grad_norm": 0}, "test", "methods.oqat")
+        parse_section(OQATConfig, {"clip_grad_norm": 0}, "test", "methods.oqat")
 
 
 # --- end to end --------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from benchmark.arena.protocol import Constraint
 from benchmark.arena.quant.batchquant import batch_qparams, batch_range
 from benchmark.arena.spaces.mbv3.elastic import DynamicDWConv2d, DynamicQConv2d, front_slice
 from methods import get_method
-from methods.qfa import QFA, STAGE_BITS, QFAPreset
+from methods.qfa import QFA, STAGE_BITS, QFAConfig
 from methods.qfa.encoding import Encoding
 from methods.qfa.nsga import initial_population, search_front
 from methods.qfa.sampler import QFASampler, stage0_override
@@ -367,10 +367,10 @@ def test_options_and_preset_section_are_validated() -> None:
     assert get_method("qfa") is QFA
     with pytest.raises(ValueError, match="override_prob"):
         QFA(override_prob=1.5)
-    with pytest.raises(ValueError, match="fixed must be one of auto, method, space"):
+    with pytest.raises(ValueError, match="fixed = 'qfa' is wrong.*'auto', 'method', 'space'"):
         QFA(fixed="qfa")
     with pytest.raises(Exception, match="population"):
-        QFAPreset(population=2)
+        QFAConfig(population=2)
     assert LSQFullConfig().to_dict() == {"kind": "lsq-full", "grad_scale": True}
     assert QuantConfig.from_dict(QFA.quant().to_dict()) == QFA.quant()
 

@@ -169,7 +169,8 @@ def schema_error(cls: type, err: ValidationError, section: str = "") -> str:
     problems.sort(key=lambda p: p["type"] not in unknown)  # a typo'd key explains the rest
     first = problems[0]
     loc = [str(part) for part in first["loc"]]
-    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    keys = {tuple(p for p in map(str, q["loc"]) if p.isidentifier()) for q in problems}
+    more = f" (and {len(keys) - 1} more problem(s))" if len(keys) > 1 else ""  # union: one
     if not loc:  # a check across fields (``__post_init__``): its own line
         return first["msg"].removeprefix("Value error, ") + more
     loc = [p for p in loc if p.isidentifier() or p.isdigit()]  # no union-member tags
