@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import benchmark.harness.runner
+import benchmark.harness.executors
 from benchmark.arena.presets import load_preset
 from benchmark.cli import main
 from benchmark.harness.records import rows_to_frame
@@ -589,8 +589,8 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def started(*args: object, **kwargs: object) -> None:
         pytest.fail("a bad input reached the executor (validation missed it)")
 
-    monkeypatch.setattr(benchmark.harness.runner, "run_serial", started)
-    monkeypatch.setattr(benchmark.harness.runner, "run_ray", started)
+    monkeypatch.setattr(benchmark.harness.executors, "run_serial", started)
+    monkeypatch.setattr(benchmark.harness.executors, "run_ray", started)
 
 
 @pytest.mark.parametrize(("argv", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

@@ -177,10 +177,10 @@ def test_an_arena_module_importing_the_harness_is_caught(tree: Path) -> None:
 
 
 def test_a_report_importing_the_runner_is_caught(tree: Path) -> None:
-    _append(tree / "benchmark/report/plots.py", "import benchmark.harness.runner")
+    _append(tree / "benchmark/report/plots.py", "import benchmark.harness.executors")
     violations = layering_violations(import_graph(tree))
     assert violations == [
-        "benchmark.report.plots imports benchmark.harness.runner: reports read records only"
+        "benchmark.report.plots imports benchmark.harness.executors: reports read records only"
     ]
 
 

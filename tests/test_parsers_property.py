@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import benchmark.harness.runner
+import benchmark.harness.executors
 from benchmark.arena.policy import PolicyError, load_policy_file, policy_from_dict
 from benchmark.arena.protocol import Constraint, ProtocolError
 from benchmark.arena.spaces import get_space
@@ -134,8 +134,8 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def started(*args: object, **kwargs: object) -> None:
         pytest.fail("arbitrary argv reached the executor")
 
-    monkeypatch.setattr(benchmark.harness.runner, "run_serial", started)
-    monkeypatch.setattr(benchmark.harness.runner, "run_ray", started)
+    monkeypatch.setattr(benchmark.harness.executors, "run_serial", started)
+    monkeypatch.setattr(benchmark.harness.executors, "run_ray", started)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from benchmark.arena import progress
+from benchmark.arena import reporting
 from benchmark.cli import main
 from benchmark.cli.live import RunView
-from benchmark.harness.progress import (
+from benchmark.harness.trial_events import (
     STAGE_FP,
     BackgroundSender,
     describe,
@@ -59,13 +59,13 @@ class FakeClock:
 # --- the throttle -------------------------------------------------------------------------
 def test_a_thousand_steps_in_a_tight_loop_give_a_bounded_number_of_events() -> None:
     sent: list[dict] = []
-    reporter = progress.Reporter(sent.append, interval=0.5, burst=0.1)
+    reporter = reporting.Reporter(sent.append, interval=0.5, burst=0.1)
     t0 = time.monotonic()
-    with progress.reporting(reporter):
+    with reporting.reporting(reporter):
         reporter.stage("search")
-        with progress.phase("train", total=1000, milestones=True):
+        with reporting.phase("train", total=1000, milestones=True):
             for step in range(1, 1001):
-                progress.advance(step, 1000, loss=1.0 / step)
+                reporting.advance(step, 1000, loss=1.0 / step)
     took = time.monotonic() - t0
     # the stage, then the phase's start and last step unless within 0.1 s of the one before
     # (the flush sends the last), and at most one per 0.5 s between
@@ -77,27 +77,27 @@ def test_a_thousand_steps_in_a_tight_loop_give_a_bounded_number_of_events() -> N
 
 def test_stage_changes_always_pass_and_held_back_steps_follow() -> None:
     clock, sent = FakeClock(), []
-    reporter = progress.Reporter(sent.append, interval=0.5, burst=0.1, clock=clock)
+    reporter = reporting.Reporter(sent.append, interval=0.5, burst=0.1, clock=clock)
     reporter.stage("search")
-    with progress.reporting(reporter):
+    with reporting.reporting(reporter):
         for step in range(1, 201):  # 200 steps in 2 s: one event per 0.5 s
             clock.now += 0.01
-            progress.advance(step, 400)
+            reporting.advance(step, 400)
         assert 4 <= len(sent) <= 5  # the stage, then every 0.5 s
-        progress.metrics(val_top1=50.0)  # held back (0 s since the last)
+        reporting.metrics(val_top1=50.0)  # held back (0 s since the last)
         reporter.stage("retrain finetune 1/2")  # always, after what was held back
         assert sent[-2]["metrics"] == {"val_top1": 50.0}
-        with progress.phase("finetune", total=3, milestones=True):
-            progress.advance(3, 3)  # held back (within 0.1 s), kept when the phase closes
+        with reporting.phase("finetune", total=3, milestones=True):
+            reporting.advance(3, 3)  # held back (within 0.1 s), kept when the phase closes
         reporter.stage("retrain finetune 2/2")
     assert sent[-2]["phase"] == "finetune" and sent[-2]["done"] == 3
     assert [e["stage"] for e in sent[-3:]] == ["retrain finetune 1/2"] * 2 + [
         "retrain finetune 2/2"
     ]
     count = len(sent)
-    progress.advance(5, 10)  # outside a trial: nothing, no error
-    with progress.phase("evaluate"):
-        progress.metrics(x=1)
+    reporting.advance(5, 10)  # outside a trial: nothing, no error
+    with reporting.phase("evaluate"):
+        reporting.metrics(x=1)
     assert len(sent) == count
 
 
@@ -121,8 +121,8 @@ def test_trial_log_file_holds_the_progress_and_log_lines(tmp_path: Path) -> None
     with trial_progress(tmp_path, None) as reporter:
         reporter.stage("search")
         logging.getLogger("mpqbench.method").info("a method's line")
-        with progress.phase("finetune", total=2, milestones=True):
-            progress.advance(2, 2, loss=0.5)
+        with reporting.phase("finetune", total=2, milestones=True):
+            reporting.advance(2, 2, loss=0.5)
     text = (tmp_path / "log.txt").read_text()
     assert "search\n" in text and "mpqbench.method: a method's line" in text
     assert "search · finetune · 2/2 steps · loss 0.5" in text
@@ -258,8 +258,8 @@ def test_serial_run_reports_every_stage(
 ) -> None:
     import functools
 
-    from benchmark.harness import progress as harness_progress
     from benchmark.harness import trial
+    from benchmark.harness import trial_events as harness_progress
 
     unthrottled = functools.partial(harness_progress.trial_progress, interval=0.0, burst=0.0)
     monkeypatch.setattr(trial, "trial_progress", unthrottled)

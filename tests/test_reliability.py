@@ -477,7 +477,7 @@ def test_a_ray_error_out_of_the_grid_restarts_it_for_the_trials_left(
 def test_a_ray_error_that_keeps_coming_records_the_trials_crashed(
     tmp_path: Path, cache_dir: Path, ray_session, tiny_fp, monkeypatch, capsys
 ) -> None:
-    from benchmark.harness.runner import RAY_GRID_RESTARTS
+    from benchmark.harness.executors import RAY_GRID_RESTARTS
 
     calls = _failing_fit(monkeypatch, failures=100)
     argv = _argv(tmp_path, cache_dir, "oom-always", "--methods", "uniform", "--seeds", "0,1")

@@ -195,7 +195,7 @@ def test_default_smoke_run_through_ray(tmp_path: Path, cache_dir: Path, ray_sess
 
 
 def test_the_summary_line_says_when_the_budget_stopped_the_search() -> None:
-    from benchmark.harness.runner import summarize
+    from benchmark.harness.executors import summarize
 
     row = {
         "status": "ok", "track": "retrain", "feasible": True, "top1_val": 90.0,

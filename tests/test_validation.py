@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import benchmark.harness.runner
+import benchmark.harness.executors
 from benchmark.arena.protocol import Constraint
 from benchmark.arena.spaces import get_space
 from benchmark.cli import main
@@ -71,7 +71,7 @@ def test_checks_accept_valid_input(tmp_path: Path) -> None:
 def test_valid_run_reaches_the_executor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     monkeypatch.setattr(
-        benchmark.harness.runner, "run_serial", lambda specs, *a, **k: calls.append(1)
+        benchmark.harness.executors, "run_serial", lambda specs, *a, **k: calls.append(1)
     )
     argv = ["run", "--methods", "uniform,random", "--space", "resnet20,mbv3-cifar"]
     argv += ["--constraint", "bitops<=0.1,size<=0.3", "--seeds", "0,1", "--out", str(tmp_path)]

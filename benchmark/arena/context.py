@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from benchmark.arena import progress
+from benchmark.arena import reporting
 from benchmark.arena.cache import load_verified, save_verified
 from benchmark.arena.cost import CostReport
 from benchmark.arena.limit import TaskLimit
@@ -125,7 +125,7 @@ class Context(Toolkit):
         for name, value in metrics.items():
             if "loss" in name and isinstance(value, float | int) and not math.isfinite(value):
                 raise DivergedError(f"the search reported {name}={value}")
-        progress.metrics(**metrics)
+        reporting.metrics(**metrics)
         if self.reporter is not None:
             self.reporter(metrics)
 

@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchmark.arena.presets import PresetError
     from benchmark.arena.protocol import ProtocolError
     from benchmark.arena.spaces import SpaceError
-    from benchmark.harness.runner import RunnerError
+    from benchmark.harness.executors import RunnerError
     from methods import MethodError
 
     user_errors = (

@@ -197,8 +197,12 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
 def _load_resumed(args: argparse.Namespace) -> None:
     """Fill ``args`` with the settings stored in the run to resume (refusing flags that
     would change them, damaged metadata and a preset whose recipe changed)."""
+    from benchmark.harness.benchmark_run import (
+        RESUMED_SETTINGS,
+        check_resume_recipe,
+        load_run_metadata,
+    )
     from benchmark.harness.records import RunStateError, RunStore
-    from benchmark.harness.run import RESUMED_SETTINGS, check_resume_recipe, load_run_metadata
 
     given = [name for name in RESUMED_SETTINGS if getattr(args, name) is not None]
     if given:
@@ -237,9 +241,14 @@ def _registered_methods() -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.harness.benchmark_run import (
+        RESUMED_SETTINGS,
+        RunLockedError,
+        RunRequest,
+        execute_run,
+    )
+    from benchmark.harness.executors import Grid
     from benchmark.harness.records import RunStateError, new_run_id
-    from benchmark.harness.run import RESUMED_SETTINGS, RunLockedError, RunRequest, execute_run
-    from benchmark.harness.runner import Grid
 
     if args.resume:
         _load_resumed(args)

@@ -1,7 +1,7 @@
 """What ``run`` shows while its trials go: a live view on a terminal, plain lines elsewhere.
 
 :class:`RunView` takes the run's lines (``view.line``) and its trials' events (``view(key,
-event)``: :data:`benchmark.harness.runner.TrialEvents`).
+event)``: :data:`benchmark.harness.executors.TrialEvents`).
 
 - **Terminal** (rich ``Live``, redrawn twice a second): one line per running trial (method,
   task, stage, progress in the phase, samples of the budget, last metrics, ETA), finished
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from benchmark.harness.progress import describe, duration, eta_seconds, eta_text
+from benchmark.harness.trial_events import describe, duration, eta_seconds, eta_text
 
 
 @dataclass

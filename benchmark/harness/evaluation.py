@@ -11,8 +11,10 @@ wall hours and process CPU seconds beside them.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from benchmark.arena.context import Context
 from benchmark.arena.data import DataSplits
@@ -21,10 +23,11 @@ from benchmark.arena.quant.base import QuantConfig
 from benchmark.arena.recipes.finetune import finetune_qat
 from benchmark.arena.recipes.scoring import evaluate, recalibrate_and_evaluate
 from benchmark.arena.spaces.base import SearchSpace
-from benchmark.harness.outcome import Timer, error_text, status_of
-from benchmark.harness.progress import stage_inherit, stage_retrain
+from benchmark.harness.failures import error_text, status_of
 from benchmark.harness.records import ResultRow
 from benchmark.harness.spec import TrialSpec
+from benchmark.harness.timer import Timer
+from benchmark.harness.trial_events import stage_inherit, stage_retrain
 
 NO_FINETUNE = {
     "finetune_device_hours": 0.0,
@@ -56,22 +59,39 @@ def evaluate_candidate(
     """The rows of candidate ``index`` of ``result``: one per track it is evaluated on
     (one infeasible row when it is over the limit). ``stage(name)`` is told each track's
     start (the live view's stage)."""
-    space: SearchSpace = ctx.space
     row = replace(base, candidate=candidate.label or f"candidate{index}", candidate_index=index)
     try:
-        space = space.with_fixed(candidate.fixed)
+        space = ctx.space.with_fixed(candidate.fixed)
         arch = space.validate_arch(candidate.arch)
         policy = space.full_policy(candidate.policy, arch)
     except ValueError as err:
         return [replace(row, status="failed", error=f"invalid candidate: {err}")]
+    row = _costed(row, space, policy, arch, candidate, ctx)
+    if not row.feasible:
+        return [row]
+    k = index + 1
+    n = len(result.candidates) if result is not None else k  # a lone candidate
+    stage(stage_retrain(k, n))
+    rows = [_track(row, "retrain", lambda out: _retrain(out, space, policy, arch, ctx, splits))]
+    if candidate.weights is not None:
+        stage(stage_inherit(k, n))
+        inherit = lambda out: _inherit(out, space, policy, arch, candidate, ctx, splits)  # noqa: E731
+        rows.append(_track(row, "inherit", inherit))
+    return rows
+
+
+def _costed(
+    row: ResultRow, space: SearchSpace, policy: Any, arch: Any, candidate: Candidate, ctx: Context
+) -> ResultRow:
+    """``row`` with the candidate's policy, architecture, cost and feasibility."""
     cost = space.cost(policy, arch)
     reference = space.reference()
-    row = replace(
+    return replace(
         row,
         policy=Candidate(policy, arch).policy_json(),
         arch=Candidate(policy, arch).arch_json(),
         fixed=json.dumps(space.fixed.to_dict()),
-        feasible=ctx.constraint.satisfied(cost, reference),
+        feasible=ctx.limit.on(space).met(policy, arch),
         macs=float(cost.macs),
         bitops=float(cost.bitops),
         mflops64=cost.mflops64,
@@ -82,89 +102,88 @@ def evaluate_candidate(
         avg_a_bits=cost.avg_a_bits,
         extra=json.dumps(candidate.meta, default=str),
     )
-    if not row.feasible:
-        return [row]
-    preset, device, seed = ctx.preset, ctx.device, ctx.task.seed
-    batch = preset.data.eval_batch_size
-    rows = []
-    # retrain track: the shared QAT finetune from the FP checkpoint
-    ft, ev = Timer(), Timer()
-    retrain_quant = quant_json(space, None)
-    k = index + 1
-    n = len(result.candidates) if result is not None else k  # a lone candidate
-    stage(stage_retrain(k, n))
+
+
+@dataclass
+class _Measured:
+    """What a track measured so far (a failure keeps what it had)."""
+
+    quant: str = ""  # the quantizer config its model was built with (JSON)
+    top1_val: float = math.nan
+    top1_test: float = math.nan
+    finetune: Timer | None = None  # the retrain track's finetune; None: no finetune
+    evaluation: Timer = field(default_factory=Timer)
+
+
+def _track(row: ResultRow, track: str, measure: Callable[[_Measured], None]) -> ResultRow:
+    """The row of one track: ``measure`` fills a :class:`_Measured`; a failure is recorded
+    (status and error) with the finetune time it had spent, and the run goes on."""
+    out = _Measured()
     try:
-        with ft:
-            model, stats = finetune_qat(
-                space, policy, ctx.fp_state, splits, preset, arch=arch, seed=seed, device=device
-            )
-        with ev:
-            val = evaluate(model, splits.val, device=device, batch_size=batch)
-            test = evaluate(model, splits.test, device=device, batch_size=batch)
-        rows.append(
-            replace(
-                row,
-                track="retrain",
-                quant=retrain_quant,
-                top1_val=val,
-                top1_test=test,
-                **finetune_cost(ft, base.device_share),
-                eval_seconds=ev.seconds,
-            )
-        )
+        measure(out)
     except Exception as err:  # noqa: BLE001 - recorded, the run goes on
-        rows.append(
-            replace(
-                row,
-                track="retrain",
-                quant=retrain_quant,
-                status=status_of(err),
-                error=error_text(err),
-                **finetune_cost(ft, base.device_share),
-            )
+        spent = {} if out.finetune is None else finetune_cost(out.finetune, row.device_share)
+        failed = "failed" if out.finetune is None else status_of(err)
+        return replace(
+            row, track=track, quant=out.quant, status=failed, error=error_text(err), **spent
         )
-    # inherit track: the method's own weights, recalibration only
-    if candidate.weights is not None:
-        ev = Timer()
-        inherit_quant = ""
-        stage(stage_inherit(k, n))
-        try:
-            inherit_quant = quant_json(space, candidate.quant)
-            with ev:
-                model = space.build(arch, policy=policy, quant=candidate.quant)
-                model.load_state_dict(dict(candidate.weights))
-                scores, _ = recalibrate_and_evaluate(
-                    model,
-                    splits.train,
-                    {"val": splits.val, "test": splits.test},
-                    preset.recalibration,
-                    eval_batch_size=batch,
-                    device=device,
-                    seed=seed,
-                )
-                val, test = scores["val"], scores["test"]
-            rows.append(
-                replace(
-                    row,
-                    track="inherit",
-                    quant=inherit_quant,
-                    top1_val=val,
-                    top1_test=test,
-                    **NO_FINETUNE,
-                    eval_seconds=ev.seconds,
-                )
-            )
-        except Exception as err:  # noqa: BLE001
-            rows.append(
-                replace(
-                    row,
-                    track="inherit",
-                    quant=inherit_quant,
-                    status="failed",
-                    error=error_text(err),
-                )
-            )
-    return rows
+    spent = NO_FINETUNE if out.finetune is None else finetune_cost(out.finetune, row.device_share)
+    return replace(
+        row,
+        track=track,
+        quant=out.quant,
+        top1_val=out.top1_val,
+        top1_test=out.top1_test,
+        **spent,
+        eval_seconds=out.evaluation.seconds,
+    )
+
+
+def _retrain(
+    out: _Measured,
+    space: SearchSpace,
+    policy: Any,
+    arch: Any,
+    ctx: Context,
+    splits: DataSplits,
+) -> None:
+    """The retrain track: the shared QAT finetune from the FP checkpoint, then top-1."""
+    out.quant, out.finetune = quant_json(space, None), Timer()
+    batch = ctx.preset.data.eval_batch_size
+    with out.finetune:
+        model, _ = finetune_qat(
+            space, policy, ctx.fp_state, splits, ctx.preset, arch=arch, seed=ctx.task.seed,
+            device=ctx.device,
+        )  # fmt: skip
+    with out.evaluation:
+        out.top1_val = evaluate(model, splits.val, device=ctx.device, batch_size=batch)
+        out.top1_test = evaluate(model, splits.test, device=ctx.device, batch_size=batch)
+
+
+def _inherit(
+    out: _Measured,
+    space: SearchSpace,
+    policy: Any,
+    arch: Any,
+    candidate: Candidate,
+    ctx: Context,
+    splits: DataSplits,
+) -> None:
+    """The inherit track: the method's own weights, BN recalibration only, then top-1."""
+    out.quant = quant_json(space, candidate.quant)
+    with out.evaluation:
+        model = space.build(arch, policy=policy, quant=candidate.quant)
+        model.load_state_dict(dict(candidate.weights))
+        scores, _ = recalibrate_and_evaluate(
+            model,
+            splits.train,
+            {"val": splits.val, "test": splits.test},
+            ctx.preset.recalibration,
+            eval_batch_size=ctx.preset.data.eval_batch_size,
+            device=ctx.device,
+            seed=ctx.task.seed,
+        )
+    out.top1_val, out.top1_test = scores["val"], scores["test"]
 
 
 def quant_json(space: SearchSpace, quant: QuantConfig | None) -> str:

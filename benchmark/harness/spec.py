@@ -34,7 +34,7 @@ class TrialSpec:
     max_trial_seconds: float | None = None  # None: the preset's
     preset_hash: str = ""  # the run's recipe (Preset.recipe_hash); "": not checked
     shared_folders: dict[str, str] = field(default_factory=dict)  # {flag: folder} a trial
-    # must see as the driver wrote it (a cluster run: benchmark.harness.storage)
+    # must see as the driver wrote it (a cluster run: benchmark.harness.shared_storage)
 
     @property
     def key(self) -> str:

@@ -27,7 +27,6 @@ from benchmark.arena.context import Context
 from benchmark.arena.data import DataSplits, load_splits
 from benchmark.arena.policy import LayerBits
 from benchmark.arena.presets import load_preset
-from benchmark.arena.progress import Reporter
 from benchmark.arena.protocol import (
     Budget,
     BudgetExceeded,
@@ -40,13 +39,14 @@ from benchmark.arena.protocol import (
     TrialTimeout,
 )
 from benchmark.arena.recipes.pretrain import fp_starting_point
+from benchmark.arena.reporting import Reporter
 from benchmark.arena.spaces import get_space
 from benchmark.arena.spaces.base import SearchSpace
 from benchmark.harness.accounting import DeviceShare, current_node, fp_start_fields, trial_device
 from benchmark.harness.evaluation import evaluate_candidate
-from benchmark.harness.outcome import Timer, error_text, status_of
-from benchmark.harness.progress import STAGE_FP, STAGE_SEARCH, Send, budget_of, trial_progress
+from benchmark.harness.failures import error_text, status_of
 from benchmark.harness.records import ResultRow, versions
+from benchmark.harness.shared_storage import check_visible
 from benchmark.harness.spec import (
     LABEL_OPTION,
     TrialSpec,
@@ -55,7 +55,8 @@ from benchmark.harness.spec import (
     variant_name,
     write_outbox,
 )
-from benchmark.harness.storage import check_visible
+from benchmark.harness.timer import Timer
+from benchmark.harness.trial_events import STAGE_FP, STAGE_SEARCH, Send, budget_of, trial_progress
 from benchmark.harness.watchdog import SEARCH_GRACE_SECONDS, search_stop, time_limit
 
 EXIT_HARD_TIMEOUT = 3  # a worker that had to end itself past its time limit
@@ -162,7 +163,7 @@ def run_trial(
     """Run one trial, store its rows in the outbox and return them.
 
     Its progress goes to ``<trial folder>/log.txt`` and, as events, to ``events``
-    (:mod:`benchmark.harness.progress`).
+    (:mod:`benchmark.harness.trial_events`).
 
     Never raises for a method's own failure. Past the time limit (the spec's, else the
     preset's ``max_trial_seconds``, counted from the end of the set-up: data and the

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from benchmark.arena import progress
+from benchmark.arena import reporting
 from benchmark.arena.data import make_loader
 from benchmark.arena.presets import Recipe
 from benchmark.arena.protocol import DivergedError
@@ -227,13 +227,13 @@ def train(
             charge(samples)
         return value, samples
 
-    with progress.phase(desc, total=steps, unit="steps", milestones=True):
+    with reporting.phase(desc, total=steps, unit="steps", milestones=True):
         for step in range(steps):
             x, y = next(main_run.batches)
             loss_value, samples = run_step(main_run, step, x, y)
             stats.steps += 1
             stats.final_loss = loss_value
-            progress.advance(step + 1, steps, loss=loss_value)
+            reporting.advance(step + 1, steps, loss=loss_value)
             if on_step is not None:
                 on_step(step, loss_value, samples)
             for runner in extra:

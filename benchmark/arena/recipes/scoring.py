@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from benchmark.arena import progress
+from benchmark.arena import reporting
 from benchmark.arena.data import make_loader
 from benchmark.arena.presets import RecalibrationConfig
 
@@ -34,12 +34,12 @@ def evaluate(
     device = torch.device(device)
     model.to(device).eval()
     correct = total = 0
-    with progress.phase("evaluate", total=len(dataset), unit="images"):
+    with reporting.phase("evaluate", total=len(dataset), unit="images"):
         for x, y in make_loader(dataset, batch_size, shuffle=False):
             pred = model(x.to(device)).argmax(1)
             correct += int((pred == y.to(device)).sum())
             total += y.shape[0]
-            progress.advance(total)
+            reporting.advance(total)
     return 100.0 * correct / max(total, 1)
 
 
@@ -73,11 +73,11 @@ def recalibrate(
     model.train()
     used = 0
     loader = make_loader(dataset, batch_size, shuffle=True, seed=seed)
-    with progress.phase("recalibrate", total=batches, unit="batches"):
+    with reporting.phase("recalibrate", total=batches, unit="batches"):
         for done, (x, _) in enumerate(_batches(loader, batches), 1):
             model(x.to(device))
             used += x.shape[0]
-            progress.advance(done)
+            reporting.advance(done)
     for bn, momentum in zip(bns, momenta, strict=True):
         bn.momentum = momentum
     for m in calibrating:

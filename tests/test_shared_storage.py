@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.harness import storage
+from benchmark.harness import shared_storage
 from benchmark.harness.spec import TrialSpec
 from benchmark.harness.trial import run_trial
 
@@ -15,10 +15,12 @@ TINY = str(Path(__file__).parent / "tiny.toml")
 
 
 def test_file_system_of_a_folder_and_the_warning(tmp_path: Path) -> None:
-    mount, kind = storage.file_system(tmp_path)
+    mount, kind = shared_storage.file_system(tmp_path)
     assert mount and kind  # /proc/mounts names it
-    warning = storage.local_storage_warning({"--out": tmp_path, "--cache-dir": tmp_path / "c"})
-    if kind in storage.LOCAL_FILE_SYSTEMS:
+    warning = shared_storage.local_storage_warning(
+        {"--out": tmp_path, "--cache-dir": tmp_path / "c"}
+    )
+    if kind in shared_storage.LOCAL_FILE_SYSTEMS:
         assert warning is not None and warning.count("\n") == 0
         assert "--out" in warning and "--cache-dir" in warning
     else:  # pragma: no cover - a test folder on network storage
@@ -26,24 +28,24 @@ def test_file_system_of_a_folder_and_the_warning(tmp_path: Path) -> None:
 
 
 def test_network_file_system_is_not_warned(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(storage, "file_system", lambda path: ("/shared", "nfs4"))
-    assert storage.local_storage_warning({"--out": "/shared/results"}) is None
+    monkeypatch.setattr(shared_storage, "file_system", lambda path: ("/shared", "nfs4"))
+    assert shared_storage.local_storage_warning({"--out": "/shared/results"}) is None
 
 
 def test_markers_written_seen_and_removed(tmp_path: Path) -> None:
     folders = {"--out": str(tmp_path / "out"), "--cache-dir": str(tmp_path / "cache")}
-    storage.leave_markers(folders, "r1")
-    storage.check_visible(folders, "r1")  # the driver's node sees them
-    storage.remove_markers(folders, "r1")
-    with pytest.raises(storage.StorageNotShared, match="cannot see --out"):
-        storage.check_visible(folders, "r1")
+    shared_storage.leave_markers(folders, "r1")
+    shared_storage.check_visible(folders, "r1")  # the driver's node sees them
+    shared_storage.remove_markers(folders, "r1")
+    with pytest.raises(shared_storage.StorageNotShared, match="cannot see --out"):
+        shared_storage.check_visible(folders, "r1")
 
 
 def test_trial_that_cannot_see_the_cache_fails_at_once(tmp_path: Path) -> None:
     """A trial on a node without the driver's --cache-dir: ``failed`` with a line saying
     so, before it loads data or waits on the FP cache's lock."""
     out, cache = tmp_path / "out", tmp_path / "cache-on-another-node"
-    storage.leave_markers({"--out": str(out)}, "r")  # --out is shared, the cache is not
+    shared_storage.leave_markers({"--out": str(out)}, "r")  # --out is shared, the cache is not
     spec = TrialSpec(
         run_id="r",
         method="uniform",

@@ -1,6 +1,6 @@
 """A trial's progress on its way out: its log file, and the events the live view shows.
 
-Inside the trial (:func:`trial_progress`) a :class:`~benchmark.arena.progress.Reporter`
+Inside the trial (:func:`trial_progress`) a :class:`~benchmark.arena.reporting.Reporter`
 sends each event that passes its throttle to the trial's log file
 (``<run>/trials/<trial>/log.txt``, one plain line each, with the trial's ``mpqbench`` log
 records at INFO; ``tail -f`` follows it) and to ``send`` (the serial executor: the view
@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from benchmark.arena import progress
+from benchmark.arena import reporting
 from benchmark.arena.protocol import BudgetMeter
 
 LOG_NAME = "log.txt"
@@ -44,7 +44,7 @@ def stage_inherit(k: int, n: int) -> str:
     return f"inherit evaluation {k}/{n}"
 
 
-def budget_of(meter: BudgetMeter) -> progress.Budget:
+def budget_of(meter: BudgetMeter) -> reporting.Budget:
     """What ``meter`` has charged, as the reporter's ``budget`` reads it."""
     budget = meter.budget
 
@@ -149,10 +149,10 @@ class _LogRecords(logging.Handler):
 @contextmanager
 def trial_progress(
     trial_dir: Path, send: Send | None, *, interval: float = 0.5, burst: float = 0.1
-) -> Iterator[progress.Reporter]:
+) -> Iterator[reporting.Reporter]:
     """Report this trial's progress (and its ``mpqbench`` INFO log records) to
     ``trial_dir/log.txt`` and to ``send``, throttled as in
-    :class:`~benchmark.arena.progress.Reporter` (``interval``/``burst`` seconds)."""
+    :class:`~benchmark.arena.reporting.Reporter` (``interval``/``burst`` seconds)."""
     trial_dir.mkdir(parents=True, exist_ok=True)
     with open(trial_dir / LOG_NAME, "a", buffering=1, encoding="utf-8") as file:
         log = _LogFile(file)
@@ -171,7 +171,7 @@ def trial_progress(
         if logger.getEffectiveLevel() > logging.INFO:
             logger.setLevel(logging.INFO)
         try:
-            with progress.reporting(progress.Reporter(out, interval, burst)) as reporter:
+            with reporting.reporting(reporting.Reporter(out, interval, burst)) as reporter:
                 yield reporter
         finally:
             logger.removeHandler(handler)

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.harness import ray_session
-from benchmark.harness.progress import BackgroundSender
 from benchmark.harness.records import RunStore
 from benchmark.harness.spec import TrialSpec, read_outbox
 from benchmark.harness.trial import run_trial, spec_row
+from benchmark.harness.trial_events import BackgroundSender
 
 Progress = Callable[[str], None]
 
@@ -108,7 +108,7 @@ TrialEvents = Callable[[str, dict[str, Any]], None]
 """``(trial key, event)``: what the live view is told. Events of the run (key ``""``): ``{"kind":
 "run", "line": the run's first line}``, ``{"kind": "queued",
 "trials": [(key, label), ...]}`` first; then per trial ``{"kind": "start", "label": ...}``,
-its progress events (:mod:`benchmark.harness.progress`) and ``{"kind": "end", "line": the
+its progress events (:mod:`benchmark.harness.trial_events`) and ``{"kind": "end", "line": the
 trial's one-line summary, "ok": bool, "seconds": wall seconds}``. With ``events`` the
 runner leaves the trials' start and end lines to it."""
 

@@ -19,7 +19,7 @@ from pydantic.dataclasses import dataclass as schema_dataclass
 
 from benchmark.arena.files import LockedError, file_lock
 from benchmark.arena.presets import Preset, PresetError, load_preset, schema_error
-from benchmark.harness import runner, storage
+from benchmark.harness import executors, shared_storage
 from benchmark.harness.records import (
     OutboxError,
     RunStateError,
@@ -136,7 +136,7 @@ class RunRequest:
     are stored for ``--resume``); ``options`` is the parsed ``--method-options``.
     """
 
-    grid: runner.Grid
+    grid: executors.Grid
     settings: dict[str, Any]
     options: dict[str, dict] = field(default_factory=dict)
     executor: str = "ray"
@@ -194,15 +194,15 @@ def execute_run(
     run_dir: Path,
     *,
     write_leaderboard: Callable[[Path], Any] | None = None,
-    progress: runner.Progress = runner.stderr_progress,
-    events: runner.TrialEvents | None = None,
+    progress: executors.Progress = executors.stderr_progress,
+    events: executors.TrialEvents | None = None,
 ) -> RunOutcome:
     """Run (or resume) ``run_id`` in ``run_dir`` under the run-folder lock.
 
     ``write_leaderboard(run_dir)`` is called once the trials end, if any row exists; its
     failure is reported as a warning (the rows are safe). Ctrl-C ends the trials and
     returns with ``interrupted`` set. ``progress`` gets the run's lines; ``events``, if
-    given, what the trials do as they go (:data:`~benchmark.harness.runner.TrialEvents`).
+    given, what the trials do as they go (:data:`~benchmark.harness.executors.TrialEvents`).
 
     Raises:
         RunLockedError: another process holds the run folder.
@@ -233,12 +233,12 @@ def _execute_locked(
     run_dir: Path,
     store: RunStore,
     write_leaderboard: Callable[[Path], Any] | None,
-    progress: runner.Progress,
-    events: runner.TrialEvents | None,
+    progress: executors.Progress,
+    events: executors.TrialEvents | None,
 ) -> RunOutcome:
     grid, settings = request.grid, request.settings
     shared = _shared_folders(request, run_dir)
-    specs = runner.make_specs(
+    specs = executors.make_specs(
         grid, run_id, run_dir, request.options, **request.trial_settings(), shared_folders=shared
     )
     if not request.resume:
@@ -282,14 +282,14 @@ def _execute_locked(
     write_error: OSError | None = None
     try:
         if request.executor == "serial":
-            runner.run_serial(pending, store, progress, events=events)
+            executors.run_serial(pending, store, progress, events=events)
         elif pending:
             if shared:  # a cluster: say once if the folders look local, mark them for trials
-                warning = storage.local_storage_warning(shared)
+                warning = shared_storage.local_storage_warning(shared)
                 if warning is not None:
                     progress(warning)
-                storage.leave_markers(shared, run_id)
-            runner.run_ray(
+                shared_storage.leave_markers(shared, run_id)
+            executors.run_ray(
                 pending,
                 store,
                 progress,
@@ -305,7 +305,7 @@ def _execute_locked(
             raise
         write_error = err
     finally:
-        storage.remove_markers(shared, run_id)
+        shared_storage.remove_markers(shared, run_id)
     if write_error is None:
         try:
             record_fp_starting_points(store)  # the shared FP cost, shown once
