@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from benchmark.harness.records import rows_to_frame
 
 GPUS_TOO_MANY = str(torch.cuda.device_count() + 1)
 CPUS_TOO_MANY = str((os.cpu_count() or 1) + 1)
-MAX_SECONDS = 10.0  # generous (shared CI cores): a case that trains would take minutes
 
 UNKNOWN_LAYER = {"nolayer": {"w_bits": 4, "a_bits": 4}}
 TINY = str(Path(__file__).parent / "tiny.toml")
@@ -532,7 +530,7 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
     (
         "method-options-not-a-dict",
         [*RUN, "--method-options", '{"uniform": 3}'],
-        "must be a JSON object of constructor options",
+        "must be a JSON object of config keys",
     ),
     # --- cost: names and policy files of the wrong shape
     ("cost-unknown-space", ["cost", "--space", "vgg"], ("unknown space 'vgg'", "resnet20")),
@@ -610,9 +608,7 @@ def test_bad_input_exits_2_with_one_line(
     monkeypatch.chdir(tmp_path)  # a default path (results/) would land here
     before = _tree(tmp_path)
 
-    start = time.perf_counter()
-    code = main(argv)
-    took = time.perf_counter() - start
+    code = main(argv)  # no_training fails it if it reaches the executor (no clock raced)
 
     captured = capsys.readouterr()
     err = captured.err
@@ -623,4 +619,3 @@ def test_bad_input_exits_2_with_one_line(
     assert "Traceback" not in err + captured.out
     assert not out.exists()
     assert _tree(tmp_path) == before, "a bad input wrote files"
-    assert took < MAX_SECONDS, f"validation took {took:.1f} s: a slow check runs too early"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import NoReturn
+from typing import Any, NoReturn
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_CONSTRAINT = "bitops<=0.3"
@@ -142,7 +142,17 @@ def _preset_names() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m benchmark", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = _add_run(sub)
+    _add_run_tasks(run)
+    _add_run_placement(run)
+    _add_run_limits(run)
+    _add_leaderboard(sub)
+    _add_list(sub)
+    _add_cost(sub)
+    return parser
 
+
+def _add_run(sub: Any) -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run methods on tasks and write results + leaderboard",
@@ -152,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
         "change and at most one progress line per trial a minute. Each trial's progress and "
         "log lines are also in RESULTS/runs/RUN_ID/trials/TRIAL/log.txt (tail -f it).",
     )
+    return run
+
+
+def _add_run_tasks(run: argparse.ArgumentParser) -> None:
+    """What runs: the methods, the tasks (spaces, datasets, preset, constraints, seeds)."""
     run.add_argument(
         "--methods",
         type=_csv,
@@ -202,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma list, e.g. bitops<=0.5,size<=0.25 (default {DEFAULT_CONSTRAINT})",
     )
     run.add_argument("--seeds", type=_seeds, default=None, help="comma list of seeds (default 0)")
+
+
+def _add_run_placement(run: argparse.ArgumentParser) -> None:
+    """Where it runs and writes: folders, the executor, each trial's resources."""
     run.add_argument(
         "--out", type=_folder, default="results", help="output folder (default results/)"
     )
@@ -234,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPUs per trial, fractions allowed (default 0); on a GPU, device-hours are wall "
         "hours × this fraction",
     )
+
+
+def _add_run_limits(run: argparse.ArgumentParser) -> None:
+    """Budgets, the methods' options, the leaderboard and how much is printed."""
     run.add_argument(
         "--max-search-seconds",
         type=_seconds,
@@ -249,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--method-options",
         default=None,
-        help='JSON {"method": {"option": value}} passed to method constructors',
+        help='JSON {"method": {"key": value}}: keys of the method\'s config, over its preset '
+        "section's values",
     )
     run.add_argument(
         "--max-trial-seconds",
@@ -274,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
         "trial's log.txt)",
     )
 
+
+def _add_leaderboard(sub: Any) -> None:
     lb = sub.add_parser("leaderboard", help="aggregate runs into leaderboard.md/.csv/.html")
     lb.add_argument(
         "run_dirs",
@@ -300,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
         "formats (default: each is kept in its own task groups, with a warning)",
     )
 
+
+def _add_list(sub: Any) -> None:
     ls = sub.add_parser("list", help="list methods, spaces, datasets, presets")
     ls.add_argument(
         "what",
@@ -308,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("all", "methods", "spaces", "datasets", "presets"),
     )
 
+
+def _add_cost(sub: Any) -> None:
     cost = sub.add_parser("cost", help="MACs, BitOPs, MFLOPs/64 and size of a policy")
     cost.add_argument("--space", default="resnet20")
     cost.add_argument(
@@ -322,4 +352,3 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cost.add_argument("--num-classes", type=_num_classes, default=10)
     cost.add_argument("--json", action="store_true", help="print one JSON object")
-    return parser

@@ -86,9 +86,9 @@ LABEL_OPTION = "label"
 """The option that names a variant in results; the harness's, not passed to the method."""
 
 
-def constructor_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """``--method-options`` for one method, less the harness's :data:`LABEL_OPTION`: what
-    its ``__init__`` receives."""
+def config_overrides(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``--method-options`` for one method, less the harness's :data:`LABEL_OPTION`: the
+    keys that override its config (over the preset's ``[methods.<name>]`` values)."""
     return {k: v for k, v in options.items() if k != LABEL_OPTION}
 
 

@@ -51,7 +51,7 @@ from benchmark.harness.spec import (
     LABEL_OPTION,
     TrialSpec,
     config_json,
-    constructor_options,
+    config_overrides,
     variant_name,
     write_outbox,
 )
@@ -84,7 +84,7 @@ def _recorded_names(spec: TrialSpec) -> tuple[str, str]:
         loaded, preset = None, task.preset
     try:
         cls = get_method(spec.method)
-        options = constructor_options(spec.method_options)
+        options = config_overrides(spec.method_options)
         changed = changed_options(cls, loaded, options) if loaded is not None else options
         label = {k: v for k, v in spec.method_options.items() if k == LABEL_OPTION}
         method = variant_name(cls.name, {**changed, **label}, {})
@@ -254,7 +254,7 @@ def _set_up(
     progress.base = replace(progress.base, **fp_start_fields(fp_info))
     _warm_up(space)
     method_cls = get_method(spec.method)
-    config = method_cls.configure(preset, constructor_options(spec.method_options))
+    config = method_cls.configure(preset, config_overrides(spec.method_options))
     progress.base = replace(progress.base, method_config=config_json(config))
     workdir = spec.trial_dir
     workdir.mkdir(parents=True, exist_ok=True)

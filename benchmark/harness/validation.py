@@ -99,7 +99,7 @@ def check_method_options(options: object, methods: Sequence[str]) -> dict[str, d
             )
         if not isinstance(value, Mapping):
             raise InputError(
-                f"--method-options for {name!r} must be a JSON object of constructor options, "
+                f"--method-options for {name!r} must be a JSON object of config keys, "
                 f"got {short_text(value)}"
             )
     return {str(k): dict(v) for k, v in options.items()}
@@ -235,10 +235,10 @@ def resolve_methods(
     another working directory find them. A method given twice (``uniform,uniform`` or a
     name and a spec of one class), or two classes sharing one name, is refused. Options
     may be keyed by a method's registered name or by its spec as given; each is checked
-    against the method's ``__init__`` (``label``, the variant's name in results, is the
+    against the method's config keys (``label``, the variant's name in results, is the
     harness's). Returns ``(specs, options by spec)``.
     """
-    from benchmark.harness.spec import constructor_options
+    from benchmark.harness.spec import config_overrides
     from methods import check_options, get_method, split_spec
 
     resolved: list[str] = []
@@ -276,7 +276,7 @@ def resolve_methods(
                 f"--method-options label for {key!r} must be short text (letters, digits, "
                 f"'.', '_', '-', '='; up to 40), got {short_text(label)}"
             )
-        check_options(classes[target], constructor_options(value), key)
+        check_options(classes[target], config_overrides(value), key)
         by_spec[target] = dict(value)
     return resolved, by_spec
 
@@ -300,14 +300,14 @@ def check_method_inputs(
     Raises:
         InputError: the method's one line, naming the method.
     """
-    from benchmark.harness.spec import LABEL_OPTION, constructor_options
+    from benchmark.harness.spec import LABEL_OPTION, config_overrides
     from methods import get_method
 
     prepared: dict[str, dict] = {}
     for spec in specs:
         cls = get_method(spec)
         given = options_by_spec.get(spec)
-        options = constructor_options(given or {})
+        options = config_overrides(given or {})
         try:
             config = cls.configure(preset, options)
             checked = cls.prepare_config(config, list(spaces))
