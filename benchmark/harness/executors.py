@@ -270,6 +270,37 @@ def run_ray(
             stopped there; rows written before are intact.
     """
     announce = _Local(_Announcer(specs, progress, events))  # the view: trials queued
+    _quiet_ray(address)
+    import ray
+    from ray import tune
+
+    grid = _Grid(store, announce)
+    started_here = False
+    if not ray.is_initialized():
+        _init_ray(address)
+        started_here = True
+    try:
+        _check_cluster(cpus_per_trial, gpus_per_trial)
+        trainable = tune.with_resources(
+            _ray_trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
+        )
+        grid.run_until_done(specs, trainable, progress)
+        if grid.write_failed:  # the trials still running were stopped: left for --resume
+            raise grid.write_failed[0]
+        if grid.interrupted["flag"]:
+            raise KeyboardInterrupt
+        finished = store.finished_trials()
+        for spec in specs:  # a trial Ray lost without an error event
+            if spec.key not in finished:
+                store.add(_lost_trial_rows(spec, "no result from the worker"))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _quiet_ray(address: str | None) -> None:
+    """Ray's environment and loggers for a run: no usage report, no Tune logs or tracebacks
+    (trial errors are rows and progress lines), workers at normal priority locally."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report over the network
@@ -283,30 +314,85 @@ def run_ray(
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     import logging
 
-    import ray
-    from ray import tune
-
     for name in ("ray", "ray.train"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    # trial errors are reported as rows and progress lines, not as Tune's tracebacks
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
 
-    grid_errors = _ray_grid_errors()
-    started_here = False
-    if not ray.is_initialized():
-        _init_ray(address)
-        started_here = True
-    interrupted = {"flag": False}  # plain data: Tune pickles the callback below
-    write_failed: list[OSError] = []  # the run store could not write (e.g. a full disk)
 
-    def store_rows(rows: list[dict[str, Any]]) -> bool:
+class _Grid:
+    """One run's Tune grid: stores each trial's rows as it reports them, stops on a failed
+    write or Ctrl-C, and starts the grid again for the trials without rows when Ray stops
+    it (at most :data:`RAY_GRID_RESTARTS` times in a row without a trial finishing)."""
+
+    def __init__(self, store: RunStore, announce: _Local) -> None:
+        self.store, self.announce = store, announce
+        self.interrupted = {"flag": False}  # plain data: Tune pickles the callbacks
+        self.write_failed: list[OSError] = []  # the run store could not write (a full disk)
+
+    def store_rows(self, rows: list[dict[str, Any]]) -> bool:
         """Store ``rows``; on a failed write remember it, so that the run stops."""
         try:
-            store.add(rows)
+            self.store.add(rows)
         except OSError as err:
-            write_failed.append(err)
+            self.write_failed.append(err)
             return False
         return True
+
+    def run_until_done(
+        self, specs: Sequence[TrialSpec], trainable: Any, progress: Progress
+    ) -> None:
+        grid_errors = _ray_grid_errors()
+        failures = 0  # Ray errors in a row without a trial finishing in between
+        while True:
+            finished = self.store.finished_trials()
+            pending = [spec for spec in specs if spec.key not in finished]
+            if not pending:
+                return
+            try:
+                self._fit(pending, trainable)
+                return
+            except grid_errors as err:  # e.g. Ray's memory monitor killed a worker
+                if self.interrupted["flag"] or self.write_failed:
+                    return
+                done = self.store.finished_trials()
+                failures = 1 if len(done) > len(finished) else failures + 1
+                line = str(err).strip().splitlines()
+                reason = f"{type(err).__name__}: {line[0][:300] if line else ''}".rstrip(": ")
+                if failures > RAY_GRID_RESTARTS:
+                    error = f"Ray stopped the grid {failures} times in a row: {reason}"
+                    for spec in (s for s in pending if s.key not in done):
+                        rows = _lost_trial_rows(spec, error)
+                        if self.store_rows(rows):
+                            self.announce.target.finished(spec, rows, timed=False)
+                    return
+                progress(f"Ray stopped the grid ({reason}): starting it again for the "
+                         "trials without rows")  # fmt: skip
+
+    def _fit(self, pending: Sequence[TrialSpec], trainable: Any) -> None:
+        from ray import tune
+
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"spec": tune.grid_search([asdict(s) for s in pending])},
+            # a fresh worker process per trial: a reused worker keeps ~0.28 GB per trial
+            # it ran; a new one costs ~9 s of start-up a trial (docs/benchmarks.md)
+            tune_config=tune.TuneConfig(reuse_actors=False),
+            run_config=tune.RunConfig(
+                name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str((self.store.run_dir / "ray").resolve()),
+                verbose=0,
+                callbacks=[_tune_callback(self)],
+                stop=_tune_stopper(self.write_failed),
+                failure_config=tune.FailureConfig(max_failures=1),
+            ),
+        )
+        with _graceful_interrupt(self.interrupted):
+            tuner.fit()
+
+
+def _tune_stopper(write_failed: list[OSError]) -> Any:
+    """A Tune stopper that ends every trial once a write of the run store has failed."""
+    from ray import tune
 
     class _StopOnWriteFailure(tune.Stopper):
         def __call__(self, trial_id: str, result: dict) -> bool:
@@ -314,6 +400,16 @@ def run_ray(
 
         def stop_all(self) -> bool:
             return bool(write_failed)
+
+    return _StopOnWriteFailure()
+
+
+def _tune_callback(grid: _Grid) -> Any:
+    """The Tune callback that announces trials, forwards their events and stores their
+    rows (a crashed worker's trial gets a ``crashed`` row)."""
+    from ray import tune
+
+    announce = grid.announce
 
     class _Rows(tune.Callback):
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -329,83 +425,23 @@ def run_ray(
             if "rows_json" not in result:
                 return
             rows = json.loads(result["rows_json"])
-            if not store_rows(rows):
+            if not grid.store_rows(rows):
                 return
             announce.target.finished(spec, rows)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            if interrupted["flag"] or write_failed:  # stopped: left for --resume
+            if grid.interrupted["flag"] or grid.write_failed:  # stopped: left for --resume
                 return
             spec = TrialSpec(**trial.config["spec"])
             error = str(trial.get_error() or "the worker process died").strip()
             lines = [line for line in error.splitlines() if line.strip()]
             text = f"worker crashed (retried once): {lines[-1] if lines else error}"
             rows = _lost_trial_rows(spec, text)
-            if not store_rows(rows):
+            if not grid.store_rows(rows):
                 return
             announce.target.finished(spec, rows, timed=False)
 
-    def fit(pending: Sequence[TrialSpec]) -> None:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"spec": tune.grid_search([asdict(s) for s in pending])},
-            # a fresh worker process per trial: a reused worker keeps ~0.28 GB per trial
-            # it ran; a new one costs ~9 s of start-up a trial (docs/benchmarks.md)
-            tune_config=tune.TuneConfig(reuse_actors=False),
-            run_config=tune.RunConfig(
-                name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=str(storage),
-                verbose=0,
-                callbacks=[_Rows()],
-                stop=_StopOnWriteFailure(),
-                failure_config=tune.FailureConfig(max_failures=1),
-            ),
-        )
-        with _graceful_interrupt(interrupted):
-            tuner.fit()
-
-    try:
-        _check_cluster(cpus_per_trial, gpus_per_trial)
-        trainable = tune.with_resources(
-            _ray_trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
-        )
-        storage = (store.run_dir / "ray").resolve()
-        failures = 0  # Ray errors in a row without a trial finishing in between
-        while True:
-            finished = store.finished_trials()
-            pending = [spec for spec in specs if spec.key not in finished]
-            if not pending:
-                break
-            try:
-                fit(pending)
-                break
-            except grid_errors as err:  # e.g. Ray's memory monitor killed a worker
-                if interrupted["flag"] or write_failed:
-                    break
-                done = store.finished_trials()
-                failures = 1 if len(done) > len(finished) else failures + 1
-                line = str(err).strip().splitlines()
-                reason = f"{type(err).__name__}: {line[0][:300] if line else ''}".rstrip(": ")
-                if failures > RAY_GRID_RESTARTS:
-                    error = f"Ray stopped the grid {failures} times in a row: {reason}"
-                    for spec in (s for s in pending if s.key not in done):
-                        rows = _lost_trial_rows(spec, error)
-                        if store_rows(rows):
-                            announce.target.finished(spec, rows, timed=False)
-                    break
-                progress(f"Ray stopped the grid ({reason}): starting it again for the "
-                         "trials without rows")  # fmt: skip
-        if write_failed:  # the trials still running were stopped: left for --resume
-            raise write_failed[0]
-        if interrupted["flag"]:
-            raise KeyboardInterrupt
-        finished = store.finished_trials()
-        for spec in specs:  # a trial Ray lost without an error event
-            if spec.key not in finished:
-                store.add(_lost_trial_rows(spec, "no result from the worker"))
-    finally:
-        if started_here:
-            ray.shutdown()
+    return _Rows()
 
 
 class _Local:
