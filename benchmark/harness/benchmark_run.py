@@ -28,7 +28,7 @@ from benchmark.harness.records import (
     record_fp_starting_points,
     versions,
 )
-from benchmark.harness.spec import checked_outbox
+from benchmark.harness.spec import TrialSpec, checked_outbox
 
 Texts = Annotated[list[Annotated[str, Strict()]], Field(min_length=1)]
 
@@ -236,39 +236,14 @@ def _execute_locked(
     progress: executors.Progress,
     events: executors.TrialEvents | None,
 ) -> RunOutcome:
-    grid, settings = request.grid, request.settings
     shared = _shared_folders(request, run_dir)
     specs = executors.make_specs(
-        grid, run_id, run_dir, request.options, **request.trial_settings(), shared_folders=shared
-    )
+        request.grid, run_id, run_dir, request.options, **request.trial_settings(),
+        shared_folders=shared,
+    )  # fmt: skip
     if not request.resume:
-        store.write_metadata(
-            {
-                "run_id": run_id,
-                "command": request.command,
-                "settings": dict(settings),
-                "grid": {
-                    k: list(v) if isinstance(v, list | tuple) else v for k, v in vars(grid).items()
-                },
-                "executor": request.executor,
-                "preset": load_preset(grid.preset).to_dict(),
-                "preset_hash": request.preset_hash,
-                "versions": versions(),
-                "hardware": hardware(),
-                "trials": [s.key for s in specs],
-            }
-        )
-    finished = store.finished_trials()
-    pending = [s for s in specs if s.key not in finished]
-    recovered = 0
-    for spec in list(pending):  # finished in a worker, but the driver died before storing
-        try:
-            rows = checked_outbox(spec)
-        except OutboxError as err:
-            raise OutboxError(f"{err}: delete it, and --resume reruns that trial") from None
-        if rows is not None:
-            recovered += store.add(rows) > 0
-            pending.remove(spec)
+        store.write_metadata(_metadata(request, run_id, specs))
+    pending, recovered = _pending(specs, store)
     what = f"{len(specs)} trial(s)"
     if request.resume:
         what = f"resuming, {len(pending)} of {what} to run"
@@ -278,34 +253,9 @@ def _execute_locked(
         progress(start_line)
     else:  # a view shows it (or, quiet, not)
         events("", {"kind": "run", "line": start_line})
-    interrupted = False
-    write_error: OSError | None = None
-    try:
-        if request.executor == "serial":
-            executors.run_serial(pending, store, progress, events=events)
-        elif pending:
-            if shared:  # a cluster: say once if the folders look local, mark them for trials
-                warning = shared_storage.local_storage_warning(shared)
-                if warning is not None:
-                    progress(warning)
-                shared_storage.leave_markers(shared, run_id)
-            executors.run_ray(
-                pending,
-                store,
-                progress,
-                address=request.address,
-                cpus_per_trial=settings["cpus_per_trial"],
-                gpus_per_trial=settings["gpus_per_trial"],
-                events=events,
-            )
-    except KeyboardInterrupt:
-        interrupted = True
-    except OSError as err:  # the store could not write (a full disk): stop, keep what is there
-        if not store.rows:
-            raise
-        write_error = err
-    finally:
-        shared_storage.remove_markers(shared, run_id)
+    interrupted, write_error = _run_pending(
+        request, run_id, pending, store, shared, progress, events
+    )
     if write_error is None:
         try:
             record_fp_starting_points(store)  # the shared FP cost, shown once
@@ -324,19 +274,102 @@ def _execute_locked(
     outcome = RunOutcome(run_id, run_dir, len(specs), frame, missing, interrupted)
     if write_error is not None:
         outcome.write_error = write_error.strerror or str(write_error)
+    _summarise(outcome, len(specs), progress)
+    return outcome
+
+
+def _metadata(request: RunRequest, run_id: str, specs: list[TrialSpec]) -> dict[str, Any]:
+    """What ``metadata.json`` records of a new run: its command, settings, grid, preset,
+    versions, hardware and trial keys."""
+    grid = request.grid
+    return {
+        "run_id": run_id,
+        "command": request.command,
+        "settings": dict(request.settings),
+        "grid": {k: list(v) if isinstance(v, list | tuple) else v for k, v in vars(grid).items()},
+        "executor": request.executor,
+        "preset": load_preset(grid.preset).to_dict(),
+        "preset_hash": request.preset_hash,
+        "versions": versions(),
+        "hardware": hardware(),
+        "trials": [s.key for s in specs],
+    }
+
+
+def _pending(specs: list[TrialSpec], store: RunStore) -> tuple[list[TrialSpec], int]:
+    """The trials without rows, and how many were recovered from worker outboxes (finished
+    in a worker, but the driver died before storing them)."""
+    finished = store.finished_trials()
+    pending = [s for s in specs if s.key not in finished]
+    recovered = 0
+    for spec in list(pending):
+        try:
+            rows = checked_outbox(spec)
+        except OutboxError as err:
+            raise OutboxError(f"{err}: delete it, and --resume reruns that trial") from None
+        if rows is not None:
+            recovered += store.add(rows) > 0
+            pending.remove(spec)
+    return pending, recovered
+
+
+def _run_pending(
+    request: RunRequest,
+    run_id: str,
+    pending: list[TrialSpec],
+    store: RunStore,
+    shared: dict[str, str],
+    progress: executors.Progress,
+    events: executors.TrialEvents | None,
+) -> tuple[bool, OSError | None]:
+    """Run ``pending`` on the request's executor: ``(interrupted, the write error that
+    stopped it)``. A write error before any row is stored is raised."""
+    try:
+        if request.executor == "serial":
+            executors.run_serial(pending, store, progress, events=events)
+        elif pending:
+            if shared:  # a cluster: say once if the folders look local, mark them for trials
+                warning = shared_storage.local_storage_warning(shared)
+                if warning is not None:
+                    progress(warning)
+                shared_storage.leave_markers(shared, run_id)
+            executors.run_ray(
+                pending,
+                store,
+                progress,
+                address=request.address,
+                cpus_per_trial=request.settings["cpus_per_trial"],
+                gpus_per_trial=request.settings["gpus_per_trial"],
+                events=events,
+            )
+    except KeyboardInterrupt:
+        return True, None
+    except OSError as err:  # the store could not write (a full disk): stop, keep what is there
+        if not store.rows:
+            raise
+        return False, err
+    finally:
+        shared_storage.remove_markers(shared, run_id)
+    return False, None
+
+
+def _summarise(outcome: RunOutcome, trials: int, progress: executors.Progress) -> None:
+    """The run's closing lines: a write error, the rows, and how to finish a stopped run."""
+    run_dir, run_id, missing = outcome.run_dir, outcome.run_id, outcome.missing
+    rows = len(outcome.frame)
+    if outcome.write_error:
         progress(
             f"error: cannot write to {run_dir} ({outcome.write_error}); the run stopped, "
-            f"the {len(frame)} rows written before are intact"
+            f"the {rows} rows written before are intact"
         )
     progress(
-        f"run {run_id}: {len(frame)} rows, {outcome.n_not_ok} not ok, {missing} trial(s) "
+        f"run {run_id}: {rows} rows, {outcome.n_not_ok} not ok, {missing} trial(s) "
         f"without rows; results in {run_dir}"
     )
-    if interrupted or write_error is not None:
-        why = "interrupted" if interrupted else "stopped"
-        then = "" if interrupted else "free some space, then "
+    if outcome.interrupted or outcome.write_error:
+        why = "interrupted" if outcome.interrupted else "stopped"
+        then = "" if outcome.interrupted else "free some space, then "
         progress(
-            f"{why}: {len(specs) - missing} of {len(specs)} trial(s) done; {then}"
+            f"{why}: {trials - missing} of {trials} trial(s) done; {then}"
             f"finish with `python -m benchmark run --resume {run_id} --out {run_dir.parents[1]}`"
         )
-    return outcome
