@@ -398,12 +398,11 @@ class OQAT(Method):
             return limit.met(space.uniform_policy(bits, bits, arch), arch)
 
         def candidate(arch: Any, net: nn.Module, score: float, rank: int) -> Candidate:
-            weights = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-            return Candidate(
-                policy=space.uniform_policy(bits, bits, arch),
-                arch=arch,
+            return Candidate.from_model(
+                net,
+                space.uniform_policy(bits, bits, arch),
+                arch,
                 label=f"W{bits}A{bits}" + (f"-{rank}" if rank else ""),
-                weights=weights,
                 quant=quant,
                 fixed=fixed,
                 meta={"bits": bits, "val_top1": score, "rank": rank},

@@ -230,3 +230,20 @@ def test_the_task_limit_is_the_cost_model_on_random_policies(
     message = limit.check(over)
     assert message is not None and constraint in message and "over the limit" in message
     assert limit.free() == pytest.approx(limit.absolute - limit.fixed())
+
+
+def test_a_candidate_from_a_model_keeps_a_snapshot_of_its_weights() -> None:
+    import torch
+
+    from benchmark.arena import Candidate, LayerBits
+
+    model = torch.nn.Linear(3, 2)
+    policy = {"fc": LayerBits(4, 4)}
+    candidate = Candidate.from_model(model, policy, label="w4", meta={"val_top1": 1.0})
+    with torch.no_grad():
+        model.weight.add_(1.0)  # training on after the offer
+    assert candidate.policy == policy and candidate.label == "w4" and candidate.meta
+    assert set(candidate.weights) == {"weight", "bias"}
+    assert not torch.equal(candidate.weights["weight"], model.weight)
+    assert candidate.weights["weight"].device.type == "cpu"
+    assert not candidate.weights["weight"].requires_grad

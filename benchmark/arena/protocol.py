@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from benchmark.arena.cost import CostReport, Reference
 from benchmark.arena.policy import Policy, policy_to_dict
@@ -310,6 +310,16 @@ class Candidate:
     quant: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
     fixed: int | Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_model(
+        cls, model: nn.Module, policy: Policy, arch: Any = None, **fields: Any
+    ) -> Candidate:
+        """A candidate with ``model``'s weights for the inherit track: a snapshot of its
+        state dict (detached, on the CPU, copied), so training the model on does not
+        change it. ``fields``: ``label``, ``quant``, ``meta``, ``fixed``."""
+        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return cls(policy, arch, weights=weights, **fields)
 
     def policy_json(self) -> str:
         return json.dumps(policy_to_dict(self.policy), sort_keys=False)

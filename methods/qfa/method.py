@@ -396,10 +396,9 @@ class QFA(Method):
         quant: QuantConfig,
         label: str,
     ) -> Candidate:
-        weights = _cpu(net.state_dict())
         full = space.full_policy(policy, arch)
         searchable = {n: b for n, b in full.items() if n in set(space.searchable_layers(arch))}
-        return Candidate(searchable, arch, label, weights=weights, quant=quant, fixed=fixed)
+        return Candidate.from_model(net, searchable, arch, label=label, quant=quant, fixed=fixed)
 
     def _fit_predictor(
         self,
