@@ -49,6 +49,8 @@ class RandomConfig:
 
 @register_method
 class RandomSearch(Method):
+    """Random per-layer bits (and architectures), scored untrained; the best are offered."""
+
     name = "random"
     searches = "arch+bits"
     config_class = RandomConfig

@@ -29,6 +29,8 @@ class UniformConfig:
 
 @register_method
 class Uniform(Method):
+    """Fixed-precision baselines: one W{b}A{b} candidate per bit-width (no search)."""
+
     name = "uniform"
     searches = "bits"
     config_class = UniformConfig
