@@ -2,8 +2,9 @@
 
 Reads ``records.parquet`` of two run folders, pairs their rows by (method, task, seed,
 candidate, track) and compares every column both have, except those that cannot repeat
-(timings, run ids, versions, dates, file paths). Columns only one side has are listed
-(new columns are allowed). Exit 0 when every shared column is equal, 1 otherwise.
+(timings, run ids, versions, dates, file paths; in ``extra``, the keys naming timings).
+Columns only one side has are listed (new columns are allowed). Exit 0 when every shared
+column is equal, 1 otherwise.
 
     python scripts/compare_rows.py results/runs/before results/runs/after
 """
@@ -11,18 +12,30 @@ candidate, track) and compares every column both have, except those that cannot 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 KEY = ["method", "space", "dataset", "preset", "constraint", "seed", "candidate", "track"]
-VOLATILE_WORDS = ("seconds", "hours", "run_id", "trial_key", "version", "git", "built_at")
+VOLATILE_WORDS = ("seconds", "hours", "run_id", "trial_key", "version", "git", "built_at", "_at")
 VOLATILE = {"trial_dir", "fp_source", "fp_device_hours", "fp_built_at", "error"}
 
 
 def _volatile(column: str) -> bool:
     return column in VOLATILE or any(word in column for word in VOLATILE_WORDS)
+
+
+def _steady_json(text: object) -> object:
+    """A JSON column (``extra``: a method's labels) without its volatile keys (timings)."""
+    try:
+        value = json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return text
+    if isinstance(value, dict):
+        return json.dumps({k: v for k, v in value.items() if not _volatile(k)}, sort_keys=True)
+    return text
 
 
 def compare(before: pd.DataFrame, after: pd.DataFrame) -> list[str]:
@@ -39,6 +52,8 @@ def compare(before: pd.DataFrame, after: pd.DataFrame) -> list[str]:
         if _volatile(column):
             continue
         a, b = left[column], right[column]
+        if column == "extra":
+            a, b = a.map(_steady_json), b.map(_steady_json)
         same = (a == b) | (a.isna() & b.isna())
         if not bool(same.all()):
             i = int((~same).to_numpy().argmax())
