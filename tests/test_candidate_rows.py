@@ -12,7 +12,15 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmark.arena import Candidate, Constraint, LayerBits, LSQConfig, QuantConfig, get_space
+from benchmark.arena import (
+    Candidate,
+    Constraint,
+    LayerBits,
+    LSQConfig,
+    QuantConfig,
+    TaskLimit,
+    get_space,
+)
 from benchmark.arena.presets import load_preset
 from benchmark.harness.evaluation import evaluate_candidate
 from benchmark.harness.records import COLUMNS, ResultRow, RunStore, normalise, read_records
@@ -39,6 +47,7 @@ def context(space, constraint: str = "bitops<=1") -> SimpleNamespace:
     return SimpleNamespace(
         space=space,
         constraint=Constraint.parse(constraint),
+        limit=TaskLimit(Constraint.parse(constraint), space),
         preset=load_preset(TINY),
         device="cpu",
         task=SimpleNamespace(seed=0),
