@@ -5,7 +5,8 @@ batch (``benchmark.arena.fixed_batch``, charged to the budget), no training. On 
 space the reference subnet's BN statistics are re-estimated first (``ctx.subnet(...,
 recalibrated=True)``, charged): the FP supernet's own statistics are not the subnet's.
 
-1. **Feature taps** (forward hooks, see :func:`find_taps`), one LP variable each. Per
+1. **Feature taps**, where the space says its layers' features are
+   (:meth:`~benchmark.arena.SearchSpace.feature_taps`), hooked; one LP variable each. Per
    residual block, every conv's output after its BN + activation, the block's last
    conv being tapped at the block output (after the add / final activation):
 
@@ -18,8 +19,8 @@ recalibrated=True)``, charged): the FP supernet's own statistics are not the sub
      original's per-conv taps for MobileNetV2);
    - ``conv, bn, act`` modules (mbv3's head) → their output sets ``conv``.
 
-   A searchable layer no recognised block covers gets a tap of its own (its raw
-   output); a model with no recognised block at all runs entirely in this fallback,
+   A searchable layer no declared block covers gets a tap of its own (its raw
+   output); a space that declares no block layout runs entirely in this fallback,
    and the log says so (``tap_mode``). Layers fixed by the space's convention
    (``space.fixed_layer_names()``: first conv, classifier) are never tapped.
 2. **ORM** (centred linear CKA) between taps, ``γ``, ``θ = exp(−β γ)``, suffix-mean
@@ -56,11 +57,11 @@ import numpy as np
 import torch
 from pydantic import Field, Strict, field_validator
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from benchmark.arena import (
     Candidate,
     Context,
+    FeatureTap,
     LayerBits,
     Method,
     SearchResult,
@@ -83,133 +84,7 @@ from methods.ompq_orm import (
 )
 
 
-# --- feature taps -------------------------------------------------------------------
-@dataclass(frozen=True)
-class Tap:
-    """One feature tap and the searchable layers whose weight bits its LP variable sets.
-
-    Attributes:
-        name: readable id, ``"<block>/<role>"`` (``"layer1.0/conv1"``, ``"blocks.3/out"``).
-        module: path of the module whose forward output is hooked.
-        post: applied to that output: ``"identity"``, ``"relu"`` or ``"act:<path>"`` (the
-            model's activation module at ``path``).
-        layers: searchable layer names (the first is the tap's own conv).
-    """
-
-    name: str
-    module: str
-    post: str
-    layers: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "module": self.module,
-            "post": self.post,
-            "layers": [*self.layers],
-        }
-
-
-def _has(module: nn.Module, *names: str) -> bool:
-    return all(isinstance(getattr(module, n, None), nn.Module) for n in names)
-
-
-def _basic_block(path: str, module: nn.Module) -> list[Tap] | None:
-    """ResNet BasicBlock: ``relu(bn1(conv1 x))`` → conv1; block output → conv2."""
-    if not _has(module, "conv1", "bn1", "conv2", "bn2") or hasattr(module, "conv3"):
-        return None
-    return [
-        Tap(f"{path}/conv1", f"{path}.bn1", "relu", (f"{path}.conv1",)),
-        Tap(f"{path}/out", path, "identity", (f"{path}.conv2",)),
-    ]
-
-
-def _mbconv(path: str, module: nn.Module) -> list[Tap] | None:
-    """Inverted residual: expand and depthwise after BN + act; block output → project."""
-    if not _has(module, "dw", "dw_bn", "pw_project", "act"):
-        return None
-    act = f"act:{path}.act"
-    taps = []
-    if _has(module, "pw_expand", "expand_bn"):
-        taps.append(Tap(f"{path}/expand", f"{path}.expand_bn", act, (f"{path}.pw_expand",)))
-    taps.append(Tap(f"{path}/dw", f"{path}.dw_bn", act, (f"{path}.dw",)))
-    taps.append(Tap(f"{path}/out", path, "identity", (f"{path}.pw_project",)))
-    return taps
-
-
-def _conv_bn_act(path: str, module: nn.Module) -> list[Tap] | None:
-    """``act(bn(conv x))`` module (stem / head): its output → conv."""
-    if not _has(module, "conv", "bn", "act"):
-        return None
-    return [Tap(f"{path}/out", path, "identity", (f"{path}.conv",))]
-
-
-BLOCK_RECOGNISERS: tuple[Callable[[str, nn.Module], list[Tap] | None], ...] = (
-    _basic_block,
-    _mbconv,
-    _conv_bn_act,
-)
-"""Tried in order on every module; the first that answers defines that block's taps."""
-
-
-def find_taps(model: nn.Module, searchable: Sequence[str]) -> tuple[list[Tap], str]:
-    """Taps of ``model`` covering each of ``searchable`` exactly once, in network order.
-
-    Returns ``(taps, mode)``: ``mode`` is ``"blocks"`` (all from recognised blocks),
-    ``"mixed"`` (some layers fell back to a tap of their own) or ``"fallback"`` (no
-    recognised block: one tap per searchable layer, at its raw output).
-    """
-    order = {name: i for i, name in enumerate(searchable)}
-    taps: list[Tap] = []
-    covered: set[str] = set()
-    matched: list[str] = []
-    for path, module in model.named_modules():
-        if not path or any(path.startswith(m + ".") for m in matched):
-            continue
-        found = next((t for r in BLOCK_RECOGNISERS if (t := r(path, module))), None)
-        if found is None:
-            continue
-        matched.append(path)
-        block_taps = _restrict(found, order, covered)
-        inside = [n for n in searchable if n.startswith(path + ".") and n not in covered]
-        if block_taps and inside:  # e.g. a shortcut conv: shares the block output's bits
-            last = block_taps[-1]
-            block_taps[-1] = Tap(last.name, last.module, last.post, (*last.layers, *inside))
-            covered.update(inside)
-        taps.extend(block_taps)
-    from_blocks = len(taps)
-    for name in searchable:
-        if name not in covered:
-            taps.append(Tap(f"{name}/out", name, "identity", (name,)))
-    taps.sort(key=lambda t: order[t.layers[0]])
-    mode = "blocks" if len(taps) == from_blocks else "mixed" if from_blocks else "fallback"
-    return taps, mode
-
-
-def _restrict(taps: list[Tap], order: dict[str, int], covered: set[str]) -> list[Tap]:
-    """Keep only searchable, not yet covered layers; drop taps left with none."""
-    kept = []
-    for tap in taps:
-        layers = tuple(n for n in tap.layers if n in order and n not in covered)
-        if layers:
-            covered.update(layers)
-            kept.append(Tap(tap.name, tap.module, tap.post, layers))
-    return kept
-
-
-def _post_fn(model: nn.Module, post: str) -> Callable[[Tensor], Tensor]:
-    if post == "identity":
-        return lambda t: t
-    if post == "relu":
-        return F.relu
-    if post.startswith("act:"):
-        act = model.get_submodule(post[4:])
-        if getattr(act, "inplace", False):  # never overwrite the tensor the model goes on with
-            return lambda t: act(t.clone())
-        return act
-    raise ValueError(f"unknown tap post-processing {post!r}")
-
-
+# --- features at the space's taps --------------------------------------------------
 def feature_gram(features: Tensor) -> np.ndarray:
     """``(HX)(HX)ᵀ`` of features flattened per sample, scaled to unit Frobenius norm of
     ``HX`` (CKA is scale-invariant; this keeps tiny or huge activations well inside
@@ -228,7 +103,7 @@ def feature_gram(features: Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def tap_grams(model: nn.Module, taps: Sequence[Tap], images: Tensor) -> list[np.ndarray]:
+def tap_grams(model: nn.Module, taps: Sequence[FeatureTap], images: Tensor) -> list[np.ndarray]:
     """One eval-mode forward of ``images``; each tap's centred linear Gram (N × N, float64).
 
     Features are centred over the batch before the product (:func:`feature_gram`), so the
@@ -238,15 +113,14 @@ def tap_grams(model: nn.Module, taps: Sequence[Tap], images: Tensor) -> list[np.
     """
     grams: dict[str, list[np.ndarray]] = {t.name: [] for t in taps}
 
-    def hook(tap: Tap, post: Callable[[Tensor], Tensor]) -> Callable[..., None]:
+    def hook(tap: FeatureTap, post: Callable[[Tensor], Tensor]) -> Callable[..., None]:
         def record(module: nn.Module, inputs: tuple, output: Tensor) -> None:
             grams[tap.name].append(feature_gram(post(output)))
 
         return record
 
     handles = [
-        model.get_submodule(t.module).register_forward_hook(hook(t, _post_fn(model, t.post)))
-        for t in taps
+        model.get_submodule(t.module).register_forward_hook(hook(t, t.post_fn(model))) for t in taps
     ]
     was_training = model.training
     model.eval()
@@ -293,7 +167,7 @@ class CostBudget:
         }
 
 
-def task_budget(ctx: Context, arch: Any, taps: Sequence[Tap], a_bits: int) -> CostBudget:
+def task_budget(ctx: Context, arch: Any, taps: Sequence[FeatureTap], a_bits: int) -> CostBudget:
     """Per-tap unit costs and the fixed layers' cost (the space's cost table) under the
     task's limit (``ctx.limit``)."""
     limit = ctx.limit
@@ -404,7 +278,7 @@ class OMPQ(Method):
         # FP weights; an elastic space's subnet gets its own BN statistics first (the
         # features are taken in eval mode)
         model = ctx.subnet(arch, recalibrated=True)
-        taps, mode = find_taps(model, space.searchable_layers(arch))
+        taps, mode = space.feature_taps(model, arch)
         note = TAP_NOTES[mode](sorted(_own_taps(taps)))
         if mode != "blocks":
             ctx.log.info("ompq: %s", note)
@@ -443,7 +317,7 @@ class OMPQ(Method):
         return SearchResult(candidates, log=log)
 
     def _orm(
-        self, ctx: Context, model: nn.Module, taps: Sequence[Tap]
+        self, ctx: Context, model: nn.Module, taps: Sequence[FeatureTap]
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """The one forward pass (charged) and the ORM of its taps; the log's batch part."""
         seed = ctx.task.seed if self.config.batch_seed is None else int(self.config.batch_seed)
@@ -463,7 +337,7 @@ class OMPQ(Method):
         self,
         ctx: Context,
         arch: Any,
-        taps: Sequence[Tap],
+        taps: Sequence[FeatureTap],
         budget: CostBudget,
         solution: Solution,
         label: str,
@@ -519,12 +393,12 @@ class OMPQ(Method):
         return out
 
 
-def _governed(taps: Sequence[Tap]) -> set[str]:
+def _governed(taps: Sequence[FeatureTap]) -> set[str]:
     return {n for t in taps for n in t.layers}
 
 
-def _own_taps(taps: Sequence[Tap]) -> list[str]:
-    """Layers tapped at their own raw output (outside every recognised block)."""
+def _own_taps(taps: Sequence[FeatureTap]) -> list[str]:
+    """Layers tapped at their own raw output (outside every declared block)."""
     return [t.layers[0] for t in taps if t.module == t.layers[0]]
 
 
@@ -535,4 +409,4 @@ TAP_NOTES: dict[str, Callable[[list[str]], str]] = {
         "no known block structure: one tap per searchable layer, at its raw output"
     ),
 }
-"""The log's human-readable line for each tap mode of :func:`find_taps`."""
+"""The log's human-readable line for each tap mode of ``SearchSpace.feature_taps``."""

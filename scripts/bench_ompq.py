@@ -34,7 +34,7 @@ from benchmark.arena.protocol import Budget, Task
 from benchmark.arena.recipes.pretrain import fp_starting_point
 from benchmark.arena.spaces import get_space
 from benchmark.arena.spaces.base import SearchSpace
-from methods.ompq import OMPQ, find_taps, tap_grams, task_budget
+from methods.ompq import OMPQ, tap_grams, task_budget
 from methods.ompq_orm import (
     BitProblem,
     gamma,
@@ -85,15 +85,15 @@ def stage_breakdown(ctx: Context, method: OMPQ) -> dict[str, float]:
     choices = method.weight_choices(space)
     model = space.build_from_fp(ctx.fp_state, arch)
     lap("build_model")
-    taps, _ = find_taps(model, space.searchable_layers(arch))
-    budget = task_budget(ctx, arch, taps, method.a_bits, choices[0])
+    taps, _ = space.feature_taps(model, arch)
+    budget = task_budget(ctx, arch, taps, method.config.a_bits)
     lap("taps_and_costs")
-    images, _ = fixed_batch(ctx.train_set, method.batch_size, ctx.task.seed)
+    images, _ = fixed_batch(ctx.train_set, method.config.batch_size, ctx.task.seed)
     lap("fixed_batch")
     grams = tap_grams(model, taps, images)
     lap("forward_and_grams")
     orm, _ = orm_from_grams(grams)
-    coefs = objective_coefs(importance(gamma(orm), method.beta)[1])
+    coefs = objective_coefs(importance(gamma(orm), method.config.beta)[1])
     lap("orm_gamma_theta")
     problem = BitProblem(coefs, budget.unit_costs, budget.limit - budget.fixed, choices)
     lp_bits, _ = solve_lp(problem)

@@ -16,8 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 from benchmark.arena.context import Context
 from benchmark.arena.data import load_splits
@@ -28,7 +26,7 @@ from benchmark.cli import main
 from benchmark.harness.spec import TrialSpec
 from benchmark.harness.trial import run_trial
 from methods import get_method
-from methods.ompq import OMPQ, feature_gram, find_taps, tap_grams
+from methods.ompq import OMPQ, feature_gram
 from methods.ompq_orm import (
     BitProblem,
     InfeasibleBudget,
@@ -228,80 +226,6 @@ def test_infeasible_problem_raises() -> None:
     for solve in (lambda p: solve_lp(p), solve_ilp):
         with pytest.raises(InfeasibleBudget, match="minimum cost"):
             solve(tight)
-
-
-# --------------------------------------------------------------------------- taps
-def test_resnet20_taps_map_block_convs() -> None:
-    space = get_space("resnet20")
-    model = space.build()
-    taps, mode = find_taps(model, space.searchable_layers())
-    assert mode == "blocks" and len(taps) == 18
-    assert [n for t in taps for n in t.layers] == space.searchable_layers()
-    first, out = taps[0], taps[1]
-    assert (first.name, first.module, first.post, first.layers) == (
-        "layer1.0/conv1",
-        "layer1.0.bn1",
-        "relu",
-        ("layer1.0.conv1",),
-    )
-    assert (out.name, out.module, out.post, out.layers) == (
-        "layer1.0/out",
-        "layer1.0",
-        "identity",
-        ("layer1.0.conv2",),
-    )
-    assert not {"conv1", "fc"} & {n for t in taps for n in t.layers}
-    # the hooked features are relu(bn1(conv1 x)) and the block output
-    model.eval()
-    x = torch.randn(6, 3, 32, 32)
-    grams = tap_grams(model, taps[:2], x)
-    with torch.no_grad():
-        stem = F.relu(model.bn1(model.conv1(x)))
-        block = model.layer1[0]
-        expected = [F.relu(block.bn1(block.conv1(stem))), block(stem)]
-    for got, feats in zip(grams, expected, strict=True):
-        np.testing.assert_allclose(got, feature_gram(feats), atol=1e-6)
-
-
-def test_mbv3_taps_follow_the_inverted_residual_layout() -> None:
-    space = get_space("mbv3-cifar")
-    arch = space.reference_arch
-    taps, mode = find_taps(space.build(arch), space.searchable_layers(arch))
-    assert mode == "blocks"
-    assert [n for t in taps for n in t.layers] == space.searchable_layers(arch)
-    by_name = {t.name: t for t in taps}
-    assert by_name["blocks.0/dw"].layers == ("blocks.0.dw",)
-    assert by_name["blocks.3/expand"].post == "act:blocks.3.act"
-    assert by_name["blocks.3/dw"].module == "blocks.3.dw_bn"
-    assert by_name["blocks.3/out"].layers == ("blocks.3.pw_project",)
-    assert by_name["head/out"].layers == ("head.conv",)
-
-
-class _ConvShortcutBlock(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
-        self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
-        self.shortcut = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(out + self.shortcut(x))
-
-
-def test_shortcut_conv_shares_the_block_output_tap_and_fallback() -> None:
-    model = nn.Sequential(_ConvShortcutBlock(), nn.Conv2d(4, 2, 1))
-    names = ["0.conv1", "0.conv2", "0.shortcut.0", "1"]
-    taps, mode = find_taps(model, names)
-    assert mode == "mixed"
-    assert [t.layers for t in taps] == [("0.conv1",), ("0.conv2", "0.shortcut.0"), ("1",)]
-    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
-    taps, mode = find_taps(plain, ["0", "2"])
-    assert mode == "fallback" and [(t.module, t.layers) for t in taps] == [
-        ("0", ("0",)),
-        ("2", ("2",)),
-    ]
-    assert len(tap_grams(plain, taps, torch.randn(4, 3, 8, 8))) == 2
 
 
 # --------------------------------------------------------------------------- the method

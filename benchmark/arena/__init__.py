@@ -38,7 +38,9 @@ top-1 in percent):
   OQAT's bit inheritance); ``QuantConfig(act_grid="unsigned")`` puts every quantized input
   on the unsigned grid;
 - search spaces: :class:`SearchSpace`, :class:`ElasticSearchSpace`, :func:`get_space`;
-  each states the bits of its never-searched layers per role (:class:`FixedConvention`:
+  each declares where its layers' features are (``space.feature_taps``, a list of
+  :class:`FeatureTap`) and its layers' shapes (``space.profiles``, :class:`LayerProfile`),
+  and states the bits of its never-searched layers per role (:class:`FixedConvention`:
   ``space.fixed_roles``, ``space.fixed_policy``; another one with ``space.with_fixed``
   or ``Candidate(fixed=...)``) and builds layers with ``space.layer_quant(quant)``;
   :func:`fit_fixed` keeps a method's own convention (e.g. an FP stem) when the task's
@@ -158,6 +160,7 @@ from benchmark.arena.spaces import (
     register_space,
 )
 from benchmark.arena.spaces.fit import FIT_MODES, FixedFit, fit_fixed
+from benchmark.arena.spaces.taps import FeatureTap
 
 __all__ = [
     "FIT_MODES",
@@ -181,6 +184,7 @@ __all__ = [
     "DoReFaConfig",
     "EvolutionResult",
     "ElasticSearchSpace",
+    "FeatureTap",
     "FixedConvention",
     "FixedFit",
     "HessianProbe",

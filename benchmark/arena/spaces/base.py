@@ -34,6 +34,7 @@ from benchmark.arena.policy import (
 )
 from benchmark.arena.quant.base import QuantConfig
 from benchmark.arena.spaces.fixed import FixedConvention, FixedSpec
+from benchmark.arena.spaces.taps import BlockLayout, FeatureTap, TapMode, find_taps
 
 
 class SpaceError(ValueError):
@@ -60,6 +61,8 @@ class SearchSpace(ABC):
     input_shape: ClassVar[tuple[int, int, int]] = (3, 32, 32)
     # role → bits (W = A), roles in network order
     default_fixed: ClassVar[Mapping[str, int]] = {"fixed": 8}
+    # the block layouts the space's nets are made of (:meth:`feature_taps`)
+    tap_blocks: ClassVar[tuple[BlockLayout, ...]] = ()
 
     def __init__(self, fixed_bits: FixedSpec | None = None, num_classes: int = 10) -> None:
         self.num_classes = num_classes
@@ -209,6 +212,14 @@ class SearchSpace(ABC):
         enforce ties: a method that wants them (``hawq``) reads them.
         """
         return []
+
+    def feature_taps(self, model: nn.Module, arch: Any = None) -> tuple[list[FeatureTap], TapMode]:
+        """Where ``model`` (a build of ``arch``) exposes the features that set each
+        searchable layer's bits, one tap per group of layers, in network order, and how
+        they were found (:func:`~benchmark.arena.spaces.taps.find_taps`): from the blocks
+        the space declares in ``tap_blocks``, else one tap per layer at its raw output.
+        """
+        return find_taps(model, self.searchable_layers(arch), self.tap_blocks)
 
     def layer_names(self, arch: Any = None) -> list[str]:
         return list(self.profiles(arch))

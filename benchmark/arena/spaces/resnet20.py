@@ -19,6 +19,7 @@ from benchmark.arena.policy import LayerBits
 from benchmark.arena.quant.base import QuantConfig
 from benchmark.arena.quant.modules import QConv2d, QLinear, apply_policy
 from benchmark.arena.spaces.base import SearchSpace, register_space
+from benchmark.arena.spaces.taps import basic_block_taps
 
 
 class _ShortcutA(nn.Module):
@@ -96,6 +97,7 @@ class ResNet20Space(SearchSpace):
     bit_choices = (2, 3, 4, 8)
     searches = "bits"
     default_fixed = {"stem": 8, "classifier": 8}
+    tap_blocks = (basic_block_taps,)
 
     def build(
         self,

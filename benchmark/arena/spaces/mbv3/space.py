@@ -73,6 +73,7 @@ from benchmark.arena.spaces.mbv3.arch import (
     uniform_arch,
 )
 from benchmark.arena.spaces.mbv3.nets import STAGE_SE, MBV3Net, MBV3Supernet, block_index
+from benchmark.arena.spaces.taps import conv_bn_act_taps, inverted_residual_taps
 
 _LUT_KEY = "slot-profiles"
 """Key of the per-(kernel, expand) layer profiles in the space's profile cache."""
@@ -92,6 +93,7 @@ class MBV3CifarSpace(ElasticSearchSpace):
     bit_choices = (2, 3, 4)
     searches = "arch+bits"
     default_fixed = {"stem": 8, "se": 8, "classifier": 8}
+    tap_blocks = (inverted_residual_taps, conv_bn_act_taps)
 
     # --- architecture ---------------------------------------------------------------
     @property
