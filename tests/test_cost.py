@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -322,3 +323,21 @@ def test_model_cost_accepts_the_json_policy_format() -> None:
 def test_model_cost_bad_policy_entry_is_a_policy_error(policy: object, message: str) -> None:
     with pytest.raises(PolicyError, match=message):
         model_cost(TinyCNN(), policy, (1, 28, 28))  # type: ignore[arg-type]
+
+
+def test_profiles_carry_each_layers_geometry_as_it_ran() -> None:
+    """Stride, kernel side and input pixels per layer; a dynamic conv's active kernel."""
+    from benchmark.arena.spaces import get_space
+
+    space = get_space("mbv3-cifar")
+    arch = space.sample_arch(np.random.default_rng(1))
+    profiles = space.profiles(arch)
+    for slot, kernel in enumerate(arch.kernels):
+        dw = profiles.get(f"blocks.{slot + 1}.dw")
+        if dw is not None:
+            assert dw.kind == "dwconv" and dw.kernel == kernel
+    assert profiles["stem.conv"].in_pixels == 32 * 32 and profiles["stem.conv"].kernel == 3
+    assert (profiles["classifier"].stride, profiles["classifier"].in_pixels) == (0, 1)
+    supernet = space.build_supernet()
+    space.set_active(supernet, arch)
+    assert profile_layers(supernet) == profiles  # composed profiles = the dynamic net's

@@ -43,7 +43,6 @@ from methods.haq.env import (
     InfeasibleLimit,
     action_to_bits,
     constrain,
-    layer_geometry,
     static_features,
     step_state,
 )
@@ -215,11 +214,12 @@ def test_a_size_constraint_costs_weight_bits(micro, micro_fp, splits, tmp_path: 
 def test_state_columns_are_normalised_over_layers() -> None:
     space = get_space("resnet20")
     names = space.searchable_layers()
-    geometry = layer_geometry(space.build(), names)
+    profiles = space.profiles()
+    geometry = [profiles[n] for n in names]
     first, down = geometry[0], geometry[names.index("layer2.0.conv1")]
     assert (first.in_channels, first.out_channels, first.stride, first.kernel) == (16, 16, 1, 3)
-    assert (first.weights, first.in_hw) == (16 * 16 * 9, 32 * 32)
-    assert (down.stride, down.in_hw, down.out_channels) == (2, 32 * 32, 32)
+    assert (first.params, first.in_pixels) == (16 * 16 * 9, 32 * 32)
+    assert (down.stride, down.in_pixels, down.out_channels) == (2, 32 * 32, 32)
     static = static_features(geometry)
     assert static.shape == (18, 8) and static.dtype == np.float32
     assert static.min() == 0.0 and static.max() == 1.0
@@ -263,10 +263,11 @@ class TinySpace(SearchSpace):
 
 def test_depthwise_and_linear_layers_and_pinned_ends(micro, splits, tmp_path: Path) -> None:
     space = TinySpace(num_classes=splits.num_classes)
-    geometry = layer_geometry(space.build(), ["0", "2", "4", "7"])
-    assert [g.depthwise for g in geometry] == [False, True, False, False]
+    geometry = list(space.profiles().values())
+    assert [g.name for g in geometry] == ["0", "2", "4", "7"]
+    assert [g.kind == "dwconv" for g in geometry] == [False, True, False, False]
     fc = geometry[3]
-    assert (fc.stride, fc.kernel, fc.in_hw, fc.weights) == (0, 1, 1, 64 * splits.num_classes)
+    assert (fc.stride, fc.kernel, fc.in_pixels, fc.params) == (0, 1, 1, 64 * splits.num_classes)
     fp_state = space.build().state_dict()
     section = HAQConfig(episodes=3, warmup=1, finetune_steps=1, sigma_decay=0.9)
     ctx = make_ctx(micro, fp_state, splits, tmp_path, "bitops<=0.5", section, space)

@@ -36,7 +36,10 @@ _MAC_OPS = ("convolution", "mm", "addmm", "bmm", "baddbmm", "_convolution")
 
 @dataclass(frozen=True)
 class LayerProfile:
-    """Shape-derived facts of one counted layer for one input (MACs per image, params)."""
+    """Shape-derived facts of one counted layer for one input image: MACs and weight
+    parameters per image, channels, and the geometry a method's state may read (stride,
+    kernel side, input pixels = height × width; a linear layer has stride 0, kernel 1 and
+    1 input pixel, as HAQ's state has it)."""
 
     name: str
     kind: str  # "conv", "dwconv" or "linear"
@@ -44,6 +47,9 @@ class LayerProfile:
     params: int
     in_channels: int
     out_channels: int
+    stride: int = 1
+    kernel: int = 1
+    in_pixels: int = 1
 
 
 @dataclass(frozen=True)
@@ -156,14 +162,17 @@ def profile_layers(
     from benchmark.arena.quant.modules import QuantLayer
 
     counted = {name: m for name, m in model.named_modules() if _is_counted(m) and name}
-    shapes: dict[str, tuple[int, int, int]] = {}  # name -> (numel(out), C_out, C_in)
+    # name -> (numel(out), C_out, C_in, input pixels)
+    shapes: dict[str, tuple[int, int, int, int]] = {}
 
     def hook(name: str):
         def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            out_ch = output.shape[-1] if isinstance(module, nn.Linear) else output.shape[1]
-            in_ch = inputs[0].shape[-1] if isinstance(module, nn.Linear) else inputs[0].shape[1]
-            prev = shapes.get(name, (0, out_ch, in_ch))
-            shapes[name] = (prev[0] + output.numel(), out_ch, in_ch)
+            linear = isinstance(module, nn.Linear)
+            out_ch = output.shape[-1] if linear else output.shape[1]
+            in_ch = inputs[0].shape[-1] if linear else inputs[0].shape[1]
+            pixels = 1 if linear else int(inputs[0].shape[-2] * inputs[0].shape[-1])
+            prev = shapes.get(name, (0, out_ch, in_ch, pixels))
+            shapes[name] = (prev[0] + output.numel(), out_ch, in_ch, pixels)
 
         return record
 
@@ -200,11 +209,27 @@ def profile_layers(
     for name, module in counted.items():
         if name not in shapes:  # not executed for this input (e.g. an inactive block)
             continue
-        numel, out_ch, in_ch = shapes[name]
+        numel, out_ch, in_ch, pixels = shapes[name]
         macs = flops.get(name, 0) // 2
         params = macs * out_ch // numel if numel else 0
-        profiles[name] = LayerProfile(name, _kind(module, in_ch), macs, params, in_ch, out_ch)
+        kind = _kind(module, in_ch)
+        stride, kernel = _geometry(module, kind, macs, numel, in_ch)
+        profiles[name] = LayerProfile(
+            name, kind, macs, params, in_ch, out_ch, stride, kernel, pixels
+        )
     return profiles
+
+
+def _geometry(module: nn.Module, kind: str, macs: int, numel: int, in_ch: int) -> tuple[int, int]:
+    """``(stride, kernel side)`` of a counted layer as it ran: the kernel from its MACs
+    (``MACs = numel(out) · C_in/groups · k²``), so a dynamic conv's active kernel counts."""
+    if kind == "linear":
+        return 0, 1
+    stride = getattr(module, "stride", 1)
+    stride = int(stride[0] if isinstance(stride, tuple | list) else stride)
+    groups = getattr(module, "active_groups", getattr(module, "groups", 1))
+    per_output = macs / max(numel * max(in_ch // max(groups, 1), 1), 1)
+    return stride, max(round(per_output**0.5), 1)
 
 
 def cost_from_profiles(

@@ -1,10 +1,12 @@
 """HAQ's environment: the layer state, the action → bit map and the constraint loop
 (mit-han-lab/haq ``lib/env/linear_quantize_env.py``).
 
-- **State** (10 numbers per step): depthwise (1/0), input channels, output channels,
-  stride, kernel size, weight count, input H·W, layer index (the first 8 min-max
-  normalised over the layers), then the previous step's bits over the largest choice
-  (1.0 before the first step) and the step's kind (1 = weight bits, 0 = activation bits).
+- **State** (10 numbers per step), from the space's layer profiles
+  (``space.profiles``, :class:`~benchmark.arena.LayerProfile`): depthwise (1/0), input
+  channels, output channels, stride, kernel size, weight count, input H·W, layer index
+  (the first 8 min-max normalised over the layers), then the previous step's bits over
+  the largest choice (1.0 before the first step) and the step's kind (1 = weight bits,
+  0 = activation bits).
   A linear layer has stride 0, kernel 1 and input H·W 1. A column equal on every layer is
   set to 0 (the original leaves it as it is; it tells the agent nothing either way).
 - **Action → bits**: an action ``a ∈ [0, 1]`` picks choice ``k = ⌊a·n⌋`` (``n`` choices,
@@ -24,106 +26,34 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
+
+from benchmark.arena import LayerProfile
 
 STATE_DIM = 10
 STATIC_DIM = 8  # the columns normalised over layers; then previous action and step kind
 
 
-@dataclass(frozen=True)
-class LayerGeometry:
-    """One quantizable layer's shape for one input image (channels, pixels, weights)."""
-
-    name: str
-    depthwise: bool
-    in_channels: int
-    out_channels: int
-    stride: int
-    kernel: int
-    weights: int
-    in_hw: int  # input height × width in pixels; 1 for a linear layer
-    linear: bool
-
-
-@torch.no_grad()
-def layer_geometry(
-    model: nn.Module, names: Sequence[str], input_shape: Sequence[int] = (3, 32, 32)
-) -> list[LayerGeometry]:
-    """Geometry of the ``names`` layers of ``model`` (conv or linear modules), from one
-    forward pass of a zero image in eval mode (the model's training mode is restored). Run
-    it on a model at full precision, so no quantizer calibrates on the zeros."""
-    modules = dict(model.named_modules())
-    missing = [n for n in names if n not in modules]
-    if missing:
-        raise ValueError(f"layer {missing[0]!r} is not a module of the model")
-    seen: dict[str, tuple[int, ...]] = {}
-
-    def record(name: str):  # noqa: ANN202 - a forward hook
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            seen.setdefault(name, tuple(args[0].shape))
-
-        return hook
-
-    hooks = [modules[n].register_forward_hook(record(n)) for n in names]
-    was_training = model.training
-    model.eval()
-    try:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        model(torch.zeros(1, *input_shape, device=device))
-    finally:
-        for hook in hooks:
-            hook.remove()
-        model.train(was_training)
-    found = []
-    for n in names:
-        m = modules[n]
-        if isinstance(m, nn.Linear):
-            features, outputs, weights = m.in_features, m.out_features, m.weight.numel()
-            found.append(LayerGeometry(n, False, features, outputs, 0, 1, weights, 1, True))
-            continue
-        if not isinstance(m, nn.Conv2d):
-            raise ValueError(f"layer {n!r} is a {type(m).__name__}, not a Conv2d or Linear")
-        shape = seen.get(n)
-        if shape is None:
-            raise ValueError(f"layer {n!r} is not used in the model's forward pass")
-        depthwise = m.groups > 1 and m.groups == m.in_channels
-        found.append(
-            LayerGeometry(
-                n,
-                depthwise,
-                m.in_channels,
-                m.out_channels,
-                int(m.stride[0]),
-                int(m.kernel_size[0]),
-                m.weight.numel(),
-                int(shape[-2] * shape[-1]),
-                False,
-            )
-        )
-    return found
-
-
-def static_features(geometry: Sequence[LayerGeometry]) -> np.ndarray:
-    """The first 8 state columns, one row per layer, each column min-max normalised over
-    the layers (a constant column becomes 0), float32 of shape ``(layers, 8)``."""
+def static_features(profiles: Sequence[LayerProfile]) -> np.ndarray:
+    """The first 8 state columns, one row per layer (the space's profiles of the searched
+    layers, in order): depthwise, input and output channels, stride, kernel, weights,
+    input pixels, index; each column min-max normalised over the layers (a constant column
+    becomes 0), float32 of shape ``(layers, 8)``."""
     raw = np.array(
         [
             [
-                float(g.depthwise),
-                g.in_channels,
-                g.out_channels,
-                g.stride,
-                g.kernel,
-                g.weights,
-                g.in_hw,
+                float(p.kind == "dwconv"),
+                p.in_channels,
+                p.out_channels,
+                p.stride,
+                p.kernel,
+                p.params,
+                p.in_pixels,
                 i,
             ]
-            for i, g in enumerate(geometry)
+            for i, p in enumerate(profiles)
         ],
         dtype=np.float64,
-    ).reshape(len(geometry), STATIC_DIM)
+    ).reshape(len(profiles), STATIC_DIM)
     return normalise_columns(raw).astype(np.float32)
 
 

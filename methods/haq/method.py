@@ -38,7 +38,6 @@ from methods.haq.env import (
     action_to_index,
     check_reachable,
     constrain,
-    layer_geometry,
     static_features,
     step_state,
 )
@@ -166,9 +165,8 @@ class HAQ(Method):
                     f"HAQ keeps the first and last layer at W8A8, but {end} is searched over "
                     f"{list(bits)} on {space.name}"
                 )
-        with torch.random.fork_rng(devices=[]):
-            model = space.build(arch)  # FP: geometry only
-        static = static_features(layer_geometry(model, layers, space.input_shape))
+        profiles = space.profiles(arch)
+        static = static_features([profiles[n] for n in layers])
         limit = ctx.limit
         metric = limit.metric
         task = CostLimit(metric, limit.coefficients(arch, bits), limit.fixed(arch), limit.absolute)
