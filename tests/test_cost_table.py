@@ -288,3 +288,33 @@ def test_expected_cost_rejects_bad_input() -> None:
         expected_cost(table, {"a": p, "b": p}, pair_probs={"a": p, "b": p})
     with pytest.raises(PolicyError, match="allowed set"):
         expected_cost(table, {"a": p, "b": p}, {"a": p, "b": p}, bits=(2, 3, 4))
+
+
+def test_each_fixed_convention_has_its_own_table() -> None:
+    """A ``with_fixed`` copy made after the task space's table was built costs its fixed
+    layers at its own bits, and a role-by-role convention gives real bits per layer."""
+    space = get_space("resnet20")
+    base = space.cost_table()  # built first: the copy must not reuse it
+    fp_stem = space.with_fixed({"stem": 32})
+    table = fp_stem.cost_table()
+    assert base.fixed["conv1"] == LayerBits(8, 8)
+    assert table.fixed == {"conv1": LayerBits(32, 32), "fc": LayerBits(8, 8)}
+    policy = fp_stem.uniform_policy(4, 4)
+    assert table.total(policy, "bitops") == fp_stem.cost(policy).bitops
+    assert table.fixed_total("bitops") == sum(
+        c.bitops for c in fp_stem.cost(policy).layers if c.name in ("conv1", "fc")
+    )
+    assert space.cost_table() is base
+
+
+def test_a_space_costs_a_candidate_through_its_table() -> None:
+    space = get_space("mbv3-cifar")
+    arch = space.sample_arch(np.random.default_rng(4))
+    policy = space.uniform_policy(3, 3, arch)
+    table = space.cost_table(arch)
+    assert space.cost(policy, arch) == table.report(policy)
+    assert space.full_policy(policy, arch) == table.full_policy(policy)
+    assert list(table.full_policy(policy)) == space.layer_names(arch)
+    assert space.reference() == space.cost_table(space.reference_arch).w8a8()
+    with pytest.raises(PolicyError, match="'stem.conv' is fixed at W8A8"):
+        table.report({**policy, "stem.conv": LayerBits(4, 4)})

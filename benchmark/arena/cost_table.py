@@ -8,8 +8,10 @@ convention fixes and at what bits, and the bit-widths the space allows
 definition as :mod:`benchmark.arena.cost`, so ``table.total(policy, "bitops")`` equals
 ``space.cost(policy, arch).bitops`` exactly. It is what a solver needs: per-layer
 lookups, totals, the fixed layers' share and numpy coefficient arrays (LP / ILP, a
-hardware table). Build one with :meth:`SearchSpace.cost_table(arch)
-<benchmark.arena.spaces.base.SearchSpace.cost_table>`.
+hardware table). It is also where a space costs a candidate: ``space.cost(policy, arch)``
+is ``space.cost_table(arch).report(policy)``. Build one with
+:meth:`SearchSpace.cost_table(arch) <benchmark.arena.spaces.base.SearchSpace.cost_table>`
+(one per architecture and fixed-layer convention).
 
 :func:`expected_cost` is the differentiable cost of a per-layer distribution over bit
 choices (DNAS): torch in, a scalar torch tensor out.
@@ -29,8 +31,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmark.arena.cost import LayerProfile, as_policy
-from benchmark.arena.policy import LayerBits, PolicyError, validate_policy
+from benchmark.arena.cost import (
+    CostReport,
+    LayerProfile,
+    Reference,
+    as_policy,
+    cost_from_profiles,
+)
+from benchmark.arena.policy import LayerBits, Policy, PolicyError, validate_policy
 
 METRICS = ("bitops", "size")
 
@@ -134,25 +142,44 @@ class CostTable:
         """The fixed layers' cost at their convention's bits (BitOPs per image or bits)."""
         return sum(self.layer_cost(n, b, metric) for n, b in self.fixed.items())
 
-    def total(self, policy: Mapping[str, LayerBits], metric: str) -> int:
-        """Cost of a full or searchable-only policy (fixed layers added at their
-        convention's bits): BitOPs per 32×32 image (``bitops``) or weight bits (``size``).
+    def full_policy(self, policy: Mapping[str, LayerBits | Mapping[str, int]]) -> Policy:
+        """``policy`` checked and completed with the fixed layers' bits, every layer in
+        network order.
 
         ``policy`` may use :class:`LayerBits` or their JSON form. Every searchable layer
-        must be given, fixed layers only at their fixed bits; raises :class:`PolicyError`.
+        must be given, at bits of :attr:`bit_choices`; fixed layers only at their fixed
+        bits. Raises :class:`PolicyError` naming the first problem.
         """
-        _check_metric(metric)
         policy = as_policy(policy)
         for name, bits in self.fixed.items():
             if name in policy and policy[name] != bits:
                 raise PolicyError(
                     f"layer {name!r} is fixed at W{bits.w_bits}A{bits.a_bits} by the space's "
-                    "convention; drop it from the policy"
+                    "convention; drop it from the policy or choose another convention "
+                    "(SearchSpace.with_fixed, Candidate.fixed)"
                 )
         rest = {n: b for n, b in policy.items() if n not in self.fixed}
         validate_policy(rest, self.searchable, self.bit_choices)
-        searched = sum(self.layer_cost(n, rest[n], metric) for n in self.searchable)
-        return searched + self.fixed_total(metric)
+        return {n: self.fixed[n] if n in self.fixed else rest[n] for n in self.names}
+
+    def report(self, policy: Mapping[str, LayerBits | Mapping[str, int]]) -> CostReport:
+        """The whole model's cost under a full or searchable-only ``policy`` (checked and
+        completed as :meth:`full_policy` does): MACs, BitOPs, MFLOPs/64 and weight bits
+        for one 32×32 image, with their W8A8 references (:mod:`benchmark.arena.cost`)."""
+        return cost_from_profiles(self.layers, self.full_policy(policy))
+
+    def w8a8(self) -> Reference:
+        """This architecture at W8A8 on every counted layer (BitOPs per image, bits)."""
+        report = cost_from_profiles(self.layers, {})
+        return Reference(report.bitops_w8a8, report.size_bits_w8a8)
+
+    def total(self, policy: Mapping[str, LayerBits], metric: str) -> int:
+        """Cost of a full or searchable-only policy (fixed layers added at their
+        convention's bits): BitOPs per 32×32 image (``bitops``) or weight bits (``size``).
+        Checked as :meth:`full_policy` does."""
+        _check_metric(metric)
+        full = self.full_policy(policy)
+        return sum(self.layer_cost(n, b, metric) for n, b in full.items())
 
     # --- arrays for solvers -------------------------------------------------------------
     def coefficients(self, metric: str, bits: Sequence[int] | None = None) -> np.ndarray:

@@ -19,7 +19,6 @@ from benchmark.arena.cost import (
     CostReport,
     LayerProfile,
     Reference,
-    cost_from_profiles,
     profile_layers,
 )
 from benchmark.arena.cost_table import CostTable
@@ -30,7 +29,6 @@ from benchmark.arena.policy import (
     PolicyError,
     parse_uniform,
     uniform_policy,
-    validate_policy,
 )
 from benchmark.arena.quant.base import QuantConfig
 from benchmark.arena.spaces.fixed import FixedConvention, FixedSpec
@@ -156,6 +154,7 @@ class SearchSpace(ABC):
         self.__dict__.setdefault("_profile_cache", {})  # shared with the copy
         other = copy.copy(self)
         other.fixed = self._convention(self.fixed, fixed)
+        other.__dict__["_cost_table_cache"] = {}  # its own: the fixed layers' bits differ
         return other
 
     def _convention(self, base: FixedConvention, spec: FixedSpec | None) -> FixedConvention:
@@ -191,14 +190,15 @@ class SearchSpace(ABC):
 
     def cost_table(self, arch: Any = None) -> CostTable:
         """Per-layer costs of ``arch`` (MACs per 32×32 image, params, BitOPs and weight
-        bits at every allowed bit pair, the fixed layers and their bits), cached per arch."""
+        bits at every allowed bit pair, the fixed layers at this convention's bits): the
+        one object that costs and checks a policy of ``arch`` (:meth:`cost`,
+        :meth:`full_policy`). Cached per arch, per convention."""
         arch = self.validate_arch(arch)
         key = None if arch is None else repr(arch)
         cache = self.__dict__.setdefault("_cost_table_cache", {})
         if key not in cache:
             profiles = self.profiles(arch)
-            bits = LayerBits(self.fixed_bits, self.fixed_bits)
-            fixed = {n: bits for n in self.fixed_layer_names(arch) if n in profiles}
+            fixed = {n: b for n, b in self.fixed_policy(arch).items() if n in profiles}
             cache[key] = CostTable(tuple(profiles.values()), fixed, self.allowed_bits())
         return cache[key]
 
@@ -232,27 +232,14 @@ class SearchSpace(ABC):
         return tuple(sorted({*self.bit_choices, 8, FP_BITS}))
 
     def full_policy(self, policy: Mapping[str, LayerBits], arch: Any = None) -> Policy:
-        """Validate a policy over the searchable layers and add the fixed layers' bits.
+        """Validate a policy over the searchable layers and add the fixed layers' bits
+        (:meth:`CostTable.full_policy` of ``arch``'s table).
 
         Fixed layers may be listed only at the bits this space's convention gives them
         (:meth:`fixed_policy`; another convention: :meth:`with_fixed`). Raises
         :class:`PolicyError`.
         """
-        fixed = self.fixed_policy(arch)
-        for name, bits in fixed.items():
-            if name in policy and policy[name] != bits:
-                raise PolicyError(
-                    f"layer {name!r} is fixed at W{bits.w_bits}A{bits.a_bits} by the "
-                    f"{self.name} convention; drop it from the policy or choose another "
-                    "convention (SearchSpace.with_fixed, Candidate.fixed)"
-                )
-        searchable = self.searchable_layers(arch)
-        rest = {k: v for k, v in policy.items() if k not in fixed}
-        validate_policy(rest, searchable, self.allowed_bits())
-        full = dict(fixed)
-        full.update({name: rest[name] for name in searchable})
-        order = self.layer_names(arch)
-        return {name: full[name] for name in order}
+        return self.cost_table(arch).full_policy(policy)
 
     def uniform_policy(self, w_bits: int, a_bits: int | None = None, arch: Any = None) -> Policy:
         """Every searchable layer at ``w_bits``/``a_bits``, fixed layers per the convention."""
@@ -274,8 +261,7 @@ class SearchSpace(ABC):
         Relative constraints (``bitops<=0.5``) and the ``*_ratio_w8a8`` columns refer to it,
         so on a joint space all architectures are measured against one number.
         """
-        report = cost_from_profiles(self.profiles(self.reference_arch), {})
-        return Reference(report.bitops_w8a8, report.size_bits_w8a8)
+        return self.cost_table(self.reference_arch).w8a8()
 
     def cheapest_cost(self) -> CostReport:
         """Cost of the cheapest candidate: :attr:`smallest_arch` with every searchable layer
@@ -286,8 +272,9 @@ class SearchSpace(ABC):
         return self.cost(self.uniform_policy(low, low, arch), arch)
 
     def cost(self, policy: Mapping[str, LayerBits], arch: Any = None) -> CostReport:
-        """Cost of a (full or searchable-only) policy on this space, for one 32×32 image."""
-        return cost_from_profiles(self.profiles(arch), self.full_policy(policy, arch))
+        """Cost of a (full or searchable-only) policy on this space, for one 32×32 image:
+        ``cost_table(arch).report(policy)``."""
+        return self.cost_table(arch).report(policy)
 
 
 class ElasticSearchSpace(SearchSpace):
