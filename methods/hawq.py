@@ -245,51 +245,18 @@ class HAWQ(Method):
         # FP weights, every layer at 32 bits; an elastic space's subnet gets its own BN
         # statistics first (the probe runs in eval mode)
         model = ctx.subnet(arch, recalibrated=True)
-        free = self.config.activations == "free"
+        free = settings.activations == "free"
         probe = ctx.hessian_probe(
-            model,
-            searchable,
-            inputs=free,
-            batches=settings.batches,
-            batch_size=settings.batch_size,
-            seed=ctx.task.seed,
-        )
+            model, searchable, inputs=free, batches=settings.batches,
+            batch_size=settings.batch_size, seed=ctx.task.seed,
+        )  # fmt: skip
         quant = space.layer_quant()
         w_err = weight_errors(model, searchable, bits, quant)
         a_err = input_errors(model, probe.layer_inputs, searchable, bits, quant) if free else None
-        log: dict[str, Any] = {
-            "arch": jsonable_arch(arch),
-            "bits": list(bits),
-            "activations": self.config.activations,
-            "activation_note": (
-                "tied: a_bits = w_bits (the paper)"
-                if not free
-                else "free: a_bits chosen per layer, HAWQ-V2 activation term (an extension)"
-            ),
-            "choices": [list(p) for p in pairs],
-            "groups": [list(g) for g in groups],
-            "fixed_layers": space.fixed_layer_names(arch),
-            "hessian": {**{k: getattr(settings, k) for k in HESSIAN_KEYS}, "images": probe.images,
-                        "loss": probe.loss, "seed": ctx.task.seed},
-            "weight_sq_error": {n: w_err[i].tolist() for i, n in enumerate(searchable)},
-            "constraint": budget.to_dict(ctx),
-            "offers": [],
-        }  # fmt: skip
-        if a_err is not None:
-            log["input_sq_error"] = {n: a_err[i].tolist() for i, n in enumerate(searchable)}
-        index = {b: j for j, b in enumerate(bits)}
+        log = self._log_header(ctx, arch, bits, pairs, groups, probe, w_err, a_err, budget)
 
         def omega(estimates: Mapping[str, TraceEstimate]) -> np.ndarray:
-            """``(layers, pairs)`` sensitivities from the estimates so far."""
-            per_layer = np.zeros((len(searchable), len(pairs)))
-            for i, name in enumerate(searchable):
-                tr_w = estimates[f"{name}:weight"].normalised
-                for k, (w, a) in enumerate(pairs):
-                    value = tr_w * w_err[i, index[w]]
-                    if a_err is not None:
-                        value += estimates[f"{name}:input"].normalised * a_err[i, index[a]]
-                    per_layer[i, k] = value
-            return per_layer
+            return sensitivities(estimates, searchable, bits, pairs, w_err, a_err)
 
         def allocate(estimates: Mapping[str, TraceEstimate], rounds: int) -> Candidate:
             per_layer = omega(estimates)
@@ -306,32 +273,56 @@ class HAWQ(Method):
                 log["offers"].append(rounds)
 
         estimates = hutchinson_traces(
-            probe,
-            max_iter=settings.max_iter,
-            tol=settings.tol,
-            seed=ctx.task.seed,
+            probe, max_iter=settings.max_iter, tol=settings.tol, seed=ctx.task.seed,
             on_round=on_round,
-        )
+        )  # fmt: skip
         del probe  # its gradient graph
         rounds = max(e.iterations for e in estimates.values())
         candidate = offered.get(rounds) or allocate(estimates, rounds)
         per_layer = omega(estimates)
-        negative = [t for t, e in estimates.items() if e.trace < 0]
-        if negative:
-            ctx.log.warning("hawq: negative trace estimates (kept, as HAWQ does): %s", negative)
-        log.update(
-            traces={t: e.to_dict() for t, e in estimates.items()},
-            negative_traces=negative,
-            rounds=rounds,
-            omega={n: per_layer[i].tolist() for i, n in enumerate(searchable)},
-            ilp={k: candidate.meta[k] for k in ("status", "objective", "cost")},
-            bits_chosen={n: list(_pair(candidate.policy[n])) for n in searchable},
-            samples=ctx.budget.samples,
-        )
+        _log_result(ctx, log, estimates, rounds, per_layer, candidate, searchable)
         ctx.offer(candidate)
         candidates = [candidate, *self._ratio_candidates(ctx, arch, groups, pairs, per_layer,
                                                          budget, rounds, log)]  # fmt: skip
         return SearchResult(candidates, log=log)
+
+    def _log_header(
+        self,
+        ctx: Context,
+        arch: Any,
+        bits: Sequence[int],
+        pairs: Sequence[tuple[int, int]],
+        groups: Sequence[tuple[str, ...]],
+        probe: Any,
+        w_err: np.ndarray,
+        a_err: np.ndarray | None,
+        budget: _Budget,
+    ) -> dict[str, Any]:
+        """The search log before the traces: the choices, groups, the Hessian probe's
+        settings, the quantization errors and the constraint."""
+        space, settings, free = ctx.space, self.config, a_err is not None
+        searchable = space.searchable_layers(arch)
+        log: dict[str, Any] = {
+            "arch": jsonable_arch(arch),
+            "bits": list(bits),
+            "activations": settings.activations,
+            "activation_note": (
+                "tied: a_bits = w_bits (the paper)"
+                if not free
+                else "free: a_bits chosen per layer, HAWQ-V2 activation term (an extension)"
+            ),
+            "choices": [list(p) for p in pairs],
+            "groups": [list(g) for g in groups],
+            "fixed_layers": space.fixed_layer_names(arch),
+            "hessian": {**{k: getattr(settings, k) for k in HESSIAN_KEYS}, "images": probe.images,
+                        "loss": probe.loss, "seed": ctx.task.seed},
+            "weight_sq_error": {n: w_err[i].tolist() for i, n in enumerate(searchable)},
+            "constraint": budget.to_dict(ctx),
+            "offers": [],
+        }  # fmt: skip
+        if a_err is not None:
+            log["input_sq_error"] = {n: a_err[i].tolist() for i, n in enumerate(searchable)}
+        return log
 
     def _ratio_candidates(
         self,
@@ -467,3 +458,51 @@ def _pair(bits: LayerBits) -> tuple[int, int]:
 
 
 __all__ = ["HAWQ", "HAWQConfig", "input_errors", "layer_groups", "weight_errors"]
+
+
+def sensitivities(
+    estimates: Mapping[str, TraceEstimate],
+    searchable: Sequence[str],
+    bits: Sequence[int],
+    pairs: Sequence[tuple[int, int]],
+    w_err: np.ndarray,
+    a_err: np.ndarray | None,
+) -> np.ndarray:
+    """Ω per layer and (weight, activation) choice, shape ``(layers, pairs)``: the
+    normalised weight Hessian trace times the weight's squared quantization error at the
+    pair's weight bits, plus (free activations) the input's trace times the input's error."""
+    index = {b: j for j, b in enumerate(bits)}
+    per_layer = np.zeros((len(searchable), len(pairs)))
+    for i, name in enumerate(searchable):
+        tr_w = estimates[f"{name}:weight"].normalised
+        for k, (w, a) in enumerate(pairs):
+            value = tr_w * w_err[i, index[w]]
+            if a_err is not None:
+                value += estimates[f"{name}:input"].normalised * a_err[i, index[a]]
+            per_layer[i, k] = value
+    return per_layer
+
+
+def _log_result(
+    ctx: Context,
+    log: dict[str, Any],
+    estimates: Mapping[str, TraceEstimate],
+    rounds: int,
+    per_layer: np.ndarray,
+    candidate: Candidate,
+    searchable: Sequence[str],
+) -> None:
+    """The search log's traces, Ω, the ILP's answer and the images used; a warning for
+    negative trace estimates (kept, as HAWQ does)."""
+    negative = [t for t, e in estimates.items() if e.trace < 0]
+    if negative:
+        ctx.log.warning("hawq: negative trace estimates (kept, as HAWQ does): %s", negative)
+    log.update(
+        traces={t: e.to_dict() for t, e in estimates.items()},
+        negative_traces=negative,
+        rounds=rounds,
+        omega={n: per_layer[i].tolist() for i, n in enumerate(searchable)},
+        ilp={k: candidate.meta[k] for k in ("status", "objective", "cost")},
+        bits_chosen={n: list(_pair(candidate.policy[n])) for n in searchable},
+        samples=ctx.budget.samples,
+    )

@@ -80,7 +80,7 @@ from __future__ import annotations
 import copy
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Annotated, Any, Literal
 
@@ -93,6 +93,7 @@ from benchmark.arena import (
     Context,
     DivergedError,
     ElasticSearchSpace,
+    FixedFit,
     Method,
     QuantConfig,
     Recipe,
@@ -218,102 +219,31 @@ class OQAT(Method):
             ctx.space,
             ctx.constraint,
             FP_BITS,
-            mode=self.config.fixed,
+            mode=keys.fixed,
             method="oqat",
             own_label="stem, SE convs and classifier FP",
-            low_bits=min(self.config.bits),
+            low_bits=min(keys.bits),
         )
-        space = fit.space
-        elastic = isinstance(space, ElasticSearchSpace)
         quant = oqat_quant()
-        mode = "supernet" if elastic else "uniform bits with inheritance (fixed architecture)"
-        ctx.log.info(
-            "oqat on %s: %s, bits %s, stage epochs %s, quantizers %s, fixed layers: %s",
-            space.name,
-            mode,
-            list(self.config.bits),
-            [r.epochs for r in recipes],
-            quant.to_dict(),
-            fit.why,
-        )
-        model = (
-            ctx.fp_supernet(quant)
-            if elastic
-            else space.build_from_fp(ctx.fp_state, None, None, quant)
-        )
-        model = model.to(ctx.device)
+        model, log = self._start(ctx, fit, quant, recipes)
         candidates: list[Candidate] = []
-        log: dict[str, Any] = {
-            "mode": mode,
-            "bits": list(self.config.bits),
-            "quant": quant.to_dict(),
-            "fixed": fit.fixed,
-            "fixed_why": fit.why,
-            "selection": "evolution (OFA-style; OQAT's own search was never published)",
-            "population": keys.population,
-            "generations": keys.generations,
-            "stages": [],
-        }
         start = 0
         saved = ctx.load_checkpoint()
         if self._usable(saved):
             model.load_state_dict(saved["model"])
             candidates, log, start = saved["candidates"], saved["log"], saved["done"]
-            ctx.log.info("oqat: resuming after stage %d of %d", start, len(self.config.bits))
-        for index in range(start, len(self.config.bits)):
-            bits = self.config.bits[index]
-            seed = ctx.task.seed * 7919 + index
-            stage: dict[str, Any] = {"bits": bits}
-            if index > 0:
-                factor = 2.0 ** (self.config.bits[index - 1] - bits)
-                stage["inherited_from"] = self.config.bits[index - 1]
-                stage["step_scale"] = factor
-                stage["quantizers_scaled"] = scale_quant_ranges(model, factor)
-            began = time.perf_counter()
-            try:
-                stats = self._train_stage(ctx, space, model, bits, recipes[index], keys, seed)
-            except DivergedError as err:
-                if not candidates:  # nothing finished: the trial is `diverged`
-                    raise
-                # this benchmark's choice (the paper's training code is unpublished): the
-                # finished bit-widths stand; the later ones would inherit from a NaN model
-                stage.update(diverged=str(err), train_seconds=time.perf_counter() - began)
-                log["stages"].append(stage)
-                log["diverged_at_bits"] = bits
-                ctx.log.warning(
-                    "oqat W%dA%d stage diverged (%s): the search ends with the %d "
-                    "candidate(s) of the finished bit-widths %s",
-                    bits, bits, err, len(candidates), list(self.config.bits[:index]),
-                )  # fmt: skip
+            ctx.log.info("oqat: resuming after stage %d of %d", start, len(keys.bits))
+        for index in range(start, len(keys.bits)):
+            found = self._stage(ctx, fit, model, index, recipes[index], quant, log, candidates)
+            if found is None:  # diverged after an earlier bit-width finished
                 break
-            stage.update(train_seconds=time.perf_counter() - began, **stats.to_dict())
-            ctx.report(stage_bits=bits, loss=stats.final_loss, steps=stats.steps)
-            began = time.perf_counter()
-            found = self._select(ctx, space, model, bits, keys, seed, quant, stage, fit.fixed)
-            stage["select_seconds"] = time.perf_counter() - began
-            ctx.log.info(
-                "oqat W%dA%d stage: %d steps in %.1f s, selection %.1f s, %d candidate(s)",
-                bits,
-                bits,
-                stats.steps,
-                stage["train_seconds"],
-                stage["select_seconds"],
-                len(found),
-            )
-            for cand in found:  # the row's `extra` column: where its time went
-                cand.meta.update(
-                    stage_steps=stats.steps,
-                    stage_train_seconds=round(stage["train_seconds"], 2),
-                    stage_select_seconds=round(stage["select_seconds"], 2),
-                )
             candidates += found
             candidates.sort(key=lambda c: -c.meta["val_top1"])
-            log["stages"].append(stage)
             ctx.offer(*candidates)
             ctx.save_checkpoint(
                 {
                     "version": CHECKPOINT_VERSION,
-                    "bits": list(self.config.bits),
+                    "bits": list(keys.bits),
                     "done": index + 1,
                     "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                     "candidates": candidates,
@@ -323,6 +253,99 @@ class OQAT(Method):
         if not candidates:
             raise ValueError(f"oqat: no subnet meets {ctx.constraint.text} at any bit-width")
         return SearchResult(candidates, log=log)
+
+    def _start(
+        self, ctx: Context, fit: FixedFit, quant: QuantConfig, recipes: Sequence[Recipe]
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """The model the stages train (the FP supernet, or the FP model of a fixed space)
+        with OQAT's quantizers, and the search log's header (also logged)."""
+        keys, space = self.config, fit.space
+        elastic = isinstance(space, ElasticSearchSpace)
+        mode = "supernet" if elastic else "uniform bits with inheritance (fixed architecture)"
+        ctx.log.info(
+            "oqat on %s: %s, bits %s, stage epochs %s, quantizers %s, fixed layers: %s",
+            space.name,
+            mode,
+            list(keys.bits),
+            [r.epochs for r in recipes],
+            quant.to_dict(),
+            fit.why,
+        )
+        model = (
+            ctx.fp_supernet(quant)
+            if elastic
+            else space.build_from_fp(ctx.fp_state, None, None, quant)
+        )
+        log: dict[str, Any] = {
+            "mode": mode,
+            "bits": list(keys.bits),
+            "quant": quant.to_dict(),
+            "fixed": fit.fixed,
+            "fixed_why": fit.why,
+            "selection": "evolution (OFA-style; OQAT's own search was never published)",
+            "population": keys.population,
+            "generations": keys.generations,
+            "stages": [],
+        }
+        return model.to(ctx.device), log
+
+    def _stage(
+        self,
+        ctx: Context,
+        fit: FixedFit,
+        model: nn.Module,
+        index: int,
+        recipe: Recipe,
+        quant: QuantConfig,
+        log: dict[str, Any],
+        finished: Sequence[Candidate],
+    ) -> list[Candidate] | None:
+        """One bit-width: inherit from the one before (steps × 2 per bit dropped), train,
+        select; its record joins ``log["stages"]``. ``None`` when it diverged after an
+        earlier bit-width finished (those stand); a divergence before that raises."""
+        keys, space = self.config, fit.space
+        bits = keys.bits[index]
+        seed = ctx.task.seed * 7919 + index
+        stage: dict[str, Any] = {"bits": bits}
+        if index > 0:
+            factor = 2.0 ** (keys.bits[index - 1] - bits)
+            stage["inherited_from"] = keys.bits[index - 1]
+            stage["step_scale"] = factor
+            stage["quantizers_scaled"] = scale_quant_ranges(model, factor)
+        began = time.perf_counter()
+        try:
+            stats = self._train_stage(ctx, space, model, bits, recipe, keys, seed)
+        except DivergedError as err:
+            if not finished:  # nothing finished: the trial is `diverged`
+                raise
+            # this benchmark's choice (the paper's training code is unpublished): the
+            # finished bit-widths stand; the later ones would inherit from a NaN model
+            stage.update(diverged=str(err), train_seconds=time.perf_counter() - began)
+            log["stages"].append(stage)
+            log["diverged_at_bits"] = bits
+            ctx.log.warning(
+                "oqat W%dA%d stage diverged (%s): the search ends with the %d "
+                "candidate(s) of the finished bit-widths %s",
+                bits, bits, err, len(finished), list(keys.bits[:index]),
+            )  # fmt: skip
+            return None
+        stage.update(train_seconds=time.perf_counter() - began, **stats.to_dict())
+        ctx.report(stage_bits=bits, loss=stats.final_loss, steps=stats.steps)
+        began = time.perf_counter()
+        found = self._select(ctx, space, model, bits, keys, seed, quant, stage, fit.fixed)
+        stage["select_seconds"] = time.perf_counter() - began
+        ctx.log.info(
+            "oqat W%dA%d stage: %d steps in %.1f s, selection %.1f s, %d candidate(s)",
+            bits, bits, stats.steps, stage["train_seconds"], stage["select_seconds"], len(found),
+        )  # fmt: skip
+        for cand in found:  # the row's `extra` column: where its time went
+            cand.meta.update(
+                stage_steps=stats.steps,
+                stage_train_seconds=round(stage["train_seconds"], 2),
+                stage_select_seconds=round(stage["select_seconds"], 2),
+            )
+        log["stages"].append(stage)
+        return found
 
     # --- pieces ---------------------------------------------------------------------------
     def _recipes(self, ctx: Context, keys: OQATConfig) -> list[Recipe]:
@@ -391,7 +414,9 @@ class OQAT(Method):
         stage: dict[str, Any],
         fixed: Any,
     ) -> list[Candidate]:
-        """The best feasible subnets at ``bits`` with their weights (``stage`` gets the log)."""
+        """The best feasible subnets at ``bits`` with their weights (``stage`` gets the log):
+        on a fixed space its one architecture, if it meets the limit; on a joint space the
+        best of an evolutionary search."""
         limit = ctx.limit.on(space)  # under this stage's fixed-layer convention
 
         def feasible(arch: Any) -> bool:
@@ -418,6 +443,27 @@ class OQAT(Method):
             score = ctx.score(copy.deepcopy(net), seed=seed)
             stage["selected"] = [{"arch": None, "val_top1": score}]
             return [candidate(arch, net, score, 0)]
+        chosen = self._evolve(ctx, space, model, bits, keys, seed, feasible, stage)
+        out = []
+        for rank, member in enumerate(chosen):
+            net = space.extract(model, member.arch, space.uniform_policy(bits, bits, member.arch))
+            out.append(candidate(member.arch, net, member.score, rank))
+        return out
+
+    def _evolve(
+        self,
+        ctx: Context,
+        space: ElasticSearchSpace,
+        model: nn.Module,
+        bits: int,
+        keys: OQATConfig,
+        seed: int,
+        feasible: Callable[[Any], bool],
+        stage: dict[str, Any],
+    ) -> list[Any]:
+        """The evolutionary selection at ``bits``: the final population's best
+        ``candidates_per_bits`` distinct architectures, best first (``stage`` gets the
+        history; none when no subnet meets the limit)."""
 
         def score(arch: Any) -> float:
             policy = space.uniform_policy(bits, bits, arch)
@@ -426,13 +472,8 @@ class OQAT(Method):
         def report(entry: dict[str, Any]) -> None:
             ctx.log.info(
                 "oqat W%dA%d selection: generation %d, best %.2f%%, mean %.2f%%, %d scored",
-                bits,
-                bits,
-                entry["generation"],
-                entry["best"],
-                entry["mean"],
-                entry["evaluated"],
-            )
+                bits, bits, entry["generation"], entry["best"], entry["mean"], entry["evaluated"],
+            )  # fmt: skip
 
         result = evolve(
             space,
@@ -456,8 +497,4 @@ class OQAT(Method):
                 seen.add(repr(member.arch))
                 chosen.append(member)
         stage["selected"] = [{"arch": m.arch.to_dict(), "val_top1": m.score} for m in chosen]
-        out = []
-        for rank, member in enumerate(chosen):
-            net = space.extract(model, member.arch, space.uniform_policy(bits, bits, member.arch))
-            out.append(candidate(member.arch, net, member.score, rank))
-        return out
+        return chosen

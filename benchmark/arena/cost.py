@@ -159,10 +159,38 @@ def profile_layers(
     Works on any ``nn.Module``; runs one forward pass in eval mode on zeros (the model's
     training mode is restored afterwards). Layer names are module paths.
     """
+    counted = {name: m for name, m in model.named_modules() if _is_counted(m) and name}
+    shapes, counts = _traced_pass(model, counted, input_shape)
+    root = type(model).__name__
+    flops: dict[str, int] = {}
+    for key, ops in counts.items():
+        if not key.startswith(root + "."):
+            continue
+        name = key[len(root) + 1 :]
+        if name in counted:
+            flops[name] = sum(v for op, v in ops.items() if str(op).split(".")[-1] in _MAC_OPS)
+    profiles: dict[str, LayerProfile] = {}
+    for name, module in counted.items():
+        if name not in shapes:  # not executed for this input (e.g. an inactive block)
+            continue
+        numel, out_ch, in_ch, pixels = shapes[name]
+        macs = flops.get(name, 0) // 2
+        params = macs * out_ch // numel if numel else 0
+        kind = _kind(module, in_ch)
+        stride, kernel = _geometry(module, kind, macs, numel, in_ch)
+        profiles[name] = LayerProfile(
+            name, kind, macs, params, in_ch, out_ch, stride, kernel, pixels
+        )
+    return profiles
+
+
+def _traced_pass(
+    model: nn.Module, counted: Mapping[str, nn.Module], input_shape: Sequence[int]
+) -> tuple[dict[str, tuple[int, int, int, int]], dict]:
+    """One eval-mode, full-precision forward pass of a zero image: per counted layer
+    ``(numel(output), C_out, C_in, input pixels)``, and torch's FLOP counts per module."""
     from benchmark.arena.quant.modules import QuantLayer
 
-    counted = {name: m for name, m in model.named_modules() if _is_counted(m) and name}
-    # name -> (numel(out), C_out, C_in, input pixels)
     shapes: dict[str, tuple[int, int, int, int]] = {}
 
     def hook(name: str):
@@ -197,27 +225,7 @@ def profile_layers(
         for m, (w_bits, a_bits) in zip(quantized, bits, strict=True):
             m.w_bits, m.a_bits = w_bits, a_bits
         model.train(was_training)
-    root = type(model).__name__
-    flops: dict[str, int] = {}
-    for key, ops in counter.get_flop_counts().items():
-        if not key.startswith(root + "."):
-            continue
-        name = key[len(root) + 1 :]
-        if name in counted:
-            flops[name] = sum(v for op, v in ops.items() if str(op).split(".")[-1] in _MAC_OPS)
-    profiles: dict[str, LayerProfile] = {}
-    for name, module in counted.items():
-        if name not in shapes:  # not executed for this input (e.g. an inactive block)
-            continue
-        numel, out_ch, in_ch, pixels = shapes[name]
-        macs = flops.get(name, 0) // 2
-        params = macs * out_ch // numel if numel else 0
-        kind = _kind(module, in_ch)
-        stride, kernel = _geometry(module, kind, macs, numel, in_ch)
-        profiles[name] = LayerProfile(
-            name, kind, macs, params, in_ch, out_ch, stride, kernel, pixels
-        )
-    return profiles
+    return shapes, counter.get_flop_counts()
 
 
 def _geometry(module: nn.Module, kind: str, macs: int, numel: int, in_ch: int) -> tuple[int, int]:

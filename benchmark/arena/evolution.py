@@ -93,68 +93,98 @@ def evolve(
     for name, value in fractions.items():
         if not 0.0 < value < 1.0:
             raise ValueError(f"{name} must be in (0, 1), got {value}")
-    cache: dict[str, float] = {}
-    history: list[dict[str, Any]] = []
+    search = _Evolution(space, score, feasible, rng, max_tries, on_generation)
+    members = search.initial(population)
+    if members is None:
+        return None
+    num_parents = max(1, round(parent_fraction * population))
+    num_mutations = round(mutation_fraction * population)
+    for generation in range(1, generations + 1):
+        members = search.next_generation(
+            generation, members[:num_parents], num_mutations, population, mutate_prob
+        )
+    return EvolutionResult(members, search.history, len(search.cache))
 
-    def evaluate(arch: Any) -> Scored:
+
+@dataclass
+class _Evolution:
+    """One search's score cache and history, and how it draws feasible architectures."""
+
+    space: ElasticSearchSpace
+    score: Callable[[Any], float]
+    feasible: Callable[[Any], bool]
+    rng: random.Random
+    max_tries: int
+    on_generation: Callable[[dict[str, Any]], None] | None
+    cache: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def evaluate(self, arch: Any) -> Scored:
+        """``arch`` scored (once per architecture)."""
         key = repr(arch)
-        if key not in cache:
-            cache[key] = float(score(arch))
-        return Scored(arch, cache[key])
+        if key not in self.cache:
+            self.cache[key] = float(self.score(arch))
+        return Scored(arch, self.cache[key])
 
-    def draw(make: Callable[[], Any]) -> Any | None:
-        for _ in range(max_tries):
+    def draw(self, make: Callable[[], Any]) -> Any | None:
+        """The first feasible of up to ``max_tries`` architectures from ``make``."""
+        for _ in range(self.max_tries):
             arch = make()
-            if feasible(arch):
+            if self.feasible(arch):
                 return arch
         return None
 
-    def record(generation: int, members: list[Scored], before: int) -> None:
+    def initial(self, population: int) -> list[Scored] | None:
+        """The first generation, best first (the smallest architecture stands in for a
+        draw that finds nothing feasible); ``None`` when not even that one is."""
+        space, rng = self.space, self.rng
+        fallback = space.min_arch() if self.feasible(space.min_arch()) else None
+        members: list[Scored] = []
+        for _ in range(population):
+            arch = self.draw(lambda: space.sample_arch(rng)) or fallback
+            if arch is None:
+                return None
+            members.append(self.evaluate(arch))
+        members.sort(key=lambda m: -m.score)
+        self.record(0, members, 0)
+        return members
+
+    def next_generation(
+        self,
+        generation: int,
+        parents: list[Scored],
+        num_mutations: int,
+        population: int,
+        mutate_prob: float,
+    ) -> list[Scored]:
+        """The parents, their mutants, then crossovers up to ``population``; best first."""
+        space, rng, before = self.space, self.rng, len(self.cache)
+        archs = [p.arch for p in parents]
+        children: list[Scored] = []
+        for _ in range(num_mutations):
+            child = self.draw(lambda: space.mutate(rng.choice(archs), rng, mutate_prob))
+            if child is not None:
+                children.append(self.evaluate(child))
+        while len(parents) + len(children) < population:
+            child = self.draw(lambda: space.crossover(rng.choice(archs), rng.choice(archs), rng))
+            if child is None:
+                break
+            children.append(self.evaluate(child))
+        members = sorted(parents + children, key=lambda m: -m.score)
+        self.record(generation, members, before)
+        return members
+
+    def record(self, generation: int, members: list[Scored], before: int) -> None:
+        """The generation's history entry (and the caller's hook)."""
         best = members[0]
         to_dict = getattr(best.arch, "to_dict", None)
         entry = {
             "generation": generation,
             "best": best.score,
             "mean": sum(m.score for m in members) / len(members),
-            "evaluated": len(cache) - before,
+            "evaluated": len(self.cache) - before,
             "best_arch": to_dict() if to_dict else best.arch,
         }
-        history.append(entry)
-        if on_generation is not None:
-            on_generation(entry)
-
-    fallback = space.min_arch() if feasible(space.min_arch()) else None
-    members: list[Scored] = []
-    for _ in range(population):
-        arch = draw(lambda: space.sample_arch(rng)) or fallback
-        if arch is None:
-            return None
-        members.append(evaluate(arch))
-    members.sort(key=lambda m: -m.score)
-    record(0, members, 0)
-    num_parents = max(1, round(parent_fraction * population))
-    num_mutations = round(mutation_fraction * population)
-    for generation in range(1, generations + 1):
-        before = len(cache)
-        parents = members[:num_parents]
-        archs = [p.arch for p in parents]
-
-        def mutant(archs: list[Any] = archs) -> Any:
-            return space.mutate(rng.choice(archs), rng, mutate_prob)
-
-        def cross(archs: list[Any] = archs) -> Any:
-            return space.crossover(rng.choice(archs), rng.choice(archs), rng)
-
-        children: list[Scored] = []
-        for _ in range(num_mutations):
-            child = draw(mutant)
-            if child is not None:
-                children.append(evaluate(child))
-        while len(parents) + len(children) < population:
-            child = draw(cross)
-            if child is None:
-                break
-            children.append(evaluate(child))
-        members = sorted(parents + children, key=lambda m: -m.score)
-        record(generation, members, before)
-    return EvolutionResult(members, history, len(cache))
+        self.history.append(entry)
+        if self.on_generation is not None:
+            self.on_generation(entry)

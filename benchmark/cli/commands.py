@@ -119,19 +119,27 @@ def cmd_cost(args: argparse.Namespace) -> int:
 def _validate_run(args: argparse.Namespace, options: object) -> None:
     """Check every input before anything starts or is written: names, constraints, method
     options, resources, folders, data files, the cluster address (cheapest checks first)."""
-    from benchmark.arena.cache import default_cache_dir
-    from benchmark.arena.data import DATASETS, check_data_dir, list_datasets
     from benchmark.arena.presets import load_preset
-    from benchmark.arena.protocol import Constraint
-    from benchmark.arena.spaces import get_space
-    from benchmark.harness import validation
-    from methods import check_preset_sections, get_method
 
     preset = load_preset(args.preset)
     if not args.resume:
         args.preset_hash = preset.recipe_hash
     args.space = args.space or [_default_space()]
     args.dataset = args.dataset or [preset.dataset]
+    spaces = _check_methods(args, options, preset)
+    _check_dataset_names(args)
+    constraints = _check_constraints(args)
+    _check_environment(args, spaces, constraints)
+
+
+def _check_methods(args: argparse.Namespace, options: object, preset: Any) -> list[Any]:
+    """Each method loaded once, its config (preset section + options) checked against each
+    of the run's spaces (returned); ``args.methods`` / ``args.method_options`` become what
+    workers and --resume read."""
+    from benchmark.arena.spaces import get_space
+    from benchmark.harness import validation
+    from methods import check_preset_sections, get_method
+
     try:  # each method loaded once; options keyed by name or spec, checked against each
         args.method_list, args.options_by_spec = validation.resolve_methods(
             args.method_list, options if args.method_options is not None else None
@@ -140,7 +148,7 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
         raise UsageError(str(err)) from None
     check_preset_sections(preset, [get_method(m) for m in args.method_list])
     spaces = [get_space(name) for name in args.space]
-    try:  # each method's config (preset section + options) once, checked against the spaces
+    try:
         args.options_by_spec = validation.check_method_inputs(
             args.method_list, args.options_by_spec, spaces, preset
         )
@@ -149,6 +157,12 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
     args.methods = args.method_list  # file specs absolute: what workers and --resume read
     if args.method_options is not None or args.options_by_spec:  # by those specs, for --resume
         args.method_options = json.dumps(args.options_by_spec, sort_keys=True)
+    return spaces
+
+
+def _check_dataset_names(args: argparse.Namespace) -> None:
+    from benchmark.arena.data import DATASETS, list_datasets
+
     for name in args.dataset:
         if name not in list_datasets():
             raise UsageError(
@@ -156,8 +170,15 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
             )
         if DATASETS[name].needs_data_dir and args.data_dir is None and not args.download:
             raise UsageError(f"dataset {name} needs --data-dir (or --download with internet)")
+
+
+def _check_constraints(args: argparse.Namespace) -> list[Any]:
+    """The constraints parsed, each once (0.3 and 0.30 are one task); ``args.constraint``
+    becomes their canonical texts."""
+    from benchmark.arena.protocol import Constraint
+
     constraints = [Constraint.parse(c) for c in args.constraint]
-    for i, c in enumerate(constraints):  # 0.3 and 0.30 are one task
+    for i, c in enumerate(constraints):
         first = next(j for j, other in enumerate(constraints) if other.text == c.text)
         if first != i:
             raise UsageError(
@@ -165,6 +186,17 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
                 f"{args.constraint[i]}): list each constraint once"
             )
     args.constraint = [c.text for c in constraints]
+    return constraints
+
+
+def _check_environment(
+    args: argparse.Namespace, spaces: Sequence[Any], constraints: Sequence[Any]
+) -> None:
+    """The run id, resources, folders, data files, reachable limits and the cluster."""
+    from benchmark.arena.cache import default_cache_dir
+    from benchmark.arena.data import check_data_dir
+    from benchmark.harness import validation
+
     try:
         if args.run_id is not None:
             validation.check_run_id(args.run_id)
@@ -241,37 +273,10 @@ def _registered_methods() -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.harness.benchmark_run import (
-        RESUMED_SETTINGS,
-        RunLockedError,
-        RunRequest,
-        execute_run,
-    )
-    from benchmark.harness.executors import Grid
+    from benchmark.harness.benchmark_run import RunLockedError, execute_run
     from benchmark.harness.records import RunStateError, new_run_id
 
-    if args.resume:
-        _load_resumed(args)
-    else:
-        if args.methods is None:
-            args.methods = _registered_methods()
-        for name, value in RUN_DEFAULTS.items():
-            if getattr(args, name) is None:
-                setattr(args, name, value)
-    args.method_list = args.methods
-    options: dict[str, dict] = {}
-    if args.method_options is not None:
-        try:
-            options = json.loads(args.method_options)
-        except (ValueError, RecursionError) as err:
-            raise UsageError(f"--method-options is not valid JSON ({err})") from None
-    _validate_run(args, options)
-    # trials may run in other processes (Ray workers) with another working directory
-    if args.preset.endswith(".toml"):
-        args.preset = str(Path(args.preset).resolve())
-    for name in ("data_dir", "cache_dir"):
-        if getattr(args, name):
-            setattr(args, name, str(Path(getattr(args, name)).expanduser().resolve()))
+    _settle_run_args(args)
     run_id = args.run_id or new_run_id()
     run_dir = Path(args.out).expanduser().resolve() / "runs" / run_id
     if not args.resume and (run_dir / "metadata.json").exists():
@@ -279,19 +284,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"run {run_id} already exists in {run_dir.parent}; "
             f"finish it with --resume {run_id} or choose another --run-id"
         )
-    grid = Grid(
-        args.method_list, args.space, args.dataset, args.constraint, args.seeds, args.preset
-    )
-    request = RunRequest(
-        grid=grid,
-        settings={name: getattr(args, name) for name in RESUMED_SETTINGS},
-        options=args.options_by_spec,
-        executor=args.executor,
-        address=args.address,
-        resume=bool(args.resume),
-        command=" ".join(sys.argv),
-        preset_hash=args.preset_hash,
-    )
+    request = _run_request(args)
     write = None
     if not args.no_leaderboard:
         write = lambda path: _write_leaderboard([path], path, show=not args.quiet)  # noqa: E731
@@ -313,6 +306,53 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if outcome.n_not_ok or outcome.missing else EXIT_OK
+
+
+def _settle_run_args(args: argparse.Namespace) -> None:
+    """A resumed run's stored settings or the defaults, the options parsed, every input
+    validated, and paths made absolute (trials may run in other processes, e.g. Ray
+    workers, with another working directory)."""
+    if args.resume:
+        _load_resumed(args)
+    else:
+        if args.methods is None:
+            args.methods = _registered_methods()
+        for name, value in RUN_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+    args.method_list = args.methods
+    options: dict[str, dict] = {}
+    if args.method_options is not None:
+        try:
+            options = json.loads(args.method_options)
+        except (ValueError, RecursionError) as err:
+            raise UsageError(f"--method-options is not valid JSON ({err})") from None
+    _validate_run(args, options)
+    if args.preset.endswith(".toml"):
+        args.preset = str(Path(args.preset).resolve())
+    for name in ("data_dir", "cache_dir"):
+        if getattr(args, name):
+            setattr(args, name, str(Path(getattr(args, name)).expanduser().resolve()))
+
+
+def _run_request(args: argparse.Namespace) -> Any:
+    """The harness's :class:`RunRequest` of settled ``args``."""
+    from benchmark.harness.benchmark_run import RESUMED_SETTINGS, RunRequest
+    from benchmark.harness.executors import Grid
+
+    grid = Grid(
+        args.method_list, args.space, args.dataset, args.constraint, args.seeds, args.preset
+    )
+    return RunRequest(
+        grid=grid,
+        settings={name: getattr(args, name) for name in RESUMED_SETTINGS},
+        options=args.options_by_spec,
+        executor=args.executor,
+        address=args.address,
+        resume=bool(args.resume),
+        command=" ".join(sys.argv),
+        preset_hash=args.preset_hash,
+    )
 
 
 def _write_leaderboard(

@@ -26,7 +26,7 @@ import torch
 from benchmark.arena.context import Context
 from benchmark.arena.data import DataSplits, load_splits
 from benchmark.arena.policy import LayerBits
-from benchmark.arena.presets import load_preset
+from benchmark.arena.presets import Preset, load_preset
 from benchmark.arena.protocol import (
     Budget,
     BudgetExceeded,
@@ -221,12 +221,7 @@ def _set_up(
 
     check_visible(spec.shared_folders, spec.run_id)  # a cluster node without shared storage
     task = Task(**spec.task)
-    preset = load_preset(task.preset)
-    if spec.preset_hash and preset.recipe_hash != spec.preset_hash:
-        raise ProtocolError(
-            f"the preset {task.preset} changed after the run started (recipe "
-            f"{preset.recipe_hash}, the run's {spec.preset_hash}): restore it, or start a new run"
-        )
+    preset = _trial_preset(spec, task)
     splits = load_splits(
         task.dataset,
         spec.data_dir,
@@ -242,22 +237,12 @@ def _set_up(
         spec.max_search_seconds or preset.budget.max_search_seconds,
         spec.max_search_samples or preset.budget.max_search_samples,
     )
-    fp_state, fp_info = fp_starting_point(
-        space,
-        splits,
-        preset,
-        seed=task.seed,
-        device=device,
-        cache_dir=spec.cache_dir,
-        built_by={"device": share.device, "device_share": share.share},
-    )
-    progress.base = replace(progress.base, **fp_start_fields(fp_info))
+    fp_state = _fp_start(spec, task.seed, space, splits, preset, device, share, progress)
     _warm_up(space)
     method_cls = get_method(spec.method)
     config = method_cls.configure(preset, config_overrides(spec.method_options))
     progress.base = replace(progress.base, method_config=config_json(config))
-    workdir = spec.trial_dir
-    workdir.mkdir(parents=True, exist_ok=True)
+    spec.trial_dir.mkdir(parents=True, exist_ok=True)
     _seed_globals(task.seed)
     ctx = Context.create(
         task,
@@ -266,12 +251,48 @@ def _set_up(
         splits,
         fp_state,
         budget=budget,
-        workdir=workdir,
+        workdir=spec.trial_dir,
         device=device,
         log=log,
         reporter=reporter,
     )
     return ctx, method_cls, config, splits
+
+
+def _fp_start(
+    spec: TrialSpec,
+    seed: int,
+    space: SearchSpace,
+    splits: DataSplits,
+    preset: Preset,
+    device: torch.device,
+    share: DeviceShare,
+    progress: _Progress,
+) -> dict[str, Any]:
+    """The FP starting point (cached, or pretrained now); its record goes into
+    ``progress.base`` (the rows' ``fp_*`` columns)."""
+    fp_state, fp_info = fp_starting_point(
+        space,
+        splits,
+        preset,
+        seed=seed,
+        device=device,
+        cache_dir=spec.cache_dir,
+        built_by={"device": share.device, "device_share": share.share},
+    )
+    progress.base = replace(progress.base, **fp_start_fields(fp_info))
+    return fp_state
+
+
+def _trial_preset(spec: TrialSpec, task: Task) -> Preset:
+    """The task's preset, refused if its recipe changed since the run started."""
+    preset = load_preset(task.preset)
+    if spec.preset_hash and preset.recipe_hash != spec.preset_hash:
+        raise ProtocolError(
+            f"the preset {task.preset} changed after the run started (recipe "
+            f"{preset.recipe_hash}, the run's {spec.preset_hash}): restore it, or start a new run"
+        )
+    return preset
 
 
 def _warm_up(space: SearchSpace) -> None:

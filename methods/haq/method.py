@@ -249,41 +249,10 @@ class HAQ(Method):
         """One episode: actions layer by layer, the constraint loop, finetune, score, learn."""
         warm = episode < section.warmup
         sigma = DDPGConfig().sigma_init * section.sigma_decay ** max(episode - section.warmup, 0)
-        n = len(setup.bits)
-        w_index = np.full(len(setup.layers), setup.pinned_index or 0)
-        a_index = w_index.copy()
-        steps: list[tuple[np.ndarray, float]] = []
-        previous = 1.0
-        for layer in np.flatnonzero(setup.movable):
-            for weight_step, index in ((True, w_index), (False, a_index)):
-                state = step_state(setup.static[layer], previous, weight_step)
-                action = agent.random_action() if warm else agent.explore_action(state, sigma)
-                index[layer] = action_to_index(action, n)
-                previous = setup.bits[index[layer]] / setup.bits[-1]
-                steps.append((state, action))
+        w_index, a_index, steps = self._act(setup, agent, warm, sigma)
         w_index, a_index = constrain(w_index, a_index, setup.limits, setup.movable)
         policy = ctx.space.full_policy(setup.policy(w_index, a_index), setup.arch)
-        diverged = False
-        with torch.random.fork_rng(devices=_devices(ctx)):
-            torch.manual_seed(_seed(ctx.task.seed, episode))
-            try:
-                if section.finetune_steps > 0:
-                    model, _ = ctx.finetune(
-                        policy,
-                        setup.arch,
-                        steps=section.finetune_steps,
-                        quant=HAQ_QUANT,
-                        seed=_seed(ctx.task.seed, episode),
-                    )
-                else:
-                    model = ctx.subnet(setup.arch, policy, quant=HAQ_QUANT)
-                top1 = ctx.score(model, seed=episode)
-            except DivergedError as err:
-                # Our choice (the paper does not say): an episode whose short finetune
-                # diverges scores 0% top-1, the worst reward, and is never a candidate;
-                # the search goes on.
-                ctx.log.warning("haq: episode %d diverged (%s): scored 0%% top-1", episode, err)
-                diverged, top1 = True, 0.0
+        top1, diverged = self._proxy_score(ctx, setup, section, episode, policy)
         reward = REWARD_SCALE * (top1 - fp_top1)
         losses: list[tuple[float, float]] = []
         for t, (state, action) in enumerate(steps):
@@ -309,6 +278,54 @@ class HAQ(Method):
             entry[f"{limit.name}_cost"] = cost
             entry[f"{limit.name}_of_limit"] = cost / limit.limit if limit.limit else math.inf
         return entry
+
+    @staticmethod
+    def _act(
+        setup: Setup, agent: DDPGAgent, warm: bool, sigma: float
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, float]]]:
+        """The episode's actions, layer by layer (weight bits, then activation bits):
+        random in warm-up, else the actor's with truncated-normal exploration ``sigma``.
+        Returns the weight and activation choice indices and the (state, action) steps."""
+        n = len(setup.bits)
+        w_index = np.full(len(setup.layers), setup.pinned_index or 0)
+        a_index = w_index.copy()
+        steps: list[tuple[np.ndarray, float]] = []
+        previous = 1.0
+        for layer in np.flatnonzero(setup.movable):
+            for weight_step, index in ((True, w_index), (False, a_index)):
+                state = step_state(setup.static[layer], previous, weight_step)
+                action = agent.random_action() if warm else agent.explore_action(state, sigma)
+                index[layer] = action_to_index(action, n)
+                previous = setup.bits[index[layer]] / setup.bits[-1]
+                steps.append((state, action))
+        return w_index, a_index, steps
+
+    @staticmethod
+    def _proxy_score(
+        ctx: Context, setup: Setup, section: HAQConfig, episode: int, policy: dict
+    ) -> tuple[float, bool]:
+        """The policy's short finetune and validation top-1 (percent), under the episode's
+        own torch seed; ``(0.0, True)`` when the finetune diverged."""
+        with torch.random.fork_rng(devices=_devices(ctx)):
+            torch.manual_seed(_seed(ctx.task.seed, episode))
+            try:
+                if section.finetune_steps > 0:
+                    model, _ = ctx.finetune(
+                        policy,
+                        setup.arch,
+                        steps=section.finetune_steps,
+                        quant=HAQ_QUANT,
+                        seed=_seed(ctx.task.seed, episode),
+                    )
+                else:
+                    model = ctx.subnet(setup.arch, policy, quant=HAQ_QUANT)
+                return ctx.score(model, seed=episode), False
+            except DivergedError as err:
+                # Our choice (the paper does not say): an episode whose short finetune
+                # diverges scores 0% top-1, the worst reward, and is never a candidate;
+                # the search goes on.
+                ctx.log.warning("haq: episode %d diverged (%s): scored 0%% top-1", episode, err)
+                return 0.0, True
 
     # --- results ------------------------------------------------------------------------
     def _candidates(

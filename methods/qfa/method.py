@@ -40,8 +40,9 @@ from __future__ import annotations
 import copy
 import random
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -182,63 +183,84 @@ class QFA(Method):
 
     # --- search ---------------------------------------------------------------------
     def search(self, ctx: Context) -> SearchResult:
-        section = self.config
         fit = self.fit(ctx)
-        fixed, why, space = fit.fixed, fit.why, fit.space
-        ctx.log.info("qfa: fixed layers at %s", why)
-        quant = self.quant()
+        ctx.log.info("qfa: fixed layers at %s", fit.why)
         state = ctx.load_checkpoint() or {}
-        log: dict[str, Any] = state.get("log") or {"phases": {}, "fixed": fixed, "fixed_why": why}
-        elastic = isinstance(space, ElasticSearchSpace)
+        log = state.get("log") or {"phases": {}, "fixed": fit.fixed, "fixed_why": fit.why}
+        run = _Search(ctx, fit.space, self.quant(), fit.fixed, state, log)
+        with _phase(log, "train_s", accumulate=True):
+            self._supernet(run)
+        with _phase(log, "predictor_data_s"):
+            data = self._predictor_data(run)
+        with _phase(log, "predictor_s"):
+            samples, predictor, best = self._predictor(run, data)
+        with _phase(log, "search_s"):
+            candidates = self._front(run, predictor)
+        candidates = candidates or ([best] if best is not None else [])
+        return SearchResult(candidates, log=log)
 
-        # 1. the supernet, trained stage by stage from the FP start
-        timer = time.perf_counter()
-        supernet = ctx.fp_supernet(quant) if elastic else ctx.subnet(None, None, quant=quant)
+    def _supernet(self, run: _Search) -> None:
+        """1. The supernet, trained stage by stage from the FP start (``run.supernet``),
+        resumed after the last finished stage."""
+        ctx, space, state = run.ctx, run.space, run.state
+        if run.elastic:
+            run.supernet = ctx.fp_supernet(run.quant)
+        else:
+            run.supernet = ctx.subnet(None, None, quant=run.quant)
         if "supernet" in state:
-            supernet.load_state_dict(state["supernet"])
+            run.supernet.load_state_dict(state["supernet"])
         stages_done = int(state.get("stages_done", 0))
-        if stages_done < len(STAGE_BITS):
-            teacher = self._teacher(ctx, space, log)
-            for stage in range(stages_done, len(STAGE_BITS)):
-                log.setdefault("stages", []).append(
-                    self._train_stage(ctx, section, space, supernet, teacher, stage)
-                )
-                state.update(supernet=_cpu(supernet.state_dict()), stages_done=stage + 1, log=log)
-                ctx.save_checkpoint(state)
-        log["phases"]["train_s"] = log["phases"].get("train_s", 0.0) + time.perf_counter() - timer
+        if stages_done >= len(STAGE_BITS):
+            return
+        teacher = self._teacher(ctx, space, run.log)
+        for stage in range(stages_done, len(STAGE_BITS)):
+            run.log.setdefault("stages", []).append(
+                self._train_stage(ctx, self.config, space, run.supernet, teacher, stage)
+            )
+            state.update(
+                supernet=_cpu(run.supernet.state_dict()), stages_done=stage + 1, log=run.log
+            )
+            ctx.save_checkpoint(state)
 
-        # 2. predictor data: sampled subnets scored exactly (stage-1 distribution)
-        timer = time.perf_counter()
-        encoding = Encoding(space, bits=STAGE_BITS[-1])
+    def _predictor_data(self, run: _Search) -> list[dict[str, Any]]:
+        """2. Sampled subnets scored exactly (the stage-1 distribution), the sandwich's
+        trained extremes first; the best feasible sample so far is offered every 10."""
+        ctx, space, state = run.ctx, run.space, run.state
         data = state.setdefault("data", [])
         sampler = QFASampler(space, bits=STAGE_BITS[-1])
         offered: float | None = None  # top-1 of the sample offered last
-        extremes = self._extremes(space, encoding)
-        while len(data) < section.predictor_samples:
-            if len(data) < len(extremes):  # the sandwich's trained extremes first
+        extremes = self._extremes(space, run.encoding)
+        while len(data) < self.config.predictor_samples:
+            if len(data) < len(extremes):
                 arch, policy = extremes[len(data)]
             else:
                 rng = _rng(ctx.task.seed, len(data))
-                arch = space.sample_arch(rng) if elastic else None
+                arch = space.sample_arch(rng) if run.elastic else None
                 policy = sampler.independent(arch, rng)
-            top1 = ctx.score(self._materialise(space, supernet, arch, policy), seed=len(data))
+            net = self._materialise(space, run.supernet, arch, policy)
+            top1 = ctx.score(net, seed=len(data))
             data.append({"arch": _arch_dict(arch), "policy": policy_to_dict(policy), "top1": top1})
-            if len(data) % 10 == 0 or len(data) == section.predictor_samples:
+            if len(data) % 10 == 0 or len(data) == self.config.predictor_samples:
                 ctx.save_checkpoint(state)
-                offered = self._offer_best_sample(ctx, space, data, fixed, quant, supernet, offered)
-        log["phases"]["predictor_data_s"] = time.perf_counter() - timer
+                offered = self._offer_best_sample(
+                    ctx, space, data, run.fixed, run.quant, run.supernet, offered
+                )
+        return data
 
-        # 3. the predictor, its held-out rank correlation
-        timer = time.perf_counter()
+    def _predictor(
+        self, run: _Search, data: list[dict[str, Any]]
+    ) -> tuple[list[Any], AccuracyPredictor, Candidate | None]:
+        """3. The predictor and its held-out rank correlation; the best feasible sample
+        is offered. Returns the samples, the predictor and that sample's candidate."""
+        ctx, space, state, encoding = run.ctx, run.space, run.state, run.encoding
         samples = [(_arch(space, d["arch"]), _policy(d["policy"]), d["top1"]) for d in data]
         features = np.stack([encoding.features(a, p) for a, p, _ in samples])
         top1 = np.array([t for _, _, t in samples], float)
-        predictor, fit = self._fit_predictor(ctx, section, encoding, features, top1)
-        if section.rescore_held_out and "rescore" not in state:
-            held = fit["held_out_index"]
+        predictor, fit = self._fit_predictor(ctx, self.config, encoding, features, top1)
+        if self.config.rescore_held_out and "rescore" not in state:
             state["rescore"] = [
-                ctx.score(self._materialise(space, supernet, *samples[k][:2]), seed=10**6 + k)
-                for k in held
+                ctx.score(self._materialise(space, run.supernet, *samples[k][:2]), seed=10**6 + k)
+                for k in fit["held_out_index"]
             ]
         if "rescore" in state:
             again = np.array(state["rescore"], float)
@@ -246,49 +268,42 @@ class QFA(Method):
             fit["predictor_vs_rescore_kendall_tau"] = kendall_tau(
                 predictor.predict(features[fit["held_out_index"]]), again
             )
-        log["predictor"] = fit
+        run.log["predictor"] = fit
         state["predictor"] = predictor.state()
         ctx.save_checkpoint(state)
         ctx.report(predictor_kendall_tau=fit["kendall_tau"], predictor_rmse=fit["rmse"])
-        ctx.log.info(
-            "qfa predictor: %d train / %d held-out subnets, held-out Kendall tau %.3f, "
-            "RMSE %.2f points (train %.2f); measured top-1 %.1f-%.1f (sd %.2f)",
-            fit["train"], fit["held_out"], fit["kendall_tau"], fit["rmse"], fit["train_rmse"],
-            fit["top1_min"], fit["top1_max"], fit["top1_std"],
-        )  # fmt: skip
-        if "rescore_kendall_tau" in fit:
-            ctx.log.info(
-                "qfa predictor: the held-out subnets scored twice agree at Kendall tau %.3f "
-                "(the predictor against the second scoring: %.3f)",
-                fit["rescore_kendall_tau"], fit["predictor_vs_rescore_kendall_tau"],
-            )  # fmt: skip
-        found = _best_feasible(ctx, space, samples)  # the best-so-far: offered
+        _log_predictor(ctx, fit)
+        found = _best_feasible(ctx, space, samples)
         best = None
         if found is not None:
-            best = self._sample_candidate(space, supernet, found, fixed, quant)
+            best = self._sample_candidate(space, run.supernet, found, run.fixed, run.quant)
             ctx.offer(best)
-        log["phases"]["predictor_s"] = time.perf_counter() - timer
+        return samples, predictor, best
 
-        # 4. NSGA-II on (predicted top-1, cost), the front scored exactly
-        timer = time.perf_counter()
+    def _front(self, run: _Search, predictor: AccuracyPredictor) -> list[Candidate]:
+        """4. NSGA-II on (predicted top-1, cost); up to ``max_front`` members spread over
+        the front's cost range are scored exactly and offered, best first."""
+        ctx, space, encoding = run.ctx, run.space, run.encoding
         metric = ctx.constraint.metric
         front = search_front(
             encoding.upper,
             self._objectives(space, encoding, predictor, metric),
             ctx.limit.absolute,
-            population=section.population,
-            generations=section.generations,
+            population=self.config.population,
+            generations=self.config.generations,
             seed=ctx.task.seed,
             anchors=self._anchors(space, encoding),
         )
         order = np.argsort(-front.predicted)
-        picked = _spread(order, front.cost, section.max_front)
+        picked = _spread(order, front.cost, self.config.max_front)
         candidates, front_log = [], []
         for rank, k in enumerate(picked):
             arch, policy = encoding.decode(front.genomes[k])
-            net = self._materialise(space, supernet, arch, policy)
+            net = self._materialise(space, run.supernet, arch, policy)
             measured = ctx.score(net, seed=rank)
-            candidate = self._candidate(space, net, arch, policy, fixed, quant, f"qfa-{rank}")
+            candidate = self._candidate(
+                space, net, arch, policy, run.fixed, run.quant, f"qfa-{rank}"
+            )
             candidate.meta.update(predicted_top1=float(front.predicted[k]), val_top1=measured)
             candidates.append(candidate)
             front_log.append(
@@ -301,27 +316,26 @@ class QFA(Method):
                 }
             )
             ctx.offer(*_best_first(candidates))
-        candidates = _best_first(candidates) or ([best] if best is not None else [])
-        log["front"] = front_log
-        log["nsga"] = {
-            "population": section.population,
-            "generations": section.generations,
+        run.log["front"] = front_log
+        run.log["nsga"] = {
+            "population": self.config.population,
+            "generations": self.config.generations,
             "evaluations": front.evaluations,
             "front_size": len(front.genomes),
             "scored": len(picked),
             "limit": ctx.limit.absolute,
             "metric": metric,
         }
-        log["phases"]["search_s"] = time.perf_counter() - timer
         if front_log:
             costs = [f[metric] for f in front_log]
             ctx.log.info(
                 "qfa NSGA-II: population %d x %d generations, front of %d, %d scored: "
                 "%s %.4g-%.4g (%.2fx)",
-                section.population, section.generations, len(front.genomes), len(picked),
-                metric, min(costs), max(costs), max(costs) / max(min(costs), 1e-12),
+                self.config.population, self.config.generations, len(front.genomes),
+                len(picked), metric, min(costs), max(costs),
+                max(costs) / max(min(costs), 1e-12),
             )  # fmt: skip
-        return SearchResult(candidates, log=log)
+        return _best_first(candidates)
 
     def _teacher(self, ctx: Context, space: SearchSpace, log: dict) -> nn.Module | None:
         """The FP supernet's largest subnet (FP fixed layers too), BN recalibrated."""
@@ -543,3 +557,50 @@ def _arch(space: SearchSpace, data: Any) -> Any:
 
 def _policy(data: dict) -> dict[str, LayerBits]:
     return dict(policy_from_dict(data))
+
+
+@dataclass
+class _Search:
+    """One QFA search's working state, shared by its four phases."""
+
+    ctx: Context
+    space: SearchSpace
+    quant: QuantConfig
+    fixed: dict[str, Any] | None
+    state: dict[str, Any]  # the checkpointed state (supernet, stages, data, predictor)
+    log: dict[str, Any]
+    supernet: nn.Module | None = None
+    encoding: Encoding = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.encoding = Encoding(self.space, bits=STAGE_BITS[-1])
+
+    @property
+    def elastic(self) -> bool:
+        return isinstance(self.space, ElasticSearchSpace)
+
+
+@contextmanager
+def _phase(log: dict[str, Any], key: str, *, accumulate: bool = False) -> Iterator[None]:
+    """Time the enclosed phase into ``log["phases"][key]`` when it finishes (seconds; added
+    to the time of earlier attempts when ``accumulate``, as a resumed supernet's is)."""
+    timer = time.perf_counter()
+    yield
+    spent = time.perf_counter() - timer
+    log["phases"][key] = (log["phases"].get(key, 0.0) if accumulate else 0.0) + spent
+
+
+def _log_predictor(ctx: Context, fit: dict[str, Any]) -> None:
+    """The predictor's one or two log lines: its fit, and the rescoring's agreement."""
+    ctx.log.info(
+        "qfa predictor: %d train / %d held-out subnets, held-out Kendall tau %.3f, "
+        "RMSE %.2f points (train %.2f); measured top-1 %.1f-%.1f (sd %.2f)",
+        fit["train"], fit["held_out"], fit["kendall_tau"], fit["rmse"], fit["train_rmse"],
+        fit["top1_min"], fit["top1_max"], fit["top1_std"],
+    )  # fmt: skip
+    if "rescore_kendall_tau" in fit:
+        ctx.log.info(
+            "qfa predictor: the held-out subnets scored twice agree at Kendall tau %.3f "
+            "(the predictor against the second scoring: %.3f)",
+            fit["rescore_kendall_tau"], fit["predictor_vs_rescore_kendall_tau"],
+        )  # fmt: skip

@@ -167,32 +167,8 @@ def load_cifar(
         _download_cifar(spec, root, folder, verify)
     check_cifar_files(spec, root, verify=verify)
 
-    normalize = T.Normalize(mean, std)
-    eval_tf = T.Compose([T.ToTensor(), normalize])
-    train_tf = (
-        T.Compose(
-            [
-                T.RandomCrop(IMAGE_SIZE, padding=4),
-                T.RandomHorizontalFlip(),
-                T.ToTensor(),
-                normalize,
-            ]
-        )
-        if augment
-        else eval_tf
-    )
-    # Integrity was checked above (once, if asked): load through the unverified subclass so
-    # torchvision does not hash every file again for each dataset object.
-    try:
-        train_aug = spec.unverified(str(root), train=True, transform=train_tf)
-        test_ds = spec.unverified(str(root), train=False, transform=eval_tf)
-    except Exception as exc:  # pickle / numpy / torchvision errors on a bad file
-        raise DataError(
-            f"{spec.title} files in {folder} could not be read ({one_line(exc)}): they look "
-            "corrupt or truncated: delete them and re-download (--download)"
-        ) from exc
-    for dataset, split in ((train_aug, "training"), (test_ds, "test")):
-        _check_cifar_arrays(spec, dataset, split, folder)
+    eval_tf, train_tf = _transforms(mean, std, augment)
+    train_aug, test_ds = _read_cifar(spec, root, folder, train_tf, eval_tf)
 
     # The validation subset comes from the same training files but without augmentation:
     # a second dataset object sharing the loaded arrays, with the evaluation transform.
@@ -219,6 +195,38 @@ def load_cifar(
         val_indices=_frozen(val),
         test_indices=_frozen(test),
     )
+
+
+def _transforms(
+    mean: tuple[float, ...], std: tuple[float, ...], augment: bool
+) -> tuple[T.Compose, T.Compose]:
+    """``(evaluation, training)`` transforms: normalised tensors; training adds the
+    CIFAR augmentation (random crop with 4-pixel padding, horizontal flip) if ``augment``."""
+    normalize = T.Normalize(mean, std)
+    eval_tf = T.Compose([T.ToTensor(), normalize])
+    if not augment:
+        return eval_tf, eval_tf
+    crop_flip = [T.RandomCrop(IMAGE_SIZE, padding=4), T.RandomHorizontalFlip()]
+    return eval_tf, T.Compose([*crop_flip, T.ToTensor(), normalize])
+
+
+def _read_cifar(
+    spec: _CifarSpec, root: Path, folder: Path, train_tf: T.Compose, eval_tf: T.Compose
+) -> tuple[CIFAR10, CIFAR10]:
+    """The (already checked) training and test files as datasets, each array checked."""
+    # Integrity was checked before (once, if asked): load through the unverified subclass
+    # so torchvision does not hash every file again for each dataset object.
+    try:
+        train_aug = spec.unverified(str(root), train=True, transform=train_tf)
+        test_ds = spec.unverified(str(root), train=False, transform=eval_tf)
+    except Exception as exc:  # pickle / numpy / torchvision errors on a bad file
+        raise DataError(
+            f"{spec.title} files in {folder} could not be read ({one_line(exc)}): they look "
+            "corrupt or truncated: delete them and re-download (--download)"
+        ) from exc
+    for dataset, split in ((train_aug, "training"), (test_ds, "test")):
+        _check_cifar_arrays(spec, dataset, split, folder)
+    return train_aug, test_ds
 
 
 def _check_cifar_arrays(spec: _CifarSpec, dataset: CIFAR10, split: str, folder: Path) -> None:

@@ -147,6 +147,40 @@ class _Runner:
         step_loss = phase.step_loss or cross_entropy_step(recipe.label_smoothing)
         return cls(phase, step_loss, loader, _cycle(loader), base)
 
+    def step(self, model: nn.Module, plan: _Plan, step: int) -> tuple[float, int]:
+        """One optimiser step of this phase on its next batch, at main step ``step`` of
+        the schedule: ``(loss, samples forwarded)``; counted and charged in ``plan``."""
+        x, y = next(self.batches)
+        phase, opt = self.phase, self.phase.optimizer
+        if phase.schedule:
+            for group, base in zip(opt.param_groups, self.base_lrs, strict=True):
+                group["lr"] = lr_at(step, plan.steps, plan.warmup, base)
+        x, y = x.to(plan.device, non_blocking=True), y.to(plan.device, non_blocking=True)
+        model.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)
+        loss, samples = self.step_loss(model, x, y)
+        value = _backward(loss, f"{phase.name}: loss", step)
+        if phase.clip_grad_norm is not None:
+            params = [p for g in opt.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, phase.clip_grad_norm)
+        opt.step()
+        plan.stats.samples += samples
+        if plan.charge is not None:
+            plan.charge(samples)
+        return value, samples
+
+
+@dataclass
+class _Plan:
+    """A training run's schedule (main steps, warm-up steps), device and running stats."""
+
+    steps: int
+    steps_per_epoch: int
+    warmup: int
+    device: torch.device
+    stats: TrainStats
+    charge: Callable[[int], None] | None
+
 
 def _cycle(loader: DataLoader) -> Iterator[tuple[Tensor, Tensor]]:
     while True:
@@ -191,65 +225,65 @@ def train(
     model.to(device).train()
     if len(train_set) == 0:
         raise ValueError(f"{desc}: the training set is empty")
+    optimizer = optimizer or make_optimizer(model, recipe)
     main = Phase(
-        train_set,
-        optimizer or make_optimizer(model, recipe),
-        step_loss,
-        schedule=True,
-        clip_grad_norm=clip_grad_norm,
-        name=desc,
+        train_set, optimizer, step_loss, schedule=True, clip_grad_norm=clip_grad_norm, name=desc
     )
     main_run = _Runner.create(main, recipe, seed)
     extra = [_Runner.create(p, recipe, seed + 1 + i) for i, p in enumerate(phases)]
     steps_per_epoch = max(1, len(main_run.loader))
     steps = total_steps(recipe, steps_per_epoch)
     warmup = round(recipe.warmup_epochs * steps_per_epoch)
-    stats = TrainStats()
+    plan = _Plan(steps, steps_per_epoch, warmup, device, TrainStats(), charge)
     start = time.perf_counter()
-    log_every = max(1, steps // 10)
+    _run_steps(model, plan, main_run, extra, desc, on_step, on_epoch)
+    plan.stats.seconds = time.perf_counter() - start
+    return plan.stats
 
-    def run_step(runner: _Runner, step: int, x: Tensor, y: Tensor) -> tuple[float, int]:
-        phase, opt = runner.phase, runner.phase.optimizer
-        if phase.schedule:
-            for group, base in zip(opt.param_groups, runner.base_lrs, strict=True):
-                group["lr"] = lr_at(step, steps, warmup, base)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        model.zero_grad(set_to_none=True)
-        opt.zero_grad(set_to_none=True)
-        loss, samples = runner.step_loss(model, x, y)
-        value = _backward(loss, f"{phase.name}: loss", step)
-        if phase.clip_grad_norm is not None:
-            params = [p for g in opt.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, phase.clip_grad_norm)
-        opt.step()
-        stats.samples += samples
-        if charge is not None:
-            charge(samples)
-        return value, samples
 
+def _run_steps(
+    model: nn.Module,
+    plan: _Plan,
+    main_run: _Runner,
+    extra: Sequence[_Runner],
+    desc: str,
+    on_step: Callable[[int, float, int], None] | None,
+    on_epoch: Callable[[int], None] | None,
+) -> None:
+    """The main phase's steps, each followed by the per-step phases, and at each epoch's
+    end the per-epoch ones; progress and a log line every tenth of the run."""
+    steps, log_every = plan.steps, max(1, plan.steps // 10)
     with reporting.phase(desc, total=steps, unit="steps", milestones=True):
         for step in range(steps):
-            x, y = next(main_run.batches)
-            loss_value, samples = run_step(main_run, step, x, y)
-            stats.steps += 1
-            stats.final_loss = loss_value
+            loss_value, samples = main_run.step(model, plan, step)
+            plan.stats.steps += 1
+            plan.stats.final_loss = loss_value
             reporting.advance(step + 1, steps, loss=loss_value)
             if on_step is not None:
                 on_step(step, loss_value, samples)
             for runner in extra:
                 if runner.phase.every == "step":
-                    run_step(runner, step, *next(runner.batches))
+                    runner.step(model, plan, step)
             if (step + 1) % log_every == 0 or step + 1 == steps:
                 log.info("%s step %d/%d loss %.4f", desc, step + 1, steps, loss_value)
-            if (step + 1) % steps_per_epoch == 0:
-                for runner in extra:
-                    if runner.phase.every == "epoch":
-                        for _ in range(len(runner.loader)):
-                            run_step(runner, step, *next(runner.batches))
-                if on_epoch is not None:
-                    on_epoch((step + 1) // steps_per_epoch - 1)
-    stats.seconds = time.perf_counter() - start
-    return stats
+            if (step + 1) % plan.steps_per_epoch == 0:
+                _end_of_epoch(model, plan, step, extra, on_epoch)
+
+
+def _end_of_epoch(
+    model: nn.Module,
+    plan: _Plan,
+    step: int,
+    extra: Sequence[_Runner],
+    on_epoch: Callable[[int], None] | None,
+) -> None:
+    """After a full main epoch: every per-epoch phase runs a full pass, then the hook."""
+    for runner in extra:
+        if runner.phase.every == "epoch":
+            for _ in range(len(runner.loader)):
+                runner.step(model, plan, step)
+    if on_epoch is not None:
+        on_epoch((step + 1) // plan.steps_per_epoch - 1)
 
 
 def _backward(loss: Tensor | Iterable[Tensor], what: str, step: int) -> float:
