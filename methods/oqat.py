@@ -27,12 +27,14 @@ Kept from the paper:
   could not be checked against the paper's text here ([unverified], as the spec says).
 - **Bit inheritance** (the rule of the repository's issue #1): the ``(b−1)``-bit supernet
   starts from the ``b``-bit one, every weight, BN statistic and kernel-transform matrix
-  kept, both step sizes doubled (``2^(b_prev − b)`` for a drop of more than one bit), so the
-  clipping range ``Qp·s`` stays about the same. Default chain 4 → 3 → 2; later stages train
-  shorter (the preset's ``stage_epochs``). A later stage whose loss becomes NaN (seen at
-  2 bits on the smoke preset, docs/benchmarks.md) ends the chain: the finished bit-widths'
-  candidates stand, the log warns and the search log holds ``diverged_at_bits`` (this
-  benchmark's choice; a first stage that diverges makes the trial ``diverged``).
+  kept, both step sizes of every searched layer doubled (``2^(b_prev − b)`` for a drop of
+  more than one bit), so the clipping range ``Qp·s`` stays about the same; the fixed
+  layers (stem, SE convs, classifier), whose bits do not change, keep their steps.
+  Default chain 4 → 3 → 2; later stages train shorter (the preset's ``stage_epochs``). A
+  later stage whose loss becomes NaN (seen at 2 bits on the smoke preset,
+  docs/benchmarks.md) ends the chain: the finished bit-widths' candidates stand, the log
+  warns and the search log holds ``diverged_at_bits`` (this benchmark's choice; a first
+  stage that diverges makes the trial ``diverged``).
 - **Evaluation**: every subnet is scored after BN recalibration on training images
   (``ctx.score``; ``eval_oqa_net.py`` recalibrates on 2000 images), never retrained; the
   candidates carry their extracted weights and quantizer state, so the harness evaluates
@@ -311,7 +313,11 @@ class OQAT(Method):
             factor = 2.0 ** (keys.bits[index - 1] - bits)
             stage["inherited_from"] = keys.bits[index - 1]
             stage["step_scale"] = factor
-            stage["quantizers_scaled"] = scale_quant_ranges(model, factor)
+            # only the layers whose bits drop: the fixed layers keep their convention's bits
+            searched = space.searchable_layers(
+                space.max_arch() if isinstance(space, ElasticSearchSpace) else None
+            )
+            stage["quantizers_scaled"] = scale_quant_ranges(model, factor, set(searched))
         began = time.perf_counter()
         try:
             stats = self._train_stage(ctx, space, model, bits, recipe, keys, seed)

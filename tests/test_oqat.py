@@ -141,9 +141,11 @@ def test_unsigned_grid_is_a_quant_config_option() -> None:
 
 
 # --- inheritance -------------------------------------------------------------------------
-def test_inheritance_doubles_both_step_sizes_and_keeps_the_rest(
+def test_inheritance_doubles_the_searched_layers_steps_and_keeps_the_rest(
     splits, mbv3_state, tmp_path, monkeypatch
 ) -> None:
+    """Only the quantizers whose bits drop are rescaled: the fixed layers (stem, SE convs,
+    classifier) keep their convention's bits, so their steps stay as they were."""
     ctx = make_ctx(splits, mbv3_state, tmp_path)
     seen: list[dict[str, torch.Tensor]] = []
     real = OQAT._train_stage
@@ -155,19 +157,28 @@ def test_inheritance_doubles_both_step_sizes_and_keeps_the_rest(
         return stats
 
     monkeypatch.setattr(OQAT, "_train_stage", recording)
-    result = OQAT(KEYS).search(ctx)
+    # the space's convention: the fixed layers run at 8 bits, their steps are trained
+    result = OQAT(dataclasses.replace(KEYS, fixed="space")).search(ctx)
     after4, before3 = seen[1], seen[2]  # end of the 4-bit stage, start of the 3-bit one
     steps = [k for k in after4 if k.endswith(".step")]
     initialised = [k for k in steps if bool(after4[k.replace(".step", ".initialized")].all())]
     assert any("weight_quantizer" in k for k in initialised)
     assert any("act_quantizer" in k for k in initialised)
+
+    def fixed(key: str) -> bool:
+        return key.startswith(("stem.conv.", "classifier.")) or ".se." in key
+
+    assert any(fixed(k) for k in initialised) and any(not fixed(k) for k in initialised)
     for key in steps:
-        torch.testing.assert_close(before3[key], 2.0 * after4[key], rtol=0, atol=0)
+        factor = 1.0 if fixed(key) else 2.0
+        torch.testing.assert_close(before3[key], factor * after4[key], rtol=0, atol=0)
     for key, value in after4.items():  # weights, BN statistics, kernel transforms kept
         if not key.endswith(".step"):
             assert torch.equal(before3[key], value), key
     assert [s["bits"] for s in result.log["stages"]] == [4, 3]
     assert result.log["stages"][1]["step_scale"] == 2.0
+    searched = ctx.space.searchable_layers(ctx.space.max_arch())
+    assert result.log["stages"][1]["quantizers_scaled"] == 2 * len(searched)
 
 
 # --- the sandwich step, extraction ---------------------------------------------------------

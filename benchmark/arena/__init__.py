@@ -33,10 +33,9 @@ top-1 in percent):
   :class:`QConv2d`, :class:`QLinear`, :class:`QuantLayer` (``set_bit_mixture`` for a
   weighted mixture of bit-widths, :class:`BitMixture`; ``set_branch_mixture`` for a
   weighted sum of (w, a) branches with their own weights, :class:`BranchMixture`),
-  :func:`apply_policy`,
-  :func:`quantize_model`, :func:`scale_quant_ranges` (every quantizer's range × a factor:
-  OQAT's bit inheritance); ``QuantConfig(act_grid="unsigned")`` puts every quantized input
-  on the unsigned grid;
+  :func:`apply_policy`, :func:`quantize_model`, :func:`scale_quant_ranges` (the named
+  layers' quantizer ranges × a factor: OQAT's bit inheritance);
+  ``QuantConfig(act_grid="unsigned")`` puts every quantized input on the unsigned grid;
 - search spaces: :class:`SearchSpace`, :class:`ElasticSearchSpace`, :func:`get_space`;
   each declares where its layers' features are (``space.feature_taps``, a list of
   :class:`FeatureTap`) and its layers' shapes (``space.profiles``, :class:`LayerProfile`),

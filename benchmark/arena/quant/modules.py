@@ -13,7 +13,7 @@ of ``(w_bits, a_bits)`` branches, each with its own weight if given (DNAS's supe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -259,12 +259,17 @@ def quantize_model(
     return model
 
 
-def scale_quant_ranges(model: nn.Module, factor: float) -> int:
-    """Multiply the range state (LSQ: the step size ``s``) of every weight and activation
-    quantizer of ``model`` by ``factor`` (unitless; :meth:`Quantizer.scale_range`).
-    Returns the number of quantizers scaled (two per quantized layer)."""
+def scale_quant_ranges(
+    model: nn.Module, factor: float, layers: Collection[str] | None = None
+) -> int:
+    """Multiply the range state (LSQ: the step size ``s``) of the weight and activation
+    quantizers of ``model``'s quantized layers named in ``layers`` (default: every one) by
+    ``factor`` (unitless; :meth:`Quantizer.scale_range`). Returns the number of
+    quantizers scaled (two per layer)."""
     count = 0
-    for layer in quant_layers(model).values():
+    for name, layer in quant_layers(model).items():
+        if layers is not None and name not in layers:
+            continue
         for quantizer in (layer.weight_quantizer, layer.act_quantizer):
             quantizer.scale_range(factor)
             count += 1
