@@ -29,7 +29,7 @@ from benchmark.arena.spaces.mbv3.elastic import DynamicDWConv2d, DynamicQConv2d,
 from methods import get_method
 from methods.qfa import QFA, STAGE_BITS, QFAConfig
 from methods.qfa.encoding import Encoding
-from methods.qfa.nsga import initial_population, search_front
+from methods.qfa.nsga import initial_population, pareto_seeds, search_front
 from methods.qfa.sampler import QFASampler, stage0_override
 
 
@@ -330,30 +330,81 @@ def test_every_front_member_meets_the_constraint(mbv3) -> None:
         assert space.cost(policy, arch).bitops == c <= limit
 
 
-def test_anchored_front_reaches_the_cheapest_subnet(mbv3) -> None:
-    """The seeded extremes join the first population; the cheapest stays on the front."""
+def test_pareto_seeds_take_the_measured_samples_layer_by_layer() -> None:
+    """As ``build_pareto_population``: the non-dominated samples first, then the next
+    layer; a layer that does not fit keeps its extremes (crowding distance)."""
+    genomes = np.arange(12).reshape(6, 2)
+    top1 = np.array([60.0, 70.0, 80.0, 65.0, 50.0, 75.0])
+    cost = np.array([1.0, 2.0, 3.0, 2.5, 1.5, 3.5])
+    # layer 1: (60, 1), (70, 2), (80, 3); layer 2: (65, 2.5), (50, 1.5), (75, 3.5)
+    seeds = pareto_seeds(genomes, top1, cost, 5)
+    assert [list(g) for g in seeds[:3]] == [[0, 1], [2, 3], [4, 5]]
+    assert {tuple(g) for g in seeds[3:]} == {(8, 9), (10, 11)}  # the layer's two ends
+    assert len(pareto_seeds(genomes, top1, cost, 2)) == 2
+    assert {tuple(g) for g in pareto_seeds(genomes, top1, cost, 2)} == {(0, 1), (4, 5)}
+    twice = pareto_seeds(np.vstack([genomes, genomes]), np.tile(top1, 2), np.tile(cost, 2), 99)
+    assert len(twice) == 6  # each genome once
+
+
+def test_the_seeded_front_spans_the_cost_range_without_anchors(mbv3) -> None:
+    """NSGA-II starts from the measured samples' Pareto layers (the trained extremes among
+    them); its front still spans at least 2x in BitOPs below the limit."""
     space = mbv3
     enc = Encoding(space, bits=STAGE_BITS[-1])
-    anchors = QFA._anchors(space, enc)
-    assert len(anchors) == 2 * len(enc.bit_choices)
-    decoded = [enc.decode(g) for g in anchors]
-    assert decoded[0] == (space.min_arch(), {n: LayerBits(2, 2) for n in decoded[0][1]})
-    start = initial_population(enc.upper, 12, seed=0, anchors=anchors)
-    assert start.shape == (12, len(enc.upper)) and (start[: len(anchors)] == anchors).all()
-    cheapest = min(space.cost(p, a).bitops for a, p in decoded)
     limit = 0.3 * space.reference().bitops_w8a8
+    sampler = QFASampler(space, bits=STAGE_BITS[-1])
+    samples = QFA._extremes(space, enc) + [
+        sampler.predictor_sample(random.Random(k)) for k in range(12)
+    ]
+    costs = np.array([space.cost(p, a).bitops for a, p in samples], float)
+    top1 = np.sqrt(costs / limit)  # "measured" top-1 grows with cost
+    seeds = pareto_seeds(np.stack([enc.genome(a, p) for a, p in samples]), top1, costs, 12)
+    start = initial_population(enc.upper, 12, seed=0, seeds=seeds)
+    assert start.shape == (12, len(enc.upper)) and (start[: len(seeds)] == seeds).all()
 
     def objectives(genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cost = np.array([space.cost(p, a).bitops for a, p in map(enc.decode, genomes)])
-        return np.sqrt(cost / limit), cost  # predicted top-1 grows with cost
+        return np.sqrt(cost / limit), cost
 
     front = search_front(
-        enc.upper, objectives, limit, population=12, generations=3, seed=0, anchors=anchors
+        enc.upper, objectives, limit, population=12, generations=3, seed=0, seeds=seeds
     )
-    assert front.cost.min() == cheapest and front.cost.max() <= limit
+    assert front.cost.max() <= limit
     assert front.cost.max() / front.cost.min() >= 2
     with pytest.raises(ValueError, match="outside"):
-        initial_population(enc.upper, 4, seed=0, anchors=anchors + 5)
+        initial_population(enc.upper, 4, seed=0, seeds=seeds + 5)
+
+
+def test_predictor_samples_follow_the_originals_strata(mbv3) -> None:
+    """30% at one uniform bit-width, 30% forced to full depth (plus the random draws that
+    are full depth anyway: (1/2)^3 of the rest), as ``collect_network_info.py``."""
+    sampler = QFASampler(mbv3, bits=STAGE_BITS[-1])
+    rng = random.Random(0)
+    draws = [sampler.predictor_sample(rng) for _ in range(2000)]
+    uniform = np.mean([len({(b.w_bits, b.a_bits) for b in p.values()}) == 1 for _, p in draws])
+    full = np.mean([a.depths == mbv3.max_arch().depths for a, _ in draws])
+    assert abs(uniform - 0.3) < 0.04
+    assert abs(full - (0.3 + 0.7 * 0.5**3)) < 0.04
+    assert all(set(p) == set(mbv3.searchable_layers(a)) for a, p in draws[:50])
+
+
+def test_predictor_data_is_scored_on_one_recalibration_subset(mbv3, monkeypatch) -> None:
+    from methods.qfa.method import RECALIBRATION_SEED, _Search
+
+    seeds: list[int] = []
+
+    def score(net, *, seed=0, batches=None):
+        seeds.append(seed)
+        return 50.0
+
+    ctx = SimpleNamespace(
+        task=SimpleNamespace(seed=3), score=score, save_checkpoint=lambda state: None
+    )
+    monkeypatch.setattr(QFA, "_materialise", staticmethod(lambda *args: None))
+    monkeypatch.setattr(QFA, "_offer_best_sample", lambda self, *args: None)
+    run = _Search(ctx, mbv3, QFA.quant(), None, {}, {"phases": {}})
+    data = QFA(QFAConfig(predictor_samples=9))._predictor_data(run)
+    assert len(data) == 9 and seeds == [RECALIBRATION_SEED] * 9
 
 
 def test_composed_mbv3_profiles_equal_direct_profiling(mbv3) -> None:

@@ -21,14 +21,22 @@ Kept from the paper / code:
   (the FP supernet's largest subnet, BN recalibrated); SGD Nesterov, cosine LR with
   warm-up, wd 3e-5 not on BN / bias / quantizers (``main.py``);
 - search: an MLP predictor on the one-hot encoding (:mod:`methods.qfa.encoding`) trained on
-  sampled subnets scored by ``ctx.score``; NSGA-II (pymoo) on (predicted top-1, cost) under
-  the task's constraint; the front scored exactly, candidates best first by measured top-1.
+  sampled subnets (``collect_network_info.py``'s strata: 30% at full depth, 30% at one
+  uniform bit-width; :meth:`QFASampler.predictor_sample`), every one scored by
+  ``ctx.score`` after recalibrating on the same training images (``RECALIBRATION_SEED``);
+  NSGA-II (pymoo) on (predicted top-1, cost) under the task's constraint, its first
+  population the Pareto layers of the measured samples (``nsgaii_search.py``); the front
+  scored exactly (same recalibration images), candidates best first by measured top-1.
+  The sandwich's trained extremes (smallest and largest architecture at each uniform
+  bit-width) are the first predictor samples: this benchmark's choice, so that a few
+  hundred samples still cover both ends of the cost range.
 
 Scaled down (preset ``[methods.qfa]``, :class:`QFAConfig`): stage lengths (paper 60 + 120
 ImageNet epochs; lr 2.5e-3 per GPU there, here the preset's ``[finetune]`` lr), random
 subnets per step (paper 4), predictor samples (paper ~8k on 10k images; here hundreds on
 the validation split), NSGA-II population and generations (paper 500 × 1000), resolution
-fixed at 32 (no resolution gene), predictor width (paper's MLP: 400 units, 3 layers).
+fixed at 32 (no resolution gene), predictor size (the original's MLP: 3 hidden layers
+of 600 units, ``nsgaii_search.py``).
 Cost is the task's metric (BitOPs = Σ MACs·b_w·b_a or weight bits) from the shared cost
 model, not the paper's ``MACs·min(b_w,8)·min(b_a,8)/64``, so that every method is
 constrained alike. On ``resnet20`` (bits only) the one model serves every policy; its
@@ -71,7 +79,7 @@ from benchmark.arena import (
 )
 from methods import register_method
 from methods.qfa.encoding import Encoding
-from methods.qfa.nsga import search_front
+from methods.qfa.nsga import pareto_seeds, search_front
 from methods.qfa.predictor import AccuracyPredictor, kendall_tau, rmse
 from methods.qfa.sampler import OVERRIDE_PROB, QFASampler
 
@@ -82,6 +90,10 @@ QFA_FIXED_BITS = {"stem": 32, "se": 32, "classifier": 8}
 QFA_FIXED_LABEL = "first conv and SE FP, classifier 8-bit"
 CLIP_GRAD_NORM = 500.0
 """``progressive_shrinking.py``: ``clip_grad_norm_(net.parameters(), 500)``."""
+RECALIBRATION_SEED = 0
+"""Every subnet of the predictor's data and of the front is scored after recalibrating on
+one and the same subset of training images (the original caches one sub-train subset,
+drawn with a fixed sub-seed); only the held-out rescoring uses other images."""
 
 Pos = Annotated[float, Strict(), Field(gt=0)]
 NonNeg = Annotated[float, Strict(), Field(ge=0)]
@@ -195,7 +207,7 @@ class QFA(Method):
         with _phase(log, "predictor_s"):
             samples, predictor, best = self._predictor(run, data)
         with _phase(log, "search_s"):
-            candidates = self._front(run, predictor)
+            candidates = self._front(run, predictor, samples)
         candidates = candidates or ([best] if best is not None else [])
         return SearchResult(candidates, log=log)
 
@@ -234,11 +246,9 @@ class QFA(Method):
             if len(data) < len(extremes):
                 arch, policy = extremes[len(data)]
             else:
-                rng = _rng(ctx.task.seed, len(data))
-                arch = space.sample_arch(rng) if run.elastic else None
-                policy = sampler.independent(arch, rng)
+                arch, policy = sampler.predictor_sample(_rng(ctx.task.seed, len(data)))
             net = self._materialise(space, run.supernet, arch, policy)
-            top1 = ctx.score(net, seed=len(data))
+            top1 = ctx.score(net, seed=RECALIBRATION_SEED)
             data.append({"arch": _arch_dict(arch), "policy": policy_to_dict(policy), "top1": top1})
             if len(data) % 10 == 0 or len(data) == self.config.predictor_samples:
                 ctx.save_checkpoint(state)
@@ -280,11 +290,21 @@ class QFA(Method):
             ctx.offer(best)
         return samples, predictor, best
 
-    def _front(self, run: _Search, predictor: AccuracyPredictor) -> list[Candidate]:
-        """4. NSGA-II on (predicted top-1, cost); up to ``max_front`` members spread over
-        the front's cost range are scored exactly and offered, best first."""
+    def _front(
+        self, run: _Search, predictor: AccuracyPredictor, samples: list[Any]
+    ) -> list[Candidate]:
+        """4. NSGA-II on (predicted top-1, cost), its first population the Pareto layers
+        of the measured ``samples``; up to ``max_front`` members spread over the front's
+        cost range are scored exactly and offered, best first."""
         ctx, space, encoding = run.ctx, run.space, run.encoding
         metric = ctx.constraint.metric
+        limit = ctx.limit.on(space)
+        seeds = pareto_seeds(
+            np.stack([encoding.genome(a, p) for a, p, _ in samples]),
+            np.array([t for _, _, t in samples], float),
+            np.array([limit.cost(p, a) for a, p, _ in samples], float),
+            self.config.population,
+        )
         front = search_front(
             encoding.upper,
             self._objectives(space, encoding, predictor, metric),
@@ -292,15 +312,16 @@ class QFA(Method):
             population=self.config.population,
             generations=self.config.generations,
             seed=ctx.task.seed,
-            anchors=self._anchors(space, encoding),
+            seeds=seeds,
         )
+        run.log["nsga_seeds"] = len(seeds)
         order = np.argsort(-front.predicted)
         picked = _spread(order, front.cost, self.config.max_front)
         candidates, front_log = [], []
         for rank, k in enumerate(picked):
             arch, policy = encoding.decode(front.genomes[k])
             net = self._materialise(space, run.supernet, arch, policy)
-            measured = ctx.score(net, seed=rank)
+            measured = ctx.score(net, seed=RECALIBRATION_SEED)
             candidate = self._candidate(
                 space, net, arch, policy, run.fixed, run.quant, f"qfa-{rank}"
             )
@@ -453,18 +474,13 @@ class QFA(Method):
     def _extremes(space: SearchSpace, encoding: Encoding) -> list[tuple[Any, dict[str, LayerBits]]]:
         """The smallest and the largest architecture at each uniform bit-width of the search
         (the sandwich's min and max subnets): the first predictor samples, so the predictor
-        sees both ends of the cost range, and NSGA-II's seeded genomes."""
+        sees both ends of the cost range (this benchmark's choice)."""
         archs = [space.min_arch(), space.max_arch()] if encoding.elastic else [None]
         return [
             (arch, {n: LayerBits(b, b) for n in space.searchable_layers(arch)})
             for arch in archs
             for b in encoding.bit_choices
         ]
-
-    @classmethod
-    def _anchors(cls, space: SearchSpace, encoding: Encoding) -> np.ndarray:
-        """NSGA-II's seeded genomes (:meth:`_extremes`)."""
-        return np.stack([encoding.genome(a, p) for a, p in cls._extremes(space, encoding)])
 
     def _objectives(
         self, space: SearchSpace, encoding: Encoding, predictor: AccuracyPredictor, metric: str

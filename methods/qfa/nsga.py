@@ -1,18 +1,18 @@
 """QFA's search: NSGA-II (pymoo) on (predicted top-1, cost) under the task's constraint.
 
 apple/ml-batchquant ``nsgaii_search.py`` runs NSGA-II over integer genomes with the
-predictor's accuracy and the subnet's cost as the two objectives. Here: pymoo's NSGA-II
-with integer random sampling, SBX crossover and polynomial mutation rounded to integers
-(pymoo's recipe for integer variables), objectives ``(−predicted top-1, cost)`` and one
-inequality constraint ``cost − limit ≤ 0`` (pymoo keeps infeasible genomes out of the
-front whenever feasible ones exist). The initial population is uniform random genomes plus
-the caller's ``anchors`` (QFA gives the smallest and largest architectures at each uniform
-bit-width): a small population run for few generations otherwise starts, and stays, in the
-middle of the cost range, so its front covers a narrow band below the limit; the cheapest
-anchor is never dominated on cost, so the front reaches down to it. This seeding is this
-benchmark's choice (``nsgaii_search.py`` starts from random genomes at population 500 ×
-1000 generations). Cost is the task's metric (BitOPs per 32×32 image or
-weight bits) from the shared cost model (``space.cost``).
+predictor's accuracy and the subnet's cost as the two objectives, and starts it from the
+measured samples: its first population is built from the Pareto set of the predictor's
+data (measured top-1, cost), then the next non-dominated layers, a layer that does not fit
+cut by crowding distance (``build_pareto_population``). Here the same seeding
+(:func:`pareto_seeds`), the rest of the population (when fewer samples were measured than
+the population holds) uniform random genomes; then pymoo's NSGA-II with SBX crossover and
+polynomial mutation rounded to integers (pymoo's recipe for integer variables), objectives
+``(−predicted top-1, cost)`` and one inequality constraint ``cost − limit ≤ 0`` (pymoo
+keeps infeasible genomes out of the front whenever feasible ones exist). The original runs
+500 × 1000 generations with its own crossover and mutation; pymoo's operators are this
+benchmark's choice. Cost is the task's metric (BitOPs per 32×32 image or weight bits) from
+the shared cost model (``space.cost``).
 """
 
 from __future__ import annotations
@@ -63,17 +63,18 @@ def search_front(
     population: int,
     generations: int,
     seed: int,
-    anchors: np.ndarray | None = None,
+    seeds: np.ndarray | None = None,
 ) -> FrontResult:
     """Run NSGA-II; the final population's feasible non-dominated set (deduplicated).
 
-    ``anchors`` (A × G genomes, A ≤ ``population``) join the initial population; the rest
-    of it is uniform random integers, drawn from ``seed``.
+    ``seeds`` (genomes, best first, e.g. :func:`pareto_seeds` of the measured samples) make
+    up the first population, as many as fit; the rest is uniform random integers drawn
+    from ``seed``.
     """
     problem = SubnetProblem(upper, objectives, limit)
     algorithm = NSGA2(
         pop_size=population,
-        sampling=initial_population(upper, population, seed, anchors),
+        sampling=initial_population(upper, population, seed, seeds),
         crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
         mutation=PM(eta=20, vtype=float, repair=RoundingRepair()),
         eliminate_duplicates=True,
@@ -91,20 +92,58 @@ def search_front(
     )
 
 
+def pareto_seeds(genomes: np.ndarray, top1: np.ndarray, cost: np.ndarray, count: int) -> np.ndarray:
+    """At most ``count`` of ``genomes`` (distinct), in Pareto layers of (measured top-1 up,
+    cost down): the non-dominated set first, then the set that is non-dominated once it is
+    removed, and so on; a layer that does not fit keeps its members of largest crowding
+    distance (the extremes of the layer first), as the original's
+    ``build_pareto_population`` does."""
+    genomes = np.asarray(genomes, int)
+    _, first = np.unique(genomes, axis=0, return_index=True)
+    left = np.sort(first)  # distinct genomes, first occurrence
+    scores = np.column_stack([-np.asarray(top1, float), np.asarray(cost, float)])
+    chosen: list[int] = []
+    while len(left) and len(chosen) < count:
+        layer = left[_non_dominated(scores[left])]
+        room = count - len(chosen)
+        if len(layer) > room:
+            layer = layer[np.argsort(-_crowding(scores[layer]), kind="stable")[:room]]
+        chosen.extend(int(i) for i in layer)
+        left = np.setdiff1d(left, layer, assume_unique=True)
+    return genomes[np.asarray(chosen, int)]
+
+
+def _crowding(scores: np.ndarray) -> np.ndarray:
+    """NSGA-II's crowding distance of each row (both objectives; the ends infinite)."""
+    n = len(scores)
+    distance = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for column in scores.T:
+        order = np.argsort(column, kind="stable")
+        span = column[order[-1]] - column[order[0]]
+        distance[order[0]] = distance[order[-1]] = np.inf
+        if span > 0:
+            distance[order[1:-1]] += (column[order[2:]] - column[order[:-2]]) / span
+    return distance
+
+
 def initial_population(
-    upper: np.ndarray, population: int, seed: int, anchors: np.ndarray | None = None
+    upper: np.ndarray, population: int, seed: int, seeds: np.ndarray | None = None
 ) -> np.ndarray:
-    """``population`` genomes: the ``anchors`` (deduplicated, at most ``population``), then
-    uniform random integers in ``[0, upper]`` drawn from ``seed``."""
+    """``population`` genomes: the ``seeds`` (deduplicated in order, at most
+    ``population``), then uniform random integers in ``[0, upper]`` drawn from ``seed``."""
     upper = np.asarray(upper, int)
     rng = np.random.default_rng(seed)
     random_part = rng.integers(0, upper + 1, size=(population, len(upper)))
-    if anchors is None or len(anchors) == 0:
+    if seeds is None or len(seeds) == 0:
         return random_part
-    anchors = np.unique(np.asarray(anchors, int).reshape(-1, len(upper)), axis=0)[:population]
-    if np.any(anchors < 0) or np.any(anchors > upper):
-        raise ValueError("qfa: an NSGA-II anchor genome lies outside the genes' ranges")
-    return np.concatenate([anchors, random_part[: population - len(anchors)]])
+    seeds = np.asarray(seeds, int).reshape(-1, len(upper))
+    _, first = np.unique(seeds, axis=0, return_index=True)
+    seeds = seeds[np.sort(first)][:population]
+    if np.any(seeds < 0) or np.any(seeds > upper):
+        raise ValueError("qfa: an NSGA-II seed genome lies outside the genes' ranges")
+    return np.concatenate([seeds, random_part[: population - len(seeds)]])
 
 
 def _non_dominated(scores: np.ndarray) -> np.ndarray:

@@ -21,6 +21,12 @@ from benchmark.arena import FP_BITS, ElasticSearchSpace, LayerBits, SandwichSamp
 OVERRIDE_PROB = 0.2
 """Stage-0 rule: the chance that a layer with one 32 of (W, A) goes fully FP."""
 
+FULL_DEPTH_PROB = 0.3
+"""Predictor data: the chance that a sample runs every stage at its largest depth."""
+
+UNIFORM_PRECISION_PROB = 0.3
+"""Predictor data: the chance that a sample runs every searched layer at one bit-width."""
+
 
 def stage0_override(
     w: int, a: int, low_bits: Sequence[int], rng: random.Random, prob: float = OVERRIDE_PROB
@@ -75,6 +81,23 @@ class QFASampler(SandwichSampler):
                 w, a = stage0_override(w, a, self.low_bits, rng, self.override_prob)
             policy[name] = LayerBits(w, a)
         return policy
+
+    def predictor_sample(self, rng: random.Random) -> tuple[Any, dict[str, LayerBits]]:
+        """One subnet of the predictor's data, stratified as ``collect_network_info.py``
+        does: a random architecture, at full depth with probability ``FULL_DEPTH_PROB``
+        (0.3), and with one random bit-width for every searched layer (W = A) with
+        probability ``UNIFORM_PRECISION_PROB`` (0.3), else independent per-layer bits. The
+        original's third stratum, full resolution (0.4), has no counterpart at 32×32."""
+        arch = None
+        if self.elastic:
+            arch = self.space.sample_arch(rng)
+            if rng.random() < FULL_DEPTH_PROB:
+                data = arch.to_dict()
+                data["depths"] = self.space.max_arch().to_dict()["depths"]
+                arch = self.space.validate_arch(data)
+        if rng.random() < UNIFORM_PRECISION_PROB:
+            return arch, self.uniform(arch, rng)
+        return arch, self.independent(arch, rng)
 
     def largest(self, rng: random.Random) -> tuple[Any, dict[str, LayerBits]]:
         arch = self.space.max_arch() if self.elastic else None
