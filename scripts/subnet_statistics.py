@@ -64,7 +64,7 @@ def main() -> int:
             model = ctx.subnet(arch, recalibrated=recalibrated)
             layers = space.searchable_layers(arch)
             probe = ctx.hessian_probe(model, layers, batches=1, batch_size=32, seed=0)
-            traces = hutchinson_traces(probe, max_iter=20, tol=1e-3, seed=0)
+            traces = hutchinson_traces(probe, max_iter=20, seed=0)
             out["recalibrated" if recalibrated else "as_extracted"] = {
                 "val_top1": evaluate(model.eval(), splits.val, batch_size=256),
                 "probe_loss": probe.loss,

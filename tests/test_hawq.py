@@ -34,7 +34,7 @@ from benchmark.arena import (
     apply_policy,
     hutchinson_trace,
     hutchinson_traces,
-    relative_change,
+    relative_standard_error,
     twice_differentiable,
 )
 from benchmark.arena.context import Context
@@ -42,6 +42,7 @@ from benchmark.arena.data import load_splits
 from benchmark.arena.hessian import Target, grouped_conv2d
 from benchmark.arena.presets import Preset, PresetError, load_preset
 from benchmark.arena.protocol import Budget, Task
+from benchmark.arena.quant.minmax import symmetric_minmax
 from benchmark.arena.spaces import get_space
 from benchmark.cli import main
 from benchmark.harness.spec import TrialSpec
@@ -152,37 +153,65 @@ def test_hutchinson_matches_the_exact_trace_of_a_quadratic() -> None:
     assert estimate.normalised == pytest.approx(estimate.trace / 30)
 
 
-def test_stopping_test_uses_abs_for_a_negative_trace() -> None:
-    assert relative_change(-1.1, -1.0) == pytest.approx(0.1 / (1.0 + 1e-6))
-    assert relative_change(-1.0, -2.0) == pytest.approx(0.5, rel=1e-6)  # > tol: go on
-    h = _spd(30, seed=2, sign=-1.0)
-    tol = 1e-3
-    estimate = hutchinson_trace(lambda v: (h @ v[0],), [(30,)], max_iter=500, tol=tol, like=h)
-    m1, m2 = estimate.samples[0], sum(estimate.samples[:2]) / 2
-    assert m1 < 0 and m2 < 0
-    # the test without abs() in the denominator (NNCF's bug) would stop at the 2nd vector:
-    assert abs(m2 - m1) / (m1 + 1e-6) < tol
-    assert estimate.iterations > 10
+def test_stopping_test_is_the_relative_standard_error() -> None:
+    samples = [1.0, 3.0, 2.0, 2.0]
+    sd = float(np.std(samples, ddof=1))
+    assert relative_standard_error(samples) == pytest.approx(sd / 2 / 2.0)
+    assert relative_standard_error([-1.0, -3.0]) == pytest.approx(relative_standard_error([1, 3]))
+    assert relative_standard_error([5.0]) == math.inf  # one sample: no error estimate
+    assert relative_standard_error([1.0, -1.0]) == math.inf  # a zero mean
+    h = _spd(30, seed=2, sign=-1.0)  # a negative trace stops as a positive one does
+    estimate = hutchinson_trace(lambda v: (h @ v[0],), [(30,)], max_iter=2000, like=h)
+    assert estimate.converged and estimate.trace < 0
+    assert relative_standard_error(estimate.samples) <= 0.03
     exact = float(torch.trace(h))
-    assert exact < 0 and abs(estimate.trace - exact) <= 4 * _hutchinson_sd(h, estimate.iterations)
+    assert abs(estimate.trace - exact) <= 4 * _hutchinson_sd(h, estimate.iterations)
 
 
-def test_stopping_rule_and_max_iter() -> None:
+def test_stopping_rule_min_and_max_iter() -> None:
     h = _spd(30, seed=3)
-    loose = hutchinson_trace(lambda v: (h @ v[0],), [(30,)], max_iter=1000, tol=1e-2, like=h)
-    assert loose.converged and 2 <= loose.iterations < 1000
-    means = np.cumsum(loose.samples) / np.arange(1, loose.iterations + 1)
-    assert relative_change(means[-1], means[-2]) < 1e-2  # stopped where the test passed
-    assert all(relative_change(means[i], means[i - 1]) >= 1e-2 for i in range(1, len(means) - 1))
+    loose = hutchinson_trace(lambda v: (h @ v[0],), [(30,)], max_iter=1000, tol=0.05, like=h)
+    assert loose.converged and 10 <= loose.iterations < 1000
+    errors = [relative_standard_error(loose.samples[:n]) for n in range(2, loose.iterations + 1)]
+    assert errors[-1] <= 0.05  # stopped where the test passed, and not before
+    assert all(e > 0.05 for e in errors[8:-1])  # from the 10th vector on
     capped = hutchinson_trace(lambda v: (h @ v[0],), [(30,)], max_iter=7, tol=1e-12, like=h)
     assert capped.iterations == 7 and not capped.converged
     diagonal = torch.diag(torch.arange(1.0, 6.0))  # Rademacher is exact on a diagonal
     exact = hutchinson_trace(lambda v: (diagonal @ v[0],), [(5,)], max_iter=50)
-    assert exact.trace == pytest.approx(15.0) and exact.iterations == 2
+    assert exact.trace == pytest.approx(15.0) and exact.iterations == 10  # the minimum
+    few = hutchinson_trace(lambda v: (diagonal @ v[0],), [(5,)], max_iter=50, min_iter=2)
+    assert few.iterations == 2 and few.converged
+    assert hutchinson_trace(lambda v: (diagonal @ v[0],), [(5,)], max_iter=4).iterations == 4
     with pytest.raises(ValueError, match="max_iter"):
         hutchinson_trace(lambda v: v, [(2,)], max_iter=0)
+    with pytest.raises(ValueError, match="min_iter"):
+        hutchinson_trace(lambda v: v, [(2,)], min_iter=0)
     with pytest.raises(ValueError, match="tol"):
         hutchinson_trace(lambda v: v, [(2,)], tol=-1.0)
+
+
+def test_a_small_layers_trace_is_within_10_percent_at_the_defaults() -> None:
+    """A 27-parameter layer of a 2-layer net against the exact Hessian
+    (``torch.autograd.functional.hessian``): fewer than 5% of 200 seeds more than 10% off.
+    (PyHessian's rule, a relative change of the mean below 1e-3, stopped such a layer
+    after 2 vectors.)"""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 3, generator=gen), torch.randint(0, 4, (64,), generator=gen)
+    w1, w2 = 0.5 * torch.randn(9, 3, generator=gen), 0.5 * torch.randn(4, 9, generator=gen)
+
+    def loss(w: Tensor) -> Tensor:
+        return F.cross_entropy(F.relu(x @ w.reshape(9, 3).T) @ w2.T, y)
+
+    h = torch.autograd.functional.hessian(loss, w1.flatten()).double()
+    exact = float(torch.trace(h))
+    off = [
+        abs(hutchinson_trace(lambda v: (h @ v[0],), [(27,)], seed=seed, like=h).trace - exact)
+        / abs(exact)
+        > 0.10
+        for seed in range(200)
+    ]
+    assert sum(off) / 200 < 0.05
 
 
 class _MLP(nn.Module):
@@ -341,7 +370,7 @@ def test_omega_decreases_with_bits(micro_fp, splits, tmp_path: Path) -> None:
     layers = ctx.space.searchable_layers()
     bits = (2, 3, 4, 8)
     quant = ctx.space.layer_quant()
-    w_err = weight_errors(model, layers, bits, quant)
+    w_err = weight_errors(model, layers, bits)
     assert np.all(np.diff(w_err, axis=1) < 0) and np.all(w_err > 0)
     probe = ctx.hessian_probe(model, layers, inputs=True, batches=1, batch_size=8)
     a_err = input_errors(model, probe.layer_inputs, layers, bits, quant)
@@ -353,21 +382,39 @@ def test_omega_decreases_with_bits(micro_fp, splits, tmp_path: Path) -> None:
         if tr > 0:
             assert np.all(np.diff(omega) < 0), name
     assert sum(traces[f"{n}:weight"].trace > 0 for n in layers) >= len(layers) - 2
-    # one fresh quantizer per (layer, bits): the same numbers again
-    assert np.array_equal(w_err, weight_errors(model, layers, bits, quant))
-    # the quantizer computes in float32, the hand version in float64: 8-bit errors are
-    # small enough for float32 rounding to show at 1e-6
-    hand = _lsq_error(model.layer1[0].conv1.weight, 8)
-    assert w_err[0, 3] == pytest.approx(hand, rel=1e-5)
+    # a measurement, no state: the same numbers again
+    assert np.array_equal(w_err, weight_errors(model, layers, bits))
+    hand = _minmax_error(model.layer1[0].conv1.weight, 8)
+    assert w_err[0, 3] == pytest.approx(hand, rel=1e-9)
 
 
-def _lsq_error(weight: Tensor, bits: int) -> float:
-    """``‖Q(W) − W‖²`` of LSQ at its initial step, by hand."""
+def _minmax_error(weight: Tensor, bits: int) -> float:
+    """``‖Q(W) − W‖²`` of HAWQ-V3's per-channel symmetric min/max quantizer, by hand."""
     w = weight.detach().double()
-    qp = 2 ** (bits - 1) - 1
-    step = 2 * float(weight.detach().abs().mean()) / math.sqrt(qp)
-    q = (w / step).clamp(-qp - 1, qp).round() * step
-    return float(((q - w) ** 2).sum())
+    n = 2 ** (bits - 1) - 1
+    total = 0.0
+    for channel in w:
+        scale = max(float(channel.abs().max()), 1e-8) / n
+        q = (channel / scale).round().clamp(-n - 1, n) * scale
+        total += float(((q - channel) ** 2).sum())
+    return total
+
+
+def test_omega_uses_the_originals_quantizer_error_ratio() -> None:
+    """A Gaussian weight's 4-bit / 8-bit error ratio is about 290 with per-channel min/max
+    (LSQ's initial per-tensor step gave about 18)."""
+    weight = torch.randn(64, 64, 3, 3, generator=torch.Generator().manual_seed(0)).double()
+    err = {b: float(((symmetric_minmax(weight, b) - weight) ** 2).sum()) for b in (4, 8)}
+    assert 250 <= err[4] / err[8] <= 330
+    # per channel: a channel of larger weights gets its own, larger scale
+    scaled = weight.clone()
+    scaled[0] *= 100
+    assert torch.equal(symmetric_minmax(scaled, 4)[1:], symmetric_minmax(weight, 4)[1:])
+    assert (symmetric_minmax(weight, 4, channel_dim=None) - weight).abs().max() <= (
+        weight.abs().max() / 7 / 2 + 1e-12
+    )
+    with pytest.raises(ValueError, match="at least 2 bits"):
+        symmetric_minmax(weight, 1)
 
 
 # --------------------------------------------------------------------------- the ILP

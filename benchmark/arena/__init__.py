@@ -34,7 +34,8 @@ top-1 in percent):
   weighted mixture of bit-widths, :class:`BitMixture`; ``set_branch_mixture`` for a
   weighted sum of (w, a) branches with their own weights, :class:`BranchMixture`),
   :func:`apply_policy`, :func:`quantize_model`, :func:`scale_quant_ranges` (the named
-  layers' quantizer ranges × a factor: OQAT's bit inheritance);
+  layers' quantizer ranges × a factor: OQAT's bit inheritance), :func:`symmetric_minmax`
+  (per-channel min/max quantization as a measurement: HAWQ-V3's Ω);
   ``QuantConfig(act_grid="unsigned")`` puts every quantized input on the unsigned grid;
 - search spaces: :class:`SearchSpace`, :class:`ElasticSearchSpace`, :func:`get_space`;
   each declares where its layers' features are (``space.feature_taps``, a list of
@@ -52,7 +53,7 @@ top-1 in percent):
   products, :class:`HessianProbe`), ``ctx.split``, ``ctx.offer`` (the answer so far);
 - Hessian traces by Hutchinson's estimator: :func:`hutchinson_trace` (any ``hvp``),
   :func:`hutchinson_traces` (every target of a probe, round by round),
-  :class:`TraceEstimate`, :func:`relative_change` (the stopping test),
+  :class:`TraceEstimate`, :func:`relative_standard_error` (the stopping test),
   :func:`twice_differentiable` (double backward through hard activations and depthwise
   convolutions);
 - presets: :class:`Preset` and :class:`Recipe` (validated pydantic dataclasses), and a
@@ -87,7 +88,7 @@ from benchmark.arena.hessian import (
     TraceEstimate,
     hutchinson_trace,
     hutchinson_traces,
-    relative_change,
+    relative_standard_error,
     twice_differentiable,
 )
 from benchmark.arena.limit import TaskLimit
@@ -145,6 +146,7 @@ from benchmark.arena.quant import (
     register_quantizer,
     scale_quant_ranges,
 )
+from benchmark.arena.quant.minmax import symmetric_minmax
 from benchmark.arena.recipes.finetune import finetune_qat
 from benchmark.arena.recipes.loop import Phase, StepLoss, TrainStats, train
 from benchmark.arena.recipes.scoring import evaluate, recalibrate, recalibrate_and_evaluate
@@ -251,9 +253,10 @@ __all__ = [
     "recalibrate_and_evaluate",
     "register_quantizer",
     "register_space",
-    "relative_change",
+    "relative_standard_error",
     "sandwich_step",
     "scale_quant_ranges",
+    "symmetric_minmax",
     "soft_cross_entropy",
     "train",
     "twice_differentiable",

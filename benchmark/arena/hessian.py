@@ -6,12 +6,13 @@ is built with ``create_graph=True`` once, and ``Hv = ∂(gᵀv)/∂θ`` is one m
 through that graph per vector. Written for this project (HAWQ's sensitivity); PyHessian,
 where HAWQ's own traces come from, is GPL-3.0 and is not used.
 
-Stopping rule (PyHessian's ``trace``): after each vector the running mean ``m_n`` of the
-samples ``vᵀHv`` is compared with ``m_{n−1}`` (``m_0 = 0``); the estimate stops when
-``|m_n − m_{n−1}| / (|m_{n−1}| + 1e-6) < tol`` or after ``max_iter`` vectors. The ``abs()``
-in the denominator matters: without it a negative trace makes the ratio negative, below any
-``tol``, and the estimate stops after its second vector (NNCF's bug, nncf#2155, fixed in
-PR #2159).
+Stopping rule (this project's; not PyHessian's): after at least ``min_iter`` vectors, an
+estimate stops once the standard error of its running mean is at most ``tol`` of the mean's
+magnitude (``sd(samples) / √n / |mean| ≤ tol``), or after ``max_iter`` vectors. PyHessian's
+rule, the relative change of the running mean between two vectors below ``tol`` (1e-3),
+judges the mean by one step: a 27-parameter layer's trace stopped after 2 vectors, 46% off,
+and over 200 seeds 53.5% of that layer's estimates were more than 10% off. Defaults: 10 to
+200 vectors, ``tol`` 0.03 (a 95% interval of about ±6% of the trace when it stops early).
 
 - :func:`hutchinson_trace`: one estimate from any ``hvp`` function (tests, other losses);
 - :class:`HessianProbe`: per-layer Hessian-vector products of a model's mean cross-entropy
@@ -43,16 +44,30 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
-DENOMINATOR_EPS = 1e-6
-"""Added to ``|m_{n−1}|`` in the stopping test (PyHessian's value)."""
+MAX_VECTORS = 200
+"""Default most Rademacher vectors per trace."""
+
+MIN_VECTORS = 10
+"""Default fewest vectors before the stopping test may end a trace."""
+
+TOLERANCE = 0.03
+"""Default stopping tolerance: the mean's standard error over its magnitude."""
 
 HVP = Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]]
 """A Hessian-vector product: vector (as a tuple of tensors) → ``Hv`` (same shapes)."""
 
 
-def relative_change(new: float, old: float) -> float:
-    """``|new − old| / (|old| + 1e-6)``: the stopping test's quantity (unitless)."""
-    return abs(new - old) / (abs(old) + DENOMINATOR_EPS)
+def relative_standard_error(samples: Sequence[float]) -> float:
+    """The standard error of the samples' mean over the mean's magnitude (unitless): the
+    stopping test's quantity; ``inf`` for fewer than two samples or a zero mean."""
+    n = len(samples)
+    if n < 2:
+        return math.inf
+    mean = math.fsum(samples) / n
+    if mean == 0:
+        return math.inf
+    variance = math.fsum((x - mean) ** 2 for x in samples) / (n - 1)
+    return math.sqrt(variance / n) / abs(mean)
 
 
 def rademacher(shape: Sequence[int], generator: torch.Generator, like: Tensor) -> Tensor:
@@ -108,8 +123,10 @@ class HutchinsonTrace:
     Args:
         shapes: the shapes of the vector's tensors (one weight: one shape).
         max_iter: most vectors drawn.
-        tol: relative change of the running mean below which it stops (0: never early).
+        tol: the stopping test's tolerance, the mean's standard error over its magnitude
+            (0: never early).
         generator: the target's own random stream.
+        min_iter: fewest vectors before the test may stop it (at most ``max_iter``).
     """
 
     def __init__(
@@ -119,11 +136,12 @@ class HutchinsonTrace:
         max_iter: int,
         tol: float,
         generator: torch.Generator,
+        min_iter: int = MIN_VECTORS,
     ) -> None:
         self.shapes = [tuple(s) for s in shapes]
         self.max_iter, self.tol, self.generator = int(max_iter), float(tol), generator
+        self.min_iter = min(int(min_iter), self.max_iter)
         self.estimate = TraceEstimate(sum(math.prod(s) for s in self.shapes))
-        self._last = 0.0
 
     @property
     def done(self) -> bool:
@@ -136,10 +154,12 @@ class HutchinsonTrace:
         sample = float(sum((a * b).sum() for a, b in zip(v, hv, strict=True)))
         estimate = self.estimate
         estimate.samples.append(sample)
-        mean = estimate.trace
-        if relative_change(mean, self._last) < self.tol:
+        if (
+            self.tol > 0
+            and estimate.iterations >= self.min_iter
+            and relative_standard_error(estimate.samples) <= self.tol
+        ):
             estimate.converged = True
-        self._last = mean
         return sample
 
 
@@ -147,26 +167,31 @@ def hutchinson_trace(
     hvp: HVP,
     shapes: Sequence[Sequence[int]],
     *,
-    max_iter: int = 100,
-    tol: float = 1e-3,
+    max_iter: int = MAX_VECTORS,
+    tol: float = TOLERANCE,
+    min_iter: int = MIN_VECTORS,
     seed: int = 0,
     like: Tensor | None = None,
 ) -> TraceEstimate:
     """Hutchinson's estimate of ``tr(H)`` for the operator ``hvp`` on vectors of ``shapes``
-    (PyHessian's defaults: 100 vectors, ``tol`` 1e-3). ``like`` gives dtype and device
-    (default float32 on the CPU); ``seed`` the vectors."""
-    _check_settings(max_iter, tol)
+    (the stopping rule of the module doc). ``like`` gives dtype and device (default float32
+    on the CPU); ``seed`` the vectors."""
+    _check_settings(max_iter, tol, min_iter)
     like = torch.zeros(()) if like is None else like
     generator = torch.Generator().manual_seed(int(seed))
-    running = HutchinsonTrace(shapes, max_iter=max_iter, tol=tol, generator=generator)
+    running = HutchinsonTrace(
+        shapes, max_iter=max_iter, tol=tol, generator=generator, min_iter=min_iter
+    )
     while not running.done:
         running.step(hvp, like)
     return running.estimate
 
 
-def _check_settings(max_iter: int, tol: float) -> None:
+def _check_settings(max_iter: int, tol: float, min_iter: int = 1) -> None:
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if isinstance(min_iter, bool) or not isinstance(min_iter, int) or min_iter < 1:
+        raise ValueError(f"min_iter must be a positive integer, got {min_iter!r}")
     if isinstance(tol, bool) or not isinstance(tol, int | float) or not tol >= 0:
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
 
@@ -401,8 +426,9 @@ class HessianProbe:
 def hutchinson_traces(
     probe: HessianProbe,
     *,
-    max_iter: int = 100,
-    tol: float = 1e-3,
+    max_iter: int = MAX_VECTORS,
+    tol: float = TOLERANCE,
+    min_iter: int = MIN_VECTORS,
     seed: int = 0,
     on_round: Callable[[int, Mapping[str, TraceEstimate]], None] | None = None,
 ) -> dict[str, TraceEstimate]:
@@ -413,13 +439,15 @@ def hutchinson_traces(
     ``i`` draws from its own generator seeded ``(seed, i)``, so its estimate is the one a
     sequential loop would give. A budget charge that raises stops the loop there.
     """
-    _check_settings(max_iter, tol)
+    _check_settings(max_iter, tol, min_iter)
     like = probe.like()
     running = {}
     for i, target in enumerate(probe.targets):
         generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + i)
         shapes = probe.shapes(target)
-        running[target] = HutchinsonTrace(shapes, max_iter=max_iter, tol=tol, generator=generator)
+        running[target] = HutchinsonTrace(
+            shapes, max_iter=max_iter, tol=tol, generator=generator, min_iter=min_iter
+        )
     estimates = {t.name: r.estimate for t, r in running.items()}
     round_ = 0
     while not all(r.done for r in running.values()):

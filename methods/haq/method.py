@@ -72,7 +72,9 @@ class HAQConfig:
             the W8A8 policy; default: the task's limit as a fraction of its W8A8 reference.
         top_k: candidates to return: the ``top_k`` best distinct policies found.
         episodes: episodes in all, warm-up included (HAQ: 600).
-        warmup: first episodes with uniform random actions and no agent update (HAQ: 20).
+        warmup: episodes 0 to ``warmup`` (``warmup + 1`` of them) take uniform random
+            actions and do not update the agent, as the original's ``episode <= warmup``
+            (HAQ: 20).
         finetune_steps: optimiser steps of the short QAT finetune of each episode's policy
             (the preset's ``[finetune]`` recipe cut to this many; 0: calibrate and score
             only). HAQ: one epoch of a 20,000-image subset at batch 128, ~157 steps.
@@ -247,7 +249,7 @@ class HAQ(Method):
         fp_top1: float,
     ) -> dict[str, Any]:
         """One episode: actions layer by layer, the constraint loop, finetune, score, learn."""
-        warm = episode < section.warmup
+        warm = episode <= section.warmup  # the original's test: warmup + 1 random episodes
         sigma = DDPGConfig().sigma_init * section.sigma_decay ** max(episode - section.warmup, 0)
         w_index, a_index, steps = self._act(setup, agent, warm, sigma)
         w_index, a_index = constrain(w_index, a_index, setup.limits, setup.movable)

@@ -2,8 +2,9 @@
 
 apple/ml-batchquant trains an MLP (three ReLU hidden layers of 600 units, Adam lr 3e-3,
 100 epochs, ``nsgaii_search.py``) on ~8k subnets scored after recalibration; here the
-layer width, depth, epochs and sample counts come from the preset (``[methods.qfa]``). Targets are standardised for training; predictions come back in
-top-1 percent. Full-batch Adam on the mean squared error, seeded.
+layer width, depth, epochs and sample counts come from the preset (``[methods.qfa]``).
+Targets are standardised for training; predictions come back in top-1 percent. Full-batch
+Adam on the mean squared error, seeded.
 """
 
 from __future__ import annotations
