@@ -85,6 +85,7 @@ from benchmark.arena import (
     QuantLayer,
     SearchResult,
     SearchSpace,
+    TaskLimit,
     TraceEstimate,
     hutchinson_traces,
     jsonable_arch,
@@ -219,6 +220,29 @@ class HAWQ(Method):
     name = "hawq"
     searches = "bits"
     config_class = HAWQConfig
+
+    @classmethod
+    def unreachable(cls, config: HAWQConfig, limit: TaskLimit) -> str | None:
+        """Before the run: the cheapest policy the ILP can choose (every searched layer at
+        the cheapest (W, A) choice) over the limit."""
+        space, method = limit.space, cls(config)
+        arch = space.reference_arch
+        try:
+            pairs = method.choices(method.bit_set(space))
+            w, a = min(pairs, key=lambda p: p[0] * p[1] if limit.metric == "bitops" else p[0])
+            policy = {n: LayerBits(w, a) for n in space.searchable_layers(arch)}
+            if limit.met(policy, arch):
+                return None
+            ratio = limit.ratio_of(limit.cost(policy, arch))
+        except ValueError:  # bits the space does not allow: the search says so itself
+            return None
+        hint = ""
+        if config.bits != "space" and min(space.bit_choices) < w:
+            hint = """, or offer lower bits (--method-options '{"hawq": {"bits": "space"}}')"""
+        return (
+            f"its cheapest policy, every searched layer at W{w}A{a}, costs {ratio:.4f}x W8A8; "
+            f"loosen the limit to at least {ratio:.4f}{hint}"
+        )
 
     # --- pieces ---------------------------------------------------------------------
     def bit_set(self, space: SearchSpace) -> tuple[int, ...]:

@@ -66,6 +66,7 @@ from benchmark.arena import (
     Method,
     SearchResult,
     SearchSpace,
+    TaskLimit,
     fixed_batch,
     jsonable_arch,
     method_config,
@@ -251,6 +252,28 @@ class OMPQ(Method):
         if self.config.orm_off:
             runs.append(("-orm-off", 0.0))
         return runs
+
+    @classmethod
+    def unreachable(cls, config: OMPQConfig, limit: TaskLimit) -> str | None:
+        """Before the run: the cheapest policy OMPQ can return (every searched layer at
+        the lowest weight bits and ``a_bits``) over the limit."""
+        space = limit.space
+        arch = space.reference_arch
+        try:
+            low = cls(config).weight_choices(space)[0]
+            policy = {n: LayerBits(low, config.a_bits) for n in space.searchable_layers(arch)}
+            if limit.met(policy, arch):
+                return None
+            ratio = limit.ratio_of(limit.cost(policy, arch))
+        except ValueError:  # bits the space does not allow: the search says so itself
+            return None
+        hint = ""
+        if limit.metric == "bitops" and config.a_bits > low:
+            hint = f""", or lower a_bits (--method-options '{{"ompq": {{"a_bits": {low}}}}}')"""
+        return (
+            f"its cheapest policy, every searched layer at W{low}A{config.a_bits}, costs "
+            f"{ratio:.4f}x W8A8; loosen the limit to at least {ratio:.4f}{hint}"
+        )
 
     def _check_feasible(self, ctx: Context, budget: CostBudget, low: int) -> None:
         """Raise a clear ``ValueError`` if the lowest bits already exceed the limit."""

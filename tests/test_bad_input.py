@@ -341,6 +341,16 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
         [*RUN, "--constraint", "bitops<=0.5,bitops<=0.05"],
         "bitops<=0.05 cannot be met on mbv3-cifar",
     ),
+    (  # reachable on the space, not by plain OMPQ (8-bit activations): refused before
+        "method-cannot-meet-the-limit",
+        ["run", "--methods", "ompq", "--space", "resnet20", "--constraint", "bitops<=0.2"],
+        ("method ompq cannot meet bitops<=0.2 on resnet20", "W2A8", '"a_bits": 2'),
+    ),
+    (
+        "hawq-paper-bits-cannot-meet-the-limit",
+        ["run", "--methods", "hawq", "--space", "resnet20", "--constraint", "bitops<=0.2"],
+        ("method hawq cannot meet bitops<=0.2 on resnet20", "W4A4", '"bits": "space"'),
+    ),
     # --- data
     ("cifar-without-data-dir", [*RUN, "--dataset", "cifar10"], "--data-dir"),
     (

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from typing import Any, ClassVar
 
 from benchmark.arena.context import Context
+from benchmark.arena.limit import TaskLimit
 from benchmark.arena.presets import Preset, PresetError, parse_section
 from benchmark.arena.protocol import SearchResult
 from benchmark.arena.spaces.base import SearchSpace
@@ -105,6 +106,16 @@ class Method(ABC):
         exits 2 with that line). The default returns ``config`` unchanged.
         """
         return config
+
+    @classmethod
+    def unreachable(cls, config: Any, limit: TaskLimit) -> str | None:
+        """Why no candidate of this method, with ``config``, can meet ``limit`` (the task's
+        constraint on one space of the run), as one line naming what would make it
+        reachable; ``None`` when it can, or when the method cannot tell before it runs
+        (the default). The harness asks before anything starts and refuses the run (exit
+        2) with that line, so a method that cannot meet a limit fails before, not during,
+        its trials."""
+        return None
 
     @abstractmethod
     def search(self, ctx: Context) -> SearchResult:

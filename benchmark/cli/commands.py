@@ -195,6 +195,7 @@ def _check_environment(
     """The run id, resources, folders, data files, reachable limits and the cluster."""
     from benchmark.arena.cache import default_cache_dir
     from benchmark.arena.data import check_data_dir
+    from benchmark.arena.presets import load_preset
     from benchmark.harness import validation
 
     try:
@@ -219,6 +220,9 @@ def _check_environment(
         for space in spaces:  # profiles the space's smallest model once (~0.1 s)
             for constraint in constraints:
                 validation.check_constraint_reachable(constraint, space)
+        validation.check_methods_reachable(
+            args.method_list, args.options_by_spec, spaces, constraints, load_preset(args.preset)
+        )
         if args.executor == "ray" and args.address:
             validation.check_address(args.address)
             validation.check_cluster_auth(args.address)  # a token cluster needs a token

@@ -134,6 +134,36 @@ def check_constraint_reachable(constraint: Constraint, space: SearchSpace) -> No
     )
 
 
+def check_methods_reachable(
+    specs: Sequence[str],
+    options_by_spec: Mapping[str, dict],
+    spaces: Sequence[SearchSpace],
+    constraints: Sequence[Constraint],
+    preset: Preset,
+) -> None:
+    """Ask each method whether its config can meet each constraint on each space
+    (``Method.unreachable``), after :func:`check_method_inputs`.
+
+    Raises:
+        InputError: the first method's line, naming the method, the space and the limit.
+    """
+    from benchmark.arena.limit import TaskLimit
+    from benchmark.harness.spec import config_overrides
+    from methods import get_method
+
+    for spec in specs:
+        cls = get_method(spec)
+        config = cls.configure(preset, config_overrides(options_by_spec.get(spec) or {}))
+        for space in spaces:
+            for constraint in constraints:
+                reason = cls.unreachable(config, TaskLimit(constraint, space))
+                if reason:
+                    raise InputError(
+                        f"method {cls.name} cannot meet {constraint.text} on {space.name}: "
+                        f"{' '.join(reason.split())}"
+                    )
+
+
 def check_resources(
     cpus_per_trial: float,
     gpus_per_trial: float,
