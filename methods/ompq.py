@@ -1,9 +1,11 @@
 """``ompq``: Orthogonal Mixed Precision Quantization (Ma et al., AAAI 2023, arXiv 2109.07865).
 
-One eval-mode forward pass (BN running statistics) of the FP checkpoint on ONE training
-batch (``benchmark.arena.fixed_batch``, charged to the budget), no training. On an elastic
-space the reference subnet's BN statistics are re-estimated first (``ctx.subnet(...,
-recalibrated=True)``, charged): the FP supernet's own statistics are not the subnet's.
+One forward pass of the FP checkpoint on ONE training batch (``benchmark.arena.fixed_batch``,
+charged to the budget), no training. BatchNorm normalises with the batch's own statistics,
+as the original does (it never calls ``eval()``); option ``bn="running"`` takes the running
+statistics in eval mode instead (then an elastic space's reference subnet gets its own
+first, ``ctx.subnet(..., recalibrated=True)``, charged: the FP supernet's are not the
+subnet's). The two modes can order the objective's coefficients differently.
 
 1. **Feature taps**, where the space says its layers' features are
    (:meth:`~benchmark.arena.SearchSpace.feature_taps`), hooked; one LP variable each. Per
@@ -104,13 +106,18 @@ def feature_gram(features: Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def tap_grams(model: nn.Module, taps: Sequence[FeatureTap], images: Tensor) -> list[np.ndarray]:
-    """One eval-mode forward of ``images``; each tap's centred linear Gram (N × N, float64).
+def tap_grams(
+    model: nn.Module, taps: Sequence[FeatureTap], images: Tensor, *, batch_stats: bool = False
+) -> list[np.ndarray]:
+    """One forward of ``images``; each tap's centred linear Gram (N × N, float64).
 
-    Features are centred over the batch before the product (:func:`feature_gram`), so the
-    Gram is ``(HX)(HX)ᵀ = H X Xᵀ H``, the ORM's centring done where it loses no digits.
-    Grams are formed inside the hooks so that no feature map is kept. A tap whose module
-    does not run exactly once is an error.
+    ``batch_stats``: BatchNorm normalises with the batch's own statistics (train mode, as
+    the original, which never calls ``eval()``; the model's running statistics are put back
+    afterwards), else with its running statistics (eval mode). Features are centred over
+    the batch before the product (:func:`feature_gram`), so the Gram is
+    ``(HX)(HX)ᵀ = H X Xᵀ H``, the ORM's centring done where it loses no digits. Grams are
+    formed inside the hooks so that no feature map is kept. A tap whose module does not run
+    exactly once is an error.
     """
     grams: dict[str, list[np.ndarray]] = {t.name: [] for t in taps}
 
@@ -124,17 +131,24 @@ def tap_grams(model: nn.Module, taps: Sequence[FeatureTap], images: Tensor) -> l
         model.get_submodule(t.module).register_forward_hook(hook(t, t.post_fn(model))) for t in taps
     ]
     was_training = model.training
-    model.eval()
+    kept = {k: v.clone() for k, v in model.state_dict().items() if _bn_buffer(k)}
+    model.train(batch_stats)
     try:
         model(images)
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
+        if kept:
+            model.load_state_dict(kept, strict=False)
     bad = [name for name, got in grams.items() if len(got) != 1]
     if bad:
         raise RuntimeError(f"OMPQ tap {bad[0]!r} ran {len(grams[bad[0]])} times in one forward")
     return [grams[t.name][0] for t in taps]
+
+
+def _bn_buffer(key: str) -> bool:
+    return key.endswith(("running_mean", "running_var", "num_batches_tracked"))
 
 
 # --- the constraint -----------------------------------------------------------------
@@ -201,6 +215,10 @@ class OMPQConfig:
         batch_seed: which images (default: the task seed).
         bit_bounds: ``[low, high]`` weight bits; the allowed choices are the space's
             ``bit_choices`` inside them (default: all of them).
+        bn: how BatchNorm normalises in the feature pass: ``"batch"`` (default: the batch's
+            own statistics, as the original, which never calls ``eval()``) or ``"running"``
+            (the running statistics in eval mode; an elastic space's subnet is
+            recalibrated first, charged).
     """
 
     beta: NonNegative = 10.0
@@ -211,6 +229,7 @@ class OMPQConfig:
     batch_size: Annotated[int, Strict(), Field(ge=2)] = 32
     batch_seed: Annotated[int, Strict(), Field(ge=0)] | None = None
     bit_bounds: tuple[Annotated[int, Strict(), Field(ge=1, le=31)], ...] | None = None
+    bn: Literal["batch", "running"] = "batch"
 
     @field_validator("betas", mode="before")
     @classmethod
@@ -298,9 +317,9 @@ class OMPQ(Method):
     def search(self, ctx: Context) -> SearchResult:
         space, arch = ctx.space, ctx.space.reference_arch
         choices = self.weight_choices(space)
-        # FP weights; an elastic space's subnet gets its own BN statistics first (the
-        # features are taken in eval mode)
-        model = ctx.subnet(arch, recalibrated=True)
+        # FP weights; with running BN statistics, an elastic space's subnet gets its own
+        # first (the supernet's are not the subnet's)
+        model = ctx.subnet(arch, recalibrated=self.config.bn == "running")
         taps, mode = space.feature_taps(model, arch)
         note = TAP_NOTES[mode](sorted(_own_taps(taps)))
         if mode != "blocks":
@@ -345,14 +364,14 @@ class OMPQ(Method):
         """The one forward pass (charged) and the ORM of its taps; the log's batch part."""
         seed = ctx.task.seed if self.config.batch_seed is None else int(self.config.batch_seed)
         images, _ = fixed_batch(ctx.train_set, self.config.batch_size, seed)
-        grams = tap_grams(model, taps, images.to(ctx.device))
+        grams = tap_grams(model, taps, images.to(ctx.device), batch_stats=self.config.bn == "batch")
         ctx.budget.charge(self.config.batch_size)
         orm, degenerate = orm_from_grams(grams)
         names = [taps[i].name for i in degenerate]
         if names:
             ctx.log.warning("ompq: taps constant over the batch (ORM 0 by convention): %s", names)
         return orm, {
-            "batch": {"size": self.config.batch_size, "seed": seed},
+            "batch": {"size": self.config.batch_size, "seed": seed, "bn": self.config.bn},
             "degenerate_taps": names,
         }
 

@@ -108,3 +108,28 @@ def test_an_inplace_activation_never_overwrites_the_models_tensor() -> None:
     assert tap.post_fn(model)(x).sum() == 0 and (x == -1).all()
     with pytest.raises(ValueError, match="sigmoid"):
         FeatureTap("0/out", "0", "sigmoid", ("0",)).post_fn(model)
+
+
+def test_batch_statistics_pass_leaves_the_running_statistics_alone() -> None:
+    """OMPQ's default feature pass normalises with the batch's statistics (train mode, as
+    the original); the model's running statistics and mode are what they were."""
+    space = get_space("resnet20")
+    model = space.build().eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.fill_(0.5)
+    taps, _ = space.feature_taps(model)
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = tap_grams(model, taps[:1], x, batch_stats=True)
+    assert not model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        model.train()
+        stem = F.relu(model.bn1(model.conv1(x)))
+        block = model.layer1[0]
+        expected = F.relu(block.bn1(block.conv1(stem)))
+        model.eval()
+    np.testing.assert_allclose(batch[0], feature_gram(expected), atol=1e-6)
+    running = tap_grams(model, taps[:1], x)  # eval mode: another Gram
+    assert not np.allclose(running[0], batch[0], atol=1e-3)
