@@ -1,18 +1,22 @@
-"""OQAT's fidelity and speed on ``mbv3-cifar`` / digits / smoke (CPU).
+"""OQAT's fidelity and speed on ``mbv3-cifar`` (CPU): digits / smoke by default, any preset.
 
 Usage: python scripts/bench_oqat.py [--seeds 0,1,2] [--threads 2] [--fidelity] [--zeros] [--speed]
-       [--rounds 5] [--profile]
+       [--rounds 5] [--profile] [--preset smoke] [--data-dir DIR] [--stage-epochs 1,0.67,0.5]
+       [--out FILE]
 
 ``--fidelity`` (the paper's central claim, measured): per seed, the 4→3→2 chain of
-``methods/oqat.py`` (the smoke preset's ``[methods.oqat]`` stages, from the cached FP
-supernet) against a 2-bit supernet trained straight from the FP supernet (a) for as many
-steps as the chain's 2-bit stage and, with ``--all-steps``, (b) for as many as the whole
-chain. A stage whose loss becomes NaN is recorded (``*_diverged``) and its model scored;
-``--clip X`` sets ``[methods.oqat] clip_grad_norm`` for every arm. Every supernet is
-scored on the same subnets (largest, smallest, reference and 2 random architectures),
-each extracted, BN-recalibrated on the preset's recalibration images and evaluated on the
-test split (the ``inherit`` track). Also the 4-bit largest subnet against the FP one
-(goal: within 3 points). Prints JSON: per seed and the mean over seeds.
+``methods/oqat.py`` (the preset's ``[methods.oqat]`` stages, or ``--stage-epochs``, from the
+cached FP supernet of the preset's dataset) against a 2-bit supernet trained straight from
+the FP supernet (a) for as many steps as the chain's 2-bit stage and, with ``--all-steps``,
+(b) for as many as the whole chain. Each arm also gives the share of its 2-bit weights and
+inputs on the zero grid point (largest subnet, one training batch). On Fashion-MNIST:
+``--preset fmnist --all-steps --stage-epochs 1,0.67,0.5`` (stages long enough to converge,
+not the trial's). A stage whose loss becomes NaN is recorded (``*_diverged``) and its model
+scored; ``--clip X`` sets ``[methods.oqat] clip_grad_norm`` for every arm. Every supernet is
+scored on the same subnets (largest, smallest, reference and 2 random architectures), each
+extracted, BN-recalibrated on the preset's recalibration images and evaluated on the test
+split (the ``inherit`` track). Also the 4-bit largest subnet against the FP one (goal:
+within 3 points). Prints JSON: per seed and the mean over seeds.
 
 ``--zeros``: why the 2-bit stage starts where it does. Trains seed 0's 4- and 3-bit
 stages as ``--fidelity`` does, then on one training batch through the largest subnet gives
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import statistics
 import sys
@@ -64,7 +69,7 @@ from methods.oqat import OQAT, oqat_quant
 
 def context(space, preset, splits, state, keys, seed: int) -> Context:
     return Context.create(
-        Task(space.name, "digits", preset.name, "bitops<=16", seed),
+        Task(space.name, splits.name, preset.name, "bitops<=16", seed),
         space,
         preset,
         splits,
@@ -104,12 +109,22 @@ def planned_steps(ctx: Context, recipe) -> int:
 
 
 def fidelity(
-    seed: int, splits, preset, state, all_steps: bool, clip: float | None
+    seed: int,
+    splits,
+    preset,
+    state,
+    all_steps: bool,
+    clip: float | None,
+    stage_epochs: tuple[float, ...] | None = None,
 ) -> dict[str, Any]:
     torch.manual_seed(seed)
     base = get_space("mbv3-cifar", num_classes=splits.num_classes)
     space = base.with_fixed(32)
     keys = replace(get_method("oqat").configure(preset), clip_grad_norm=clip)
+    if stage_epochs is not None:
+        keys = replace(keys, stage_epochs=stage_epochs)
+    batch = torch.stack([splits.train[i][0] for i in range(64)])
+    searched = set(space.searchable_layers(space.max_arch()))
     method = OQAT(keys)
     rng = random.Random(1000 + seed)
     archs = {
@@ -127,7 +142,7 @@ def fidelity(
     steps_chain, seconds = [], []
     for i, bits in enumerate(keys.bits):
         if i:
-            scale_quant_ranges(model, 2.0 ** (keys.bits[i - 1] - bits))
+            scale_quant_ranges(model, 2.0 ** (keys.bits[i - 1] - bits), searched)
         began = time.perf_counter()
         stats = train_or_diverge(method, ctx, space, model, bits, recipes[i], keys, seed * 7919 + i)
         seconds.append(round(time.perf_counter() - began, 1))
@@ -138,6 +153,7 @@ def fidelity(
             result[f"w{bits}_diverged"] = True
     result["chain_steps"], result["chain_train_seconds"] = steps_chain, seconds
     result["w2_inherited"] = test_top1(space, model, archs, 2, splits, preset)
+    result["w2_inherited_zeros"] = zero_shares(space, model, 2, batch)
     # 2 bits straight from the FP supernet (LSQ's own step initialisation at 2 bits)
     arms = [("w2_direct_same_stage", steps_chain[-1])]
     if all_steps:
@@ -149,6 +165,7 @@ def fidelity(
             result[label + "_diverged"] = True
         result[label] = test_top1(space, model, archs, 2, splits, preset)
         result[label + "_steps"] = steps
+        result[label + "_zeros"] = zero_shares(space, model, 2, batch)
     fp_model = ctx.fp_supernet(None)
     result["fp"] = test_top1(base, fp_model, {"largest": space.max_arch()}, None, splits, preset)
     return result
@@ -282,11 +299,31 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--preset", default="smoke", help="its dataset and recipes")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument(
+        "--stage-epochs", default=None, help="OQAT's stages, e.g. 1,0.67,0.5 (--fidelity)"
+    )
+    parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    preset = load_preset("smoke")
-    splits = load_splits("digits", val_fraction=preset.data.val_fraction, seed=0)
-    result: dict[str, Any] = {"threads": args.threads, "clip_grad_norm": args.clip}
+    preset = load_preset(args.preset)
+    splits = load_splits(
+        preset.dataset, args.data_dir, val_fraction=preset.data.val_fraction, seed=0,
+        augment=preset.data.augment,
+    )  # fmt: skip
+    stage_epochs = (
+        tuple(float(x) for x in args.stage_epochs.split(",")) if args.stage_epochs else None
+    )
+    began, load = time.perf_counter(), os.getloadavg()
+    result: dict[str, Any] = {
+        "preset": preset.name,
+        "dataset": splits.name,
+        "threads": args.threads,
+        "clip_grad_norm": args.clip,
+        "stage_epochs": stage_epochs,
+        "device": "cpu",
+    }
     if args.speed:
         result["speed"] = speed(splits, args.rounds, args.batch, args.profile)
         for key in ("profile_w4a4", "profile_fp"):
@@ -299,7 +336,7 @@ def main() -> None:
         result["zeros"] = zeros(splits, preset, state)
     if args.fidelity:
         runs = [
-            fidelity(int(s), splits, preset, state, args.all_steps, args.clip)
+            fidelity(int(s), splits, preset, state, args.all_steps, args.clip, stage_epochs)
             for s in args.seeds.split(",")
         ]
         result["fidelity_runs"] = runs
@@ -313,7 +350,13 @@ def main() -> None:
                 *(("w2_direct_all_steps",) if args.all_steps else ()),
             )
         }
-    print(json.dumps(result, indent=2))
+    result["wall_seconds"] = round(time.perf_counter() - began, 1)
+    result["load_average"] = [round(x, 2) for x in (*load, *os.getloadavg())]
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -218,6 +218,24 @@ def test_loss_rises_with_cost_as_the_formula_says() -> None:
     assert float(grad * cost) == pytest.approx(0.6 / math.log(5e8))
 
 
+def test_auto_gamma_aims_below_the_limit_and_moves_at_most_threefold() -> None:
+    control = LossControl.create(
+        "auto", "auto", start_cost=2e9, gamma_start=0.6, rate=1.0, target=0.9
+    )
+    control.update(cost=1.8e9, limit=2e9)  # at 0.9 of the limit: on target
+    assert control.gamma == pytest.approx(0.6)
+    control.update(cost=1.98e9, limit=2e9)  # under the limit but over its target: more
+    assert control.gamma == pytest.approx(0.6 * 1.1)
+    control.update(cost=20e9, limit=2e9)  # far over: x3 at most
+    assert control.gamma == pytest.approx(0.6 * 1.1 * 3)
+    control.update(cost=0.01e9, limit=2e9)  # far under: /3 at most
+    assert control.gamma == pytest.approx(0.6 * 1.1)
+    assert control.to_dict()["gamma_target"] == 0.9
+    assert DNASConfig().gamma_target == 0.9
+    with pytest.raises(Exception, match="gamma_target"):
+        DNASConfig(gamma_target=1.5)
+
+
 def test_auto_beta_starts_the_factor_at_one_and_auto_gamma_tracks_the_limit() -> None:
     control = LossControl.create("auto", "auto", start_cost=2e9, gamma_start=0.6, rate=1.0)
     assert control.gamma == 0.6
@@ -226,9 +244,9 @@ def test_auto_beta_starts_the_factor_at_one_and_auto_gamma_tracks_the_limit() ->
     assert control.gamma == pytest.approx(1.2)
     # β follows: the factor is 1 at the epoch's expected cost, whatever γ became
     assert float(control(torch.tensor(1.0), torch.tensor(4e9))) == pytest.approx(1.0)
-    control.update(cost=0.5e9, limit=2e9)  # under it: less
-    assert control.gamma == pytest.approx(0.3)
-    assert control.beta == pytest.approx(1 / math.log(0.5e9) ** 0.3)
+    control.update(cost=1e9, limit=2e9)  # under it: less
+    assert control.gamma == pytest.approx(0.6)
+    assert control.beta == pytest.approx(1 / math.log(1e9) ** 0.6)
     fixed = LossControl.create(0.2, 0.6, start_cost=2e9, gamma_start=9.0, rate=1.0)
     fixed.update(cost=4e9, limit=2e9)
     assert (fixed.beta, fixed.gamma) == (0.2, 0.6)
@@ -569,7 +587,7 @@ def test_auto_beta_stays_finite_for_a_large_gamma() -> None:
     """``(log C₀)^γ`` overflows float64 past γ ≈ 236 for BitOPs-sized costs; β is kept in
     logs, so the loss stays finite (a fast ``gamma="auto"`` reached γ ≈ 200 in 3 epochs)."""
     control = LossControl.create("auto", "auto", start_cost=5e8, gamma_start=0.6, rate=8.0)
-    for _ in range(4):
+    for _ in range(7):  # x3 an epoch at most: 0.6 · 3^7 > 1e3
         control.update(cost=1.5 * 5e8, limit=5e8)  # 1.5x over the limit every epoch
     assert control.gamma == 1e3  # at its bound
     assert math.isfinite(control.log_beta) and control.beta == 0.0  # 0 only for the log

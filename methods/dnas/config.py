@@ -39,8 +39,12 @@ class DNASConfig:
             epoch [unverified]).
         gamma_start: γ of the first epoch when ``gamma="auto"`` (FBNet's cost exponent, 0.6
             [unverified]).
-        gamma_rate: with ``gamma="auto"``, after each epoch ``γ ← γ·(E[cost]/limit)^rate``
-            (this benchmark's controller, not the paper's).
+        gamma_rate: with ``gamma="auto"``, after each epoch
+            ``γ ← γ·(E[cost]/(gamma_target·limit))^rate``, at most ×3 or ÷3 an epoch (this
+            benchmark's controller, not the paper's).
+        gamma_target: the fraction of the limit ``gamma="auto"`` aims the expected cost
+            at (default 0.9: below the limit, so that architectures sampled from ``P_θ``
+            around it meet the limit themselves).
         weights: the branch weights: ``"shared"`` (one latent weight per layer, quantized
             per branch; memory of one network) or ``"separate"`` (the paper's: one weight
             per branch).
@@ -67,6 +71,7 @@ class DNASConfig:
     tau_decay: NonNegative = 0.045
     gamma_start: Positive = 0.6
     gamma_rate: NonNegative = 1.0
+    gamma_target: Annotated[float, Strict(), Field(gt=0, le=1)] = 0.9
     weights: Literal["shared", "separate"] = "shared"
     categorical: Literal["pairs", "factorised"] | None = None
     bits: tuple[Annotated[int, Strict(), Field(ge=1, le=32)], ...] | None = None

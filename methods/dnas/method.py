@@ -159,6 +159,7 @@ class DNAS(Method):
             start_cost=start_cost,
             gamma_start=recipe.gamma_start,
             rate=recipe.gamma_rate,
+            target=self.config.gamma_target,
         )
         generator = torch.Generator().manual_seed(ctx.rng.randrange(2**31))
         state = SearchState(tau=recipe.tau0, generator=generator)
