@@ -59,8 +59,9 @@ solved on the estimates so far and its answer offered (``ctx.offer``), so a budg
 ends the search still gets a HAWQ allocation evaluated. The ILP's own time counts in the
 search seconds the harness meters.
 
-A limit the cheapest choices already exceed is refused with a ``ValueError`` naming the
-minimum achievable ratio, before any image is processed. The log: bit set, activation
+A limit the cheapest choices already exceed is refused before the run
+(:meth:`HAWQ.unreachable`), and by the search itself with the same line before any image
+is processed. The log: bit set, activation
 mode, choices, groups, Hessian settings and every trace, ``Ω``, the constraint, the
 solver status, objective and cost, and the rounds offered.
 """
@@ -268,10 +269,10 @@ class HAWQ(Method):
         space, arch = ctx.space, ctx.space.reference_arch
         bits = self.bit_set(space)
         pairs = self.choices(bits)
+        self.refuse_unreachable(ctx)  # before any image is processed
         searchable = space.searchable_layers(arch)
         groups = layer_groups(space, arch, searchable)
         budget = _Budget.of(ctx, arch, groups, pairs)
-        budget.check(ctx, pairs)  # before any image is processed
         settings = self.config
 
         # FP weights, every layer at 32 bits; an elastic space's subnet gets its own BN
@@ -455,22 +456,6 @@ class _Budget:
     def group_omega(self, per_layer: np.ndarray) -> np.ndarray:
         """``(groups, choices)``: each group's ``Ω`` summed over its layers."""
         return np.stack([per_layer[list(r)].sum(axis=0) for r in self.rows])
-
-    def check(self, ctx: Context, pairs: Sequence[tuple[int, int]]) -> None:
-        """A clear ``ValueError`` if even the cheapest choices exceed the limit."""
-        lowest = self.fixed + int(self.costs.min(axis=1).sum())
-        if lowest <= self.limit:
-            return
-        cheapest = min(pairs, key=lambda p: p[0] * p[1] if self.metric == "bitops" else p[0])
-        raise ValueError(
-            f"hawq: constraint {ctx.constraint.text} is infeasible on {ctx.space.name} with "
-            f"bits {sorted({b for p in pairs for b in p})}: with every searched layer at its "
-            f"cheapest choice (W{cheapest[0]}A{cheapest[1]}) and the fixed layers as the space "
-            f"fixes them, the minimum achievable {self.metric} is {lowest:.6g} {self.unit}, a "
-            f"ratio of {lowest / self.reference:.4f} to W8A8, over the limit {self.limit:.6g} "
-            f"{self.unit} (ratio {self.limit / self.reference:.4f}). Loosen the limit to at "
-            f"least {lowest / self.reference:.4f} or offer lower bits (bits=[...])."
-        )
 
     def to_dict(self, ctx: Context) -> dict[str, Any]:
         return {

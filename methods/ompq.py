@@ -45,8 +45,8 @@ Candidates: the policy for ``beta`` (default 10, the paper's ResNet-18 QAT value
 value was published), then (options) one per extra ``betas`` and the ORM-off ablation
 (β = 0, every θ = 1), each labelled, ``meta`` holding β and the variant. The log keeps the
 ORM, γ, θ, the tap → layer mapping and each solve's status and objective. A limit the
-lowest bits already exceed raises ``ValueError`` with the minimum achievable ratio, before
-the forward pass.
+lowest bits already exceed is refused before the run (:meth:`OMPQ.unreachable`), and by the
+search itself with the same line before the forward pass.
 """
 
 from __future__ import annotations
@@ -294,29 +294,11 @@ class OMPQ(Method):
             f"{ratio:.4f}x W8A8; loosen the limit to at least {ratio:.4f}{hint}"
         )
 
-    def _check_feasible(self, ctx: Context, budget: CostBudget, low: int) -> None:
-        """Raise a clear ``ValueError`` if the lowest bits already exceed the limit."""
-        unit = budget.unit
-        lowest = budget.fixed + float(budget.unit_costs.sum()) * low
-        if lowest <= budget.limit * (1 + 1e-12):
-            return
-        space = ctx.space
-        hint = " or lower a_bits" if budget.metric == "bitops" else ""
-        raise ValueError(
-            f"ompq: constraint {ctx.constraint.text} is infeasible on {space.name}: with "
-            f"every searched layer at W{low}A{self.config.a_bits} (the lowest allowed) and the "
-            "other "
-            f"layers as the space fixes them (ratio {budget.ratio(budget.fixed):.4f}), the "
-            f"minimum achievable {budget.metric} is {lowest:.6g} {unit}, a ratio of "
-            f"{budget.ratio(lowest):.4f} to W8A8, over the limit {budget.limit:.6g} {unit} "
-            f"(ratio {budget.ratio(budget.limit):.4f}). Loosen the limit to at least "
-            f"{budget.ratio(lowest):.4f}{hint}."
-        )
-
     # --- search ---------------------------------------------------------------------
     def search(self, ctx: Context) -> SearchResult:
         space, arch = ctx.space, ctx.space.reference_arch
         choices = self.weight_choices(space)
+        self.refuse_unreachable(ctx)  # before the forward pass
         # FP weights; with running BN statistics, an elastic space's subnet gets its own
         # first (the supernet's are not the subnet's)
         model = ctx.subnet(arch, recalibrated=self.config.bn == "running")
@@ -325,7 +307,6 @@ class OMPQ(Method):
         if mode != "blocks":
             ctx.log.info("ompq: %s", note)
         budget = task_budget(ctx, arch, taps, self.config.a_bits)
-        self._check_feasible(ctx, budget, choices[0])
         orm, log = self._orm(ctx, model, taps)
         gammas = gamma(orm)
         log.update(

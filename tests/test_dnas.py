@@ -42,7 +42,7 @@ from methods import get_method
 from methods.dnas import DNAS
 from methods.dnas.config import DNASConfig
 from methods.dnas.loss import LossControl, cost_aware_loss
-from methods.dnas.method import QUANT
+from methods.dnas.method import FEASIBLE_DRAWS, QUANT, feasible_share
 from methods.dnas.selection import Sample, choose
 from methods.dnas.steps import SearchState, theta_step, weight_step
 from methods.dnas.supernet import BANK, SuperNet, gumbel_softmax
@@ -198,6 +198,38 @@ def test_expected_cost_equals_the_cost_model_at_one_hot_theta(categorical, metri
     if metric == "bitops":
         uniform = macs * mean_bits**2 + table.fixed_total("bitops")
         assert float(net.expected_cost(net.probs())) == pytest.approx(uniform)
+
+
+@pytest.mark.parametrize("metric", ["bitops", "size"])
+@pytest.mark.parametrize("categorical", ["pairs", "factorised"])
+def test_sampled_costs_are_the_cost_table_of_draws_from_p_theta(categorical, metric) -> None:
+    space = get_space("resnet20")
+    table = space.cost_table()
+    net = SuperNet(
+        space.build(quant=QUANT), table, table.searchable, (2, 3, 4, 8), categorical, "shared",
+        metric,
+    )  # fmt: skip
+    rng = torch.Generator().manual_seed(0)
+    # at uniform θ their mean is the expected cost (4000 draws: within 2%)
+    costs = net.sampled_costs(4000, rng)
+    assert costs.shape == (4000,) and costs.dtype == torch.float64
+    assert float(costs.mean()) == pytest.approx(float(net.expected_cost(net.probs())), rel=0.02)
+    assert float(costs.std()) > 0
+    # at a near one-hot θ every draw is that policy, costed as the cost table costs it
+    policy = net.sample_policy(rng)
+    with torch.no_grad():
+        for name, logits in net.theta.logits().items():
+            masks = one_hot_masks(net, policy)[name]
+            logits.copy_(masks * 50.0)
+    want = table.total(policy, metric)
+    assert net.sampled_costs(50, rng).tolist() == [float(want)] * 50
+    # the share under a limit between the cheapest and the dearest draw is strictly inside
+    with torch.no_grad():
+        for logits in net.theta.logits().values():
+            logits.zero_()
+    median = float(net.sampled_costs(1000, rng).median())
+    assert 0.3 < feasible_share(net, median, 1) < 0.7
+    assert feasible_share(net, float(costs.max()) * 2, 1) == 1.0
 
 
 # --------------------------------------------------------------------------- the loss
@@ -504,7 +536,7 @@ def test_search_on_resnet20_meets_the_constraint_and_logs_each_epoch(weights, tm
     offer = ctx.offer
     ctx.offer = lambda *cands: (offers.append([c.label for c in cands]), offer(*cands))[-1]
     bits = None if weights == "shared" else [2, 4]  # the space's {2, 3, 4, 8}, or fewer convs
-    result = DNAS(RECIPE, weights=weights, bits=bits, samples=2).search(ctx)
+    result = DNAS(RECIPE, weights=weights, bits=bits, samples=2, select="proxy").search(ctx)
     space, log = ctx.space, result.log
     assert log["variant"]["weights"] == weights
     assert log["variant"]["categorical"] == ("factorised" if weights == "shared" else "pairs")
@@ -532,6 +564,25 @@ def test_search_on_resnet20_meets_the_constraint_and_logs_each_epoch(weights, tm
     feasible_epochs = sum(e["argmax_feasible"] for e in epochs)
     assert offers[:feasible_epochs] == [["dnas-argmax"]] * feasible_epochs
     assert offers[-1] == [c.label for c in result.candidates]
+
+
+def test_sampled_selection_offers_the_first_feasible_draws_unscored(tmp_path) -> None:
+    reports: list[dict] = []
+    ctx = make_ctx("resnet20", tmp_path, constraint="bitops<=0.5", reports=reports)
+    result = DNAS(RECIPE, samples=6, candidates=3).search(ctx)  # select="sampled", the default
+    log = result.log
+    assert log["select"] == "sampled" and log["feasible_draws"] == FEASIBLE_DRAWS
+    assert 0.0 <= log["feasible_share"] <= 1.0
+    assert all(0.0 <= e["feasible_share"] <= 1.0 for e in log["epochs"])
+    assert not any(s["name"] == "argmax" for s in log["samples"])
+    assert all(s["val_top1"] is None for s in log["samples"])  # no proxy score
+    assert not any("sample" in r and "val_top1" in r for r in reports)
+    drawn = [s["name"] for s in log["samples"] if s["feasible"]][:3]
+    assert [c.label for c in result.candidates] == [f"dnas-{name}" for name in drawn]
+    assert [role["role"] for role in log["chosen"]] == ["sampled"] * len(drawn)
+    for cand in result.candidates:
+        assert ctx.feasible(cand.policy, cand.arch) and cand.meta["proxy_val_top1"] is None
+        ctx.space.build(cand.arch, cand.policy, QUANT).load_state_dict(cand.weights)
 
 
 def test_search_on_the_mbv3_reference_architecture(tmp_path) -> None:
@@ -575,10 +626,10 @@ def test_cli_run_end_to_end_on_digits(tmp_path: Path, cache_dir: Path, micro: st
     rows = pd.read_parquet(tmp_path / "runs" / "dnas" / "records.parquet")
     assert (rows["status"] == "ok").all() and rows["feasible"].all()
     assert set(rows["track"]) == {"retrain", "inherit"}
-    assert rows["candidate"].iloc[0] == "dnas-accurate"
+    assert rows["candidate"].iloc[0].startswith("dnas-sample")  # select="sampled"
     assert (rows["bitops_ratio_w8a8"] <= 0.3).all() and (rows["samples_processed"] > 0).all()
     extra = json.loads(rows["extra"].iloc[0])
-    assert extra["role"] == "most-accurate" and extra["weights"] == "shared"
+    assert extra["role"] == "sampled" and extra["weights"] == "shared"
     inherit = rows[rows["track"] == "inherit"]
     assert json.loads(inherit["quant"].iloc[0])["weight"]["kind"] == "dorefa"
 

@@ -468,6 +468,29 @@ def test_a_diverged_episode_scores_zero_and_the_search_goes_on(
     assert all("diverged" not in c.meta for c in result.candidates)
 
 
+@pytest.mark.parametrize("finetune_lr", [0.001, None])
+def test_the_episode_finetune_runs_at_the_originals_rate_unless_told(
+    finetune_lr, micro, micro_fp, splits, tmp_path: Path
+) -> None:
+    """HAQ's per-episode finetune uses ``finetune_lr`` (the original's 0.001 by default)
+    with the rest of the preset's ``[finetune]`` recipe; ``None`` keeps the preset's rate."""
+    section = HAQConfig(episodes=2, warmup=1, finetune_steps=1, finetune_lr=finetune_lr)
+    ctx = make_ctx(micro, micro_fp, splits, tmp_path, section=section)
+    original, recipes = ctx.finetune, []
+
+    def finetune(*args, **kwargs):
+        recipes.append(kwargs["recipe"])
+        return original(*args, **kwargs)
+
+    ctx.finetune = finetune  # type: ignore[method-assign]
+    haq_for(ctx).search(ctx)
+    preset = ctx.preset.finetune
+    assert len(recipes) == 2 and preset.lr != 0.001
+    want = preset if finetune_lr is None else replace(preset, lr=0.001)
+    assert all(recipe == want for recipe in recipes)
+    assert HAQConfig().finetune_lr == 0.001
+
+
 def test_a_cost_table_limits_the_search_beside_the_task(
     micro, micro_fp, splits, tmp_path: Path
 ) -> None:

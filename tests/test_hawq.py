@@ -642,7 +642,7 @@ def test_infeasible_limit_is_refused_before_any_image(micro_fp, splits, tmp_path
     (cand,) = hawq(ctx, **FAST).search(ctx).candidates
     assert all(cand.policy[n] == LayerBits(4, 4) for n in space.searchable_layers())
     ctx = make_ctx("resnet20", micro_fp, splits, f"bitops<={lowest * 0.99}", tmp_path)
-    with pytest.raises(ValueError, match=f"minimum achievable bitops.*ratio of {lowest:.4f}"):
+    with pytest.raises(ValueError, match=f"infeasible on resnet20: .* costs {lowest:.4f}x W8A8"):
         hawq(ctx, **FAST).search(ctx)
     assert ctx.budget.samples == 0
 
@@ -701,7 +701,8 @@ def test_infeasible_limit_is_a_failed_trial_not_a_crash(
     spec = TrialSpec("r", "hawq", task, str(tmp_path), cache_dir=str(cache_dir))
     (row,) = run_trial(spec)
     assert row["status"] == "failed" and row["samples_processed"] == 0
-    assert "minimum achievable bitops" in row["error"] and "bits=[...]" in row["error"]
+    assert "cheapest policy, every searched layer at W4A4" in row["error"]
+    assert '"bits": "space"' in row["error"]  # what would make it reachable
 
 
 def test_ratios_give_the_papers_family_of_budgets(micro_fp, splits, tmp_path: Path) -> None:

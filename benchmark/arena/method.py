@@ -117,6 +117,17 @@ class Method(ABC):
         its trials."""
         return None
 
+    def refuse_unreachable(self, ctx: Context) -> None:
+        """The search's own guard, for a trial started without the harness's pre-run
+        check: a one-line ``ValueError`` with :meth:`unreachable`'s reason when this
+        method's config cannot meet the task's limit (call it before any image)."""
+        reason = type(self).unreachable(self.config, ctx.limit)
+        if reason is not None:
+            raise ValueError(
+                f"{self.name}: constraint {ctx.constraint.text} is infeasible on "
+                f"{ctx.space.name}: {reason}"
+            )
+
     @abstractmethod
     def search(self, ctx: Context) -> SearchResult:
         """Search under ``ctx.budget``; return candidates best first."""

@@ -120,22 +120,29 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
     """Check every input before anything starts or is written: names, constraints, method
     options, resources, folders, data files, the cluster address (cheapest checks first)."""
     from benchmark.arena.presets import load_preset
+    from benchmark.harness import validation
 
     preset = load_preset(args.preset)
     if not args.resume:
         args.preset_hash = preset.recipe_hash
     args.space = args.space or [_default_space()]
     args.dataset = args.dataset or [preset.dataset]
-    spaces = _check_methods(args, options, preset)
+    spaces, configs = _check_methods(args, options, preset)
     _check_dataset_names(args)
     constraints = _check_constraints(args)
     _check_environment(args, spaces, constraints)
+    try:
+        validation.check_methods_reachable(configs, spaces, constraints)
+    except validation.InputError as err:
+        raise UsageError(str(err)) from None
 
 
-def _check_methods(args: argparse.Namespace, options: object, preset: Any) -> list[Any]:
+def _check_methods(
+    args: argparse.Namespace, options: object, preset: Any
+) -> tuple[list[Any], dict[str, Any]]:
     """Each method loaded once, its config (preset section + options) checked against each
-    of the run's spaces (returned); ``args.methods`` / ``args.method_options`` become what
-    workers and --resume read."""
+    of the run's spaces; the spaces and each spec's prepared config. ``args.methods`` /
+    ``args.method_options`` become what workers and --resume read."""
     from benchmark.arena.spaces import get_space
     from benchmark.harness import validation
     from methods import check_preset_sections, get_method
@@ -149,7 +156,7 @@ def _check_methods(args: argparse.Namespace, options: object, preset: Any) -> li
     check_preset_sections(preset, [get_method(m) for m in args.method_list])
     spaces = [get_space(name) for name in args.space]
     try:
-        args.options_by_spec = validation.check_method_inputs(
+        args.options_by_spec, configs = validation.check_method_inputs(
             args.method_list, args.options_by_spec, spaces, preset
         )
     except validation.InputError as err:
@@ -157,7 +164,7 @@ def _check_methods(args: argparse.Namespace, options: object, preset: Any) -> li
     args.methods = args.method_list  # file specs absolute: what workers and --resume read
     if args.method_options is not None or args.options_by_spec:  # by those specs, for --resume
         args.method_options = json.dumps(args.options_by_spec, sort_keys=True)
-    return spaces
+    return spaces, configs
 
 
 def _check_dataset_names(args: argparse.Namespace) -> None:
@@ -195,7 +202,6 @@ def _check_environment(
     """The run id, resources, folders, data files, reachable limits and the cluster."""
     from benchmark.arena.cache import default_cache_dir
     from benchmark.arena.data import check_data_dir
-    from benchmark.arena.presets import load_preset
     from benchmark.harness import validation
 
     try:
@@ -220,9 +226,6 @@ def _check_environment(
         for space in spaces:  # profiles the space's smallest model once (~0.1 s)
             for constraint in constraints:
                 validation.check_constraint_reachable(constraint, space)
-        validation.check_methods_reachable(
-            args.method_list, args.options_by_spec, spaces, constraints, load_preset(args.preset)
-        )
         if args.executor == "ray" and args.address:
             validation.check_address(args.address)
             validation.check_cluster_auth(args.address)  # a token cluster needs a token

@@ -16,6 +16,7 @@ import re
 import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from benchmark.arena.cost import CostReport, Reference
@@ -135,25 +136,21 @@ def check_constraint_reachable(constraint: Constraint, space: SearchSpace) -> No
 
 
 def check_methods_reachable(
-    specs: Sequence[str],
-    options_by_spec: Mapping[str, dict],
+    configs: Mapping[str, Any],
     spaces: Sequence[SearchSpace],
     constraints: Sequence[Constraint],
-    preset: Preset,
 ) -> None:
-    """Ask each method whether its config can meet each constraint on each space
-    (``Method.unreachable``), after :func:`check_method_inputs`.
+    """Ask each method whether its config (by spec, as :func:`check_method_inputs`
+    prepared it) can meet each constraint on each space (``Method.unreachable``).
 
     Raises:
         InputError: the first method's line, naming the method, the space and the limit.
     """
     from benchmark.arena.limit import TaskLimit
-    from benchmark.harness.spec import config_overrides
     from methods import get_method
 
-    for spec in specs:
+    for spec, config in configs.items():
         cls = get_method(spec)
-        config = cls.configure(preset, config_overrides(options_by_spec.get(spec) or {}))
         for space in spaces:
             for constraint in constraints:
                 reason = cls.unreachable(config, TaskLimit(constraint, space))
@@ -319,13 +316,14 @@ def check_method_inputs(
     options_by_spec: Mapping[str, dict],
     spaces: Sequence[SearchSpace],
     preset: Preset,
-) -> dict[str, dict]:
+) -> tuple[dict[str, dict], dict[str, Any]]:
     """Each method's config (its defaults < ``preset``'s ``[methods.<name>]`` < the
     options) validated once, then checked against the run's spaces by the method itself
     (``Method.prepare_config``: e.g. HAQ's cost table file against each space), after
-    :func:`resolve_methods`. Returns the options by spec as the trials get them: what the
-    preparation changed (e.g. a path made absolute) is written back into them, the
-    ``label`` option kept; a method given no options is checked with none.
+    :func:`resolve_methods`. Returns the options by spec as the trials get them (what the
+    preparation changed, e.g. a path made absolute, is written back into them, the
+    ``label`` option kept; a method given no options is checked with none) and the
+    prepared config of every spec (for :func:`check_methods_reachable`).
 
     Raises:
         InputError: the method's one line, naming the method.
@@ -334,6 +332,7 @@ def check_method_inputs(
     from methods import get_method
 
     prepared: dict[str, dict] = {}
+    configs: dict[str, Any] = {}
     for spec in specs:
         cls = get_method(spec)
         given = options_by_spec.get(spec)
@@ -347,6 +346,7 @@ def check_method_inputs(
                 "" if text.startswith(("--method-options", "preset ")) else f"method {cls.name}: "
             )
             raise InputError(f"{where}{text}") from None
+        configs[spec] = checked
         moved = {
             f.name: getattr(checked, f.name)
             for f in (dataclasses.fields(checked) if checked is not None else ())
@@ -355,7 +355,7 @@ def check_method_inputs(
         if given is not None or moved:
             label = {k: v for k, v in (given or {}).items() if k == LABEL_OPTION}
             prepared[spec] = {**options, **moved, **label}
-    return prepared
+    return prepared, configs
 
 
 def given_name(resolved: str, given: Mapping[str, str]) -> str:

@@ -58,8 +58,16 @@ class DNASConfig:
         gamma: γ, a number ≥ 0 or ``"auto"`` (adjusted between epochs so the expected
             cost approaches the task's limit).
         samples: architectures sampled from ``P_θ`` at the end (at least 2).
-        candidates: how many of them become candidates (the most accurate and the most
-            efficient feasible ones first; at least 2).
+        candidates: how many of them become candidates (at least 2; with ``"proxy"`` the
+            most accurate and the most efficient feasible ones first).
+        select: how the candidates are chosen from the samples: ``"sampled"`` (default,
+            the paper's: the first ``candidates`` distinct feasible architectures drawn
+            from ``P_θ``, in draw order, each offered with the super-net's weights; the
+            harness's retrain of each is what ranks them) or ``"proxy"`` (each feasible
+            sample and ``P_θ``'s argmax scored on the validation split with the
+            super-net's weights after BN recalibration, and the most accurate and the
+            most efficient offered: this benchmark's shortcut, which charges one score
+            per sample and trusts super-net accuracy as a proxy of trained accuracy).
     """
 
     epochs: Annotated[int, Strict(), Field(ge=1, le=10_000)] = 90
@@ -79,6 +87,7 @@ class DNASConfig:
     gamma: NonNegative | Literal["auto"] = "auto"
     samples: Annotated[int, Strict(), Field(ge=2)] = 8
     candidates: Annotated[int, Strict(), Field(ge=2)] = 2
+    select: Literal["sampled", "proxy"] = "sampled"
 
     def __post_init__(self) -> None:
         if self.bits is not None:

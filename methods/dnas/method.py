@@ -208,8 +208,12 @@ class DNAS(Method):
             net.set_weights_trainable(True)
 
     def finish(self, ctx: Context, run: SearchRun) -> SearchResult:
-        """Sample from ``P_θ``, score the feasible samples, choose the candidates."""
+        """Sample from ``P_θ`` and choose the candidates: the first feasible draws
+        (``select="sampled"``) or the best by the proxy score (``"proxy"``)."""
         metric, limit, ref_value = ctx.constraint.metric, run.limit, run.ref_value
+        share = feasible_share(run.net, run.limit, ctx.rng.randrange(2**31))
+        ctx.log.info("dnas: %.1f%% of %d draws from P_theta meet the limit", 100 * share,
+                     FEASIBLE_DRAWS)  # fmt: skip
         samples = self._final_samples(ctx, run.net, run.arch, ref_value)
         feasible = [s for s in samples if s.feasible]
         if not feasible:
@@ -221,10 +225,15 @@ class DNAS(Method):
                 f"(ratio {cheapest.ratio:.4f}, {cheapest.name}). Search longer, use "
                 "gamma='auto' or a larger gamma, or loosen the limit."
             )
-        self._score(ctx, run, feasible)
-        chosen = choose(samples, self.config.candidates)
-        if not chosen:  # what was offered (an epoch's feasible argmax) is evaluated
-            raise BudgetExceeded("dnas: the budget ran out before any sample was scored")
+        if self.config.select == "proxy":
+            self._score(ctx, run, feasible)
+            chosen = choose(samples, self.config.candidates)
+            if not chosen:  # what was offered (an epoch's feasible argmax) is evaluated
+                raise BudgetExceeded("dnas: the budget ran out before any sample was scored")
+        else:
+            chosen = [("sampled", s) for s in feasible[: self.config.candidates]]
+            for _, sample in chosen:
+                sample.weights = run.net.plain_state(sample.policy)
         candidates = self._candidates(run, chosen)
         log = {
             "variant": run.variant,
@@ -237,6 +246,9 @@ class DNAS(Method):
                 "reference_w8a8": ref_value,
             },
             "start_expected_cost": run.start_cost,
+            "select": self.config.select,
+            "feasible_share": share,
+            "feasible_draws": FEASIBLE_DRAWS,
             "loss": run.control.to_dict(),
             "epochs": run.epochs,
             "samples": [s.to_dict() for s in samples],
@@ -255,6 +267,7 @@ class DNAS(Method):
         argmax = ctx.space.full_policy(net.argmax_policy(), arch)
         argmax_cost = float(net.table.total(argmax, net.metric))
         feasible = ctx.feasible(argmax, arch)
+        share = feasible_share(net, limit, ctx.rng.randrange(2**31))
         record = {
             "epoch": epoch,
             "tau": state.tau,
@@ -263,12 +276,13 @@ class DNAS(Method):
             "expected_cost_ratio": expected / ref_value,
             "argmax_cost_ratio": argmax_cost / ref_value,
             "argmax_feasible": feasible,
+            "feasible_share": share,
             **state.stats.summary(),
             "theta": net.theta_table(),
         }
         ctx.log.info(
             "dnas epoch %d: tau %.3f beta %.4g gamma %.4g E[cost] ratio %.4f (limit %.4f), "
-            "argmax ratio %.4f%s",
+            "argmax ratio %.4f%s, %.0f%% of draws feasible",
             epoch,
             state.tau,
             control.beta,
@@ -277,6 +291,7 @@ class DNAS(Method):
             limit / ref_value,
             argmax_cost / ref_value,
             " (offered)" if feasible else "",
+            100 * share,
         )
         ctx.report(**{k: v for k, v in record.items() if k != "theta"}, theta=record["theta"])
         if feasible:
@@ -297,11 +312,12 @@ class DNAS(Method):
     def _final_samples(
         self, ctx: Context, net: SuperNet, arch: Any, ref_value: float
     ) -> list[Sample]:
-        """``samples`` policies drawn from ``P_θ`` plus its argmax, without repeats,
-        costed with the space's cost table."""
+        """``samples`` policies drawn from ``P_θ`` (plus its argmax for ``"proxy"``),
+        without repeats, in draw order, costed with the space's cost table."""
         generator = torch.Generator().manual_seed(ctx.rng.randrange(2**31))
         drawn = [(f"sample{i}", net.sample_policy(generator)) for i in range(self.config.samples)]
-        drawn.append(("argmax", net.argmax_policy()))
+        if self.config.select == "proxy":
+            drawn.append(("argmax", net.argmax_policy()))
         samples = []
         for name, policy in drawn:
             full = ctx.space.full_policy(policy, arch)
@@ -360,6 +376,19 @@ class DNAS(Method):
         return Candidate(
             sample.policy, arch, label=label, weights=sample.weights, quant=QUANT, meta=meta
         )
+
+
+FEASIBLE_DRAWS = 1000
+"""Policies drawn from ``P_θ`` to measure the share that meets the limit (after each epoch
+and at the end; the standard error of a share near 0.9 is about 1 point)."""
+
+
+def feasible_share(net: SuperNet, limit: float, seed: int) -> float:
+    """The share of :data:`FEASIBLE_DRAWS` policies drawn from ``P_θ`` whose cost is at
+    most ``limit`` (BitOPs per image or weight bits; the protocol's 1e-9 round-off)."""
+    generator = torch.Generator().manual_seed(seed)
+    costs = net.sampled_costs(FEASIBLE_DRAWS, generator)
+    return float((costs <= limit * (1 + 1e-9)).double().mean())
 
 
 def _check_bits_allowed(bits: Sequence[int] | None, space: SearchSpace) -> None:

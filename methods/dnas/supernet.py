@@ -216,6 +216,23 @@ class SuperNet:
             for n, i, j in zip(self.names, w, a, strict=True)
         }
 
+    def sampled_costs(self, count: int, generator: torch.Generator) -> Tensor:
+        """The costs of ``count`` policies drawn from ``P_θ`` (each layer independently),
+        float64, shape ``(count,)``: BitOPs per 32×32 image or weight bits, fixed layers
+        included (what :meth:`sample_policy` then the cost table would give, at once)."""
+        probs = {k: v.cpu().double() for k, v in self.probs().items()}
+        if self.categorical == "pairs":
+            coeffs = torch.from_numpy(self.table.pair_coefficients(self.metric, self.pairs))
+            picks = torch.multinomial(probs["pair"], count, replacement=True, generator=generator)
+            per_layer = coeffs.double().gather(1, picks)  # (layers, count)
+        else:
+            coeffs = torch.from_numpy(self.table.coefficients(self.metric, self.bits)).double()
+            w = torch.multinomial(probs["w"], count, replacement=True, generator=generator)
+            a = torch.multinomial(probs["a"], count, replacement=True, generator=generator)
+            rows = torch.arange(len(self.names))[:, None]
+            per_layer = coeffs[rows, w] if self.metric == "size" else coeffs[rows, w, a]
+        return per_layer.sum(dim=0) + float(self.table.fixed_total(self.metric))
+
     def log_prob(self, policy: Mapping[str, LayerBits]) -> float:
         """``log P_θ(policy)`` (natural log) over the searchable layers."""
         probs = {k: v.cpu().double() for k, v in self.probs().items()}

@@ -24,6 +24,7 @@ from benchmark.arena import (
     LayerBits,
     Method,
     QuantConfig,
+    Recipe,
     SearchResult,
     SearchSpace,
     load_cost_file,
@@ -78,12 +79,16 @@ class HAQConfig:
         finetune_steps: optimiser steps of the short QAT finetune of each episode's policy
             (the preset's ``[finetune]`` recipe cut to this many; 0: calibrate and score
             only). HAQ: one epoch of a 20,000-image subset at batch 128, ~157 steps.
+        finetune_lr: the short finetune's SGD learning rate (HAQ: 0.001,
+            ``rl_quantize.py``); ``None``: the preset's ``[finetune]`` rate. The rest of
+            the recipe (schedule, momentum, weight decay, batch) is the preset's.
         sigma_decay: exploration σ is ``0.5·sigma_decay^(episode − warmup)`` (HAQ: 0.99).
     """
 
     episodes: Annotated[int, Strict(), Field(ge=1)] = 600
     warmup: Annotated[int, Strict(), Field(ge=0)] = 20
     finetune_steps: Annotated[int, Strict(), Field(ge=0)] = 157
+    finetune_lr: Annotated[float, Strict(), Field(gt=0)] | None = 0.001
     sigma_decay: Annotated[float, Strict(), Field(gt=0, le=1)] = 0.99
     cost_table: Annotated[str, Strict(), Field(min_length=1)] | None = None
     table_ratio: Annotated[float, Strict(), Field(gt=0)] | None = None
@@ -316,6 +321,7 @@ class HAQ(Method):
                         policy,
                         setup.arch,
                         steps=section.finetune_steps,
+                        recipe=finetune_recipe(ctx, section),
                         quant=HAQ_QUANT,
                         seed=_seed(ctx.task.seed, episode),
                     )
@@ -382,7 +388,10 @@ class HAQ(Method):
             "bits": list(setup.bits),
             "limits": [lim.limit for lim in setup.limits],
             # the episode count is where the search stops, not what it is
-            "preset": {k: getattr(section, k) for k in ("warmup", "finetune_steps", "sigma_decay")},
+            "preset": {
+                k: getattr(section, k)
+                for k in ("warmup", "finetune_steps", "finetune_lr", "sigma_decay")
+            },
             "cost_table": self.config.cost_table,
         }
 
@@ -395,3 +404,10 @@ def _seed(task_seed: int, episode: int) -> int:
 def _devices(ctx: Context) -> list[torch.device]:
     """Devices whose RNG :func:`torch.random.fork_rng` saves (the trial's, if CUDA)."""
     return [ctx.device] if ctx.device.type == "cuda" else []
+
+
+def finetune_recipe(ctx: Context, config: HAQConfig) -> Recipe:
+    """The per-episode finetune's recipe: the preset's ``[finetune]`` (its schedule over
+    the ``finetune_steps`` steps), at the learning rate ``finetune_lr`` when given."""
+    base = ctx.preset.finetune
+    return base if config.finetune_lr is None else replace(base, lr=config.finetune_lr)
