@@ -18,6 +18,14 @@ Claims:
   ``space-bits``): with the paper's {4, 8} every layer at 4 bits already fills that
   limit, so the ILP could only return uniform W4A4. The W4A4 rows are the ``uniform`` runs
   of ``--uniform-runs`` at the same seeds and preset (its recipe hash must match).
+- ``haq``: HAQ's agent against the same search with random actions throughout (``warmup``
+  = ``episodes − 1``, label ``random-actions``: as many policies, finetuned and scored
+  alike): the best reward by episode (median and band over seeds, from each trial's
+  ``search_log.json``) and the retrained top-1.
+- ``dnas``: DNAS's sampled candidates against ``random`` at ``bitops<=0.3`` on
+  ``resnet20``, the share of 1,000 architectures drawn from ``P_θ`` that meet the limit
+  (each trial's ``search_log.json``), and the paper's fixed-coefficient loss (``beta``
+  0.2, ``gamma`` 0.6, label ``paper``) against ``gamma="auto"``.
 - ``ompq``: OMPQ with the orthogonality metric against the paper's own ablation without it
   (``orm_off``: the same trial retrains both policies), at ``bitops<=0.3`` on ``resnet20``,
   and its search seconds.
@@ -195,7 +203,95 @@ def claim_ompq(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def search_logs(args: argparse.Namespace, name: str) -> dict[tuple[str, int], dict]:
+    """Each trial's ``search_log.json`` of the claim's run, by (method, seed)."""
+    folder = Path(args.out) / "runs" / f"claim-{name}" / "trials"
+    logs = {}
+    for trial in sorted(p for p in folder.iterdir() if (p / "search_log.json").exists()):
+        row = json.loads((trial / "rows.json").read_text())[0]  # the trial's own rows
+        logs[(str(row["method"]), int(row["seed"]))] = json.loads(
+            (trial / "search_log.json").read_text()
+        )
+    return logs
+
+
+def best_so_far(episodes: list[dict[str, Any]]) -> list[float]:
+    """The best reward after each episode (HAQ's log, episode order)."""
+    rewards = [float(e["reward"]) for e in sorted(episodes, key=lambda e: e["episode"])]
+    return np.maximum.accumulate(rewards).tolist()
+
+
+def claim_haq(args: argparse.Namespace) -> dict[str, Any]:
+    """HAQ's agent against the same search with random actions throughout (``warmup`` =
+    ``episodes − 1``: as many policies, each finetuned and scored alike)."""
+    episodes = 24  # the fmnist preset's
+    random_actions = {"haq": {"warmup": episodes - 1, "label": "random-actions"}}
+    rows_agent, info_agent = run_harness(args, "haq", ["--methods", "haq"])
+    rows_random, info_random = run_harness(
+        args, "haq-random", ["--methods", "haq", "--method-options", json.dumps(random_actions)]
+    )
+    curves: dict[str, dict[int, list[float]]] = {}
+    for name in ("haq", "haq-random"):
+        for (method, seed), log in search_logs(args, name).items():
+            curves.setdefault(method, {})[seed] = best_so_far(log["episodes"])
+    bands = {
+        method: {
+            "median": np.median(list(by_seed.values()), axis=0).round(3).tolist(),
+            "min": np.min(list(by_seed.values()), axis=0).round(3).tolist(),
+            "max": np.max(list(by_seed.values()), axis=0).round(3).tolist(),
+            "seeds": sorted(by_seed),
+        }
+        for method, by_seed in curves.items()
+    }
+    final = {m: pd.Series({s: c[-1] for s, c in by_seed.items()}) for m, by_seed in curves.items()}
+    reward = compare(final.get("haq", pd.Series()), final.get("haq[random-actions]", pd.Series()))
+    top1 = compare(by_seed(rows_agent, "haq"), by_seed(rows_random, "haq[random-actions]"))
+    return {
+        "claim": "HAQ's agent finds better policies than random actions given the same "
+        "number of scored policies",
+        "episodes": episodes,
+        "best_reward_by_episode": bands,
+        "final_best_reward": {**reward, "verdict": verdict(reward, "agent", "random actions")},
+        "retrained_top1": {**top1, "verdict": verdict(top1, "agent", "random actions")},
+        "runs": [info_agent, info_random],
+    }
+
+
+def claim_dnas(args: argparse.Namespace) -> dict[str, Any]:
+    """DNAS (``gamma="auto"``, the sampled candidates) against ``random`` at the same limit,
+    the share of feasible draws from P_θ, and the paper's fixed-coefficient loss (β 0.2,
+    γ 0.6 as FBNet states them) against ``auto``."""
+    paper = {"dnas": {"beta": 0.2, "gamma": 0.6, "label": "paper"}}
+    rows, info = run_harness(args, "dnas", ["--methods", "dnas,random"])
+    rows_paper, info_paper = run_harness(
+        args, "dnas-paper", ["--methods", "dnas", "--method-options", json.dumps(paper)]
+    )
+    shares = {
+        f"{method} seed {seed}": log.get("feasible_share")
+        for name in ("dnas", "dnas-paper")
+        for (method, seed), log in search_logs(args, name).items()
+        if method.startswith("dnas")
+    }
+    dnas, random = by_seed(rows, "dnas"), by_seed(rows, "random")
+    against_random = compare(dnas, random)
+    against_paper = compare(dnas, by_seed(rows_paper, "dnas[paper]"))
+    return {
+        "claim": "DNAS's candidates beat random search at the same limit; >= 90% of the "
+        "architectures drawn from P_theta meet the limit; the paper's fixed coefficients",
+        "limit": "bitops<=0.3",
+        "feasible_share": shares,
+        "against_random": {**against_random, "verdict": verdict(against_random, "dnas", "random")},
+        "auto_against_paper": {
+            **against_paper,
+            "verdict": verdict(against_paper, "auto", "paper"),
+        },
+        "runs": [info, info_paper],
+    }
+
+
 CLAIMS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "dnas": claim_dnas,
+    "haq": claim_haq,
     "hawq": claim_hawq,
     "ompq": claim_ompq,
 }

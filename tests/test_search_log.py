@@ -1,0 +1,49 @@
+"""The search log of a trial: written beside its log.txt, readable, strict JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmark.cli import main
+from benchmark.harness.search_log import SEARCH_LOG, read_search_log, write_search_log
+
+TINY = Path(__file__).parent / "tiny.toml"
+
+
+def test_numbers_arrays_and_non_finite_values_become_strict_json(tmp_path: Path) -> None:
+    log = {"a": 1.5, "nan": math.nan, "inf": [math.inf, 2], "np": np.float32(0.25),
+           "array": np.arange(3), "tensor": torch.tensor([1.0, math.nan]),
+           "path": tmp_path}  # fmt: skip
+    assert write_search_log(tmp_path, log) == tmp_path / SEARCH_LOG
+    text = (tmp_path / SEARCH_LOG).read_text()
+    json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))  # strict
+    assert read_search_log(tmp_path) == {
+        "a": 1.5, "nan": None, "inf": [None, 2], "np": 0.25, "array": [0, 1, 2],
+        "tensor": [1.0, None], "path": str(tmp_path),
+    }  # fmt: skip
+    assert read_search_log(tmp_path / "none") is None
+
+
+def test_an_unwritable_folder_costs_the_log_not_the_trial(tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    assert write_search_log(blocked, {"a": 1}) is None
+
+
+def test_a_run_keeps_each_trials_search_log(tmp_path: Path, cache_dir: Path) -> None:
+    argv = ["run", "--methods", "ompq", "--space", "resnet20", "--preset", str(TINY),
+            "--executor", "serial", "--out", str(tmp_path), "--run-id", "logged",
+            "--cache-dir", str(cache_dir), "--constraint", "bitops<=0.4"]  # fmt: skip
+    assert main(argv) == 0
+    run = tmp_path / "runs" / "logged"
+    (trial,) = [p for p in (run / "trials").iterdir() if p.is_dir()]
+    search_log = read_search_log(trial)
+    assert search_log is not None and "orm" in search_log  # the method's own log
+    rows = pd.read_parquet(run / "records.parquet")
+    assert (rows["status"] == "ok").all()
