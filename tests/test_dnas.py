@@ -512,6 +512,8 @@ def test_registered_with_validated_options_and_preset_section() -> None:
         ({"samples": 1}, ValueError, "samples = 1 is out of range; accepted: a whole number ≥ 2"),
         ({"candidates": 2.5}, ValueError, "candidates = 2.5 is wrong"),
         ({"bits": [4]}, ValueError, "at least two distinct"),
+        ({"weight_fraction": 0.0}, ValueError, "weight_fraction = 0.0 is out of range"),
+        ({"select": "best"}, ValueError, "select = 'best' is wrong.*'sampled', 'proxy'"),
         ({"bits": "248"}, ValueError, "bits = '248' is wrong"),
     ]
     for options, error, text in bad:
@@ -569,7 +571,11 @@ def test_search_on_resnet20_meets_the_constraint_and_logs_each_epoch(weights, tm
 def test_sampled_selection_offers_the_first_feasible_draws_unscored(tmp_path) -> None:
     reports: list[dict] = []
     ctx = make_ctx("resnet20", tmp_path, constraint="bitops<=0.5", reports=reports)
-    result = DNAS(RECIPE, samples=6, candidates=3).search(ctx)  # select="sampled", the default
+    seen: list[int] = []
+    train = ctx.train
+    ctx.train = lambda *a, **k: (seen.append(len(k["data"])), train(*a, **k))[-1]
+    result = DNAS(RECIPE, samples=6, candidates=3, weight_fraction=0.5).search(ctx)
+    assert seen == [round(0.5 * round(0.8 * len(ctx.train_set)))]  # half the weights' part
     log = result.log
     assert log["select"] == "sampled" and log["feasible_draws"] == FEASIBLE_DRAWS
     assert 0.0 <= log["feasible_share"] <= 1.0

@@ -415,6 +415,21 @@ def test_split_is_disjoint_seeded_and_leaves_validation_alone(digits_splits, tmp
         ctx.split(0.0)
 
 
+def test_subset_is_a_fixed_seeded_share_of_a_part(digits_splits, tmp_path) -> None:
+    ctx = make_ctx("resnet20", {}, digits_splits, tmp_path, seed=0)
+    first, _ = ctx.split(0.8)
+    part = ctx.subset(first, 0.3)
+    assert len(part) == round(0.3 * len(first)) and part.dataset is first
+    assert len(set(part.indices)) == len(part) and max(part.indices) < len(first)
+    again = make_ctx("resnet20", {}, digits_splits, tmp_path, seed=0).subset(first, 0.3)
+    other = make_ctx("resnet20", {}, digits_splits, tmp_path, seed=1).subset(first, 0.3)
+    assert again.indices == part.indices and other.indices != part.indices
+    assert len(ctx.subset(first, 1.0)) == len(first) and len(ctx.subset(first, 1e-9)) == 1
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="subset fraction must be in"):
+            ctx.subset(first, bad)
+
+
 # --- offers ------------------------------------------------------------------------------
 def test_an_infeasible_offer_warns_once_in_the_trial_log(
     pretrained, digits_splits, tmp_path, caplog

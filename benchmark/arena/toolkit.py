@@ -213,6 +213,15 @@ class Toolkit:
             model.to(self.device), layers, chunks, inputs=inputs, charge=self.budget.charge
         )
 
+    def subset(self, data: Dataset, fraction: float) -> Dataset:
+        """A fixed share of ``data`` (e.g. a part from :meth:`split`): ``round(fraction·n)``
+        of its images (at least one), drawn once, seeded by the task's seed."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"subset fraction must be in (0, 1], got {fraction}")
+        n = len(data)
+        order = np.random.default_rng((self.task.seed, 104729)).permutation(n)
+        return Subset(data, np.sort(order[: max(1, round(fraction * n))]).tolist())
+
     def split(self, fraction: float) -> tuple[Dataset, Dataset]:
         """The method's train split cut in two, disjoint and seeded by the task's seed:
         ``(first, rest)`` with ``round(fraction · n)`` images in ``first`` (DNAS: 80% for

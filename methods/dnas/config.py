@@ -29,6 +29,10 @@ class DNASConfig:
         epochs: search epochs; each is one pass of weight updates over the 80% part of the
             method's train split (θ fixed), then one pass of θ updates over the other 20%
             (weights fixed), then τ is annealed (spec: Optimisation).
+        weight_fraction: the share of the 80% part that the weights' phase passes over
+            each epoch (a fixed subset, seeded by the task's seed; default 1: all of it,
+            as the paper). θ's phase keeps its whole 20% part: its steps set how far θ
+            moves. A preset cuts it where a super-net step is slow (``fmnist``).
         batch_size: images per step of both phases (default: the preset's ``[finetune]``).
         lr: the weights' SGD learning rate, cosine over the search (default: ``[finetune]``'s;
             the search warm-starts from the FP checkpoint, as a QAT finetune does).
@@ -71,6 +75,7 @@ class DNASConfig:
     """
 
     epochs: Annotated[int, Strict(), Field(ge=1, le=10_000)] = 90
+    weight_fraction: Annotated[float, Strict(), Field(gt=0, le=1)] = 1.0
     batch_size: Annotated[int, Strict(), Field(ge=1)] | None = None
     lr: Positive | None = None
     theta_lr: Positive = 0.01

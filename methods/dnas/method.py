@@ -169,10 +169,13 @@ class DNAS(Method):
 
     def train_supernet(self, ctx: Context, run: SearchRun) -> None:
         """The recipe's epochs through ``ctx.train``: weights on 80% of the train split (θ
-        fixed), then θ on the other 20% (weights fixed), then τ annealed, each epoch."""
+        fixed; ``weight_fraction`` of it), then θ on the other 20% (weights fixed), then τ
+        annealed, each epoch."""
         recipe = self.config
         net, state, control = run.net, run.state, run.control
         weight_data, theta_data = ctx.split(0.8)
+        if recipe.weight_fraction < 1:
+            weight_data = ctx.subset(weight_data, recipe.weight_fraction)
         weight_recipe = self._weight_recipe(ctx, recipe)
         theta_opt = torch.optim.Adam(
             net.theta.parameters(), lr=recipe.theta_lr, weight_decay=recipe.theta_weight_decay
