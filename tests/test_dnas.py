@@ -42,7 +42,7 @@ from methods import get_method
 from methods.dnas import DNAS
 from methods.dnas.config import DNASConfig
 from methods.dnas.loss import LossControl, cost_aware_loss
-from methods.dnas.method import FEASIBLE_DRAWS, QUANT, feasible_share
+from methods.dnas.method import FEASIBLE_DRAWS, QUANT, draw_costs, feasible_share
 from methods.dnas.selection import Sample, choose
 from methods.dnas.steps import SearchState, theta_step, weight_step
 from methods.dnas.supernet import BANK, SuperNet, gumbel_softmax
@@ -228,8 +228,10 @@ def test_sampled_costs_are_the_cost_table_of_draws_from_p_theta(categorical, met
         for logits in net.theta.logits().values():
             logits.zero_()
     median = float(net.sampled_costs(1000, rng).median())
-    assert 0.3 < feasible_share(net, median, 1) < 0.7
-    assert feasible_share(net, float(costs.max()) * 2, 1) == 1.0
+    draws = draw_costs(net, 1)
+    assert draws.shape == (FEASIBLE_DRAWS,)
+    assert 0.3 < feasible_share(draws, median) < 0.7
+    assert feasible_share(draws, float(draws.max())) == 1.0
 
 
 # --------------------------------------------------------------------------- the loss
@@ -250,22 +252,20 @@ def test_loss_rises_with_cost_as_the_formula_says() -> None:
     assert float(grad * cost) == pytest.approx(0.6 / math.log(5e8))
 
 
-def test_auto_gamma_aims_below_the_limit_and_moves_at_most_threefold() -> None:
-    control = LossControl.create(
-        "auto", "auto", start_cost=2e9, gamma_start=0.6, rate=1.0, target=0.9
-    )
-    control.update(cost=1.8e9, limit=2e9)  # at 0.9 of the limit: on target
+def test_auto_gamma_steers_a_quantile_to_the_limit_and_moves_at_most_threefold() -> None:
+    control = LossControl.create("auto", "auto", start_cost=2e9, gamma_start=0.6, rate=1.0)
+    control.update(cost=1.8e9, limit=2e9, steer=2e9)  # the quantile at the limit: on target
     assert control.gamma == pytest.approx(0.6)
-    control.update(cost=1.98e9, limit=2e9)  # under the limit but over its target: more
+    control.update(cost=1.8e9, limit=2e9, steer=2.2e9)  # mean under, quantile over: more
     assert control.gamma == pytest.approx(0.6 * 1.1)
-    control.update(cost=20e9, limit=2e9)  # far over: x3 at most
+    control.update(cost=1.8e9, limit=2e9, steer=20e9)  # far over: x3 at most
     assert control.gamma == pytest.approx(0.6 * 1.1 * 3)
-    control.update(cost=0.01e9, limit=2e9)  # far under: /3 at most
+    control.update(cost=0.01e9, limit=2e9)  # far under (no steer: the cost): /3 at most
     assert control.gamma == pytest.approx(0.6 * 1.1)
-    assert control.to_dict()["gamma_target"] == 0.9
-    assert DNASConfig().gamma_target == 0.9
-    with pytest.raises(Exception, match="gamma_target"):
-        DNASConfig(gamma_target=1.5)
+    assert DNASConfig().feasible_target == 0.9
+    for bad in (1.0, 0.0):
+        with pytest.raises(Exception, match="feasible_target"):
+            DNASConfig(feasible_target=bad)
 
 
 def test_auto_beta_starts_the_factor_at_one_and_auto_gamma_tracks_the_limit() -> None:
@@ -580,6 +580,7 @@ def test_sampled_selection_offers_the_first_feasible_draws_unscored(tmp_path) ->
     assert log["select"] == "sampled" and log["feasible_draws"] == FEASIBLE_DRAWS
     assert 0.0 <= log["feasible_share"] <= 1.0
     assert all(0.0 <= e["feasible_share"] <= 1.0 for e in log["epochs"])
+    assert all(e["quantile_cost"] > 0 for e in log["epochs"])
     assert not any(s["name"] == "argmax" for s in log["samples"])
     assert all(s["val_top1"] is None for s in log["samples"])  # no proxy score
     assert not any("sample" in r and "val_top1" in r for r in reports)

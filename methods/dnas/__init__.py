@@ -36,8 +36,9 @@ Scaled down or changed (stated, allowed by the spec):
   convolution per layer, exactly the branch sum. ``weights="separate"`` is the paper's
   (default of the ``paper`` preset). Either way a layer runs one convolution per distinct
   activation bit-width at most (the branch sum regrouped by linearity in the weight);
-- ``gamma="auto"`` adjusts γ between epochs (at most 3× an epoch) so the expected cost
-  approaches ``gamma_target`` (0.9) of the task's limit, ``beta="auto"`` normalises the loss
+- ``gamma="auto"`` adjusts γ between epochs (at most 3× an epoch) so that the share
+  ``feasible_target`` (0.9) of the architectures drawn from ``P_θ`` meets the task's limit
+  (it steers that quantile of their costs to the limit), ``beta="auto"`` normalises the loss
   factor to 1 at the start: in a multiplicative loss β only scales θ's gradient, γ sets the
   accuracy/cost trade-off;
 - the weights' phase minimises plain cross-entropy (the cost factor is a positive constant

@@ -43,12 +43,13 @@ class DNASConfig:
             epoch [unverified]).
         gamma_start: γ of the first epoch when ``gamma="auto"`` (FBNet's cost exponent, 0.6
             [unverified]).
-        gamma_rate: with ``gamma="auto"``, after each epoch
-            ``γ ← γ·(E[cost]/(gamma_target·limit))^rate``, at most ×3 or ÷3 an epoch (this
-            benchmark's controller, not the paper's).
-        gamma_target: the fraction of the limit ``gamma="auto"`` aims the expected cost
-            at (default 0.9: below the limit, so that architectures sampled from ``P_θ``
-            around it meet the limit themselves).
+        gamma_rate: with ``gamma="auto"``, after each epoch ``γ ← γ·(C_q/limit)^rate``,
+            at most ×3 or ÷3 an epoch, ``C_q`` the ``feasible_target`` quantile of the
+            costs of 1,000 draws from ``P_θ`` (this benchmark's controller, not the
+            paper's).
+        feasible_target: the share of architectures drawn from ``P_θ`` that
+            ``gamma="auto"`` aims to have meet the limit (default 0.9: each architecture
+            sampled at the end must meet it itself).
         weights: the branch weights: ``"shared"`` (one latent weight per layer, quantized
             per branch; memory of one network) or ``"separate"`` (the paper's: one weight
             per branch).
@@ -84,7 +85,7 @@ class DNASConfig:
     tau_decay: NonNegative = 0.045
     gamma_start: Positive = 0.6
     gamma_rate: NonNegative = 1.0
-    gamma_target: Annotated[float, Strict(), Field(gt=0, le=1)] = 0.9
+    feasible_target: Annotated[float, Strict(), Field(gt=0, lt=1)] = 0.9
     weights: Literal["shared", "separate"] = "shared"
     categorical: Literal["pairs", "factorised"] | None = None
     bits: tuple[Annotated[int, Strict(), Field(ge=1, le=32)], ...] | None = None

@@ -159,7 +159,6 @@ class DNAS(Method):
             start_cost=start_cost,
             gamma_start=recipe.gamma_start,
             rate=recipe.gamma_rate,
-            target=self.config.gamma_target,
         )
         generator = torch.Generator().manual_seed(ctx.rng.randrange(2**31))
         state = SearchState(tau=recipe.tau0, generator=generator)
@@ -184,7 +183,7 @@ class DNAS(Method):
         def end_of_epoch(epoch: int) -> None:
             record = self._epoch_record(ctx, run, epoch)
             run.epochs.append(record)
-            control.update(record["expected_cost"], run.limit)
+            control.update(record["expected_cost"], run.limit, steer=record["quantile_cost"])
             state.tau = recipe.tau0 * math.exp(-recipe.tau_decay * (epoch + 1))
             state.stats = EpochStats()
 
@@ -214,7 +213,7 @@ class DNAS(Method):
         """Sample from ``P_θ`` and choose the candidates: the first feasible draws
         (``select="sampled"``) or the best by the proxy score (``"proxy"``)."""
         metric, limit, ref_value = ctx.constraint.metric, run.limit, run.ref_value
-        share = feasible_share(run.net, run.limit, ctx.rng.randrange(2**31))
+        share = feasible_share(draw_costs(run.net, ctx.rng.randrange(2**31)), run.limit)
         ctx.log.info("dnas: %.1f%% of %d draws from P_theta meet the limit", 100 * share,
                      FEASIBLE_DRAWS)  # fmt: skip
         samples = self._final_samples(ctx, run.net, run.arch, ref_value)
@@ -270,7 +269,9 @@ class DNAS(Method):
         argmax = ctx.space.full_policy(net.argmax_policy(), arch)
         argmax_cost = float(net.table.total(argmax, net.metric))
         feasible = ctx.feasible(argmax, arch)
-        share = feasible_share(net, limit, ctx.rng.randrange(2**31))
+        costs = draw_costs(net, ctx.rng.randrange(2**31))
+        share = feasible_share(costs, limit)
+        quantile = float(torch.quantile(costs, self.config.feasible_target))
         record = {
             "epoch": epoch,
             "tau": state.tau,
@@ -280,12 +281,14 @@ class DNAS(Method):
             "argmax_cost_ratio": argmax_cost / ref_value,
             "argmax_feasible": feasible,
             "feasible_share": share,
+            "quantile_cost": quantile,
+            "quantile_cost_ratio": quantile / ref_value,
             **state.stats.summary(),
             "theta": net.theta_table(),
         }
         ctx.log.info(
             "dnas epoch %d: tau %.3f beta %.4g gamma %.4g E[cost] ratio %.4f (limit %.4f), "
-            "argmax ratio %.4f%s, %.0f%% of draws feasible",
+            "argmax ratio %.4f%s, %.0f%% of draws feasible (%.0f%% quantile ratio %.4f)",
             epoch,
             state.tau,
             control.beta,
@@ -295,6 +298,8 @@ class DNAS(Method):
             argmax_cost / ref_value,
             " (offered)" if feasible else "",
             100 * share,
+            100 * self.config.feasible_target,
+            quantile / ref_value,
         )
         ctx.report(**{k: v for k, v in record.items() if k != "theta"}, theta=record["theta"])
         if feasible:
@@ -386,11 +391,14 @@ FEASIBLE_DRAWS = 1000
 and at the end; the standard error of a share near 0.9 is about 1 point)."""
 
 
-def feasible_share(net: SuperNet, limit: float, seed: int) -> float:
-    """The share of :data:`FEASIBLE_DRAWS` policies drawn from ``P_θ`` whose cost is at
-    most ``limit`` (BitOPs per image or weight bits; the protocol's 1e-9 round-off)."""
-    generator = torch.Generator().manual_seed(seed)
-    costs = net.sampled_costs(FEASIBLE_DRAWS, generator)
+def draw_costs(net: SuperNet, seed: int) -> torch.Tensor:
+    """The costs of :data:`FEASIBLE_DRAWS` policies drawn from ``P_θ`` (BitOPs per image or
+    weight bits, float64)."""
+    return net.sampled_costs(FEASIBLE_DRAWS, torch.Generator().manual_seed(seed))
+
+
+def feasible_share(costs: torch.Tensor, limit: float) -> float:
+    """The share of ``costs`` at most ``limit`` (the protocol's 1e-9 round-off)."""
     return float((costs <= limit * (1 + 1e-9)).double().mean())
 
 
