@@ -68,8 +68,8 @@ def machine() -> dict[str, Any]:
 def run_harness(args: argparse.Namespace, name: str, extra: list[str]) -> tuple[pd.DataFrame, dict]:
     """Run (or resume, or keep) the claim's harness run; its rows and how it was run."""
     run_id = f"claim-{name}"
-    out = Path(args.out) / "runs"
-    folder = out / run_id
+    out = Path(args.out)  # the harness writes <out>/runs/<run id>
+    folder = out / "runs" / run_id
     measured = folder / "measured.json"
     if not (folder / "records.parquet").exists() or not measured.exists():
         command = [sys.executable, "-m", "benchmark", "run", "--preset", PRESET, "--space", SPACE]
