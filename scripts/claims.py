@@ -125,6 +125,8 @@ def compare(a: pd.Series, b: pd.Series) -> dict[str, Any]:
 def verdict(result: dict[str, Any], a: str, b: str) -> str:
     """One line: which side is ahead and whether the seeds can tell (p < 0.05)."""
     d, ci, p = result["difference"], result["ci95"], result["p_value"]
+    if result["a"] == result["b"]:
+        return f"identical on every seed ({len(result['seeds'])} seeds): nothing to tell apart"
     told = np.isfinite(p) and p < 0.05
     ahead = a if d > 0 else b
     return (
@@ -151,7 +153,17 @@ def claim_hawq(args: argparse.Namespace) -> dict[str, Any]:
     hawq, random = by_seed(rows, "hawq[space-bits]"), by_seed(rows, "random")
     against_uniform, against_random = compare(hawq, uniform), compare(hawq, random)
     policy = rows[rows["method"] == "hawq[space-bits]"]
+    space = get_space(SPACE)
+    w4a4 = json.dumps(
+        {n: {"w_bits": 4, "a_bits": 4} for n in space.searchable_layers()}, sort_keys=True
+    )
+    searched = [
+        json.dumps({n: b for n, b in json.loads(p).items() if n in space.searchable_layers()},
+                   sort_keys=True)
+        for p in policy["policy"]
+    ]  # fmt: skip
     return {
+        "hawq_policy_is_uniform_w4a4": [text == w4a4 for text in searched],
         "claim": "HAWQ-V3's ILP policy beats uniform W4A4 at the same BitOPs, and random at "
         "the same limit",
         "limit": limit,
