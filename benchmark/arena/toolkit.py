@@ -219,7 +219,7 @@ class Toolkit:
         if not 0 < fraction <= 1:
             raise ValueError(f"subset fraction must be in (0, 1], got {fraction}")
         n = len(data)
-        order = np.random.default_rng((self.task.seed, 104729)).permutation(n)
+        order = self._seeded_order(n, salt=104729)
         return Subset(data, np.sort(order[: max(1, round(fraction * n))]).tolist())
 
     def split(self, fraction: float) -> tuple[Dataset, Dataset]:
@@ -230,6 +230,11 @@ class Toolkit:
         size = round(fraction * n)
         if not 0 < size < n:
             raise ValueError(f"split({fraction}) of {n} training images leaves an empty part")
-        order = np.random.default_rng((self.task.seed, 7919)).permutation(n)
+        order = self._seeded_order(n, salt=7919)
         first, rest = np.sort(order[:size]), np.sort(order[size:])
         return Subset(self.train_set, first.tolist()), Subset(self.train_set, rest.tolist())
+
+    def _seeded_order(self, n: int, *, salt: int) -> np.ndarray:
+        """A permutation of ``range(n)`` seeded by the task's seed and ``salt`` (one salt
+        per use, so two uses draw independent orders)."""
+        return np.random.default_rng((self.task.seed, salt)).permutation(n)
