@@ -29,7 +29,9 @@ Kept from the paper:
   starts from the ``b``-bit one, every weight, BN statistic and kernel-transform matrix
   kept, both step sizes of every searched layer doubled (``2^(b_prev − b)`` for a drop of
   more than one bit), so the clipping range ``Qp·s`` stays about the same; the fixed
-  layers (stem, SE convs, classifier), whose bits do not change, keep their steps.
+  layers (stem, SE convs, classifier), whose bits do not change, keep their steps. Option
+  ``inherit_steps="reinit"`` (not the paper's) inherits the weights but initialises the
+  searched layers' steps again (:meth:`OQAT.inherit`).
   Default chain 4 → 3 → 2; later stages train shorter (the preset's ``stage_epochs``). A
   later stage whose loss becomes NaN (seen at 2 bits on the smoke preset,
   docs/benchmarks.md) ends the chain: the finished bit-widths' candidates stand, the log
@@ -106,6 +108,7 @@ from benchmark.arena import (
     evolve,
     fit_fixed,
     method_config,
+    reset_quant_ranges,
     sandwich_step,
     scale_quant_ranges,
 )
@@ -143,6 +146,12 @@ class OQATConfig:
             after inheriting 2 bits can see a gradient far larger than the steps that
             follow, and diverge (2 of 3 seeds on digits/smoke, ``scripts/bench_oqat.py
             --fidelity``; docs/benchmarks.md). Default: off.
+        inherit_steps: what a lower bit-width's supernet takes of its quantizers' steps:
+            ``"scale"`` (default, the paper's: the steps × 2 per bit dropped) or
+            ``"reinit"`` (weights inherited, the searched layers' steps
+            initialised again by LSQ's rule on the stage's first batch): offered because at
+            short stages the inherited 2-bit supernet lost to one trained from FP
+            (docs/methods/oqat.md).
     """
 
     bits: tuple[Annotated[int, Strict(), Field(ge=1, lt=FP_BITS)], ...] = (4, 3, 2)
@@ -156,6 +165,7 @@ class OQATConfig:
     generations: Annotated[int, Strict(), Field(ge=0)] = 4
     mutate_prob: Annotated[float, Strict(), Field(gt=0, le=1)] = 0.1
     clip_grad_norm: PosReal | None = None
+    inherit_steps: Literal["scale", "reinit"] = "scale"
 
     def __post_init__(self) -> None:
         bits = list(self.bits)
@@ -310,14 +320,7 @@ class OQAT(Method):
         seed = ctx.task.seed * 7919 + index
         stage: dict[str, Any] = {"bits": bits}
         if index > 0:
-            factor = 2.0 ** (keys.bits[index - 1] - bits)
-            stage["inherited_from"] = keys.bits[index - 1]
-            stage["step_scale"] = factor
-            # only the layers whose bits drop: the fixed layers keep their convention's bits
-            searched = space.searchable_layers(
-                space.max_arch() if isinstance(space, ElasticSearchSpace) else None
-            )
-            stage["quantizers_scaled"] = scale_quant_ranges(model, factor, set(searched))
+            stage.update(self.inherit(model, space, keys.bits[index - 1], bits))
         began = time.perf_counter()
         try:
             stats = self._train_stage(ctx, space, model, bits, recipe, keys, seed)
@@ -375,6 +378,28 @@ class OQAT(Method):
             and saved.get("version") == CHECKPOINT_VERSION
             and saved.get("bits") == list(self.config.bits)
         )
+
+    def inherit(
+        self, model: nn.Module, space: SearchSpace, previous_bits: int, bits: int
+    ) -> dict[str, Any]:
+        """Make ``model`` (trained at ``previous_bits``) the start of the ``bits`` stage: the
+        searched layers' quantizer steps × ``2^(previous_bits − bits)`` (``inherit_steps``
+        ``"scale"``) or initialised again on first use (``"reinit"``). Only the layers
+        whose bits drop: the fixed layers keep their convention's bits and steps. Returns
+        what the stage's log records."""
+        searched = set(
+            space.searchable_layers(
+                space.max_arch() if isinstance(space, ElasticSearchSpace) else None
+            )
+        )
+        record: dict[str, Any] = {"inherited_from": previous_bits}
+        if self.config.inherit_steps == "reinit":
+            record["quantizers_reinitialised"] = reset_quant_ranges(model, searched)
+            return record
+        factor = 2.0 ** (previous_bits - bits)
+        record["step_scale"] = factor
+        record["quantizers_scaled"] = scale_quant_ranges(model, factor, searched)
+        return record
 
     def _train_stage(
         self,

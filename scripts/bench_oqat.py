@@ -1,14 +1,16 @@
 """OQAT's fidelity and speed on ``mbv3-cifar`` (CPU): digits / smoke by default, any preset.
 
 Usage: python scripts/bench_oqat.py [--seeds 0,1,2] [--threads 2] [--fidelity] [--zeros] [--speed]
-       [--rounds 5] [--profile] [--preset smoke] [--data-dir DIR] [--stage-epochs 1,0.67,0.5]
-       [--out FILE]
+       [--rounds 5] [--profile] [--all-steps] [--reinit] [--clip X] [--preset smoke]
+       [--data-dir DIR] [--stage-epochs 1,0.67,0.5] [--out FILE]
 
 ``--fidelity`` (the paper's central claim, measured): per seed, the 4→3→2 chain of
 ``methods/oqat.py`` (the preset's ``[methods.oqat]`` stages, or ``--stage-epochs``, from the
 cached FP supernet of the preset's dataset) against a 2-bit supernet trained straight from
 the FP supernet (a) for as many steps as the chain's 2-bit stage and, with ``--all-steps``,
-(b) for as many as the whole chain. Each arm also gives the share of its 2-bit weights and
+(b) for as many as the whole chain; with ``--reinit`` also the chain that inherits the
+weights but initialises the searched layers' steps again at each bit-width (OQAT's
+``inherit_steps="reinit"``). Each arm also gives the share of its 2-bit weights and
 inputs on the zero grid point (largest subnet, one training batch). On Fashion-MNIST:
 ``--preset fmnist --all-steps --stage-epochs 1,0.67,0.5`` (stages long enough to converge,
 not the trial's). A stage whose loss becomes NaN is recorded (``*_diverged``) and its model
@@ -59,7 +61,6 @@ from benchmark.arena import (
 )
 from benchmark.arena.data import load_splits
 from benchmark.arena.presets import load_preset
-from benchmark.arena.quant import scale_quant_ranges
 from benchmark.arena.recipes.loop import make_optimizer, total_steps
 from benchmark.arena.recipes.pretrain import pretrain_supernet
 from benchmark.arena.recipes.scoring import recalibrate_and_evaluate
@@ -116,6 +117,7 @@ def fidelity(
     all_steps: bool,
     clip: float | None,
     stage_epochs: tuple[float, ...] | None = None,
+    reinit: bool = False,
 ) -> dict[str, Any]:
     torch.manual_seed(seed)
     base = get_space("mbv3-cifar", num_classes=splits.num_classes)
@@ -124,7 +126,6 @@ def fidelity(
     if stage_epochs is not None:
         keys = replace(keys, stage_epochs=stage_epochs)
     batch = torch.stack([splits.train[i][0] for i in range(64)])
-    searched = set(space.searchable_layers(space.max_arch()))
     method = OQAT(keys)
     rng = random.Random(1000 + seed)
     archs = {
@@ -137,27 +138,34 @@ def fidelity(
     ctx = context(base, preset, splits, state, keys, seed)
     recipes = method._recipes(ctx, keys)
     result: dict[str, Any] = {"seed": seed}
-    # the chain 4 → 3 → 2
-    model = ctx.fp_supernet(oqat_quant())
-    steps_chain, seconds = [], []
-    for i, bits in enumerate(keys.bits):
-        if i:
-            scale_quant_ranges(model, 2.0 ** (keys.bits[i - 1] - bits), searched)
-        began = time.perf_counter()
-        stats = train_or_diverge(method, ctx, space, model, bits, recipes[i], keys, seed * 7919 + i)
-        seconds.append(round(time.perf_counter() - began, 1))
-        steps_chain.append(stats.steps if stats else planned_steps(ctx, recipes[i]))
-        if bits == 4:
-            result["w4_inherit"] = test_top1(space, model, archs, 4, splits, preset)
-        if stats is None:
-            result[f"w{bits}_diverged"] = True
-    result["chain_steps"], result["chain_train_seconds"] = steps_chain, seconds
-    result["w2_inherited"] = test_top1(space, model, archs, 2, splits, preset)
-    result["w2_inherited_zeros"] = zero_shares(space, model, 2, batch)
+    # the chain 4 → 3 → 2 (the paper's inheritance; with --reinit also the chain whose
+    # steps are initialised again at each bit-width)
+    chains = [("", method)]
+    if reinit:
+        chains.append(("reinit_", OQAT(replace(keys, inherit_steps="reinit"))))
+    for prefix, chain in chains:
+        model = ctx.fp_supernet(oqat_quant())
+        steps_chain, seconds = [], []
+        for i, bits in enumerate(keys.bits):
+            if i:
+                chain.inherit(model, space, keys.bits[i - 1], bits)
+            began = time.perf_counter()
+            stage_seed = seed * 7919 + i
+            stats = train_or_diverge(chain, ctx, space, model, bits, recipes[i], keys, stage_seed)
+            seconds.append(round(time.perf_counter() - began, 1))
+            steps_chain.append(stats.steps if stats else planned_steps(ctx, recipes[i]))
+            if bits == 4 and not prefix:
+                result["w4_inherit"] = test_top1(space, model, archs, 4, splits, preset)
+            if stats is None:
+                result[f"{prefix}w{bits}_diverged"] = True
+        result[f"{prefix}chain_steps"] = steps_chain
+        result[f"{prefix}chain_train_seconds"] = seconds
+        result[f"w2_{prefix}inherited"] = test_top1(space, model, archs, 2, splits, preset)
+        result[f"w2_{prefix}inherited_zeros"] = zero_shares(space, model, 2, batch)
     # 2 bits straight from the FP supernet (LSQ's own step initialisation at 2 bits)
-    arms = [("w2_direct_same_stage", steps_chain[-1])]
+    arms = [("w2_direct_same_stage", result["chain_steps"][-1])]
     if all_steps:
-        arms.append(("w2_direct_all_steps", sum(steps_chain)))
+        arms.append(("w2_direct_all_steps", sum(result["chain_steps"])))
     for label, steps in arms:
         model = ctx.fp_supernet(oqat_quant())
         recipe = replace(recipes[-1], max_steps=steps, epochs=max(recipes[-1].epochs, 1000.0))
@@ -213,10 +221,10 @@ def zeros(splits, preset, state) -> dict[str, Any]:
     model = ctx.fp_supernet(oqat_quant())
     for i, bits in enumerate(keys.bits[:2]):
         if i:
-            scale_quant_ranges(model, 2.0 ** (keys.bits[i - 1] - bits))
+            method.inherit(model, space, keys.bits[i - 1], bits)
         method._train_stage(ctx, space, model, bits, recipes[i], keys, i)
     out = {"w3": zero_shares(space, model, 3, x)}
-    scale_quant_ranges(model, 2.0)
+    method.inherit(model, space, 3, 2)
     out["w2_inherited"] = zero_shares(space, model, 2, x)
     out["w2_lsq_init"] = zero_shares(space, ctx.fp_supernet(oqat_quant()), 2, x)
     return out
@@ -296,6 +304,10 @@ def main() -> None:
     parser.add_argument(
         "--all-steps", action="store_true", help="add a 2-bit arm as long as the whole chain"
     )
+    parser.add_argument(
+        "--reinit", action="store_true",
+        help="add the chain that inherits the weights but initialises the steps again",
+    )  # fmt: skip
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
@@ -336,7 +348,16 @@ def main() -> None:
         result["zeros"] = zeros(splits, preset, state)
     if args.fidelity:
         runs = [
-            fidelity(int(s), splits, preset, state, args.all_steps, args.clip, stage_epochs)
+            fidelity(
+                int(s),
+                splits,
+                preset,
+                state,
+                args.all_steps,
+                args.clip,
+                stage_epochs,
+                args.reinit,
+            )
             for s in args.seeds.split(",")
         ]
         result["fidelity_runs"] = runs
@@ -346,6 +367,7 @@ def main() -> None:
                 "fp",
                 "w4_inherit",
                 "w2_inherited",
+                *(("w2_reinit_inherited",) if args.reinit else ()),
                 "w2_direct_same_stage",
                 *(("w2_direct_all_steps",) if args.all_steps else ()),
             )

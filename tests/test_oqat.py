@@ -181,6 +181,37 @@ def test_inheritance_doubles_the_searched_layers_steps_and_keeps_the_rest(
     assert result.log["stages"][1]["quantizers_scaled"] == 2 * len(searched)
 
 
+def test_reinit_inheritance_keeps_the_weights_and_initialises_the_searched_steps_again(
+    splits, mbv3_state, tmp_path, monkeypatch
+) -> None:
+    """``inherit_steps="reinit"``: every weight and BN statistic is inherited, the searched
+    layers' steps start over (LSQ's rule on the stage's first batch), the fixed ones stay."""
+    ctx = make_ctx(splits, mbv3_state, tmp_path)
+    seen: list[dict[str, torch.Tensor]] = []
+    real = OQAT._train_stage
+
+    def recording(self, ctx, space, model, bits, *args):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return real(self, ctx, space, model, bits, *args)
+
+    monkeypatch.setattr(OQAT, "_train_stage", recording)
+    keys = dataclasses.replace(KEYS, fixed="space", inherit_steps="reinit")
+    result = OQAT(keys).search(ctx)
+    before3 = seen[1]  # the start of the 3-bit stage
+
+    def fixed(key: str) -> bool:
+        return key.startswith(("stem.conv.", "classifier.")) or ".se." in key
+
+    flags = [k for k in before3 if k.endswith(".initialized")]
+    assert any(fixed(k) for k in flags) and any(not fixed(k) for k in flags)
+    for key in flags:
+        assert bool(before3[key].any()) == fixed(key), key
+    assert result.log["stages"][1]["quantizers_reinitialised"] == 2 * len(
+        ctx.space.searchable_layers(ctx.space.max_arch())
+    )
+    assert "step_scale" not in result.log["stages"][1]
+
+
 # --- the sandwich step, extraction ---------------------------------------------------------
 def test_sandwich_step_runs_largest_smallest_and_random_at_the_stage_bits(
     splits, mbv3_state, tmp_path

@@ -20,6 +20,7 @@ from benchmark.arena import (
     QuantConfig,
     create_quantizer,
     get_space,
+    quant_layers,
     recalibrate,
 )
 from benchmark.arena.cost import profile_layers
@@ -109,6 +110,49 @@ def test_batchquant_kernel_gives_the_python_paths_values(monkeypatch) -> None:
     assert torch.equal(fused[0], python[0]) and torch.equal(fused[1], python[1])
     torch.testing.assert_close(fused[2], python[2], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(fused[3], python[3], rtol=1e-4, atol=1e-6)
+
+
+def test_batchquant_kernel_matches_on_channels_last_input_and_saves_only_x(monkeypatch) -> None:
+    from benchmark.arena.quant import batchquant_kernel
+
+    if batchquant_kernel.load() is None:
+        pytest.skip("the BatchQuant CPU kernel could not be built here")
+    x = (torch.randn(4, 8, 6, 6) * 2).to(memory_format=torch.channels_last)
+    grad = torch.randn(4, 8, 6, 6)
+    results = {}
+    for path in ("auto", "python"):
+        monkeypatch.setenv("MPQBENCH_LSQ_KERNEL", path)
+        q = bq(signed=True).train()
+        xx = x.clone().requires_grad_(True)
+        out = q(xx, 3)
+        if path == "auto":  # nothing activation-sized is saved but x itself
+            saved = out.grad_fn.saved_tensors
+            assert [t.numel() for t in saved if t.numel() > 1] == [x.numel()]
+        out.backward(grad)
+        results[path] = (out.detach(), xx.grad, q.theta.grad, q.offset.grad)
+    fused, python = results["auto"], results["python"]
+    assert torch.equal(fused[0], python[0]) and torch.equal(fused[1], python[1])
+    torch.testing.assert_close(fused[2], python[2], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fused[3], python[3], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(8, 16, 9, 9), (3, 5, 7), (2, 3, 1, 1), (64, 24, 16, 16)])
+def test_batch_range_kernel_gives_torchs_values_bit_for_bit(monkeypatch, shape) -> None:
+    from benchmark.arena.quant import batchquant_kernel
+
+    if batchquant_kernel.load() is None:
+        pytest.skip("the BatchQuant CPU kernel could not be built here")
+    x = torch.randn(shape) * 3 + 0.2
+    lows, highs = batchquant_kernel.plane_ranges(batchquant_kernel.load(), x)
+    inner = tuple(range(2, x.dim()))
+    assert torch.equal(lows, x.amin(dim=inner).amin(dim=0))
+    assert torch.equal(highs, x.amax(dim=inner).amax(dim=0))
+    fused = batch_range(x)
+    monkeypatch.setenv("MPQBENCH_LSQ_KERNEL", "python")
+    assert all(torch.equal(a, b) for a, b in zip(fused, batch_range(x), strict=True))
+    x.view(-1)[5] = float("nan")  # a NaN propagates, as torch's amin / amax
+    lows, highs = batchquant_kernel.plane_ranges(batchquant_kernel.load(), x)
+    assert torch.isnan(lows).sum() == 1 and torch.isnan(highs).sum() == 1
 
 
 def test_batchquant_recalibration_sets_the_running_range_and_eval_uses_it() -> None:
@@ -424,6 +468,27 @@ def test_options_and_preset_section_are_validated() -> None:
         QFAConfig(population=2)
     assert LSQFullConfig().to_dict() == {"kind": "lsq-full", "grad_scale": True}
     assert QuantConfig.from_dict(QFA.quant().to_dict()) == QFA.quant()
+
+
+def test_lsq_activation_ablation_builds_a_trainable_lsq_supernet(mbv3) -> None:
+    """``act_quantizer="lsq"`` (the paper's ablation): the same supernet with LSQ's learned
+    activation steps per (layer, bit) in place of BatchQuant; one sandwich step trains it."""
+    with pytest.raises(ValueError, match="act_quantizer"):
+        QFA(act_quantizer="pact")
+    assert QFA(act_quantizer="lsq").config.act_quantizer == "lsq"
+    quant = QFA.quant("lsq")
+    assert quant.act.kind == "lsq" and quant.weight == QFA.quant().weight
+    space = mbv3.with_fixed(QFA.qfa_fixed(mbv3))
+    supernet = space.build_supernet(quant).train()
+    sampler = QFASampler(space, num_random=0, bits=STAGE_BITS[1])
+    arch, policy = sampler.largest(random.Random(0))
+    space.set_active(supernet, arch, policy)
+    x = torch.randn(4, 3, 32, 32)
+    torch.nn.functional.cross_entropy(supernet(x), torch.tensor([0, 1, 2, 3])).backward()
+    layer = next(iter(quant_layers(supernet).values()))
+    assert type(layer.act_quantizer).__name__ == "LSQQuantizer"
+    steps = [q.act_quantizer.step.grad for q in quant_layers(supernet).values()]
+    assert any(g is not None and bool(g.abs().sum() > 0) for g in steps)
 
 
 # --- end to end ------------------------------------------------------------------------

@@ -34,7 +34,8 @@ top-1 in percent):
   weighted mixture of bit-widths, :class:`BitMixture`; ``set_branch_mixture`` for a
   weighted sum of (w, a) branches with their own weights, :class:`BranchMixture`),
   :func:`apply_policy`, :func:`quantize_model`, :func:`scale_quant_ranges` (the named
-  layers' quantizer ranges × a factor: OQAT's bit inheritance), :func:`symmetric_minmax`
+  layers' quantizer ranges × a factor: OQAT's bit inheritance), :func:`reset_quant_ranges`
+  (re-initialised on first use: OQAT's ``inherit_steps="reinit"``), :func:`symmetric_minmax`
   (per-channel min/max quantization as a measurement: HAWQ-V3's Ω);
   ``QuantConfig(act_grid="unsigned")`` puts every quantized input on the unsigned grid;
 - search spaces: :class:`SearchSpace`, :class:`ElasticSearchSpace`, :func:`get_space`;
@@ -144,6 +145,7 @@ from benchmark.arena.quant import (
     quant_layers,
     quantize_model,
     register_quantizer,
+    reset_quant_ranges,
     scale_quant_ranges,
 )
 from benchmark.arena.quant.minmax import symmetric_minmax
@@ -255,6 +257,7 @@ __all__ = [
     "register_space",
     "relative_standard_error",
     "sandwich_step",
+    "reset_quant_ranges",
     "scale_quant_ranges",
     "symmetric_minmax",
     "soft_cross_entropy",

@@ -64,6 +64,7 @@ from benchmark.arena import (
     ElasticSearchSpace,
     FixedFit,
     LayerBits,
+    LSQConfig,
     LSQFullConfig,
     Method,
     QuantConfig,
@@ -142,6 +143,9 @@ class QFAConfig:
     # score the held-out subnets again (other recalibration images) and log how well the
     # two scorings agree (Kendall τ): the ceiling of the predictor's held-out τ
     rescore_held_out: Annotated[bool, Strict()] = False
+    # the activation quantizer: "batchquant" (the paper's) or "lsq" (the paper's ablation,
+    # a learned range per (layer, bit): what BatchQuant is claimed to make trainable)
+    act_quantizer: Literal["batchquant", "lsq"] = "batchquant"
 
 
 @register_method
@@ -158,10 +162,12 @@ class QFA(Method):
 
     # --- pieces ---------------------------------------------------------------------
     @staticmethod
-    def quant() -> QuantConfig:
-        """BatchQuant activations and full-weight LSQ, every state per (layer, bit)."""
+    def quant(act: Literal["batchquant", "lsq"] = "batchquant") -> QuantConfig:
+        """BatchQuant activations (``act="lsq"``: LSQ's learned step instead, the ablation)
+        and full-weight LSQ, every state per (layer, bit)."""
+        act_config = BatchQuantConfig() if act == "batchquant" else LSQConfig()
         return QuantConfig(
-            weight=LSQFullConfig(), act=BatchQuantConfig(), per_bit_weight=True, per_bit_act=True
+            weight=LSQFullConfig(), act=act_config, per_bit_weight=True, per_bit_act=True
         )
 
     @staticmethod
@@ -199,7 +205,7 @@ class QFA(Method):
         ctx.log.info("qfa: fixed layers at %s", fit.why)
         state = ctx.load_checkpoint() or {}
         log = state.get("log") or {"phases": {}, "fixed": fit.fixed, "fixed_why": fit.why}
-        run = _Search(ctx, fit.space, self.quant(), fit.fixed, state, log)
+        run = _Search(ctx, fit.space, self.quant(self.config.act_quantizer), fit.fixed, state, log)
         with _phase(log, "train_s", accumulate=True):
             self._supernet(run)
         with _phase(log, "predictor_data_s"):

@@ -23,6 +23,7 @@ from benchmark.arena.quant.modules import (
     current_policy,
     quant_layers,
     quantize_model,
+    reset_quant_ranges,
     scale_quant_ranges,
 )
 from benchmark.arena.quant.pact import PACTConfig, PACTQuantizer, pact_quantize
@@ -71,5 +72,6 @@ __all__ = [
     "quant_layers",
     "quantize_model",
     "register_quantizer",
+    "reset_quant_ranges",
     "scale_quant_ranges",
 ]

@@ -65,13 +65,18 @@ class BatchQuantConfig(QuantizerConfig):
 
 def batch_range(x: Tensor) -> tuple[Tensor, Tensor]:
     """``(m, M)`` of a detached batch: per-channel min / max over every other dim, averaged
-    over channels (dim 1), then clipped to include 0 (0-dim tensors)."""
+    over channels (dim 1), then clipped to include 0 (0-dim tensors). A contiguous CPU
+    float32 batch of ≥ 3 dims reads its memory once through the fused kernel (the same
+    values: a min or a max is exact in any order)."""
     x = x.detach()
     if x.dim() < 2:
         raise ValueError(f"BatchQuant needs a batch of at least 2 dims (N×C...), got {x.dim()}")
-    inner = tuple(range(2, x.dim()))  # the contiguous dims first, then the batch: the same
-    low = (x.amin(dim=inner) if inner else x).amin(dim=0)  # min, a faster reduction on CPU
-    high = (x.amax(dim=inner) if inner else x).amax(dim=0)
+    if x.dim() >= 3 and x.is_contiguous() and batchquant_path(x) == "fused":
+        low, high = batchquant_kernel.plane_ranges(batchquant_kernel.load(), x)
+    else:
+        inner = tuple(range(2, x.dim()))  # the contiguous dims first, then the batch
+        low = (x.amin(dim=inner) if inner else x).amin(dim=0)  # min, a faster reduction on CPU
+        high = (x.amax(dim=inner) if inner else x).amax(dim=0)
     return low.mean().clamp(max=0.0), high.mean().clamp(min=0.0)
 
 
@@ -135,26 +140,27 @@ class _BatchQuantFunction(torch.autograd.Function):
 
 class _BatchQuantKernelFunction(torch.autograd.Function):
     """BatchQuant through the fused C++ CPU kernel (:mod:`.batchquant_kernel`); the same
-    maths and float32 forward bits as :class:`_BatchQuantFunction`. Saves ``d`` (float32)
-    and the inside mask (uint8)."""
+    maths and float32 forward bits as :class:`_BatchQuantFunction`. Saves only ``x`` (which
+    its producer usually keeps anyway) and the three scalars: the backward pass recomputes
+    the codes, so the forward pass writes one activation-sized tensor, not three."""
 
     @staticmethod
     def forward(
         ctx, x: Tensor, alpha: Tensor, beta: Tensor, scale: Tensor, zero: Tensor, qmin, qmax, lib
     ) -> Tensor:
-        a, shift, r = _scalars(alpha, beta, scale, zero)
-        save = any(ctx.needs_input_grad[:3])
-        out, d, inside = batchquant_kernel.forward(lib, x, a, shift, r, qmin, qmax, save)
-        ctx.save_for_backward(d, inside, alpha, scale)
-        ctx.lib = lib
+        scalars = _scalars(alpha, beta, scale, zero)
+        out, used = batchquant_kernel.forward(lib, x, *scalars, qmin, qmax)
+        if any(ctx.needs_input_grad[:3]):
+            ctx.save_for_backward(used, alpha, scale)
+        ctx.scalars, ctx.grid, ctx.lib = scalars, (qmin, qmax), lib
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        d, inside, alpha, scale = ctx.saved_tensors
+        x, alpha, scale = ctx.saved_tensors
         need_x, need_alpha, need_beta = ctx.needs_input_grad[:3]
         grad_x, total, outside = batchquant_kernel.backward(
-            ctx.lib, grad, d, inside, need_x, need_alpha
+            ctx.lib, grad, x, *ctx.scalars, *ctx.grid, need_x, need_alpha
         )
         grad_alpha = (total / alpha).reshape(alpha.shape) if need_alpha else None
         grad_beta = (-(scale / alpha) * outside).reshape(alpha.shape) if need_beta else None

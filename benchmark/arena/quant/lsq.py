@@ -185,6 +185,11 @@ class LSQQuantizer(Quantizer):
             raise ValueError(f"a step size scale must be a positive number, got {factor!r}")
         self.step.mul_(float(factor))
 
+    @torch.no_grad()
+    def reset_range(self) -> None:
+        """Every slot initialises its step again on first use (``s = 2·mean|x|/sqrt(Qp)``)."""
+        self.initialized.fill_(False)
+
     def step_size(self, bits: int) -> float:
         """The step size used at ``bits`` (same unit as the quantized tensor)."""
         return abs(float(self.step.detach()[self.slot(bits)]))

@@ -276,6 +276,20 @@ def scale_quant_ranges(
     return count
 
 
+def reset_quant_ranges(model: nn.Module, layers: Collection[str] | None = None) -> int:
+    """Re-initialise on first use the range state of the weight and activation quantizers
+    of ``model``'s quantized layers named in ``layers`` (default: every one;
+    :meth:`Quantizer.reset_range`). Returns the number of quantizers reset (two per layer)."""
+    count = 0
+    for name, layer in quant_layers(model).items():
+        if layers is not None and name not in layers:
+            continue
+        for quantizer in (layer.weight_quantizer, layer.act_quantizer):
+            quantizer.reset_range()
+            count += 1
+    return count
+
+
 @torch.no_grad()
 def copy_quant_state(src: nn.Module, dst: nn.Module) -> None:
     """Copy quantizer parameters and buffers between two models with the same layer names."""

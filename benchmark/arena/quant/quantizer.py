@@ -147,6 +147,12 @@ class Quantizer(nn.Module, ABC):
         drops one bit. A kind without such state raises ``NotImplementedError``."""
         raise NotImplementedError(f"{type(self).__name__} has no range state to scale")
 
+    def reset_range(self) -> None:
+        """Forget the learned range state of every slot, so that each initialises again on
+        its next use (from the data, as at the start); OQAT's ``inherit_steps="reinit"``.
+        A kind without such state raises ``NotImplementedError``."""
+        raise NotImplementedError(f"{type(self).__name__} has no range state to reset")
+
     def extra_repr(self) -> str:
         return f"signed={self.signed}, bits={self.bit_choices}, per_bit={self.per_bit}"
 
