@@ -517,3 +517,10 @@ def test_run_qfa_on_digits_end_to_end(tmp_path: Path, micro_preset, cache_dir: P
     held = state["log"]["predictor"]["held_out_index"]
     assert len(state["rescore"]) == len(held) >= 2
     assert "scored twice agree at Kendall tau" in (trial / "log.txt").read_text()
+    # the search log keeps each stage's loss curve and the trained extremes' val top-1
+    search_log = json.loads((trial / "search_log.json").read_text())
+    assert all(s["loss_curve"] and s["loss_curve"][0][0] == 0 for s in search_log["stages"])
+    labels = [f"{end} W{b}A{b}" for end in ("min", "max") for b in sorted(STAGE_BITS[-1])]
+    extremes = search_log["extremes_val_top1"]
+    first = state["data"][: len(labels)]
+    assert extremes and extremes == {k: d["top1"] for k, d in zip(labels, first, strict=False)}

@@ -261,6 +261,10 @@ class QFA(Method):
                 offered = self._offer_best_sample(
                     ctx, space, data, run.fixed, run.quant, run.supernet, offered
                 )
+        run.log["extremes_val_top1"] = {  # the sandwich's trained min / max subnets
+            _extreme_label(space, arch, policy): d["top1"]
+            for (arch, policy), d in zip(extremes, data, strict=False)
+        }
         return data
 
     def _predictor(
@@ -401,8 +405,11 @@ class QFA(Method):
             accumulate=True,
         )
 
+        curve: list[list[float]] = []  # [step, loss] every 10 steps: the search log's
+
         def report(i: int, loss: float, samples: int) -> None:
             if i % 10 == 0:
+                curve.append([i, round(float(loss), 5)])
                 ctx.report(stage=stage, step=i, train_loss=loss)
 
         stats = ctx.train(
@@ -413,7 +420,12 @@ class QFA(Method):
             on_step=report,
             desc=f"qfa stage {stage}",
         )
-        return {"stage": stage, "bits": list(STAGE_BITS[stage]), **stats.to_dict()}
+        return {
+            "stage": stage,
+            "bits": list(STAGE_BITS[stage]),
+            **stats.to_dict(),
+            "loss_curve": curve,
+        }
 
     @staticmethod
     def _materialise(
@@ -534,6 +546,15 @@ class QFA(Method):
         candidate = self._candidate(space, net, arch, policy, fixed, quant, "qfa-sample")
         candidate.meta.update(val_top1=top1)
         return candidate
+
+
+def _extreme_label(space: SearchSpace, arch: Any, policy: dict[str, LayerBits]) -> str:
+    """``"min W2A2"``, ``"max W4A4"`` (elastic spaces) or ``"W3A3"`` (a fixed one)."""
+    bits = next(iter(policy.values())).w_bits
+    if not isinstance(space, ElasticSearchSpace):
+        return f"W{bits}A{bits}"
+    end = "min" if space.validate_arch(arch) == space.validate_arch(space.min_arch()) else "max"
+    return f"{end} W{bits}A{bits}"
 
 
 def _best_feasible(
