@@ -1,14 +1,16 @@
 """Each method's central claim, measured on Fashion-MNIST with the ``fmnist`` preset.
 
 Usage: python scripts/claims.py CLAIM [CLAIM ...] [--seeds 0,1,2] [--out results/claims]
-       [--threads 2] [--uniform-runs results/fmnist-preset/runs]
+       [--threads 2] [--uniform-runs results/fmnist-preset/runs] [--preset fmnist]
+       [--oqat-stages 0.4,0.27,0.2]
 
-Each claim is one run of the harness (``python -m benchmark run``, the serial executor,
-``--cpus-per-trial --threads``) in ``<out>/runs/claim-<name>``: a finished run is kept, an
-interrupted one resumes (``--resume``). From its rows (the ``retrain`` track, test top-1
-on the 10,000 test images) the claim's figures, paired over seeds (``scipy``'s paired
-t-test, the 95% interval of the mean difference) and a one-line verdict go to
-``<out>/<name>.json``, with the run's wall seconds and the machine's load before and after.
+Each claim but ``oqat`` is one or two runs of the harness (``python -m benchmark run``,
+the serial executor, ``--cpus-per-trial --threads``) in ``<out>/runs/claim-<name>``: a
+finished run is kept, an interrupted one resumes (``--resume``). From its rows (the
+``retrain`` track unless said otherwise, test top-1 on the 10,000 test images) the
+claim's figures, paired over seeds (``scipy``'s paired t-test, the 95% interval of the
+mean difference) and a one-line verdict go to ``<out>/<name>.json``, with the run's wall
+seconds and the machine's load before and after.
 
 Claims:
 
@@ -26,6 +28,20 @@ Claims:
   ``resnet20``, the share of 1,000 architectures drawn from ``P_θ`` that meet the limit
   (each trial's ``search_log.json``), and the paper's fixed-coefficient loss (``beta``
   0.2, ``gamma`` 0.6, label ``paper``) against ``gamma="auto"``.
+- ``oqat``: OQAT's 2-bit supernet by inheritance (4→3→2, stages ``--oqat-stages``, default
+  0.4, 0.27 and 0.2 epochs) against a 2-bit supernet trained straight from the FP supernet
+  (a) for as many steps as the 2-bit stage and (b) for as many as the whole chain, and the
+  chain that inherits the weights but re-initialises the steps (``inherit_steps="reinit"``):
+  ``scripts/bench_oqat.py --fidelity --all-steps --reinit`` per seed on ``mbv3-cifar``
+  (``<out>/runs/claim-oqat/seed-<s>.json``), test top-1 of five subnets (inherit track).
+- ``qfa``: QFA with BatchQuant activations against the same supernet, schedule and seeds
+  with LSQ activations (``act_quantizer="lsq"``, label ``lsq-act``) on ``mbv3-cifar``: each
+  stage's loss curve, any divergence, the trained min / max subnets' val top-1 (QFA's
+  search log) and the retrained top-1.
+- ``qfa-predictor``: QFA with 100 predictor samples (80 fitted, 20 held out), the held-out
+  ones scored twice: held-out Kendall τ beside the noise ceiling (the two scorings' τ).
+- ``tracks``: Kendall τ between the ``inherit`` and ``retrain`` tracks over the candidates
+  of an ``oqat`` run on ``mbv3-cifar`` and of the ``qfa-predictor`` run.
 - ``ompq``: OMPQ with the orthogonality metric against the paper's own ablation without it
   (``orm_off``: the same trial retrains both policies), at ``bitops<=0.3`` on ``resnet20``,
   and its search seconds.
@@ -46,12 +62,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 
 from benchmark.arena.spaces import get_space
 from benchmark.report.stats import paired_difference
 
 PRESET = "fmnist"
 SPACE = "resnet20"
+ELASTIC = "mbv3-cifar"  # OQAT's and QFA's claims: the architecture + bits space
+OQAT_STAGES = "0.4,0.27,0.2"  # epochs of the 4-, 3- and 2-bit stages (--oqat-stages)
 
 
 def machine() -> dict[str, Any]:
@@ -65,14 +84,18 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_harness(args: argparse.Namespace, name: str, extra: list[str]) -> tuple[pd.DataFrame, dict]:
-    """Run (or resume, or keep) the claim's harness run; its rows and how it was run."""
+def run_harness(
+    args: argparse.Namespace, name: str, extra: list[str], space: str = SPACE
+) -> tuple[pd.DataFrame, dict]:
+    """Run (or resume, or keep) the claim's harness run on ``space``; its rows and how it
+    was run."""
     run_id = f"claim-{name}"
     out = Path(args.out)  # the harness writes <out>/runs/<run id>
     folder = out / "runs" / run_id
     measured = folder / "measured.json"
     if not (folder / "records.parquet").exists() or not measured.exists():
-        command = [sys.executable, "-m", "benchmark", "run", "--preset", PRESET, "--space", SPACE]
+        command = [sys.executable, "-m", "benchmark", "run", "--preset", args.preset]
+        command += ["--space", space]
         command += ["--executor", "serial", "--seeds", args.seeds, "--out", str(out)]
         command += ["--cpus-per-trial", str(args.threads), *extra]
         command += (
@@ -189,7 +212,7 @@ def load_uniform_w4a4(args: argparse.Namespace, claim_run: Path) -> pd.Series:
     for path in sorted(Path(args.uniform_runs).rglob("records.parquet")):
         rows = pd.read_parquet(path)
         rows = rows[rows["method"].str.startswith("uniform") & (rows["candidate"] == "W4A4")]
-        rows = rows[(rows["preset"] == PRESET) & (rows["space"] == SPACE)]
+        rows = rows[(rows["preset"] == args.preset) & (rows["space"] == SPACE)]
         if len(rows) and _shared_recipe(path.parent) != claimed:
             raise SystemExit(f"{path.parent}: its preset's recipe differs from the claim run's")
         frames.append(rows)
@@ -312,11 +335,270 @@ def claim_dnas(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def seeds_of(args: argparse.Namespace) -> list[int]:
+    return [int(s) for s in args.seeds.split(",")]
+
+
+OQAT_ARMS = {
+    "inherited": "w2_inherited",
+    "reinit": "w2_reinit_inherited",
+    "direct_same_stage": "w2_direct_same_stage",
+    "direct_all_steps": "w2_direct_all_steps",
+}
+"""The 2-bit supernets of the OQAT claim and their keys in ``bench_oqat.py``'s JSON."""
+
+
+def claim_oqat(args: argparse.Namespace) -> dict[str, Any]:
+    """OQAT's 2-bit supernet by inheritance (4→3→2) against one trained straight from the
+    FP supernet for as many 2-bit steps (``direct_same_stage``) and for as many steps as the
+    whole chain (``direct_all_steps``), and the chain that re-initialises the steps
+    (``reinit``): ``scripts/bench_oqat.py --fidelity`` once per seed (a finished seed is
+    kept), test top-1 of five subnets on the ``inherit`` track."""
+    folder = Path(args.out) / "runs" / "claim-oqat"
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for seed in seeds_of(args):
+        path = folder / f"seed-{seed}.json"
+        if not path.exists():
+            partial = path.with_suffix(".part")
+            command = [sys.executable, str(Path(__file__).with_name("bench_oqat.py"))]
+            command += ["--fidelity", "--all-steps", "--reinit", "--seeds", str(seed)]
+            command += ["--preset", args.preset, "--stage-epochs", args.oqat_stages]
+            command += ["--clip", "5", "--threads", str(args.threads), "--out", str(partial)]
+            print(f"claim-oqat seed {seed}: {' '.join(command[1:])}", flush=True)
+            if subprocess.run(command, check=False, stdout=subprocess.DEVNULL).returncode:
+                raise SystemExit(f"claim-oqat seed {seed}: bench_oqat.py failed")
+            partial.replace(path)  # whole or absent: a killed seed runs again
+        runs.append(json.loads(path.read_text()))
+    firsts = [r["fidelity_runs"][0] for r in runs]  # one seed each
+    by_arm = {
+        arm: pd.Series({f["seed"]: float(np.mean(list(f[key].values()))) for f in firsts})
+        for arm, key in OQAT_ARMS.items()
+    }
+    subnets = {
+        arm: {
+            name: round(float(np.mean([r["fidelity_runs"][0][key][name] for r in runs])), 2)
+            for name in runs[0]["fidelity_runs"][0][key]
+        }
+        for arm, key in OQAT_ARMS.items()
+    }
+    zeros = {arm: runs[0]["fidelity_runs"][0].get(f"{key}_zeros") for arm, key in OQAT_ARMS.items()}
+    pairs = {
+        "inherited_vs_direct_same_stage": ("inherited", "direct_same_stage"),
+        "inherited_vs_direct_all_steps": ("inherited", "direct_all_steps"),
+        "reinit_vs_direct_same_stage": ("reinit", "direct_same_stage"),
+        "reinit_vs_inherited": ("reinit", "inherited"),
+    }
+    comparisons = {}
+    for key, (a, b) in pairs.items():
+        result = compare(by_arm[a], by_arm[b])
+        comparisons[key] = {**result, "verdict": verdict(result, a, b)}
+    first = runs[0]["fidelity_runs"][0]
+    return {
+        "claim": "OQAT's 2-bit supernet by bit inheritance (4->3->2) beats one trained from "
+        "the FP supernet",
+        "stage_epochs": args.oqat_stages,
+        "chain_steps": first["chain_steps"],
+        "score": "mean test top-1 of the largest, smallest, reference and 2 random subnets "
+        "(inherit track: BN recalibrated, no retraining)",
+        "mean_by_subnet": subnets,
+        "fp_largest": [r["fidelity_runs"][0]["fp"]["largest"] for r in runs],
+        "w4_largest": [r["fidelity_runs"][0]["w4_inherit"]["largest"] for r in runs],
+        "diverged": {
+            str(r["fidelity_runs"][0]["seed"]): sorted(
+                k for k in r["fidelity_runs"][0] if k.endswith("_diverged")
+            )
+            for r in runs
+        },
+        "zero_shares_seed_first": zeros,
+        **comparisons,
+        "runs": [
+            {k: r[k] for k in ("wall_seconds", "load_average", "threads", "device")} for r in runs
+        ],
+    }
+
+
+def stage_losses(log: dict[str, Any]) -> dict[str, Any]:
+    """A QFA search log's stages: final loss, largest loss seen and whether any was not
+    finite (from each stage's loss curve)."""
+    out = {}
+    for stage in log.get("stages", []):
+        losses = [loss for _, loss in stage.get("loss_curve", [])]
+        out[f"stage{stage['stage']}"] = {
+            "steps": stage.get("steps"),
+            "final_loss": stage.get("final_loss"),
+            "max_loss": max(losses) if losses else None,
+            "non_finite": any(not np.isfinite(v) for v in losses),
+            "curve": stage.get("loss_curve", []),
+        }
+    return out
+
+
+def extremes_by_seed(logs: dict[tuple[str, int], dict], method: str) -> dict[str, pd.Series]:
+    """Val top-1 of the trained min and max subnets (mean over the uniform bit-widths) per
+    seed, from QFA's search logs."""
+    found: dict[str, dict[int, float]] = {"min": {}, "max": {}}
+    for (m, seed), log in logs.items():
+        if m != method:
+            continue
+        extremes = log.get("extremes_val_top1", {})
+        for end in found:
+            values = [v for k, v in extremes.items() if k.startswith(end)]
+            if values:
+                found[end][seed] = float(np.mean(values))
+    return {end: pd.Series(values, dtype=float) for end, values in found.items()}
+
+
+def claim_qfa(args: argparse.Namespace) -> dict[str, Any]:
+    """QFA's supernet with BatchQuant activations against the same supernet, schedule and
+    seeds with LSQ activations (``act_quantizer="lsq"``, label ``lsq-act``): each stage's
+    loss curve, any divergence, the trained min / max subnets' val top-1 and the retrained
+    top-1 of the candidates, on ``mbv3-cifar`` at ``bitops<=0.3``."""
+    lsq = {"qfa": {"act_quantizer": "lsq", "label": "lsq-act"}}
+    rows_bq, info_bq = run_harness(args, "qfa", ["--methods", "qfa"], space=ELASTIC)
+    rows_lsq, info_lsq = run_harness(
+        args, "qfa-lsq", ["--methods", "qfa", "--method-options", json.dumps(lsq)], space=ELASTIC
+    )
+    logs = {**search_logs(args, "qfa"), **search_logs(args, "qfa-lsq")}
+    sides = {"batchquant": "qfa", "lsq": "qfa[lsq-act]"}
+    result: dict[str, Any] = {
+        "claim": "BatchQuant makes the mixed-precision supernet trainable where a learned-range "
+        "(LSQ) activation quantizer does not",
+        "space": ELASTIC,
+        "limit": "bitops<=0.3",
+    }
+    for side, method in sides.items():
+        rows = rows_bq if side == "batchquant" else rows_lsq
+        result[side] = {
+            "status": rows[rows["method"] == method].drop_duplicates("seed")
+            .set_index("seed")["status"].astype(str).to_dict(),
+            "stages": {
+                str(seed): stage_losses(log) for (m, seed), log in logs.items() if m == method
+            },
+        }  # fmt: skip
+    for end in ("min", "max"):
+        a = extremes_by_seed(logs, sides["batchquant"])[end]
+        b = extremes_by_seed(logs, sides["lsq"])[end]
+        found = compare(a, b)
+        result[f"{end}_subnets_val_top1"] = {
+            **found,
+            "verdict": verdict(found, "batchquant", "lsq"),
+        }
+    top1 = compare(by_seed(rows_bq, sides["batchquant"]), by_seed(rows_lsq, sides["lsq"]))
+    result["retrained_top1"] = {**top1, "verdict": verdict(top1, "batchquant", "lsq")}
+    result["runs"] = [info_bq, info_lsq]
+    return result
+
+
+PREDICTOR_OPTIONS = {
+    "qfa": {
+        "predictor_samples": 100,
+        "rescore_held_out": True,
+        "max_front": 2,
+        "label": "predictor",
+    }
+}
+"""QFA as the preset sets it but with 100 predictor samples (80 fitted, 20 held out), the
+held-out ones scored twice (the noise ceiling) and 2 front members retrained."""
+
+
+def claim_qfa_predictor(args: argparse.Namespace) -> dict[str, Any]:
+    """QFA's predictor ranks held-out subnets: held-out Kendall τ on 20 subnets per seed,
+    beside the agreement of two scorings of the same 20 (the ceiling any predictor of one
+    scoring can reach)."""
+    rows, info = qfa_predictor_run(args)
+    logs = search_logs(args, "qfa-predictor")
+    per_seed = {}
+    for (_, seed), log in sorted(logs.items()):
+        fit = log.get("predictor", {})
+        per_seed[str(seed)] = {
+            key: fit.get(key)
+            for key in (
+                "train", "held_out", "kendall_tau", "rmse", "train_rmse", "top1_min",
+                "top1_max", "top1_std", "rescore_kendall_tau", "predictor_vs_rescore_kendall_tau",
+            )
+        }  # fmt: skip
+    taus = [v["kendall_tau"] for v in per_seed.values() if v["kendall_tau"] is not None]
+    ceiling = [v["rescore_kendall_tau"] for v in per_seed.values() if v["rescore_kendall_tau"]]
+    mean_tau = float(np.mean(taus)) if taus else float("nan")
+    mean_ceiling = float(np.mean(ceiling)) if ceiling else float("nan")
+    return {
+        "claim": "QFA's accuracy predictor ranks held-out subnets (Kendall tau >= 0.5 on 20)",
+        "space": ELASTIC,
+        "options": PREDICTOR_OPTIONS["qfa"],
+        "per_seed": per_seed,
+        "mean_kendall_tau": mean_tau,
+        "mean_noise_ceiling": mean_ceiling,
+        "verdict": (
+            f"held-out tau {mean_tau:.2f} (goal 0.5: {'met' if mean_tau >= 0.5 else 'missed'})"
+            f" against a noise ceiling of {mean_ceiling:.2f}, {len(taus)} seeds"
+            if taus
+            else "no seed fitted its predictor (a budget ended the search first: see the "
+            "trials' log.txt)"
+        ),
+        "run": info,
+    }
+
+
+def qfa_predictor_run(args: argparse.Namespace) -> tuple[pd.DataFrame, dict]:
+    """The QFA run with 100 predictor samples (2 h of search allowed, 3 h a trial)."""
+    extra = ["--methods", "qfa", "--method-options", json.dumps(PREDICTOR_OPTIONS)]
+    extra += ["--max-search-seconds", "7200", "--max-trial-seconds", "10800"]
+    return run_harness(args, "qfa-predictor", extra, space=ELASTIC)
+
+
+def tracks_tau(rows: pd.DataFrame) -> dict[str, Any]:
+    """Kendall τ between the ``inherit`` and ``retrain`` test top-1 over a run's candidates
+    (pooled over seeds; ``ok`` rows only)."""
+    ok = rows[rows["status"] == "ok"]
+    keys = ["method", "seed", "candidate"]
+    inherit = ok[ok["track"] == "inherit"][[*keys, "top1_test"]]
+    retrain = ok[ok["track"] == "retrain"][[*keys, "top1_test"]]
+    pairs = inherit.merge(retrain, on=keys, suffixes=("_inherit", "_retrain"))
+    tau = (
+        float(stats.kendalltau(pairs["top1_test_inherit"], pairs["top1_test_retrain"]).statistic)
+        if len(pairs) >= 3
+        else float("nan")
+    )
+    return {
+        "pairs": len(pairs),
+        "kendall_tau": tau,
+        "inherit": pairs["top1_test_inherit"].round(2).tolist(),
+        "retrain": pairs["top1_test_retrain"].round(2).tolist(),
+        "candidates": (pairs["seed"].astype(str) + ":" + pairs["candidate"]).tolist(),
+    }
+
+
+def claim_tracks(args: argparse.Namespace) -> dict[str, Any]:
+    """Does a candidate's score with the supernet's own weights (``inherit``: BN
+    recalibrated) rank the candidates as their retrained score does? OQAT (its three
+    bit-widths' candidates per seed, a run of the preset's ``oqat``) and QFA (the
+    predictor run's two front members per seed) on ``mbv3-cifar``."""
+    rows_oqat, info_oqat = run_harness(args, "oqat-run", ["--methods", "oqat"], space=ELASTIC)
+    rows_qfa, info_qfa = qfa_predictor_run(args)
+    out: dict[str, Any] = {
+        "claim": "the inherit track ranks OQAT's and QFA's candidates as the retrain track does",
+        "space": ELASTIC,
+    }
+    for name, rows in (("oqat", rows_oqat), ("qfa", rows_qfa)):
+        found = tracks_tau(rows)
+        found["verdict"] = (
+            f"Kendall tau {found['kendall_tau']:.2f} over {found['pairs']} candidates"
+        )
+        out[name] = found
+    out["runs"] = [info_oqat, info_qfa]
+    return out
+
+
 CLAIMS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "dnas": claim_dnas,
     "haq": claim_haq,
     "hawq": claim_hawq,
     "ompq": claim_ompq,
+    "oqat": claim_oqat,
+    "qfa": claim_qfa,
+    "qfa-predictor": claim_qfa_predictor,
+    "tracks": claim_tracks,
 }
 
 
@@ -326,6 +608,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default 0,1,2)")
     parser.add_argument("--out", default="results/claims", help="output folder")
     parser.add_argument("--threads", type=int, default=2, help="CPUs per trial (default 2)")
+    parser.add_argument(
+        "--preset", default=PRESET, help="the runs' preset (default fmnist; tiny: a dry run)"
+    )
+    parser.add_argument(
+        "--oqat-stages", default=OQAT_STAGES, help=f"oqat: stage epochs (default {OQAT_STAGES})"
+    )
     parser.add_argument(
         "--uniform-runs", default="results/fmnist-preset/runs", help="uniform W4A4 rows (hawq)"
     )

@@ -1,0 +1,75 @@
+"""scripts/claims.py's own arithmetic: the paired verdicts, the tracks' τ, QFA's stage losses
+and extremes, read from rows and search logs written here (the claims' runs themselves are
+measurements, in results/claims/)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "claims.py"
+
+
+@pytest.fixture(scope="module")
+def claims():
+    spec = importlib.util.spec_from_file_location("claims_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_pairs_by_seed_and_the_verdict_says_whether_seeds_tell(claims) -> None:
+    a = pd.Series({0: 90.0, 1: 91.0, 2: 92.0, 3: 93.5})
+    b = pd.Series({1: 89.0, 2: 90.1, 3: 91.4, 4: 50.0})  # seed 4 unpaired, seed 0 too
+    result = claims.compare(a, b)
+    assert result["seeds"] == [1, 2, 3]
+    assert result["difference"] == pytest.approx(np.mean([2.0, 1.9, 2.1]))
+    assert result["p_value"] < 0.05
+    assert "a ahead by 2.00 points" in claims.verdict(result, "a", "b")
+    assert claims.verdict(result, "a", "b").endswith("a difference")
+    noisy = claims.compare(pd.Series({0: 90.0, 1: 80.0}), pd.Series({0: 85.0, 1: 84.0}))
+    assert claims.verdict(noisy, "a", "b").endswith("not told apart")
+    same = claims.compare(a, a)
+    assert claims.verdict(same, "a", "b").startswith("identical on every seed")
+
+
+def test_tracks_tau_pairs_each_candidates_inherit_and_retrain_rows(claims) -> None:
+    rows = []
+    for seed in (0, 1):
+        for k, (inherit, retrain) in enumerate([(50.0, 80.0), (60.0, 85.0), (70.0, 90.0)]):
+            for track, top1 in (("inherit", inherit + seed), ("retrain", retrain + seed)):
+                rows.append(
+                    dict(method="oqat", seed=seed, candidate=f"W{4 - k}A{4 - k}", track=track,
+                         top1_test=top1, status="ok")
+                )  # fmt: skip
+    rows.append(dict(method="oqat", seed=2, candidate="W4A4", track="retrain", top1_test=1.0,
+                     status="failed"))  # fmt: skip
+    found = claims.tracks_tau(pd.DataFrame(rows))
+    assert found["pairs"] == 6 and found["kendall_tau"] == pytest.approx(1.0)
+    flipped = pd.DataFrame(rows).assign(
+        top1_test=lambda d: np.where(d["track"] == "inherit", -d["top1_test"], d["top1_test"])
+    )
+    assert claims.tracks_tau(flipped)["kendall_tau"] == pytest.approx(-1.0)
+    assert math.isnan(claims.tracks_tau(pd.DataFrame(rows[:4]))["kendall_tau"])  # < 3 pairs
+
+
+def test_qfa_stage_losses_and_extremes_come_from_the_search_log(claims) -> None:
+    inf = float("inf")
+    log = {
+        "stages": [
+            {"stage": 0, "steps": 21, "final_loss": 1.5, "loss_curve": [[0, 2.3], [10, 1.7]]},
+            {"stage": 1, "steps": 30, "final_loss": 9.0, "loss_curve": [[0, 2.0], [10, inf]]},
+        ],
+        "extremes_val_top1": {"min W2A2": 40.0, "min W4A4": 60.0, "max W2A2": 70.0,
+                              "max W4A4": 90.0},
+    }  # fmt: skip
+    stages = claims.stage_losses(log)
+    assert stages["stage0"]["max_loss"] == 2.3 and not stages["stage0"]["non_finite"]
+    assert stages["stage1"]["non_finite"]
+    ends = claims.extremes_by_seed({("qfa", 3): log, ("other", 3): {}}, "qfa")
+    assert ends["min"].to_dict() == {3: 50.0} and ends["max"].to_dict() == {3: 80.0}
