@@ -351,6 +351,21 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
         ["run", "--methods", "hawq", "--space", "resnet20", "--constraint", "bitops<=0.2"],
         ("method hawq cannot meet bitops<=0.2 on resnet20", "W4A4", '"bits": "space"'),
     ),
+    (
+        "dnas-bits-cannot-meet-the-limit",
+        [
+            "run",
+            "--methods",
+            "dnas",
+            "--space",
+            "resnet20",
+            "--constraint",
+            "bitops<=0.1",
+            "--method-options",
+            '{"dnas": {"bits": [3, 8]}}',
+        ],
+        ("method dnas cannot meet bitops<=0.1 on resnet20", "W3A3", '"bits": [2, 3, 8]'),
+    ),  # fmt: skip
     # --- data
     ("cifar-without-data-dir", [*RUN, "--dataset", "cifar10"], "--data-dir"),
     (

@@ -22,6 +22,7 @@ from benchmark.arena import (
     QuantConfig,
     SearchResult,
     SearchSpace,
+    TaskLimit,
     apply_policy,
 )
 from methods import register_method
@@ -98,20 +99,32 @@ class DNAS(Method):
             ),
         }
 
-    def _check_reachable(self, ctx: Context, arch: Any, bits: Sequence[int]) -> None:
-        """A clear error before any training if the lowest bits already miss the limit."""
+    @classmethod
+    def unreachable(cls, config: DNASConfig, limit: TaskLimit) -> str | None:
+        """Before the run: the cheapest architecture the super-net can sample (every
+        searched layer at the lowest candidate bit-width, W and A) over the limit."""
+        space = limit.space
+        arch = space.reference_arch
+        bits = config.bits or tuple(sorted(space.bit_choices))
+        try:
+            _check_bits_allowed(bits, space)
+        except ValueError:  # bits the space does not allow: the config check says so
+            return None
         low = min(bits)
-        policy = ctx.space.uniform_policy(low, low, arch)
-        limit = ctx.limit
+        policy = space.uniform_policy(low, low, arch)
         if limit.met(policy, arch):
-            return
-        value = limit.cost(policy, arch)
-        raise ValueError(
-            f"dnas: constraint {ctx.constraint.text} is infeasible on {ctx.space.name}: every "
-            f"searched layer at W{low}A{low} (the lowest candidate) costs {value:.6g} "
-            f"{limit.metric} (ratio {limit.ratio_of(value):.4f} to W8A8), over the limit "
-            f"{limit.absolute:.6g} (ratio {limit.ratio:.4f}); loosen the limit to at least "
-            f"{limit.ratio_of(value):.4f}"
+            return None
+        ratio = limit.ratio_of(limit.cost(policy, arch))
+        hint = ""
+        if config.bits and min(space.bit_choices) < low:
+            offered = sorted({*config.bits, *(b for b in space.bit_choices if b < low)})
+            hint = (
+                f""", or offer lower bits (--method-options '{{"dnas": {{"bits": {offered}}}}}')"""
+            )
+        return (
+            f"its cheapest architecture, every searched layer at W{low}A{low} (the lowest "
+            f"candidate), costs {ratio:.4f}x W8A8; loosen the limit to at least {ratio:.4f}"
+            f"{hint}"
         )
 
     def _weight_recipe(self, ctx: Context, recipe: DNASConfig):
@@ -136,7 +149,7 @@ class DNAS(Method):
         recipe = self.config
         space, arch = ctx.space, ctx.space.reference_arch
         variant = self._variant(ctx)
-        self._check_reachable(ctx, arch, variant["bits"])
+        self.refuse_unreachable(ctx)  # before any training
         ctx.log.info("dnas: %s", variant)
         limit = ctx.limit
         table, metric = limit.table(arch), limit.metric
