@@ -162,3 +162,44 @@ def test_chromium_screenshot(page: Path, tmp_path: Path) -> None:
     subprocess.run(cmd, capture_output=True, timeout=90, check=False)
     assert shot.is_file() and shot.stat().st_size > 10_000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+FIRST_VIEW = """
+<script>
+(function () {
+  var first = document.querySelector("table");
+  var best = document.getElementById("best");
+  var pre = document.createElement("pre");
+  pre.id = "probe-result";
+  pre.textContent = JSON.stringify({
+    first_table: first.id,
+    best_top: best.getBoundingClientRect().top,
+    view_height: window.innerHeight,
+    bold_cells: best.querySelectorAll("td strong").length,
+    warnings_open: Array.prototype.some.call(
+      document.querySelectorAll("details.warnings"), function (d) { return d.open; }),
+  });
+  document.body.appendChild(pre);
+})();
+</script>
+"""
+
+
+def test_the_page_leads_with_the_best_at_each_budget_in_the_first_view(
+    page: Path, tmp_path: Path
+) -> None:
+    """At 1280×800 the first table, in view, is the best-at-each-budget summary with each
+    task's best in bold; warnings (if any) are folded."""
+    probe = tmp_path / "first.html"
+    probe.write_text(page.read_text().replace("</body>", FIRST_VIEW + "</body>"))
+    cmd = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    cmd += ["--window-size=1280,800", "--dump-dom", probe.as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    match = re.search(r'<pre id="probe-result">(.*?)</pre>', done.stdout, re.S)
+    assert match, f"no probe result (exit {done.returncode}): {done.stderr[-2000:]}"
+    out = json.loads(match[1].replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
+    assert out["first_table"] == "best"
+    assert 0 <= out["best_top"] < out["view_height"] <= 800
+    # one best per task (space × constraint): its accuracy and its verdict in bold
+    assert out["bold_cells"] == 2 * len(SPACES) * 2
+    assert not out["warnings_open"]

@@ -150,7 +150,8 @@ def test_average_rank_carries_its_spread_over_groups() -> None:
         }
     )
     table = rank_table(agg)
-    a = table[(table["track"] == "all") & (table["method"] == "A")].iloc[0]
+    assert set(table["track"]) == {"retrain"}  # never pooled across tracks
+    a = table[(table["track"] == "retrain") & (table["method"] == "A")].iloc[0]
     assert a["average_rank"] == pytest.approx(4 / 3) and a["n_groups"] == 3
     assert a["rank_std"] == pytest.approx(np.std([1, 2, 1], ddof=1))
     assert a["rank_ci95"] == pytest.approx(stats.t.ppf(0.975, 2) * a["rank_std"] / math.sqrt(3))

@@ -27,7 +27,8 @@ class Table:
 
     ``row_keys`` (empty, or one dict per row) gives each row's values of
     :data:`FILTER_KEYS` where it belongs to one (the HTML page filters rows by them);
-    ``name`` is a short identifier (the HTML table's id).
+    ``name`` is a short identifier (the HTML table's id); ``rich`` tables' cells may hold
+    ``**bold**`` spans (markdown as is, HTML as ``<strong>``).
     """
 
     title: str
@@ -37,6 +38,7 @@ class Table:
     section: str = OVERALL
     row_keys: list[dict[str, str]] = field(default_factory=list)
     name: str = ""
+    rich: bool = False
 
 
 def num_cell(value: float, fmt: str) -> Cell:

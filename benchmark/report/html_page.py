@@ -19,6 +19,7 @@ from benchmark.report.leaderboard import Leaderboard
 from benchmark.report.tables import overall_tables, provenance, results_table
 
 NAV_LABELS = {
+    "best": "Best at each budget",
     "results": "Results",
     "ranks": "Average rank",
     "tracks": "Tracks side by side",
@@ -58,7 +59,8 @@ def html_table(table: Table) -> str:
         for c, (text, key) in enumerate(row):
             sort = "" if key is None else html.escape(str(key), quote=True)
             kind = "text" if c in text_cols else "num" if key is not None else "num none"
-            cells.append(f'<td class="{kind}" data-sort="{sort}">{html.escape(text)}</td>')
+            shown = inline_markdown(text) if table.rich else html.escape(text)
+            cells.append(f'<td class="{kind}" data-sort="{sort}">{shown}</td>')
         body.append(f"<tr{attrs}>" + "".join(cells) + "</tr>")
     classes = "sortable filterable" if table.row_keys else "sortable"
     ident = f' id="{html.escape(table.name)}"' if table.name else ""
@@ -119,10 +121,22 @@ def _section(table: Table) -> str:
     return "\n".join(parts)
 
 
+def _warnings(lines: Sequence[str]) -> str:
+    """The board's warnings, folded under one line that counts them."""
+    if not lines:
+        return ""
+    body = "".join(f"<p class='warn'>{inline_markdown(w)}</p>" for w in lines)
+    count = f"{len(lines)} warning{'s' if len(lines) > 1 else ''}"
+    summary = f"<summary>{count} (code versions, devices)</summary>"
+    return f"<details class='warnings'>{summary}{body}</details>"
+
+
 def render_html(lb: Leaderboard, figures: Sequence[Path] = ()) -> str:
-    """The leaderboard as one self-contained HTML page: the filter menus, the results
-    table, the overall tables and ``figures`` (PNG files, embedded)."""
-    tables = [results_table(lb), *overall_tables(lb)]
+    """The leaderboard as one self-contained HTML page: the best at each budget first,
+    the filter menus, the results table, the other overall tables and ``figures`` (PNG
+    files, embedded); the warnings folded."""
+    best, *rest = overall_tables(lb)  # the summary leads: who wins at each budget
+    tables = [best, results_table(lb), *rest]
     lines = provenance(lb)
     warnings = [line for line in lines if line.startswith("**Warning:**")]
     rules = [line for line in lines if line not in warnings]
@@ -134,7 +148,7 @@ def render_html(lb: Leaderboard, figures: Sequence[Path] = ()) -> str:
     parts = [
         "<h1>mpqbench leaderboard</h1>",
         f"<p>{inline_markdown(rules[0])}</p>" if rules else "",
-        *(f"<p class='warn'>{inline_markdown(w)}</p>" for w in warnings),
+        _warnings(warnings),
         "<details><summary>How the numbers are made</summary>"
         + "".join(f"<p>{inline_markdown(p)}</p>" for p in rules[1:])
         + "</details>",

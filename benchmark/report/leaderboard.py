@@ -15,6 +15,7 @@ import pandas as pd
 
 from benchmark.harness.records import fp_starting_points, normalise
 from benchmark.report.aggregate import aggregate
+from benchmark.report.best import best_at_each_budget
 from benchmark.report.costs import trial_costs, warn_mixed_shares
 from benchmark.report.load import drop_duplicate_rows
 from benchmark.report.pareto import hypervolume_table
@@ -31,12 +32,14 @@ class Leaderboard:
 
     Attributes:
         aggregate: :func:`aggregate` (one row per task group and method).
-        ranks: :func:`rank_table` (average rank per track and method, plus track "all").
+        ranks: :func:`rank_table` (average rank per track and method).
         hypervolume: :func:`hypervolume_table` (per-seed hypervolumes summarised).
         tracks: :func:`tracks_side_by_side` (``inherit`` next to ``retrain`` per constraint
             and method evaluated on both, with the Kendall τ between them).
         track_agreement: :func:`track_agreement` (Kendall τ per constraint and pooled over
             constraints).
+        best: :func:`best_at_each_budget` (per task on the retrain track: each method
+            against the best one, paired over seeds, Holm-corrected).
         fp_starts: the shared FP starts the rows were trained from, once each
             (:func:`~benchmark.harness.records.fp_starting_points`).
         frame: the rows the tables are built from.
@@ -56,6 +59,7 @@ class Leaderboard:
     hypervolume: pd.DataFrame
     tracks: pd.DataFrame = field(default_factory=pd.DataFrame)
     track_agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
+    best: pd.DataFrame = field(default_factory=pd.DataFrame)
     fp_starts: pd.DataFrame = field(default_factory=pd.DataFrame)
     frame: pd.DataFrame = field(default_factory=pd.DataFrame)
     run_ids: list[str] = field(default_factory=list)
@@ -93,6 +97,7 @@ def build_leaderboard(
         hypervolume=hypervolume_table(frame),
         tracks=tracks_side_by_side(agg, frame),
         track_agreement=track_agreement(frame),
+        best=best_at_each_budget(frame, agg),
         fp_starts=pd.DataFrame(fp_starting_points(frame)),
         frame=frame,
         run_ids=sorted(v for v in frame["run_id"].unique() if v),

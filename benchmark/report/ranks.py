@@ -65,21 +65,31 @@ def average_rank(agg: pd.DataFrame) -> pd.Series:
     return result.astype("float64").rename("average_rank").rename_axis("method")
 
 
+TRACK_ORDER: tuple[str, ...] = ("retrain", "inherit")
+"""Tracks in the order the rank tables show them: ``retrain`` (every method competes)
+first; ``inherit`` ranks only the methods whose candidates carry their own weights."""
+
+
 def rank_table(agg: pd.DataFrame) -> pd.DataFrame:
-    """Average rank per (track, method) plus ``track == "all"`` over every group.
+    """Average rank per (track, method): the mean of the method's group ranks over the task
+    groups of that track. Ranks are never pooled across tracks (the ``inherit`` groups hold
+    only the methods that produce weights, so a rank there is out of fewer competitors).
 
     Columns: track, method, average_rank, rank_std (the spread of the method's group ranks
     over the groups it was ranked in, ddof=1; NaN for one group), rank_ci95 (half-width of
     the 95% t-interval of the average rank over those groups; NaN for one group), n_groups
-    (groups the method was ranked in). Methods never ranked (alone in all their groups and
-    seeds) are listed with NaN and 0.
+    (groups the method was ranked in). Tracks in :data:`TRACK_ORDER` (others after, by
+    name); methods never ranked on a track (alone in all its groups and seeds) are listed
+    with NaN and 0.
     """
     columns = ["track", "method", "average_rank", "rank_std", "rank_ci95", "n_groups"]
     if agg.empty:
         return pd.DataFrame(columns=columns)
+    present = set(agg["track"].unique())
+    tracks = [t for t in TRACK_ORDER if t in present] + sorted(present - set(TRACK_ORDER))
     parts = []
-    subsets = [(t, agg[agg["track"] == t]) for t in sorted(agg["track"].unique())]
-    for track, subset in [*subsets, ("all", agg)]:
+    for track in tracks:
+        subset = agg[agg["track"] == track]
         ranked = subset[subset["rank"].notna()]
         table = pd.DataFrame({"method": sorted(subset["method"].unique())})
         by_method = ranked.groupby("method")["rank"]

@@ -115,3 +115,18 @@ def pooled_sd(groups: Iterable[Sequence[float]]) -> tuple[float, int]:
             sum_sq += float(((arr - arr.mean()) ** 2).sum())
             dof += arr.size - 1
     return (math.sqrt(sum_sq / dof), dof) if dof else (float("nan"), 0)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the order given: the family is the finite
+    values (NaN stays NaN and is not counted). The k-th smallest of m becomes
+    ``max over j ≤ k of min(1, (m − j + 1)·p_(j))``, so a comparison is significant at level
+    α after the adjustment exactly when Holm's step-down procedure rejects it."""
+    values = [float(p) for p in p_values]
+    finite = sorted((p, i) for i, p in enumerate(values) if math.isfinite(p))
+    adjusted = [float("nan")] * len(values)
+    running, m = 0.0, len(finite)
+    for k, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - k) * p))
+        adjusted[i] = running
+    return adjusted

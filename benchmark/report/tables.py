@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from benchmark.report.best import VERDICTS
 from benchmark.report.cells import (
     FILTER_KEYS,
     GROUPS,
@@ -140,25 +141,28 @@ def results_table(lb: Leaderboard) -> Table:
 
 
 def _rank_overview(lb: Leaderboard) -> Table:
-    """Average rank per method: over every group, then per track."""
+    """Average rank per method and track, the ``retrain`` track first (rows in its order)."""
     ranks = lb.ranks
-    tracks = [t for t in sorted(ranks["track"].unique()) if t != "all"] if len(ranks) else []
-    headers = ["method", "average rank (all groups)", "± 95% CI", "std over groups"]
-    headers += [*[f"avg rank {t}" for t in tracks], "groups ranked"]
+    tracks = list(dict.fromkeys(ranks["track"])) if len(ranks) else []
+    headers = ["method"]
+    for track in tracks:
+        headers += [f"avg rank {track}", f"{track} ± 95% CI", f"{track} groups"]
     headers += ["seeds with result / run", "failures"]
-    overall = ranks[ranks["track"] == "all"] if len(ranks) else ranks
+    methods = list(dict.fromkeys(ranks["method"])) if len(ranks) else []
     rows = []
-    for _, row in overall.iterrows():
-        method = row["method"]
+    for method in methods:
         mine = lb.aggregate[lb.aggregate["method"] == method]
-        cells = [text_cell(method), num_cell(row["average_rank"], ".2f")]
-        cells += [num_cell(row["rank_ci95"], ".2f"), num_cell(row["rank_std"], ".2f")]
+        cells = [text_cell(method)]
         for track in tracks:
             hit = ranks[(ranks["track"] == track) & (ranks["method"] == method)]
-            cells.append(num_cell(hit["average_rank"].iloc[0], ".2f") if len(hit) else ("—", None))
+            if hit.empty:
+                cells += [("— (not on this track)", None), ("—", None), ("0", 0.0)]
+                continue
+            found = hit.iloc[0]
+            cells += [num_cell(found["average_rank"], ".2f"), num_cell(found["rank_ci95"], ".2f")]
+            cells.append((str(int(found["n_groups"])), float(found["n_groups"])))
         n_ok, n_all = int(mine["n"].sum()), int(mine["n_seeds"].sum())
         cells += [
-            (str(int(row["n_groups"])), float(row["n_groups"])),
             (f"{n_ok} / {n_all}", float(n_ok)),
             (str(int(mine["n_failures"].sum())), float(mine["n_failures"].sum())),
         ]
@@ -168,12 +172,78 @@ def _rank_overview(lb: Leaderboard) -> Table:
         "test top-1 of the validation-selected candidate: 1 = best, ties averaged, a seed "
         "without a result (failed, over budget, no feasible candidate, no test score) shares "
         "the last places; a (group, seed) with a single method ranks nobody. A method's "
-        "group rank is the mean over its seeds; the average rank is the mean over groups, "
-        "with the half-width of its 95% t-interval and the std of the group ranks over "
-        "those groups (— for one group): its spread across tasks. "
+        "group rank is the mean over its seeds; its average rank on a track is the mean over "
+        "that track's groups, with the half-width of its 95% t-interval (— for one group). "
+        "Tracks are never pooled: on `retrain` every method competes (rows in its order); "
+        "`inherit` ranks only the methods whose candidates carry their own weights (scored "
+        "with those weights after BN recalibration), so its ranks are out of fewer methods. "
         "Seeds and failures are summed over task groups (a failed trial counts once per track)."
     )
-    return Table("Average rank", headers, rows, note, name="ranks")
+    return Table("Average rank per track", headers, rows, note, name="ranks")
+
+
+VERDICT_TEXT = {
+    "best": "**best**",
+    "tied": "≈ best (not significantly worse)",
+    "worse": "worse",
+    "untested": "untested (< 2 paired seeds)",
+    "no result": "no result",
+}
+
+
+def best_table(lb: Leaderboard) -> Table:
+    """Who wins at each budget: per task on the ``retrain`` track, each method against the
+    task's best (:mod:`benchmark.report.best`)."""
+    best = lb.best
+    headers = [
+        "task", "method", "top-1 test % (mean ± 95% CI, n)", "vs best, pp (± 95% CI)",
+        "Holm p", "verdict", "task min. detectable Δ, pp", "search device-h / trial",
+    ]  # fmt: skip
+    rows, row_keys = [], []
+    for _, row in best.iterrows():
+        task = key_title(TASK_KEYS[:-1], [row[k] for k in TASK_KEYS[:-1]], lb, " · ")
+        verdict = str(row["verdict"])
+        accuracy = _accuracy_cell(row)
+        if verdict == "best":
+            accuracy = (f"**{accuracy[0]}**", accuracy[1])
+        rows.append(
+            [
+                text_cell(task),
+                text_cell(row["method"]),
+                accuracy,
+                _vs_best_cell(row),
+                num_cell(row["vs_best_p_holm"], ".2g"),
+                (VERDICT_TEXT.get(verdict, verdict), str(VERDICTS.index(verdict))),
+                num_cell(row["task_mdd"], ".2f"),
+                num_cell(row["search_device_hours_mean"], ".3g"),
+            ]
+        )
+        row_keys.append({k: str(row[k]) for k in FILTER_KEYS})
+    note = (
+        "Per task (space · dataset · preset · constraint) on the `retrain` track, where every "
+        "method's candidates get the same finetune: each method's test top-1 of its "
+        "validation-selected candidate (mean ± 95% t-interval over seeds). The best mean is "
+        "in bold. Every other method is compared with it paired over the seeds both have a "
+        "result for (method − best, percentage points ± 95% interval; paired t-test, "
+        "Holm-corrected over the task's methods): **≈ best** where it is not significantly "
+        "worse (Holm p ≥ 0.05, or the same score on every paired seed), `worse` where it is. "
+        "A difference smaller than the task's minimum detectable Δ (α 0.05, power 0.8, from "
+        "the spread of its paired differences to `random`) is not one these seeds can show. "
+        "Search device-hours: per trial, wall hours × the trial's device share."
+    )
+    return Table(
+        "Best at each budget", headers, rows, note, row_keys=row_keys, name="best", rich=True
+    )
+
+
+def _vs_best_cell(row: pd.Series) -> Cell:
+    if row["verdict"] == "best":
+        return "—", None
+    n, diff, half = int(row["vs_best_n"]), row["vs_best_diff"], row["vs_best_ci95"]
+    if n == 0 or not np.isfinite(diff):
+        return "—", None
+    spread = f" ± {half:.2f}" if np.isfinite(half) else ""
+    return f"{diff:+.2f}{spread} (n={n})", float(diff)
 
 
 def _hypervolume_overview(lb: Leaderboard) -> Table:
@@ -188,7 +258,7 @@ def _hypervolume_overview(lb: Leaderboard) -> Table:
     )
     columns = sorted(hv["column"].unique())
     rows = []
-    for method in lb.ranks.loc[lb.ranks["track"] == "all", "method"]:
+    for method in dict.fromkeys(lb.ranks["method"]):  # the retrain track's order first
         cells: list[Cell] = [text_cell(method)]
         for column in columns:
             hit = hv[(hv["method"] == method) & (hv["column"] == column)]
@@ -253,9 +323,10 @@ def _fp_table(lb: Leaderboard) -> Table:
 
 
 def overall_tables(lb: Leaderboard) -> list[Table]:
-    """The tables over every task: average rank, the tracks side by side and their rank
-    agreement, hypervolume, the shared FP starts."""
+    """The tables over every task: the best at each budget, average rank per track, the
+    tracks side by side and their rank agreement, hypervolume, the shared FP starts."""
     return [
+        best_table(lb),
         _rank_overview(lb),
         side_by_side_table(lb),
         agreement_table(lb),
@@ -269,9 +340,19 @@ def group_tables(lb: Leaderboard) -> list[Table]:
     if lb.aggregate.empty:
         return []
     return [
-        _group_table(key, group.sort_values("rank", kind="mergesort"), lb)
+        _group_table(key, _by_accuracy(group), lb)
         for key, group in lb.aggregate.groupby(list(TASK_KEYS), sort=True)
     ]
+
+
+def _by_accuracy(group: pd.DataFrame) -> pd.DataFrame:
+    """A task group's rows by mean test top-1 (best first; no result last), then rank."""
+    return group.sort_values(
+        ["top1_test_mean", "rank", "method"],
+        ascending=[False, True, True],
+        na_position="last",
+        kind="mergesort",
+    )
 
 
 def leaderboard_tables(lb: Leaderboard) -> list[Table]:

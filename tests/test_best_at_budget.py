@@ -1,0 +1,114 @@
+"""Who wins at each budget (benchmark.report.best) and the ranks per track, on hand-made
+rows whose answers are known by construction."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from benchmark.report.best import best_at_each_budget
+from benchmark.report.leaderboard import build_leaderboard
+from benchmark.report.render import render_markdown
+from benchmark.report.stats import holm
+from tests.test_leaderboard import failed, frame_of, row
+
+# seeds 0..3: A and B within ±0.2 of each other (B a hair lower on average), C ~4 points
+# lower on every seed, D run on one seed only, E failed everywhere
+SCORES = {
+    "A": [92.0, 92.5, 91.8, 92.2],
+    "B": [92.1, 92.3, 91.9, 92.0],
+    "C": [88.0, 88.6, 87.9, 88.1],
+}
+
+
+def task_rows(constraint: str = "bitops<=0.5") -> list:
+    rows = [
+        row(method, seed, top1_test=value, top1_val=value, constraint=constraint)
+        for method, values in SCORES.items()
+        for seed, value in enumerate(values)
+    ]
+    rows.append(row("D", 0, top1_test=95.0, top1_val=95.0, constraint=constraint))
+    rows += [failed("E", seed, constraint=constraint) for seed in range(4)]
+    return rows
+
+
+def test_holm_by_hand() -> None:
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    adjusted = holm([0.2, float("nan"), 0.01])
+    assert adjusted[0] == pytest.approx(0.2) and adjusted[2] == pytest.approx(0.02)
+    assert math.isnan(adjusted[1])
+    assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([]) == []
+
+
+def test_the_best_the_tied_and_the_worse_are_marked() -> None:
+    lb = build_leaderboard(frame_of(*task_rows()))
+    best = lb.best.set_index("method")
+    # D's one seed at 95 is the highest mean: it is the best, but nobody pairs with it on
+    # more than one seed, so nobody can be told from it
+    assert best.loc["D", "verdict"] == "best"
+    assert set(best.loc[["A", "B", "C"], "verdict"]) == {"untested"}
+    assert best.loc["E", "verdict"] == "no result"
+    assert list(lb.best["method"]) == ["D", "A", "B", "C", "E"]  # best, then by mean
+
+    lb = build_leaderboard(frame_of(*[r for r in task_rows() if r.method != "D"]))
+    best = lb.best.set_index("method")
+    assert best.loc["A", "verdict"] == "best"
+    assert best.loc["B", "verdict"] == "tied"  # 0.05 lower, p ≫ 0.05
+    assert best.loc["C", "verdict"] == "worse"
+    diff = pd.Series(SCORES["C"]) - pd.Series(SCORES["A"])
+    assert best.loc["C", "vs_best_diff"] == pytest.approx(diff.mean())
+    assert best.loc["C", "vs_best_n"] == 4
+    # Holm over the task's two comparisons: the smaller p doubled, the larger kept (≥)
+    p_b, p_c = best.loc["B", "vs_best_p"], best.loc["C", "vs_best_p"]
+    assert best.loc["C", "vs_best_p_holm"] == pytest.approx(min(1, 2 * p_c))
+    assert best.loc["B", "vs_best_p_holm"] == pytest.approx(max(min(1, 2 * p_c), p_b))
+    assert math.isnan(best.loc["A", "vs_best_p"])
+
+
+def test_identical_scores_are_tied_and_a_constant_loss_is_worse() -> None:
+    rows = [row("A", s, top1_test=90.0 + s, top1_val=90.0 + s) for s in range(3)]
+    rows += [row("B", s, top1_test=90.0 + s, top1_val=90.0 + s) for s in range(3)]
+    rows += [row("C", s, top1_test=89.0 + s, top1_val=89.0 + s) for s in range(3)]
+    best = build_leaderboard(frame_of(*rows)).best.set_index("method")
+    assert best.loc["A", "verdict"] == "best"  # ties by mean: more seeds, then the name
+    assert best.loc["B", "verdict"] == "tied" and best.loc["C", "verdict"] == "worse"
+
+
+def test_each_task_has_its_own_best_and_only_the_retrain_track_counts() -> None:
+    rows = [r for r in task_rows("bitops<=0.5") if r.method in ("A", "C")]
+    rows += [  # at the tighter budget C wins on every seed
+        row(m, s, top1_test=v, top1_val=v, constraint="bitops<=0.25")
+        for m, values in (("A", [80.0, 80.5, 79.0, 80.1]), ("C", [85.0, 85.1, 84.0, 85.3]))
+        for s, v in enumerate(values)
+    ]
+    rows += [  # an inherit-track result above everything: not a budget's best
+        row("A", s, index=1, track="inherit", top1_test=99.0, top1_val=99.0) for s in range(4)
+    ]
+    lb = build_leaderboard(frame_of(*rows))
+    assert set(lb.best["track"]) == {"retrain"}
+    winners = lb.best[lb.best["verdict"] == "best"].set_index("constraint")["method"]
+    assert winners.to_dict() == {"bitops<=0.25": "C", "bitops<=0.5": "A"}
+    assert best_at_each_budget(frame_of(*rows).iloc[:0], lb.aggregate).empty
+
+
+def test_ranks_are_per_track_retrain_first_and_never_pooled() -> None:
+    rows = [r for r in task_rows() if r.method in ("A", "B", "C")]
+    rows += [  # on the inherit track only C and B produce weights; C ranks first there
+        row(m, s, index=1, track="inherit", top1_test=v, top1_val=v)
+        for m, v in (("C", 70.0), ("B", 60.0))
+        for s in range(4)
+    ]
+    lb = build_leaderboard(frame_of(*rows))
+    assert list(dict.fromkeys(lb.ranks["track"])) == ["retrain", "inherit"]
+    retrain = lb.ranks[lb.ranks["track"] == "retrain"].set_index("method")["average_rank"]
+    inherit = lb.ranks[lb.ranks["track"] == "inherit"].set_index("method")["average_rank"]
+    assert retrain.idxmax() == "C" and inherit.to_dict() == {"C": 1.0, "B": 2.0}
+    md = render_markdown(lb)
+    # the board opens on the best-at-each-budget table, then the ranks per track
+    assert md.index("### Best at each budget") < md.index("### Average rank per track")
+    assert "| resnet20 · digits · smoke · bitops<=0.5 | A | **" in md
+    assert "≈ best (not significantly worse)" in md and "| worse |" in md
+    assert "— (not on this track)" in md  # A on the inherit track
