@@ -112,3 +112,39 @@ def test_ranks_are_per_track_retrain_first_and_never_pooled() -> None:
     assert "| resnet20 · digits · smoke · bitops<=0.5 | A | **" in md
     assert "≈ best (not significantly worse)" in md and "| worse |" in md
     assert "— (not on this track)" in md  # A on the inherit track
+
+
+def test_the_long_exports_hold_every_table_once_per_metric(tmp_path) -> None:
+    import json
+
+    from benchmark.report.render import write_leaderboard
+
+    rows = [r for r in task_rows() if r.method in ("A", "B", "C")]
+    rows += [row(m, s, index=1, track="inherit", top1_test=70.0, top1_val=70.0)
+             for m in ("B", "C") for s in range(4)]  # fmt: skip
+    lb = build_leaderboard(frame_of(*rows))
+    write_leaderboard(lb, tmp_path)
+    long = pd.read_csv(tmp_path / "leaderboard_long.csv", keep_default_na=False)
+    # one code version: said once in the JSON, not a column repeated on every row
+    assert list(long.columns) == [
+        "table", "space", "dataset", "preset", "constraint", "track", "method", "metric",
+        "value", "text",
+    ]  # fmt: skip
+    assert {"best", "results", "ranks", "hypervolume"} <= set(long["table"])
+    key = ["table", "space", "dataset", "preset", "constraint", "track", "method", "metric"]
+    assert not long.duplicated(key).any()
+
+    def pick(table: str, method: str, metric: str, track: str = "retrain") -> pd.Series:
+        hit = long[(long["table"] == table) & (long["method"] == method)
+                   & (long["metric"] == metric) & (long["track"] == track)]  # fmt: skip
+        assert len(hit) == 1, hit
+        return hit.iloc[0]
+
+    assert pick("best", "C", "verdict")["text"] == "worse"
+    assert float(pick("results", "A", "top1_test_mean")["value"]) == pytest.approx(92.125)
+    assert float(pick("ranks", "C", "average_rank", "inherit")["value"]) == 1.5  # tied at 70
+    assert pick("ranks", "A", "average_rank")["space"] == ""  # ranks are per track only
+    document = json.loads((tmp_path / "leaderboard.json").read_text())
+    assert list(document["code_versions"].values()) == [len(lb.frame)]
+    assert len(document["rows"]) == len(long)
+    assert {"table", "metric"} <= set(document["rows"][0])

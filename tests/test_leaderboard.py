@@ -362,7 +362,8 @@ def test_leaderboard_files_are_written(tmp_path: Path) -> None:
     lb = build_leaderboard(frame)
     paths = write_leaderboard(lb, tmp_path / "lb")
     assert sorted(p.name for p in paths) == [
-        "leaderboard.csv", "leaderboard.html", "leaderboard.md"
+        "leaderboard.csv", "leaderboard.html", "leaderboard.json", "leaderboard.md",
+        "leaderboard_long.csv",
     ]  # fmt: skip
     md = (tmp_path / "lb" / "leaderboard.md").read_text()
     assert "`run1`" in md and "`cpu`" in md and "`cuda:NVIDIA H100`" in md

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmark.arena.files import atomic_write_text
+from benchmark.report.exports import export_json, long_table
 from benchmark.report.html_page import render_html
 from benchmark.report.leaderboard import Leaderboard
 from benchmark.report.tables import leaderboard_tables, provenance
@@ -39,9 +40,11 @@ def render_markdown(lb: Leaderboard) -> str:
 
 
 def write_leaderboard(lb: Leaderboard, out_dir: Path, figures: Sequence[Path] = ()) -> list[Path]:
-    """Write ``leaderboard.md``, ``leaderboard.csv`` (the aggregate table, tidy) and a
-    self-contained ``leaderboard.html`` (sortable, filterable, with ``figures``, PNG files,
-    embedded) into ``out_dir``, each atomically.
+    """Write ``leaderboard.md``, ``leaderboard.csv`` (the aggregate table, tidy: one row per
+    task group and method), ``leaderboard_long.csv`` and ``leaderboard.json`` (every table
+    in long format, :mod:`benchmark.report.exports`) and a self-contained
+    ``leaderboard.html`` (sortable, filterable, with ``figures``, PNG files, embedded) into
+    ``out_dir``, each atomically.
 
     Returns the paths written.
     """
@@ -50,6 +53,8 @@ def write_leaderboard(lb: Leaderboard, out_dir: Path, figures: Sequence[Path] = 
     files = {
         "leaderboard.md": render_markdown(lb),
         "leaderboard.csv": lb.aggregate.to_csv(index=False),
+        "leaderboard_long.csv": long_table(lb).to_csv(index=False),
+        "leaderboard.json": export_json(lb),
         "leaderboard.html": render_html(lb, figures),
     }
     paths = []
