@@ -6,12 +6,19 @@ is ok and 1 when some failed (results are written either way).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from benchmark.cli.commands import cmd_cost, cmd_leaderboard, cmd_list, cmd_run
-from benchmark.cli.parser import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, build_parser
+from benchmark.cli.parser import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    build_parser,
+)
 
 COMMANDS = {"run": cmd_run, "leaderboard": cmd_leaderboard, "list": cmd_list, "cost": cmd_cost}
 
@@ -67,3 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`... | head`): end quietly
+        _silence_stdout()
+        return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit after a broken pipe raises
+    nothing (Python's own advice for a closed pipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

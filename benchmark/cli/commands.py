@@ -33,8 +33,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     from benchmark.arena.spaces import get_space, list_spaces
     from methods import get_method, list_methods
 
+    width = shutil.get_terminal_size((100, 24)).columns  # $COLUMNS, the terminal, or 100
+
+    def line(text: str) -> None:
+        """One line of the listing, reST markup stripped, cut to the terminal's width."""
+        text = text.replace("``", "")
+        print(text if len(text) <= width else text[: max(width - 1, 20)] + "…")
+
     if args.what in ("all", "methods"):
-        print("methods:")
+        line("methods:")
         with warnings.catch_warnings(record=True) as caught:  # a broken plugin: one line
             warnings.simplefilter("always")
             names = list_methods()
@@ -43,19 +50,19 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in names:
             cls = get_method(name)
             doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip()
-            print(f"  {name:12s} searches {cls.searches:18s} {doc.splitlines()[0][:70]}")
+            line(f"  {name:12s} searches {cls.searches:18s} {doc.splitlines()[0]}")
     if args.what in ("all", "spaces"):
-        print("spaces:")
+        line("spaces:")
         for name in list_spaces():
-            print(f"  {name:12s} searches {get_space(name).searches}")
+            line(f"  {name:12s} searches {get_space(name).searches}")
     if args.what in ("all", "datasets"):
-        print("datasets:")
+        line("datasets:")
         for name in sorted(DATASETS):
-            print(f"  {name:14s} {DATASETS[name].description}")
+            line(f"  {name:14s} {DATASETS[name].description}")
     if args.what in ("all", "presets"):
-        print("presets:")
+        line("presets:")
         for name in list_presets():
-            print(f"  {name:12s} {load_preset(name).description}")
+            line(f"  {name:12s} {load_preset(name).description}")
     return EXIT_OK
 
 

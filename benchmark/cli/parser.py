@@ -22,7 +22,7 @@ RUN_DEFAULTS = {
 }
 """``run`` settings whose flags default to ``None`` (so that ``--resume`` can tell a flag
 given from one left out) and the values they take when left out."""
-DESCRIPTION = "``python -m benchmark``: run | leaderboard | list | cost."
+DESCRIPTION = "mpqbench: run | leaderboard | list | cost (each has --help)."
 
 
 class UsageError(Exception):
@@ -339,7 +339,9 @@ def _add_list(sub: Any) -> None:
 
 def _add_cost(sub: Any) -> None:
     cost = sub.add_parser("cost", help="MACs, BitOPs, MFLOPs/64 and size of a policy")
-    cost.add_argument("--space", default="resnet20")
+    cost.add_argument(
+        "--space", default=_default_space(), help="the space (default: run's, mbv3-cifar)"
+    )
     cost.add_argument(
         "--policy", default="w8a8", help="uniform (w4a4) or a JSON file of per-layer bits"
     )
