@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,7 +225,8 @@ def test_a_full_disk_under_ray_stops_the_run_and_keeps_its_rows(
     assert "Traceback" not in err + captured.out, err
     assert "error: cannot write to" in err and "No space left on device" in err, err
     assert "--resume full" in err, err
-    other = [line for line in err.splitlines() if not line.startswith(("[", "run full: "))]
+    plain = [re.sub(r"^\d\d:\d\d:\d\d ", "", line) for line in err.splitlines()]
+    other = [line for line in plain if not line.startswith(("[", "run full: ", "starting Ray"))]
     assert len(other) == 2 and other[1].startswith("stopped: "), err  # error, then the hint
     run_dir = out / "runs" / "full"
     first = _records(run_dir)

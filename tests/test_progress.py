@@ -26,6 +26,7 @@ from benchmark.harness.trial_events import (
 
 HERE = Path(__file__).parent
 TINY = str(HERE / "tiny.toml")
+STAMP = re.compile(r"^\d\d:\d\d:\d\d ")  # a plain line's wall-clock time
 CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # anything but a newline
 
 TRAINED = '''
@@ -154,12 +155,13 @@ def _feed(view: RunView, clock: FakeClock) -> None:
 
 def test_plain_view_one_line_per_stage_and_a_progress_line_a_minute() -> None:
     clock, out = FakeClock(), io.StringIO()
-    view = RunView(out, live=False, clock=clock)
+    view = RunView(out, live=False, clock=clock, stamp=lambda: "12:34:56")
     with view:
         _feed(view, clock)
     text = out.getvalue()
     assert not CONTROL.search(text)
-    lines = text.splitlines()
+    assert all(line.startswith("12:34:56 ") for line in text.splitlines())  # wall time
+    lines = [line.removeprefix("12:34:56 ") for line in text.splitlines()]
     assert lines[0] == "run r: 3 trial(s) → /tmp/r"
     mine = [line for line in lines if line.startswith("[1/3]")]
     assert mine[0] == "[1/3] uniform on mbv3-cifar/digits bitops<=0.3 seed 0: running"
@@ -175,11 +177,11 @@ def test_plain_view_one_line_per_stage_and_a_progress_line_a_minute() -> None:
 def test_quiet_and_verbose_views() -> None:
     clock, quiet, verbose = FakeClock(), io.StringIO(), io.StringIO()
     for out, flags in ((quiet, {"quiet": True}), (verbose, {"verbose": True})):
-        view = RunView(out, clock=clock, **flags)
+        view = RunView(out, clock=clock, stamp=lambda: "12:34:56", **flags)
         _feed(view, clock)
         view.line("run r: 6 rows, 0 not ok, 0 trial(s) without rows; results in /tmp/r")
     assert quiet.getvalue().splitlines() == [
-        "run r: 6 rows, 0 not ok, 0 trial(s) without rows; results in /tmp/r"
+        "12:34:56 run r: 6 rows, 0 not ok, 0 trial(s) without rows; results in /tmp/r"
     ]
     assert "mpqbench.train: finetune step 1/3" in verbose.getvalue()
 
@@ -237,7 +239,9 @@ STAGES = (STAGE_FP, "search", "retrain finetune 1/1", "inherit evaluation 1/1")
 
 def _check_run(run_dir: Path, stderr: str, *, unthrottled: bool = False) -> None:
     assert not CONTROL.search(stderr)
-    lines = stderr.splitlines()
+    ours = [line for line in stderr.splitlines() if "[1/1] " in line]
+    assert ours and all(STAMP.match(line) for line in ours)  # plain lines: wall time first
+    lines = [STAMP.sub("", line) for line in stderr.splitlines()]
     stage_lines = [line.split(": ", 1)[1] for line in lines if line.startswith("[1/1]")]
     for stage in STAGES:
         assert any(line.startswith(stage) for line in stage_lines), (stage, stage_lines)

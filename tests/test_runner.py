@@ -159,7 +159,7 @@ def test_cost_command_json(capsys: pytest.CaptureFixture, tmp_path: Path) -> Non
     }
     path = tmp_path / "p.json"
     path.write_text(json.dumps(policy))
-    assert main(["cost", "--policy", str(path), "--json"]) == 0
+    assert main(["cost", "--space", "resnet20", "--policy", str(path), "--json"]) == 0
     mixed = json.loads(capsys.readouterr().out)
     fixed = [la for la in mixed["layers"] if la["name"] in ("conv1", "fc")]
     expected = sum(la["macs"] * 6 for la in mixed["layers"] if la not in fixed) + sum(

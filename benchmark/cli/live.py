@@ -8,8 +8,9 @@ event)``: :data:`benchmark.harness.executors.TrialEvents`).
   trials printed above it with their one-line summary (failed ones in red), a footer with
   trials done / running / queued, the elapsed time and the run's ETA. rich rather than
   tqdm: several trials' lines at once, each with its own fields, and lines printed above.
-- **Not a terminal** (a file, CI, ``nohup``): plain lines, no control characters; one per
-  trial's stage change and at most one progress line per trial per ``plain_every`` seconds.
+- **Not a terminal** (a file, CI, ``nohup``): plain lines, each after its wall-clock time
+  (``HH:MM:SS``), no control characters; one per trial's stage change and at most one
+  progress line per trial per ``plain_every`` seconds.
 - ``quiet``: the run's warnings, errors and final summary only; ``verbose``: the methods'
   log lines too.
 """
@@ -56,6 +57,7 @@ class RunView:
         quiet / verbose: as ``run --quiet`` / ``--verbose``.
         plain_every: least seconds between two progress lines of a trial, not a terminal.
         clock: monotonic seconds (tests pass a fake one).
+        stamp: the wall-clock time a plain line starts with (default ``HH:MM:SS``).
     """
 
     def __init__(
@@ -67,11 +69,13 @@ class RunView:
         verbose: bool = False,
         plain_every: float = 60.0,
         clock: Any = time.monotonic,
+        stamp: Any = None,
     ) -> None:
         self.stream = stream or sys.stderr
         self.quiet, self.verbose = quiet, verbose
         self.plain_every = plain_every
         self.clock = clock
+        self.stamp = stamp or (lambda: time.strftime("%H:%M:%S"))
         self.trials: dict[str, _Trial] = {}
         self.failed = 0
         self.started = clock()
@@ -116,7 +120,7 @@ class RunView:
             if self._console is not None:
                 self._console.print(text, style=style, markup=False, highlight=False)
             else:
-                print(text, file=self.stream, flush=True)
+                print(f"{self.stamp()} {text}", file=self.stream, flush=True)
 
     def log_handler(self, level: int = logging.WARNING) -> logging.Handler:
         """A logging handler that prints through the view (above the live lines)."""

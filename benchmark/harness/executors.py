@@ -277,6 +277,8 @@ def run_ray(
     grid = _Grid(store, announce)
     started_here = False
     if not ray.is_initialized():
+        if not address:  # seconds without a line otherwise: say what happens
+            progress("starting Ray on this machine (a private instance on the loopback address)…")
         _init_ray(address)
         started_here = True
     try:
