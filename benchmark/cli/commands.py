@@ -8,8 +8,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -306,6 +308,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     root = logging.getLogger()
     handler = view.log_handler(logging.WARNING)  # the trials' own lines come as events
     root.addHandler(handler)
+    stops = _stop_like_ctrl_c(view)
     try:
         with view:
             outcome = execute_run(
@@ -317,9 +320,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot write to {run_dir}: {err.strerror or err}") from None
     finally:
         root.removeHandler(handler)
+        for sig, previous in stops.items():
+            signal.signal(sig, previous)
     if outcome.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if outcome.n_not_ok or outcome.missing else EXIT_OK
+
+
+def _stop_like_ctrl_c(view: RunView) -> dict[int, Any]:
+    """SIGHUP (the terminal closed) and SIGTERM (``timeout``, a job scheduler) end the run as
+    Ctrl-C does: finished rows kept, the leaderboard written, exit 130, ``--resume``. After
+    a hang-up the view writes nowhere (the terminal is gone). Returns the handlers replaced
+    (the Ray executor sets its own for the grid's time)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum: int, frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            view.detach()
+        raise KeyboardInterrupt
+
+    return {sig: signal.signal(sig, stop) for sig in (signal.SIGHUP, signal.SIGTERM)}
 
 
 def _settle_run_args(args: argparse.Namespace) -> None:

@@ -18,6 +18,7 @@ event)``: :data:`benchmark.harness.executors.TrialEvents`).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -114,13 +115,29 @@ class RunView:
             self._live.stop()
             self._live = None
 
-    def line(self, text: str, style: str | None = None) -> None:
-        """A line of the run (a warning, the final summary), printed in every mode."""
+    def detach(self) -> None:
+        """The terminal is gone (a hang-up): stop the live view and write nothing more."""
         with self._lock:
-            if self._console is not None:
-                self._console.print(text, style=style, markup=False, highlight=False)
-            else:
-                print(f"{self.stamp()} {text}", file=self.stream, flush=True)
+            live, self._live = self._live, None
+            self._console, self.is_live = None, False
+            self.stream = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the run
+        if live is not None:
+            try:
+                live.stop()
+            except OSError:  # its last redraw has nowhere to go
+                pass
+
+    def line(self, text: str, style: str | None = None) -> None:
+        """A line of the run (a warning, the final summary), printed in every mode; a
+        stream that can no longer be written (a closed terminal) is dropped, not raised."""
+        with self._lock:
+            try:
+                if self._console is not None:
+                    self._console.print(text, style=style, markup=False, highlight=False)
+                else:
+                    print(f"{self.stamp()} {text}", file=self.stream, flush=True)
+            except OSError:
+                self._console, self.stream = None, open(os.devnull, "w")  # noqa: SIM115
 
     def log_handler(self, level: int = logging.WARNING) -> logging.Handler:
         """A logging handler that prints through the view (above the live lines)."""

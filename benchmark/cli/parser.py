@@ -222,7 +222,10 @@ def _add_run_tasks(run: argparse.ArgumentParser) -> None:
 def _add_run_placement(run: argparse.ArgumentParser) -> None:
     """Where it runs and writes: folders, the executor, each trial's resources."""
     run.add_argument(
-        "--out", type=_folder, default="results", help="output folder (default results/)"
+        "--out",
+        type=_folder,
+        default="results",
+        help="output folder: the run is written to OUT/runs/RUN_ID/ (default results/)",
     )
     run.add_argument("--run-id", default=None, help="name of the run folder (default: time-pid)")
     run.add_argument(

@@ -459,8 +459,9 @@ class _Local:
 
 @contextmanager
 def _graceful_interrupt(flag: dict[str, bool]) -> Iterator[None]:
-    """First Ctrl-C: set ``flag["flag"]`` and ask Tune to stop its trials and return (Tune's
-    SIGUSR1 handler); a second Ctrl-C raises ``KeyboardInterrupt`` at once."""
+    """First Ctrl-C (or SIGHUP, SIGTERM): set ``flag["flag"]`` and ask Tune to stop its
+    trials and return (Tune's SIGUSR1 handler); a second one raises ``KeyboardInterrupt``
+    at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -475,11 +476,15 @@ def _graceful_interrupt(flag: dict[str, bool]) -> Iterator[None]:
         print(line, file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGUSR1)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    # a closed terminal (SIGHUP) and `timeout` / a job scheduler (SIGTERM) stop the run as
+    # Ctrl-C does; set after ray.init, whose handlers they replace for the grid's time
+    stops = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, on_sigint) for sig in stops}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if previous_env is None:
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
