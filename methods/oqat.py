@@ -114,7 +114,7 @@ from benchmark.arena import (
 )
 from methods import register_method
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: candidates as plain data (weights_only loads)
 PosReal = Annotated[float, Strict(), Field(gt=0)]
 PosInt = Annotated[int, Strict(), Field(ge=1)]
 
@@ -243,7 +243,8 @@ class OQAT(Method):
         saved = ctx.load_checkpoint()
         if self._usable(saved):
             model.load_state_dict(saved["model"])
-            candidates, log, start = saved["candidates"], saved["log"], saved["done"]
+            candidates = [Candidate.from_state(c, fit.space) for c in saved["candidates"]]
+            log, start = saved["log"], saved["done"]
             ctx.log.info("oqat: resuming after stage %d of %d", start, len(keys.bits))
         for index in range(start, len(keys.bits)):
             found = self._stage(ctx, fit, model, index, recipes[index], quant, log, candidates)
@@ -258,7 +259,7 @@ class OQAT(Method):
                     "bits": list(keys.bits),
                     "done": index + 1,
                     "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                    "candidates": candidates,
+                    "candidates": [c.to_state() for c in candidates],
                     "log": log,
                 }
             )

@@ -509,7 +509,7 @@ def test_run_qfa_on_digits_end_to_end(tmp_path: Path, micro_preset, cache_dir: P
     assert all(json.loads(q)["weight"]["kind"] == "lsq-full" for q in inherit["quant"])
     # the predictor's first samples are the sandwich's extremes; the held-out ones scored twice
     (trial,) = (tmp_path / "out" / "runs" / "qfa" / "trials").iterdir()
-    state = torch.load(trial / "search_checkpoint.pt", weights_only=False)["state"]
+    state = torch.load(trial / "search_checkpoint.pt", weights_only=True)["state"]
     space = get_space("mbv3-cifar")
     first = state["data"][0]
     assert space.validate_arch(first["arch"]) == space.min_arch()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,27 @@ def _sha256(path: Path) -> str:
 
 
 def save_verified(path: Path, payload: Any, config: dict[str, Any]) -> None:
-    """``torch.save`` atomically, with a sidecar holding the config and the file's SHA-256."""
+    """``torch.save`` atomically, with a sidecar holding the config and the file's SHA-256.
+
+    Raises ``TypeError`` (one line) for a payload that ``torch.load(weights_only=True)``
+    could not read back (anything but tensors, numbers, strings, lists, tuples and dicts):
+    files are read that way, so that a planted file runs no code (the SHA-256 beside it
+    guards against damage, not against whoever can write both)."""
     import io
 
     buffer = io.BytesIO()
     torch.save(payload, buffer)
+    buffer.seek(0)
+    try:
+        torch.load(buffer, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch's UnpicklingError names the object
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        what = found[1] if found else type(err).__name__
+        raise TypeError(
+            f"a checkpoint may hold only tensors and plain data (numbers, strings, lists, "
+            f"dicts), so that it loads with weights_only=True; this one holds {what}; "
+            "convert it (e.g. numpy arrays to tensors, objects to dicts)"
+        ) from None
     atomic_write_bytes(path, buffer.getvalue())
     meta = {"config": config, "sha256": _sha256(path)}
     atomic_write_text(path.with_suffix(path.suffix + ".json"), json.dumps(meta, indent=2))
@@ -51,7 +68,8 @@ def load_verified(path: Path) -> Any | None:
         meta = json.loads(meta_path.read_text())
         if meta.get("sha256") != _sha256(path):
             return None
-        return torch.load(path, map_location="cpu", weights_only=False)
+        # tensors and plain data only: a planted file cannot run code when it is read
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - any unreadable cache entry is rebuilt
         return None
 

@@ -19,7 +19,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from benchmark.arena.cost import CostReport, Reference
-from benchmark.arena.policy import Policy, policy_to_dict
+from benchmark.arena.policy import Policy, policy_from_dict, policy_to_dict
 
 
 class ProtocolError(ValueError):
@@ -321,11 +321,55 @@ class Candidate:
         weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         return cls(policy, arch, weights=weights, **fields)
 
+    def to_state(self) -> dict[str, Any]:
+        """The candidate as plain data for a search checkpoint: tensors, numbers, strings,
+        lists and dicts only, so that it loads with ``torch.load(weights_only=True)``
+        (:meth:`from_state` rebuilds it)."""
+        quant = self.quant.to_dict() if hasattr(self.quant, "to_dict") else self.quant
+        fixed = dict(self.fixed) if isinstance(self.fixed, Mapping) else self.fixed
+        return {
+            "policy": policy_to_dict(self.policy),
+            "arch": jsonable_arch(self.arch),
+            "label": self.label,
+            "weights": None if self.weights is None else dict(self.weights),
+            "quant": quant,
+            "meta": _plain_data(self.meta),
+            "fixed": fixed,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], space: Any) -> Candidate:
+        """The candidate :meth:`to_state` wrote, its architecture validated by ``space``."""
+        from benchmark.arena.quant import QuantConfig
+
+        quant = state.get("quant")
+        return cls(
+            policy_from_dict(state["policy"]),
+            None if state.get("arch") is None else space.validate_arch(state["arch"]),
+            label=state.get("label", ""),
+            weights=state.get("weights"),
+            quant=QuantConfig.from_dict(quant) if isinstance(quant, Mapping) else quant,
+            meta=dict(state.get("meta") or {}),
+            fixed=state.get("fixed"),
+        )
+
     def policy_json(self) -> str:
         return json.dumps(policy_to_dict(self.policy), sort_keys=False)
 
     def arch_json(self) -> str:
         return json.dumps(jsonable_arch(self.arch), sort_keys=True, default=str)
+
+
+def _plain_data(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays as Python numbers and lists (checkpoints
+    load with ``weights_only=True``, which refuses numpy objects)."""
+    if isinstance(value, Mapping):
+        return {k: _plain_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_data(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, Tensor):
+        return value.tolist()
+    return value
 
 
 def jsonable_arch(arch: Any) -> Any:

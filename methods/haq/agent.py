@@ -123,7 +123,8 @@ class ReplayBuffer:
             "state_dim": self.state_dim,
             "head": self.head,
             "size": n,
-            **{k: getattr(self, k)[:n].copy() for k in _ARRAYS},
+            # tensors, not numpy arrays: checkpoints load with weights_only=True
+            **{k: torch.from_numpy(getattr(self, k)[:n].copy()) for k in _ARRAYS},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -134,7 +135,7 @@ class ReplayBuffer:
             )
         self.head, self.size = int(state["head"]), int(state["size"])
         for key in _ARRAYS:
-            getattr(self, key)[: self.size] = state[key]
+            getattr(self, key)[: self.size] = np.asarray(state[key])
 
 
 _ARRAYS = ("states", "actions", "rewards", "next_states", "done")
