@@ -26,6 +26,14 @@ class UniformConfig:
         default=(8, 4, 3, 2), min_length=1
     )
 
+    def __post_init__(self) -> None:
+        repeated = sorted({b for b in self.bits if self.bits.count(b) > 1})
+        if repeated:
+            raise ValueError(
+                f"bits lists {repeated} more than once: each bit-width gives one W{{b}}A{{b}} "
+                "candidate, so list each once"
+            )
+
 
 @register_method
 class Uniform(Method):

@@ -251,6 +251,49 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
         ["run", "--methods", "uniform", "--method-options", '{"uniform": {"label": 3}}'],
         "label for 'uniform' must be short text",
     ),
+    # built-in methods' options: refused before anything starts, not in every trial
+    *[
+        (
+            f"builtin-option-{i}",
+            ["run", "--methods", m, "--method-options", json.dumps({m: o})],
+            expected,
+        )
+        for i, (m, o, expected) in enumerate(
+            [
+                ("uniform", {"bits": []}, "bits is wrong: tuple should have at least 1 item"),
+                ("uniform", {"bits": [4, 4, "8"]}, "bits[2] = '8' is wrong"),
+                ("uniform", {"bits": [4, 4]}, "bits lists [4] more than once"),
+                ("random", {"num_samples": -1}, "num_samples = -1 is out of range"),
+                ("random", {"num_samples": 2.5}, "num_samples = 2.5 is wrong"),
+                ("ompq", {"betas": "x"}, "betas = 'x' is wrong"),
+                ("ompq", {"solver": "gurobi"}, "solver = 'gurobi' is wrong"),
+                ("hawq", {"bits": "foo"}, "bits = 'foo' is wrong"),
+                ("hawq", {"ratios": [2.0]}, "ratios[0] = 2.0 is out of range"),
+            ]
+        )
+    ],  # fmt: skip
+    (
+        "method-options-duplicate-key",
+        [
+            "run",
+            "--methods",
+            "uniform",
+            "--method-options",
+            '{"uniform": {"bits": [4], "bits": [3]}}',
+        ],
+        ("not valid JSON", "'bits' appears twice"),
+    ),  # fmt: skip
+    (
+        "method-options-duplicate-method",
+        [
+            "run",
+            "--methods",
+            "uniform",
+            "--method-options",
+            '{"uniform": {"bits": [4]}, "uniform": {"bits": [3]}}',
+        ],
+        "'uniform' appears twice",
+    ),  # fmt: skip
     # --- HAQ: its cost table checked against the space, its options and preset section
     (
         "haq-table-wrong-space",

@@ -99,3 +99,18 @@ def file_lock(path: Path, *, blocking: bool = True) -> Iterator[None]:
 
 class LockedError(RuntimeError):
     """A non-blocking :func:`file_lock` found the lock held by another process."""
+
+
+def loads_json_unique(text: str) -> Any:
+    """``json.loads`` that refuses an object with a key twice (plain ``json.loads`` keeps the
+    last one silently): ``ValueError`` naming the key."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise ValueError(f"the key {key!r} appears twice in one object: keep one")
+            seen[key] = value
+        return seen
+
+    return json.loads(text, object_pairs_hook=unique)

@@ -7,11 +7,12 @@ On disk a policy is JSON: ``{"<layer name>": {"w_bits": 4, "a_bits": 4}, ...}``.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from benchmark.arena.files import loads_json_unique
 
 FP_BITS = 32
 """Bit-width that means "not quantized" (counted as 32 × 32 in BitOPs)."""
@@ -101,7 +102,7 @@ def load_policy_file(path: str | Path) -> Policy:
     except (OSError, ValueError) as err:  # ValueError: a path with a NUL byte
         raise PolicyError(f"cannot read policy file {path} ({short_text(err)})") from None
     try:
-        data = json.loads(text)
+        data = loads_json_unique(text)
     except (ValueError, RecursionError) as err:  # JSONDecodeError, too many digits, nesting
         raise PolicyError(
             f"policy file {path} is not valid JSON ({short_text(err)}): write "

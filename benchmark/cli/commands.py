@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmark.arena.files import loads_json_unique
 from benchmark.cli.live import RunView
 from benchmark.cli.parser import (
     EXIT_FAILED,
@@ -80,7 +81,7 @@ def _read_json_arg(text: str, option: str) -> Any:
     """``text`` as JSON, read from the file it names or else inline."""
     try:
         raw = Path(text).read_text() if _is_file(text) else text
-        return json.loads(raw)
+        return loads_json_unique(raw)
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read {option} file {text} ({err}): check the path") from None
     except (ValueError, RecursionError) as err:  # JSONDecodeError, too many digits, nesting
@@ -359,7 +360,7 @@ def _settle_run_args(args: argparse.Namespace) -> None:
     options: dict[str, dict] = {}
     if args.method_options is not None:
         try:
-            options = json.loads(args.method_options)
+            options = loads_json_unique(args.method_options)
         except (ValueError, RecursionError) as err:
             raise UsageError(f"--method-options is not valid JSON ({err})") from None
     _validate_run(args, options)
