@@ -284,3 +284,25 @@ def test_an_unwritable_cache_from_the_environment_is_refused(
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "MPQBENCH_CACHE" in err, err
     assert not out.exists()
+
+
+def test_ray_failing_on_its_own_files_ends_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A full disk early in a Ray run: Ray's Tuner fails reading back its own experiment
+    state (``EOFError: Ran out of input``). One line naming Ray's folder, no traceback."""
+    from ray import tune
+
+    def fit(self: object) -> None:
+        raise EOFError("Ran out of input")
+
+    monkeypatch.setattr(tune.Tuner, "fit", fit)
+    out = tmp_path / "out"
+    argv = _run(out, "r", TINY, "--methods", "uniform")
+    argv[argv.index("serial")] = "ray"
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    (line,) = [ln for ln in captured.err.splitlines() if "error:" in ln]
+    assert "Ray could not write or read back its files" in line and "EOFError" in line
+    assert "disk full" in line

@@ -389,7 +389,14 @@ class _Grid:
             ),
         )
         with _graceful_interrupt(self.interrupted):
-            tuner.fit()
+            try:
+                tuner.fit()
+            except (EOFError, OSError) as err:  # Ray's own experiment files (a full disk)
+                text = " ".join(str(err).split())[:200] or type(err).__name__
+                raise OSError(
+                    f"Ray could not write or read back its files under {self.store.run_dir / 'ray'}"
+                    f" ({type(err).__name__}: {text}); is the disk full?"
+                ) from None
 
 
 def _tune_stopper(write_failed: list[OSError]) -> Any:
