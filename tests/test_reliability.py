@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,6 +88,22 @@ def _wait_for_rows(run_dir: Path, n: int, proc: subprocess.Popen, timeout: float
             pass
         time.sleep(0.2)
     raise AssertionError(f"no {n} rows in {run_dir} after {timeout} s")
+
+
+def _wait_for_stage(
+    run_dir: Path, method: str, stage: str, proc: subprocess.Popen, timeout: float = 300
+) -> None:
+    """Until the trial of ``method`` (the end of its folder's slug, e.g. ``Hanging`` of
+    ``mpqbench_fake_Hanging-<hash>``) writes ``stage`` into its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.communicate()[1][-2000:]}")
+        for log in run_dir.glob(f"trials/*{method}-*/log.txt"):
+            if re.search(rf"^\S+ \S+ {re.escape(stage)}( ·|$)", log.read_text(), re.M):
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"no {stage!r} in {method}'s log under {run_dir} after {timeout} s")
 
 
 # --- the watchdog --------------------------------------------------------------------
@@ -273,7 +290,7 @@ def test_ctrl_c_keeps_finished_rows_and_exits_130(
     proc = _spawn(argv)
     run_dir = tmp_path / "runs" / "int"
     _wait_for_rows(run_dir, 1, proc)
-    time.sleep(2)  # Hanging is running now
+    _wait_for_stage(run_dir, "Hanging", "search", proc)  # an event, not a sleep
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]

@@ -4,6 +4,7 @@ closes early, help without markup, listings that fit the width, defaults that ag
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 from benchmark.cli.parser import build_parser
 
 CLI = [sys.executable, "-m", "benchmark"]
+OUT = "o ut$(touch pwned)"  # an --out folder a pasted, unquoted hint would break or run
 
 
 def test_a_pipe_closed_early_ends_quietly() -> None:
@@ -59,7 +61,7 @@ def _run_until_first_trial_ends(
     import select
 
     argv = [*CLI, "run", "--methods", "uniform", "--space", "resnet20", "--preset", "tiny"]
-    argv += ["--seeds", "0,1", "--executor", executor, "--out", str(tmp_path / "out")]
+    argv += ["--seeds", "0,1", "--executor", executor, "--out", str(tmp_path / OUT)]
     argv += ["--run-id", "r", "--cache-dir", str(cache_dir), "--no-leaderboard"]
     argv += ["--method-options", '{"uniform": {"bits": [4]}}']
     if executor == "ray":  # one trial at a time (2 CPUs): the second waits for the first
@@ -93,6 +95,8 @@ def test_sigterm_ends_a_run_like_ctrl_c(tmp_path, cache_dir, executor) -> None:
     text = err.decode()
     assert proc.returncode == 130 and "Traceback" not in text, text[-3000:]
     assert "--resume r" in text
+    hint = text.split("finish with `", 1)[1].split("`", 1)[0]  # pasted as a shell sees it
+    assert shlex.split(hint)[-2:] == ["--out", str(tmp_path / OUT)]
     if executor == "serial":  # a resume of a stopped run is the same for both executors
         _resume_finishes(tmp_path)
     else:
@@ -120,16 +124,16 @@ def test_a_closed_terminal_ends_a_run_like_ctrl_c(tmp_path, cache_dir) -> None:
 def _kept_the_finished_trial(tmp_path) -> None:
     import pandas as pd
 
-    kept = pd.read_parquet(tmp_path / "out" / "runs" / "r" / "records.parquet")
+    kept = pd.read_parquet(tmp_path / OUT / "runs" / "r" / "records.parquet")
     assert set(kept["seed"]) == {0} and (kept["status"] == "ok").all()
 
 
 def _resume_finishes(tmp_path) -> None:
     import pandas as pd
 
-    run_dir = tmp_path / "out" / "runs" / "r"
+    run_dir = tmp_path / OUT / "runs" / "r"
     _kept_the_finished_trial(tmp_path)
-    argv = [*CLI, "run", "--resume", "r", "--out", str(tmp_path / "out"), "--no-leaderboard"]
+    argv = [*CLI, "run", "--resume", "r", "--out", str(tmp_path / OUT), "--no-leaderboard"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pd.read_parquet(run_dir / "records.parquet")

@@ -67,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # what `run` records
         return COMMANDS[args.command](args)
     except user_errors as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)  # always one line

@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -386,7 +387,7 @@ def _run_request(args: argparse.Namespace) -> Any:
         executor=args.executor,
         address=args.address,
         resume=bool(args.resume),
-        command=" ".join(sys.argv),
+        command=shlex.join(["python", "-m", "benchmark", *getattr(args, "argv", sys.argv[1:])]),
         preset_hash=args.preset_hash,
     )
 

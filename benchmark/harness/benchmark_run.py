@@ -7,6 +7,7 @@ The CLI parses and validates the request; this module does the work and says how
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -371,5 +372,18 @@ def _summarise(outcome: RunOutcome, trials: int, progress: executors.Progress) -
         then = "" if outcome.interrupted else "free some space, then "
         progress(
             f"{why}: {trials - missing} of {trials} trial(s) done; {then}"
-            f"finish with `python -m benchmark run --resume {run_id} --out {run_dir.parents[1]}`"
+            "finish with `"
+            + shlex.join(
+                [
+                    "python",
+                    "-m",
+                    "benchmark",
+                    "run",
+                    "--resume",
+                    run_id,
+                    "--out",
+                    str(run_dir.parents[1]),
+                ]
+            )
+            + "`"
         )
