@@ -148,3 +148,42 @@ def test_the_long_exports_hold_every_table_once_per_metric(tmp_path) -> None:
     assert list(document["code_versions"].values()) == [len(lb.frame)]
     assert len(document["rows"]) == len(long)
     assert {"table", "metric"} <= set(document["rows"][0])
+
+
+# -------------------------------------------------------------------- hostile records
+def test_one_bad_record_costs_its_rows_not_the_board(tmp_path, capsys) -> None:
+    """A run whose file holds impossible values (a seed of inf, an accuracy of 1e308) loses
+    those rows with one warning; the other runs' board is written, figures included."""
+    from benchmark.cli import main
+
+    good = frame_of(*task_rows())
+    (tmp_path / "good").mkdir()
+    good.to_csv(tmp_path / "good" / "records.csv", index=False)
+    bad = frame_of(*[r for r in task_rows() if r.method in ("A", "B")]).assign(run_id="bad")
+    bad = bad.astype({"seed": "float64"})  # as a hand-edited CSV reads back
+    bad.loc[0, "seed"] = float("inf")
+    bad.loc[1, "top1_test"] = 1e308
+    (tmp_path / "bad").mkdir()
+    bad.to_csv(tmp_path / "bad" / "records.csv", index=False)
+    out = tmp_path / "lb"
+    argv = ["leaderboard", str(tmp_path / "good"), str(tmp_path / "bad"), "--out", str(out)]
+    assert main(argv) == 0
+    said = capsys.readouterr().err
+    assert "2 row(s) with impossible values dropped" in said and "seed inf" in said
+    assert (out / "leaderboard.md").exists() and list(out.glob("*.png"))
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert set(board["method"]) >= {"A", "B", "C"}
+
+
+def test_text_a_spreadsheet_would_run_is_written_as_text(tmp_path) -> None:
+    from benchmark.report.render import write_leaderboard
+
+    rows = [row("=HYPERLINK(1)", s, top1_test=90.0 + s, top1_val=90.0) for s in range(2)]
+    rows += [row("@cmd", s, top1_test=80.0, top1_val=80.0) for s in range(2)]
+    write_leaderboard(build_leaderboard(frame_of(*rows)), tmp_path)
+    for name in ("leaderboard.csv", "leaderboard_long.csv"):
+        text = (tmp_path / name).read_text()
+        assert "'=HYPERLINK(1)" in text and "'@cmd" in text, name
+        assert ",=HYPERLINK" not in text and ",@cmd" not in text and "\\n=" not in text
+    long = pd.read_csv(tmp_path / "leaderboard_long.csv")
+    assert (long.loc[long["metric"] == "vs_best_diff", "value"].dropna() < 0).any()  # numbers

@@ -100,3 +100,20 @@ def _plain(value: Any) -> Any:
     if value is pd.NA:
         return None
     return value
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a text cell as a formula (OWASP's CSV injection list)."""
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell that a spreadsheet would run as a formula (starting
+    with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) prefixed with ``'``, which
+    shows it as text; numbers are left alone (a negative number is not text)."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
+            values = out[column]
+            risky = values.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_STARTS))
+            out[column] = values.where(~risky.astype(bool), "'" + values.astype(str))
+    return out

@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from benchmark.harness.records import COLUMNS, PLACEMENT_COLUMNS, normalise, read_records
@@ -82,8 +83,54 @@ def _read_run(run: Path) -> pd.DataFrame | None:
                 stacklevel=3,
             )
             continue
-        return _marked_schema(frame, path)
+        try:
+            return normalise(_without_impossible_rows(_marked_schema(frame, path), path))
+        except Exception as exc:  # noqa: BLE001 - one bad run never sinks the board
+            warnings.warn(
+                f"leaderboard: cannot use {path} ({type(exc).__name__}: {exc}); skipped",
+                stacklevel=3,
+            )
+            return None
     return None
+
+
+PERCENT_COLUMNS = ("top1_val", "top1_test")
+"""Accuracies: NaN or within [0, 100] (percent)."""
+NON_NEGATIVE_COLUMNS = (
+    "bitops", "bitops_ratio_w8a8", "size_bits", "search_device_hours", "search_wall_hours",
+    "finetune_device_hours", "finetune_wall_hours",
+)  # fmt: skip
+"""Costs: NaN or finite and ≥ 0."""
+
+
+def _without_impossible_rows(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """``frame`` less the rows no run can write (a seed that is not a whole number, an
+    accuracy outside 0–100 %, a negative or infinite cost), with one warning naming how
+    many and the first of them: a hand-edited or damaged file costs its bad rows only."""
+    bad = pd.Series(False, index=frame.index)
+    reasons: list[str] = []
+
+    def number(column: str) -> pd.Series:
+        if column not in frame.columns:
+            return pd.Series(np.nan, index=frame.index)
+        return pd.to_numeric(frame[column], errors="coerce").astype("float64")
+
+    checks = [("seed", lambda v: v.notna() & (~np.isfinite(v) | (v != np.round(v)) |
+                                              (v.abs() > 2**62)))]  # fmt: skip
+    checks += [(c, lambda v: v.notna() & ~v.between(0.0, 100.0)) for c in PERCENT_COLUMNS]
+    checks += [(c, lambda v: v.notna() & (~np.isfinite(v) | (v < 0))) for c in NON_NEGATIVE_COLUMNS]
+    for column, impossible in checks:
+        value = number(column)
+        wrong = impossible(value)
+        bad |= wrong
+        reasons += [f"{column} {v:g}" for v in value[wrong].head(1)]
+    if bad.any():
+        warnings.warn(
+            f"leaderboard: {path}: {int(bad.sum())} row(s) with impossible values dropped "
+            f"({', '.join(reasons[:3])})",
+            stacklevel=4,
+        )
+    return frame.loc[~bad]
 
 
 def _marked_schema(frame: pd.DataFrame, path: Path) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmark.arena.files import atomic_write_text
-from benchmark.report.exports import export_json, long_table
+from benchmark.report.exports import export_json, long_table, spreadsheet_safe
 from benchmark.report.html_page import render_html
 from benchmark.report.leaderboard import Leaderboard
 from benchmark.report.tables import leaderboard_tables, provenance
@@ -52,8 +52,8 @@ def write_leaderboard(lb: Leaderboard, out_dir: Path, figures: Sequence[Path] = 
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "leaderboard.md": render_markdown(lb),
-        "leaderboard.csv": lb.aggregate.to_csv(index=False),
-        "leaderboard_long.csv": long_table(lb).to_csv(index=False),
+        "leaderboard.csv": spreadsheet_safe(lb.aggregate).to_csv(index=False),
+        "leaderboard_long.csv": spreadsheet_safe(long_table(lb)).to_csv(index=False),
         "leaderboard.json": export_json(lb),
         "leaderboard.html": render_html(lb, figures),
     }
