@@ -251,6 +251,21 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
         ["run", "--methods", "uniform", "--method-options", '{"uniform": {"label": 3}}'],
         "label for 'uniform' must be short text",
     ),
+    # validation gaps that ended in tracebacks or duplicated work
+    ("cpus-per-trial-tiny", [*RUN, "--cpus-per-trial", "1e-9"], "at least 0.01 CPUs"),
+    ("gpus-per-trial-tiny", [*RUN, "--gpus-per-trial", "0.001"], "0 or at least 0.01 GPUs"),
+    ("space-twice", [*RUN, "--space", "resnet20,resnet20"], "'resnet20' is given twice"),
+    ("dataset-twice", [*RUN, "--dataset", "digits,digits"], "'digits' is given twice"),
+    (
+        "data-dir-unknown-user",
+        [*RUN, "--dataset", "fashion-mnist", "--data-dir", "~nouser-mpqbench/x"],
+        "--data-dir ~nouser-mpqbench/x",
+    ),
+    (
+        "cost-arch-on-a-fixed-space",
+        ["cost", "--space", "resnet20", "--arch", '{"kernels": [3]}'],
+        "resnet20 has one architecture",
+    ),
     # built-in methods' options: refused before anything starts, not in every trial
     *[
         (
@@ -575,7 +590,7 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
     (
         "constraint-twice",
         [*RUN, "--constraint", "bitops<=0.3,bitops<=0.3"],
-        ("bitops<=0.3 is given twice", "list each constraint once"),
+        ("'bitops<=0.3' is given twice", "list each once"),
     ),
     (
         "constraint-twice-spelled-apart",

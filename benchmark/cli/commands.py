@@ -94,10 +94,15 @@ def _read_json_arg(text: str, option: str) -> Any:
 
 def cmd_cost(args: argparse.Namespace) -> int:
     from benchmark.arena.policy import load_policy_file
-    from benchmark.arena.spaces import get_space
+    from benchmark.arena.spaces import ElasticSearchSpace, get_space
 
     space = get_space(args.space, fixed_bits=args.fixed_bits, num_classes=args.num_classes)
     arch = None if args.arch is None else _read_json_arg(args.arch, "--arch")
+    if arch is not None and not isinstance(space, ElasticSearchSpace):
+        raise UsageError(
+            f"{space.name} has one architecture: --arch is for an architecture space "
+            "(e.g. --space mbv3-cifar); leave it out"
+        )
     arch = space.validate_arch(arch)
     if args.policy.endswith(".json") or _is_file(args.policy):
         policy = space.full_policy(load_policy_file(args.policy), arch)
@@ -261,7 +266,7 @@ def _load_resumed(args: argparse.Namespace) -> None:
             f"--resume reruns the run's own settings: leave out {flags} (or start a new run "
             "with them)"
         )
-    runs = Path(args.out).expanduser().resolve() / "runs"
+    runs = _user_path(args.out, "--out") / "runs"
     try:
         meta = load_run_metadata(runs / args.resume)
         for name in RESUMED_SETTINGS:
@@ -296,7 +301,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _settle_run_args(args)
     run_id = args.run_id or new_run_id()
-    run_dir = Path(args.out).expanduser().resolve() / "runs" / run_id
+    run_dir = _user_path(args.out, "--out") / "runs" / run_id
     if not args.resume and (run_dir / "metadata.json").exists():
         raise UsageError(
             f"run {run_id} already exists in {run_dir.parent}; "
@@ -327,6 +332,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if outcome.n_not_ok or outcome.missing else EXIT_OK
+
+
+def _user_path(text: str, option: str) -> Path:
+    """``text`` with ``~`` expanded, made absolute; one line for a ``~user`` that does not
+    exist or a link that loops."""
+    try:
+        return Path(text).expanduser().resolve()
+    except RuntimeError as err:  # ~nouser, or a symlink loop (older Pythons)
+        raise UsageError(f"{option} {text}: {err} (check the path)") from None
+    except OSError as err:  # a symlink loop on resolve(strict) or a name too long
+        raise UsageError(f"{option} {text}: {err.strerror or err} (check the path)") from None
 
 
 def _stop_like_ctrl_c(view: RunView) -> dict[int, Any]:
@@ -369,7 +385,8 @@ def _settle_run_args(args: argparse.Namespace) -> None:
         args.preset = str(Path(args.preset).resolve())
     for name in ("data_dir", "cache_dir"):
         if getattr(args, name):
-            setattr(args, name, str(Path(getattr(args, name)).expanduser().resolve()))
+            option = "--" + name.replace("_", "-")
+            setattr(args, name, str(_user_path(getattr(args, name), option)))
 
 
 def _run_request(args: argparse.Namespace) -> Any:

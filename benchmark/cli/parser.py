@@ -38,7 +38,32 @@ def _csv(text: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
         raise argparse.ArgumentTypeError("expected a comma-separated list")
+    repeated = [t for i, t in enumerate(items) if t in items[:i]]
+    if repeated:  # two identical trials would race into one folder
+        message = f"{repeated[0]!r} is given twice in {text!r}: list each once"
+        raise argparse.ArgumentTypeError(message)
     return items
+
+
+MIN_TRIAL_RESOURCE = 0.01
+"""Smallest share of a CPU or GPU per trial (Ray's resources have 4 decimals; below a
+hundredth a trial's device-hours say nothing)."""
+
+
+def _trial_cpus(text: str) -> float:
+    value = _positive_float(text)
+    if value < MIN_TRIAL_RESOURCE:
+        message = f"expected at least {MIN_TRIAL_RESOURCE} CPUs per trial, got {text!r}"
+        raise argparse.ArgumentTypeError(message)
+    return value
+
+
+def _trial_gpus(text: str) -> float:
+    value = _non_negative_float(text)
+    if 0 < value < MIN_TRIAL_RESOURCE:
+        message = f"expected 0 or at least {MIN_TRIAL_RESOURCE} GPUs per trial, got {text!r}"
+        raise argparse.ArgumentTypeError(message)
+    return value
 
 
 MAX_SEED = 2**32 - 1
@@ -245,13 +270,13 @@ def _add_run_placement(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--cpus-per-trial",
-        type=_positive_float,
+        type=_trial_cpus,
         default=None,
         help="CPUs per trial (default 1); on a CPU, device-hours are wall hours × these CPUs",
     )
     run.add_argument(
         "--gpus-per-trial",
-        type=_non_negative_float,
+        type=_trial_gpus,
         default=None,
         help="GPUs per trial, fractions allowed (default 0); on a GPU, device-hours are wall "
         "hours × this fraction",

@@ -24,6 +24,7 @@ from benchmark.arena.data.splits import (
     DataSplits,
     _frozen,
     _split_train_val,
+    data_path,
     one_line,
 )
 
@@ -86,7 +87,7 @@ def cifar_root(spec: _CifarSpec, data_dir: str | Path | None) -> Path:
             f"{spec.title} needs a data directory: pass --data-dir pointing at the folder "
             f"holding {base} (add --download on a machine with internet to fetch it there)"
         )
-    root = Path(data_dir).expanduser()
+    root = data_path(data_dir)
     if root.name == base and not (root / base).exists():
         root = root.parent  # the user pointed at the dataset folder itself
     return root

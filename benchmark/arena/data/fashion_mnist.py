@@ -43,6 +43,7 @@ from benchmark.arena.data.splits import (
     DataSplits,
     _frozen,
     _split_train_val,
+    data_path,
     one_line,
 )
 
@@ -85,7 +86,7 @@ def fashion_mnist_folder(data_dir: str | Path | None) -> Path:
     location when ``data_dir`` is ``None``."""
     if data_dir is None:
         return DEBIAN_DIR
-    root = Path(data_dir).expanduser()
+    root = data_path(data_dir)
     for folder in (root, root / "FashionMNIST" / "raw", root / "raw"):
         try:
             if all((folder / name).is_file() for name in FILES):

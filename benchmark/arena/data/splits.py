@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +21,15 @@ IMAGE_SIZE = 32
 
 class DataError(ValueError):
     """A dataset that cannot be loaded or split as asked (one-line, actionable message)."""
+
+
+def data_path(data_dir: str | Path) -> Path:
+    """``data_dir`` with ``~`` expanded; :class:`DataError` for a ``~user`` that does not
+    exist (``--data-dir ~nouser/x``)."""
+    try:
+        return Path(data_dir).expanduser()
+    except RuntimeError as err:
+        raise DataError(f"--data-dir {data_dir}: {err} (check the path)") from None
 
 
 def one_line(exc: BaseException) -> str:
