@@ -96,6 +96,8 @@ FILES: dict[str, str | bytes] = {  # name -> content, created under tmp_path/in 
     "triple.json": json.dumps({"layer1.0.conv1": [4, 4, 4]}),
     "partial.json": json.dumps({"layer1.0.conv1": {"w_bits": 4, "a_bits": 4}}),
     "fixed_at_4.json": json.dumps({"conv1": {"w_bits": 4, "a_bits": 4}}),
+    "deep.toml": 'name = "deep"\nx = ' + "[" * 5000 + "]" * 5000 + "\n",
+    "twice_key.json": '{"layer1.0.conv1": {"w_bits": 4, "a_bits": 4}, "layer1.0.conv1": {}}',
     "not_json.json": "w_bits: 4, a_bits: 4",
     "a_file": "not a folder",
     "cifar_empty/.keep": "",
@@ -265,6 +267,12 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
         "cost-arch-on-a-fixed-space",
         ["cost", "--space", "resnet20", "--arch", '{"kernels": [3]}'],
         "resnet20 has one architecture",
+    ),
+    ("preset-nested-too-deep", [*RUN, "--preset", "{in}/deep.toml"], "nests too deeply"),
+    (
+        "cost-policy-key-twice",
+        ["cost", "--space", "resnet20", "--policy", "{in}/twice_key.json"],
+        "'layer1.0.conv1' appears twice",
     ),
     # built-in methods' options: refused before anything starts, not in every trial
     *[

@@ -298,6 +298,10 @@ def load_preset(name: str) -> Preset:
             data = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise PresetError(f"preset file {name} is not valid TOML ({err})") from None
+        except RecursionError:  # thousands of nested arrays or tables
+            raise PresetError(
+                f"preset file {name} nests too deeply to read: a preset is a few flat tables"
+            ) from None
         except OSError as err:
             raise PresetError(f"cannot read preset file {name} ({err.strerror})") from None
         return Preset.from_dict(data, source=f"preset file {name}")
