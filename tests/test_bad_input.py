@@ -97,6 +97,7 @@ FILES: dict[str, str | bytes] = {  # name -> content, created under tmp_path/in 
     "partial.json": json.dumps({"layer1.0.conv1": {"w_bits": 4, "a_bits": 4}}),
     "fixed_at_4.json": json.dumps({"conv1": {"w_bits": 4, "a_bits": 4}}),
     "deep.toml": 'name = "deep"\nx = ' + "[" * 5000 + "]" * 5000 + "\n",
+    "bad_section.toml": _preset("[methods.haq]\nepisodes = 4", "[methods.haq]\nepisodes = -3"),
     "twice_key.json": '{"layer1.0.conv1": {"w_bits": 4, "a_bits": 4}, "layer1.0.conv1": {}}',
     "not_json.json": "w_bits: 4, a_bits: 4",
     "a_file": "not a folder",
@@ -269,6 +270,11 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
         "resnet20 has one architecture",
     ),
     ("preset-nested-too-deep", [*RUN, "--preset", "{in}/deep.toml"], "nests too deeply"),
+    (
+        "preset-file-section-named-by-its-path",
+        ["run", "--methods", "uniform", "--preset", "{in}/bad_section.toml"],
+        ("preset file", "bad_section.toml: [methods.haq] episodes = -3"),
+    ),
     (
         "cost-policy-key-twice",
         ["cost", "--space", "resnet20", "--policy", "{in}/twice_key.json"],

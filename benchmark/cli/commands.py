@@ -159,6 +159,7 @@ def _check_methods(
     """Each method loaded once, its config (preset section + options) checked against each
     of the run's spaces; the spaces and each spec's prepared config. ``args.methods`` /
     ``args.method_options`` become what workers and --resume read."""
+    from benchmark.arena.presets import PresetError
     from benchmark.arena.spaces import get_space
     from benchmark.harness import validation
     from methods import check_preset_sections, get_method
@@ -169,11 +170,22 @@ def _check_methods(
         )
     except validation.InputError as err:
         raise UsageError(str(err)) from None
-    check_preset_sections(preset, [get_method(m) for m in args.method_list])
+    preset_file = args.preset if args.preset.endswith(".toml") else None
+    try:
+        check_preset_sections(preset, [get_method(m) for m in args.method_list])
+    except PresetError as err:  # a preset file is named by its path, not its name
+        text = str(err)
+        if preset_file and text.startswith(f"preset {preset.name}:"):
+            text = f"preset file {preset_file}:" + text.removeprefix(f"preset {preset.name}:")
+        raise PresetError(text) from None
     spaces = [get_space(name) for name in args.space]
     try:
         args.options_by_spec, configs = validation.check_method_inputs(
-            args.method_list, args.options_by_spec, spaces, preset
+            args.method_list,
+            args.options_by_spec,
+            spaces,
+            preset,
+            preset_file,
         )
     except validation.InputError as err:
         raise UsageError(str(err)) from None

@@ -316,6 +316,7 @@ def check_method_inputs(
     options_by_spec: Mapping[str, dict],
     spaces: Sequence[SearchSpace],
     preset: Preset,
+    preset_file: str | None = None,
 ) -> tuple[dict[str, dict], dict[str, Any]]:
     """Each method's config (its defaults < ``preset``'s ``[methods.<name>]`` < the
     options) validated once, then checked against the run's spaces by the method itself
@@ -323,7 +324,8 @@ def check_method_inputs(
     :func:`resolve_methods`. Returns the options by spec as the trials get them (what the
     preparation changed, e.g. a path made absolute, is written back into them, the
     ``label`` option kept; a method given no options is checked with none) and the
-    prepared config of every spec (for :func:`check_methods_reachable`).
+    prepared config of every spec (for :func:`check_methods_reachable`). A preset read
+    from ``preset_file`` is named by that file in the errors.
 
     Raises:
         InputError: the method's one line, naming the method.
@@ -342,6 +344,8 @@ def check_method_inputs(
             checked = cls.prepare_config(config, list(spaces))
         except (ValueError, TypeError) as err:
             text = " ".join(str(err).split()) or type(err).__name__
+            if preset_file and text.startswith(f"preset {preset.name}:"):
+                text = f"preset file {preset_file}:" + text.removeprefix(f"preset {preset.name}:")
             where = (
                 "" if text.startswith(("--method-options", "preset ")) else f"method {cls.name}: "
             )
