@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from benchmark.cli import main
@@ -47,3 +48,27 @@ def test_a_run_keeps_each_trials_search_log(tmp_path: Path, cache_dir: Path) -> 
     assert search_log is not None and "orm" in search_log  # the method's own log
     rows = pd.read_parquet(run / "records.parquet")
     assert (rows["status"] == "ok").all()
+
+
+def test_a_run_keeps_each_trials_anytime_record(tmp_path: Path, cache_dir: Path) -> None:
+    """``random`` scores and then offers after each of its three samples: six events, the
+    samples charged never falling, each offer's best score the best seen so far."""
+    from benchmark.harness.search_log import ANYTIME, read_anytime
+
+    options = json.dumps({"random": {"num_samples": 3, "top_k": 1}})
+    argv = ["run", "--methods", "random", "--space", "resnet20", "--preset", str(TINY),
+            "--executor", "serial", "--out", str(tmp_path), "--run-id", "any",
+            "--cache-dir", str(cache_dir), "--method-options", options]  # fmt: skip
+    assert main(argv) == 0
+    (trial,) = [p for p in (tmp_path / "runs" / "any" / "trials").iterdir() if p.is_dir()]
+    assert (trial / ANYTIME).exists()
+    events = read_anytime(trial)
+    assert [e["event"] for e in events] == ["score", "offer"] * 3
+    samples = [e["samples"] for e in events]
+    assert samples == sorted(samples) and samples[0] > 0
+    assert all(e["search_seconds"] >= 0 for e in events)
+    best = float("-inf")
+    for score, offer in zip(events[::2], events[1::2], strict=True):
+        best = max(best, score["val_top1"])
+        assert offer["candidates"] == 1 and offer["val_top1"] == pytest.approx(best)
+    assert read_anytime(tmp_path / "none") == []

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from benchmark.arena import reporting
@@ -76,6 +76,10 @@ class Context(Toolkit):
     reporter: Callable[[dict[str, Any]], None] | None = None
     _warned_infeasible: bool = field(default=False, init=False, repr=False)
     offered: list[Candidate] = field(default_factory=list)
+    anytime: list[dict[str, Any]] = field(default_factory=list)
+    """The search's anytime record: one entry per ``ctx.score`` and per ``ctx.offer``, with
+    the samples charged and the search seconds at that moment (the harness writes it to the
+    trial's ``anytime.json``)."""
 
     @classmethod
     def create(
@@ -195,6 +199,34 @@ class Context(Toolkit):
                     self.constraint.text,
                 )
         self.offered = list(candidates)
+        scores = [
+            float(v)
+            for c in candidates
+            for v in (c.meta.get("val_top1"), c.meta.get("proxy_val_top1"))
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        self._record(
+            "offer",
+            candidates=len(candidates),
+            labels=[c.label for c in candidates[:3]],
+            val_top1=max(scores) if scores else None,
+        )
+
+    def score(self, model: nn.Module, *, seed: int = 0, batches: int | None = None) -> float:
+        """:meth:`Toolkit.score` (validation top-1, percent), recorded in :attr:`anytime`."""
+        value = super().score(model, seed=seed, batches=batches)
+        self._record("score", val_top1=float(value))
+        return value
+
+    def _record(self, event: str, **fields: Any) -> None:
+        self.anytime.append(
+            {
+                "event": event,
+                "samples": int(self.budget.samples),
+                "search_seconds": round(float(self.budget.seconds), 3),
+                **fields,
+            }
+        )
 
     def candidate_feasible(self, candidate: Candidate) -> bool | None:
         """Whether ``candidate`` meets the task's limit as the harness will cost it (under

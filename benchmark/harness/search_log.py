@@ -1,6 +1,8 @@
-"""A trial's search log on disk: what the method's :class:`SearchResult` ``log`` holds (e.g.
-DNAS's samples and feasible share, HAQ's episodes, QFA's predictor), kept beside the
-trial's ``log.txt`` as ``search_log.json`` so that a claim or an audit can read it later."""
+"""A trial's search records on disk, beside its ``log.txt``: ``search_log.json``, what the
+method's :class:`SearchResult` ``log`` holds (e.g. DNAS's samples and feasible share, HAQ's
+episodes, QFA's predictor), and ``anytime.json``, every ``ctx.score`` and ``ctx.offer`` with
+the samples and seconds the search had spent then, so that a claim, an audit or an anytime
+curve can read them later."""
 
 from __future__ import annotations
 
@@ -31,6 +33,31 @@ def write_search_log(trial_dir: Path, search_log: Any) -> Path | None:
         log.warning("the search log was not written to %s: %s", path, err)
         return None
     return path
+
+
+ANYTIME = "anytime.json"
+"""The trial's anytime record (``ctx.anytime``), in its folder."""
+
+
+def write_anytime(trial_dir: Path, events: list[dict[str, Any]]) -> Path | None:
+    """Write the search's anytime record to ``trial_dir / anytime.json`` (``{"events":
+    [...]}``: each ``ctx.score`` and ``ctx.offer`` with ``samples`` charged and
+    ``search_seconds`` then, ``val_top1`` in percent where known); ``None`` when it could
+    not be written (logged, as the search log)."""
+    path = Path(trial_dir) / ANYTIME
+    try:
+        text = json.dumps({"events": _finite(events)}, indent=None, default=_plain)
+        atomic_write_text(path, text + "\n")
+    except (OSError, TypeError, ValueError) as err:
+        log.warning("the anytime record was not written to %s: %s", path, err)
+        return None
+    return path
+
+
+def read_anytime(trial_dir: Path) -> list[dict[str, Any]]:
+    """The anytime record a trial wrote (its events), or ``[]``."""
+    path = Path(trial_dir) / ANYTIME
+    return json.loads(path.read_text())["events"] if path.exists() else []
 
 
 def read_search_log(trial_dir: Path) -> Any:

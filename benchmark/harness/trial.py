@@ -46,7 +46,7 @@ from benchmark.harness.accounting import DeviceShare, current_node, fp_start_fie
 from benchmark.harness.evaluation import evaluate_candidate
 from benchmark.harness.failures import error_text, status_of
 from benchmark.harness.records import ResultRow, versions
-from benchmark.harness.search_log import write_search_log
+from benchmark.harness.search_log import write_anytime, write_search_log
 from benchmark.harness.shared_storage import check_visible
 from benchmark.harness.spec import (
     LABEL_OPTION,
@@ -344,6 +344,7 @@ def _search_and_evaluate(
         return _stamped([with_cost(base, status=status_of(err), error=error_text(err))])
     base = with_cost(base, stopped_by_budget=stopped)
     write_search_log(spec.trial_dir, result.log)
+    write_anytime(spec.trial_dir, ctx.anytime)
     progress.base = base  # a timeout from here on keeps the search's cost
     for index, candidate in enumerate(result.candidates):
         progress.rows.extend(
