@@ -72,3 +72,28 @@ def test_a_run_keeps_each_trials_anytime_record(tmp_path: Path, cache_dir: Path)
         best = max(best, score["val_top1"])
         assert offer["candidates"] == 1 and offer["val_top1"] == pytest.approx(best)
     assert read_anytime(tmp_path / "none") == []
+
+
+def test_the_board_draws_anytime_curves_from_the_trials(tmp_path: Path, cache_dir: Path) -> None:
+    """Two seeds of ``random`` (three scored samples each): the board's anytime figure is
+    written, and each seed's best-so-far curve never falls."""
+    import numpy as np
+
+    from benchmark.report.plot_anytime import best_so_far, read_anytime_events
+
+    options = json.dumps({"random": {"num_samples": 3, "top_k": 1}})
+    argv = ["run", "--methods", "random", "--space", "resnet20", "--preset", str(TINY),
+            "--executor", "serial", "--out", str(tmp_path), "--run-id", "any", "--seeds",
+            "0,1", "--cache-dir", str(cache_dir), "--method-options", options]  # fmt: skip
+    assert main(argv) == 0
+    run = tmp_path / "runs" / "any"
+    (figure,) = run.glob("anytime_*.png")
+    assert figure.stat().st_size > 1000 and "bitops-0.3" in figure.name
+    assert figure.name in (run / "leaderboard.html").read_text()
+    events = read_anytime_events([tmp_path])
+    assert set(events["seed"]) == {0, 1} and set(events["event"]) == {"score", "offer"}
+    grid = np.geomspace(1, events["samples"].max() * 2, 20)
+    for _, trial in events.groupby("trial_key"):
+        curve = best_so_far(trial, grid)
+        known = curve[np.isfinite(curve)]
+        assert known.size and (np.diff(known) >= 0).all() and np.isnan(curve[0])

@@ -432,6 +432,7 @@ def _write_leaderboard(
     try:
         from benchmark.report.leaderboard import build_leaderboard
         from benchmark.report.load import load_runs
+        from benchmark.report.plot_anytime import plot_anytime
         from benchmark.report.plots import write_plots
         from benchmark.report.render import write_leaderboard
     except ImportError:  # the leaderboard module is optional until it lands
@@ -446,6 +447,7 @@ def _write_leaderboard(
     staging = Path(tempfile.mkdtemp(prefix=".leaderboard-", dir=out_dir))
     try:  # the set is written whole or not at all: staged, then renamed into place
         figures = write_plots(board.frame, staging)  # first: the HTML page embeds them
+        figures += plot_anytime(run_dirs, staging, board.frame)
         staged = [*write_leaderboard(board, staging, figures), *figures]
         paths = [out_dir / path.name for path in staged]
         for path, target in zip(staged, paths, strict=True):

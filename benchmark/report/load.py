@@ -30,21 +30,29 @@ def load_runs(run_dirs: Sequence[Path]) -> pd.DataFrame:
         LeaderboardError: when no records could be read at all.
     """
     frames: list[pd.DataFrame] = []
-    seen: set[Path] = set()
-    for entry in run_dirs:
-        for run_dir in _run_folders(Path(entry)):
-            key = run_dir.resolve()
-            if key in seen:
-                continue
-            seen.add(key)
-            frame = _read_run(run_dir)
-            if frame is not None:
-                frames.append(frame)
+    for run_dir in run_folders(run_dirs):
+        frame = _read_run(run_dir)
+        if frame is not None:
+            frames.append(frame)
     if not frames:
         names = ", ".join(str(p) for p in run_dirs) or "(no paths given)"
         raise LeaderboardError(f"no readable records.parquet or records.csv in: {names}")
     frame = normalise(pd.concat(frames, ignore_index=True))
     return drop_duplicate_rows(frame)
+
+
+def run_folders(run_dirs: Sequence[Path]) -> list[Path]:
+    """The run folders (or single records files) that ``run_dirs`` stand for, each once
+    (a path that is no run, or holds none, is warned about and skipped)."""
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for entry in run_dirs:
+        for run_dir in _run_folders(Path(entry)):
+            key = run_dir.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append(run_dir)
+    return out
 
 
 def _run_folders(path: Path) -> list[Path]:

@@ -8,6 +8,10 @@
   track, the test top-1 (%) of the candidate selected on validation accuracy against the
   trial's search device-hours, a panel per constraint, a "no search" column, failed trials
   listed; one figure per (space, dataset, preset).
+* :func:`~benchmark.report.plot_anytime.plot_anytime` (from the run folders' trials, not
+  the rows): the best validation top-1 a search had measured against the samples charged,
+  median and 25–75% band over seeds per method; one figure per (space, dataset, preset,
+  constraint).
 
 Presets are kept apart because their recipes differ (a smoke run and a paper run on one
 axis would mislead); the preset is part of every title and file name, and so is the code
