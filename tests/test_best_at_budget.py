@@ -187,3 +187,33 @@ def test_text_a_spreadsheet_would_run_is_written_as_text(tmp_path) -> None:
         assert ",=HYPERLINK" not in text and ",@cmd" not in text and "\\n=" not in text
     long = pd.read_csv(tmp_path / "leaderboard_long.csv")
     assert (long.loc[long["metric"] == "vs_best_diff", "value"].dropna() < 0).any()  # numbers
+
+
+# ------------------------------------------------------------- critical-difference diagram
+def test_nemenyi_critical_difference_matches_demsars_table() -> None:
+    from benchmark.report.plot_cd import critical_difference
+
+    # q_0.05 from Demšar (2006), Table 5: k = 2, 3, 5, 10 → 1.960, 2.343, 2.728, 3.164
+    for k, q in ((2, 1.960), (3, 2.343), (5, 2.728), (10, 3.164)):
+        assert critical_difference(k, 6) == pytest.approx(q * math.sqrt(k * (k + 1) / 36), 1e-3)
+    assert math.isnan(critical_difference(1, 5)) and math.isnan(critical_difference(3, 0))
+
+
+def test_the_diagram_ranks_complete_tasks_and_joins_the_indistinguishable(tmp_path) -> None:
+    from benchmark.report.plot_cd import plot_critical_difference, task_ranks
+
+    rows = []
+    for t in range(10):  # ten tasks: A always first, B second, C third (C far behind)
+        constraint = f"bitops<=0.{t + 1:02d}"
+        for m, v in (("A", 92.0), ("B", 91.0), ("C", 80.0)):
+            rows += [row(m, s, top1_test=v + 0.1 * s, top1_val=v, constraint=constraint)
+                     for s in range(2)]  # fmt: skip
+    rows.append(row("D", 0, top1_test=99.0, top1_val=99.0, constraint="bitops<=0.01"))
+    lb = build_leaderboard(frame_of(*rows))
+    ranks = task_ranks(lb.aggregate)
+    assert list(ranks.columns) == ["A", "B", "C", "D"] and len(ranks) == 1  # D ran one task
+    lb = build_leaderboard(frame_of(*[r for r in rows if r.method != "D"]))
+    ranks = task_ranks(lb.aggregate)
+    assert len(ranks) == 10 and ranks.mean().to_dict() == {"A": 1.0, "B": 2.0, "C": 3.0}
+    (path,) = plot_critical_difference(lb.aggregate, tmp_path)
+    assert path.name == "critical_difference_retrain.png" and path.stat().st_size > 1000

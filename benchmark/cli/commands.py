@@ -433,6 +433,7 @@ def _write_leaderboard(
         from benchmark.report.leaderboard import build_leaderboard
         from benchmark.report.load import load_runs
         from benchmark.report.plot_anytime import plot_anytime
+        from benchmark.report.plot_cd import plot_critical_difference
         from benchmark.report.plots import write_plots
         from benchmark.report.render import write_leaderboard
     except ImportError:  # the leaderboard module is optional until it lands
@@ -448,6 +449,7 @@ def _write_leaderboard(
     try:  # the set is written whole or not at all: staged, then renamed into place
         figures = write_plots(board.frame, staging)  # first: the HTML page embeds them
         figures += plot_anytime(run_dirs, staging, board.frame)
+        figures += plot_critical_difference(board.aggregate, staging)
         staged = [*write_leaderboard(board, staging, figures), *figures]
         paths = [out_dir / path.name for path in staged]
         for path, target in zip(staged, paths, strict=True):

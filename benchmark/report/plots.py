@@ -12,6 +12,9 @@
   the rows): the best validation top-1 a search had measured against the samples charged,
   median and 25–75% band over seeds per method; one figure per (space, dataset, preset,
   constraint).
+* :func:`~benchmark.report.plot_cd.plot_critical_difference` (from the aggregate): the
+  methods' average ranks over the tasks every method ranked in, retrain track, with the
+  Nemenyi critical difference (α 0.05); one figure.
 
 Presets are kept apart because their recipes differ (a smoke run and a paper run on one
 axis would mislead); the preset is part of every title and file name, and so is the code
