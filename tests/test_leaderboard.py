@@ -15,7 +15,12 @@ from benchmark.harness.records import ResultRow, RunStore, rows_to_frame
 from benchmark.report.aggregate import AGGREGATE_COLUMNS, aggregate
 from benchmark.report.leaderboard import Leaderboard, build_leaderboard
 from benchmark.report.load import LeaderboardError, load_runs
-from benchmark.report.pareto import hypervolume, hypervolume_table, pareto_front
+from benchmark.report.pareto import (
+    POOLED_FRONT_KEYS,
+    hypervolume,
+    hypervolume_table,
+    pareto_front,
+)
 from benchmark.report.ranks import average_rank
 from benchmark.report.render import write_leaderboard
 
@@ -242,7 +247,7 @@ def test_hypervolume_table_is_per_seed_then_averaged() -> None:
         infeasible("A", 1, 2, top1_test=99.0),
         failed("B", 0),
     )  # fmt: skip
-    hv = hypervolume_table(frame).set_index("method")
+    hv = hypervolume_table(frame, keys=POOLED_FRONT_KEYS).set_index("method")
     values = [67.5, 46.0]
     assert hv.loc["A", "hypervolume_mean"] == pytest.approx(np.mean(values))
     assert hv.loc["A", "hypervolume_std"] == pytest.approx(np.std(values, ddof=1))
@@ -251,6 +256,12 @@ def test_hypervolume_table_is_per_seed_then_averaged() -> None:
     assert hv.loc["A", "n"] == 2 and hv.loc["A", "seeds"] == "0,1"
     assert hv.loc["A", "median_seed"] == 1  # the lower of two: 46 < 67.5
     assert hv.loc["B", "hypervolume_mean"] == 0.0 and hv.loc["B", "n"] == 1  # ran, no point
+    # the board's hypervolume is per constraint: each limit's own candidates, never pooled
+    per_limit = hypervolume_table(frame).set_index(["method", "constraint"])["hypervolume_mean"]
+    assert per_limit.to_dict() == pytest.approx(
+        {("A", "bitops<=0.25"): 67.5, ("A", "bitops<=0.5"): 46.0, ("A", "bitops<=0.75"): 0.4 * 91,
+         ("B", "bitops<=0.5"): 0.0}
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- loading

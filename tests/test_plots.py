@@ -65,6 +65,8 @@ def test_accuracy_vs_bitops_one_png_per_track(frame: pd.DataFrame, tmp_path: Pat
     assert sorted(p.name for p in paths) == [
         "acc_vs_bitops_resnet20_digits_smoke_inherit.png",
         "acc_vs_bitops_resnet20_digits_smoke_retrain.png",
+        "appendix_seed_fronts_resnet20_digits_smoke_inherit.png",
+        "appendix_seed_fronts_resnet20_digits_smoke_retrain.png",
     ]
     for path in paths:
         assert_png(path)
@@ -88,7 +90,7 @@ def test_selected_per_trial_uses_validation(frame: pd.DataFrame) -> None:
 def test_single_point_method_and_write_plots(tmp_path: Path) -> None:
     one = rows_to_frame([row("solo", 0, 0, 0.3, 80.0, search_device_hours=0.0)])
     paths = write_plots(one, tmp_path / "plots")
-    assert len(paths) == 2
+    assert len(paths) == 3  # the median front, its seeds' appendix, the search cost
     for path in paths:
         assert_png(path)
 
@@ -177,13 +179,34 @@ def test_bitops_figure_draws_each_seeds_front() -> None:
             row("A", 2, 0, 0.3, 85.0),
         ]
     )  # fmt: skip
-    (fig,) = figures_accuracy_vs_bitops(frame).values()
+    figures = figures_accuracy_vs_bitops(frame)
+    median, seeds = (figures[f"{k}_resnet20_digits_smoke_retrain.png"]
+                     for k in ("acc_vs_bitops", "appendix_seed_fronts"))  # fmt: skip
     try:
-        ax = fig.axes[0]
+        ax = seeds.axes[0]  # the appendix: every seed's front
         fronts = [line for line in ax.lines if line.get_drawstyle().startswith("steps")]
         assert len(fronts) == 3  # one per seed, not one pooled front
         widths = sorted(line.get_linewidth() for line in fronts)
         assert widths == [0.8, 0.8, 2.0]  # the median-hypervolume seed is drawn thick
         assert "A (3 seed(s); thick: seed 1)" in [t.get_text() for t in ax.get_legend().texts]
+        ax = median.axes[0]  # the main figure: one median line per method, its band
+        (line,) = [ln for ln in ax.lines if ln.get_drawstyle().startswith("steps")]
+        assert "A (median of 3 seeds)" in [t.get_text() for t in ax.get_legend().texts]
+        y = line.get_ydata()
+        # the median of the seeds' attainments: 88 from 0.25 (90, 88, none yet), still 88
+        # from 0.3 (90, 88, 85), 91 from 0.5 (92, 91, 85)
+        assert y[0] == 88.0 and y[-1] == 91.0 and list(y) == sorted(y)
+        assert ax.collections  # the 25–75% band
     finally:
-        plt.close(fig)
+        plt.close(median)
+        plt.close(seeds)
+
+
+def test_attainment_is_the_best_front_point_at_or_below_each_cost() -> None:
+    import numpy as np
+
+    from benchmark.report.plot_fronts import attainment
+
+    front = pd.DataFrame({"bitops_ratio_w8a8": [0.5, 0.2, 0.3], "top1_test": [92.0, 88.0, 90.0]})
+    got = attainment(front, np.array([0.1, 0.2, 0.25, 0.3, 0.49, 0.5, 0.9]))
+    assert got.tolist() == [-np.inf, 88.0, 88.0, 90.0, 90.0, 92.0, 92.0]

@@ -4,9 +4,10 @@ Cost is BitOPs / W8A8 BitOPs (minimised), accuracy is top-1 in percent (maximise
 unit of a hypervolume is ratio × percent (100 is the unreachable maximum), computed with
 pymoo's ``HV`` indicator.
 
-A front is computed per (code version, space, dataset, preset, track, method, seed) from
-that seed's final candidates (every feasible ``ok`` candidate of its trials, pooled over
-constraints): the candidates are chosen on **validation** top-1 (non-dominated in
+A front is computed per (code version, space, dataset, preset, constraint, track, method,
+seed) from that seed's final candidates within that constraint (every feasible ``ok``
+candidate of the trial; the figures pool a seed's constraints instead,
+:data:`POOLED_FRONT_KEYS`): the candidates are chosen on **validation** top-1 (non-dominated in
 (cost, val)) and the hypervolume is that of their **test** top-1, so test accuracy never
 picks a point. A seed without a feasible candidate has hypervolume 0; a front point
 without a test score makes that seed's hypervolume missing (NaN). The tables report the
@@ -24,7 +25,13 @@ from benchmark.report.selection import CANDIDATE_KEYS, assign_tracks, prepared, 
 from benchmark.report.stats import t_half_width
 from benchmark.report.versions import CODE_VERSION
 
-FRONT_KEYS: tuple[str, ...] = (CODE_VERSION, "space", "dataset", "preset", "track", "method")
+FRONT_KEYS: tuple[str, ...] = (
+    CODE_VERSION, "space", "dataset", "preset", "constraint", "track", "method"
+)  # fmt: skip
+"""A hypervolume's keys: per constraint, so a method that returns one candidate per limit
+is compared with the others at that limit only, never against fronts pooled over limits."""
+POOLED_FRONT_KEYS: tuple[str, ...] = tuple(k for k in FRONT_KEYS if k != "constraint")
+"""A figure's fronts: a seed's candidates over every constraint of the task."""
 SEED_FRONT_KEYS: tuple[str, ...] = (*FRONT_KEYS, "seed")
 DEFAULT_REF: tuple[float, float] = (1.0, 0.0)
 
@@ -98,14 +105,16 @@ def hypervolume(
     return float(indicator(np.column_stack([arr[:, 0], -arr[:, 1]])))
 
 
-def seed_front_candidates(frame: pd.DataFrame) -> pd.DataFrame:
+def seed_front_candidates(frame: pd.DataFrame, keys: Sequence[str] = FRONT_KEYS) -> pd.DataFrame:
     """The candidate rows on each seed's validation front (see the module doc), with
-    ``on_front`` marking them among all of that seed's final candidates."""
+    ``on_front`` marking them among all of that seed's final candidates; fronts per
+    ``keys`` and seed."""
+    seed_keys = [*keys, "seed"]
     rows = assign_tracks(prepared(frame))
     usable = rows[selectable(rows) & np.isfinite(rows["bitops_ratio_w8a8"])]
     usable = usable.drop_duplicates(list(CANDIDATE_KEYS)).sort_values(list(CANDIDATE_KEYS))
     parts = []
-    for _, group in usable.groupby(list(SEED_FRONT_KEYS), sort=True):
+    for _, group in usable.groupby(seed_keys, sort=True):
         mask = front_mask(group["bitops_ratio_w8a8"].to_numpy(), group["top1_val"].to_numpy())
         parts.append(group.assign(on_front=mask))
     if not parts:
@@ -113,18 +122,22 @@ def seed_front_candidates(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def seed_hypervolumes(frame: pd.DataFrame, ref: tuple[float, float] = DEFAULT_REF) -> pd.DataFrame:
-    """Per (code version, space, dataset, preset, track, method, seed) run: the hypervolume
-    of its validation front's test top-1 (0 for no feasible candidate, NaN when a front
-    point has no test score), ``n_points`` (its final candidates) and ``n_front``."""
-    columns = [*SEED_FRONT_KEYS, "hypervolume", "n_points", "n_front", "missing_test"]
+def seed_hypervolumes(
+    frame: pd.DataFrame, ref: tuple[float, float] = DEFAULT_REF, keys: Sequence[str] = FRONT_KEYS
+) -> pd.DataFrame:
+    """Per ``keys`` (default: code version, space, dataset, preset, constraint, track,
+    method) and seed: the hypervolume of its validation front's test top-1 (0 for no
+    feasible candidate, NaN when a front point has no test score), ``n_points`` (its final
+    candidates) and ``n_front``."""
+    seed_keys = [*keys, "seed"]
+    columns = [*seed_keys, "hypervolume", "n_points", "n_front", "missing_test"]
     rows = assign_tracks(prepared(frame))
     if rows.empty:
         return pd.DataFrame(columns=columns)
-    candidates = seed_front_candidates(frame)
-    groups = {key: g for key, g in candidates.groupby(list(SEED_FRONT_KEYS), sort=False)}
+    candidates = seed_front_candidates(frame, keys)
+    groups = {key: g for key, g in candidates.groupby(seed_keys, sort=False)}
     records = []
-    seeds = rows[list(SEED_FRONT_KEYS)].drop_duplicates().sort_values(list(SEED_FRONT_KEYS))
+    seeds = rows[seed_keys].drop_duplicates().sort_values(seed_keys)
     for key in seeds.itertuples(index=False, name=None):
         group = groups.get(key)
         if group is None:
@@ -138,14 +151,18 @@ def seed_hypervolumes(frame: pd.DataFrame, ref: tuple[float, float] = DEFAULT_RE
     return pd.DataFrame.from_records(records, columns=columns)
 
 
-def hypervolume_table(frame: pd.DataFrame, ref: tuple[float, float] = DEFAULT_REF) -> pd.DataFrame:
-    """Per (code version, space, dataset, preset, track, method): the seeds' hypervolumes
-    summarised (columns :data:`HYPERVOLUME_COLUMNS`)."""
-    per_seed = seed_hypervolumes(frame, ref)
+def hypervolume_table(
+    frame: pd.DataFrame, ref: tuple[float, float] = DEFAULT_REF, keys: Sequence[str] = FRONT_KEYS
+) -> pd.DataFrame:
+    """Per ``keys`` (default :data:`FRONT_KEYS`: per constraint): the seeds' hypervolumes
+    summarised (columns :data:`HYPERVOLUME_COLUMNS`, with ``keys`` in place of the
+    default keys)."""
+    columns = [*keys, *HYPERVOLUME_COLUMNS[len(FRONT_KEYS) :]]
+    per_seed = seed_hypervolumes(frame, ref, keys)
     if per_seed.empty:
-        return pd.DataFrame(columns=list(HYPERVOLUME_COLUMNS))
+        return pd.DataFrame(columns=columns)
     records = []
-    for key, group in per_seed.groupby(list(FRONT_KEYS), sort=True):
+    for key, group in per_seed.groupby(list(keys), sort=True):
         valued = group[np.isfinite(group["hypervolume"])].sort_values(["hypervolume", "seed"])
         values = valued["hypervolume"].to_numpy()
         median = int(valued["seed"].iloc[(len(valued) - 1) // 2]) if len(valued) else -1
@@ -163,4 +180,4 @@ def hypervolume_table(frame: pd.DataFrame, ref: tuple[float, float] = DEFAULT_RE
                 float(group["n_front"].mean()),
             )
         )
-    return pd.DataFrame.from_records(records, columns=list(HYPERVOLUME_COLUMNS))
+    return pd.DataFrame.from_records(records, columns=columns)

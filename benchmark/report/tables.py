@@ -265,13 +265,15 @@ def _hypervolume_overview(lb: Leaderboard) -> Table:
             cells.append(_hypervolume_cell(hit.iloc[0]) if len(hit) else ("—", None))
         rows.append(cells)
     note = (
-        "Per seed, the front of the method's final candidates (pooled over constraints) is "
+        "Per seed and constraint, the front of the method's final candidates at that limit "
+        "(never pooled over limits, so a method that returns one candidate per limit is "
+        "compared at each limit; its hypervolume is that one point's area) is "
         "chosen on validation top-1 vs BitOPs / W8A8 BitOPs and measured with their test "
         "top-1 (%) (pymoo's HV, reference point: cost "
         f"{DEFAULT_REF[0]:g}, top-1 {DEFAULT_REF[1]:g} %; unit ratio × %, 100 is the "
         "unreachable maximum); a seed without a feasible candidate counts 0. Cells: mean over "
         "seeds ± half-width of its 95% t-interval (n = seeds with a value / seeds run). "
-        "Columns: space/dataset/preset/track."
+        "Columns: space/dataset/preset/constraint/track."
     )
     return Table(title, ["method", *columns], rows, note, name="hypervolume")
 
