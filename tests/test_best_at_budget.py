@@ -217,3 +217,34 @@ def test_the_diagram_ranks_complete_tasks_and_joins_the_indistinguishable(tmp_pa
     assert len(ranks) == 10 and ranks.mean().to_dict() == {"A": 1.0, "B": 2.0, "C": 3.0}
     (path,) = plot_critical_difference(lb.aggregate, tmp_path)
     assert path.name == "critical_difference_retrain.png" and path.stat().st_size > 1000
+
+
+# --------------------------------------------------------------------------- method cards
+def test_a_method_card_shows_its_bits_costs_failures_and_options(tmp_path) -> None:
+    import json
+
+    from benchmark.report.cards import bit_table, plot_method_cards
+    from benchmark.report.selection import assign_tracks, prepared, select_per_seed
+
+    def policy(w: int, a: int) -> str:
+        return json.dumps({"conv1": {"w_bits": 8, "a_bits": 8}, "l1": {"w_bits": w, "a_bits": a}})
+
+    rows = [
+        row("A", 0, top1_val=90.0, policy=policy(2, 4), method_options='{"x": 1}',
+            search_device_hours=0.5),
+        row("A", 1, top1_val=90.0, policy=policy(4, 4), method_options='{"x": 1}',
+            search_device_hours=1.5),
+        row("A", 1, 1, top1_val=10.0, policy=policy(8, 8)),  # not selected: lower val
+        failed("A", 2, status="timeout", error="the trial ran 3600 s\nmore"),
+    ]  # fmt: skip
+    frame = frame_of(*rows)
+    selected = select_per_seed(assign_tracks(prepared(frame)))
+    table = bit_table(selected[selected["track"] == "retrain"])
+    assert table.loc["l1"].to_dict() == {("bitops<=0.5", "W"): 3.0, ("bitops<=0.5", "A"): 4.0}
+    assert list(table.index) == ["conv1", "l1"]
+    (path,) = plot_method_cards(frame, tmp_path)
+    assert path.name == "card_bits_A_resnet20_digits_smoke.png"
+    md = render_markdown(build_leaderboard(frame))
+    card = md[md.index("### A", md.index("## Method cards")) :]
+    assert "| resnet20 · digits · smoke · bitops<=0.5 | 3 | 1 |" in card  # mean of 0.5, 1.5
+    assert "seed 2: `timeout` the trial ran 3600 s" in card and 'Options: `{"x": 1}`' in card

@@ -430,6 +430,7 @@ def _write_leaderboard(
     show: bool = True,
 ) -> list[Path]:
     try:
+        from benchmark.report.cards import plot_method_cards
         from benchmark.report.leaderboard import build_leaderboard
         from benchmark.report.load import load_runs
         from benchmark.report.plot_anytime import plot_anytime
@@ -450,6 +451,7 @@ def _write_leaderboard(
         figures = write_plots(board.frame, staging)  # first: the HTML page embeds them
         figures += plot_anytime(run_dirs, staging, board.frame)
         figures += plot_critical_difference(board.aggregate, staging)
+        figures += plot_method_cards(board.frame, staging)
         staged = [*write_leaderboard(board, staging, figures), *figures]
         paths = [out_dir / path.name for path in staged]
         for path, target in zip(staged, paths, strict=True):

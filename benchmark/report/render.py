@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmark.arena.files import atomic_write_text
+from benchmark.report.cards import card_lines
 from benchmark.report.exports import export_json, long_table, spreadsheet_safe
 from benchmark.report.html_page import render_html
 from benchmark.report.leaderboard import Leaderboard
@@ -36,6 +37,7 @@ def render_markdown(lb: Leaderboard) -> str:
         for row in table.rows:
             lines.append("| " + " | ".join(_md_cell(text) for text, _ in row) + " |")
         lines.append("")
+    lines += card_lines(lb.frame)
     return "\n".join(lines)
 
 
