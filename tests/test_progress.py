@@ -102,6 +102,23 @@ def test_stage_changes_always_pass_and_held_back_steps_follow() -> None:
     assert len(sent) == count
 
 
+def test_an_evaluation_does_not_show_the_last_training_loss() -> None:
+    clock, sent = FakeClock(), []
+    reporter = reporting.Reporter(sent.append, interval=0.0, burst=0.0, clock=clock)
+    reporter.stage("search")
+    with reporting.reporting(reporter):
+        with reporting.phase("train", total=2, milestones=True):
+            reporting.advance(2, 2, loss=0.75)
+        reporting.metrics(critic_loss=3.0, episode=1)
+        assert reporter.snapshot()["metrics"] == {"loss": 0.75, "critic_loss": 3.0, "episode": 1}
+        with reporting.phase("evaluate", total=100, unit="images"):
+            clock.now += 1
+            reporting.advance(50)
+            assert reporter.snapshot()["metrics"] == {"episode": 1}  # no stale loss
+        reporting.metrics(val_top1=71.5)  # what ctx.score reports when it is done
+    assert sent[-1]["metrics"] == {"episode": 1, "val_top1": 71.5}
+
+
 def test_background_sender_keeps_every_stage_and_the_newest_snapshot() -> None:
     delivered: list[list[dict]] = []
     sender = BackgroundSender(delivered.append, spacing=0.05)

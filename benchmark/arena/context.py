@@ -216,6 +216,7 @@ class Context(Toolkit):
         """:meth:`Toolkit.score` (validation top-1, percent), recorded in :attr:`anytime`."""
         value = super().score(model, seed=seed, batches=batches)
         self._record("score", val_top1=float(value))
+        reporting.metrics(val_top1=round(float(value), 2))  # what the view shows next
         return value
 
     def _record(self, event: str, **fields: Any) -> None:

@@ -100,6 +100,9 @@ class Reporter:
 
     # the recipes' level ---------------------------------------------------------------
     def open_phase(self, name: str, total: float | None, unit: str, milestones: bool) -> None:
+        if unit != "steps":  # an evaluation: the last training loss is not its figure
+            for key in [k for k in self._metrics if "loss" in k]:
+                del self._metrics[key]
         self._phases.append(_Phase(name, total, unit, self.clock(), milestones))
         self._offer(self.burst if milestones else self.interval)
 
