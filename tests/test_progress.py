@@ -291,3 +291,19 @@ def test_serial_run_reports_every_stage(
 def test_ray_run_reports_every_stage(tmp_path: Path, cache_dir: Path, ray_session, capsys) -> None:
     run_dir = _run(tmp_path, cache_dir, "--executor", "ray")
     _check_run(run_dir, capsys.readouterr().err)
+
+
+def test_the_finetune_counter_counts_the_feasible_candidates() -> None:
+    """Candidates over the limit are never trained: ``retrain finetune k/n`` counts the
+    feasible ones, so it ends at n/n."""
+    from types import SimpleNamespace
+
+    from benchmark.harness.evaluation import _feasible_place
+
+    over = {"W8A8", "W6A6"}
+    ctx = SimpleNamespace(candidate_feasible=lambda c: c.label not in over)
+    result = SimpleNamespace(
+        candidates=[SimpleNamespace(label=x) for x in ("W8A8", "W4A4", "W6A6", "W3A3")]
+    )
+    assert [_feasible_place(i, result, ctx) for i in (1, 3)] == [(1, 2), (2, 2)]
+    assert _feasible_place(0, None, ctx) == (1, 1)

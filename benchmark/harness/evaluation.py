@@ -69,8 +69,7 @@ def evaluate_candidate(
     row = _costed(row, space, policy, arch, candidate, ctx)
     if not row.feasible:
         return [row]
-    k = index + 1
-    n = len(result.candidates) if result is not None else k  # a lone candidate
+    k, n = _feasible_place(index, result, ctx)
     stage(stage_retrain(k, n))
     rows = [_track(row, "retrain", lambda out: _retrain(out, space, policy, arch, ctx, splits))]
     if candidate.weights is not None:
@@ -78,6 +77,16 @@ def evaluate_candidate(
         inherit = lambda out: _inherit(out, space, policy, arch, candidate, ctx, splits)  # noqa: E731
         rows.append(_track(row, "inherit", inherit))
     return rows
+
+
+def _feasible_place(index: int, result: SearchResult | None, ctx: Context) -> tuple[int, int]:
+    """``(k, n)``: candidate ``index`` is the k-th of the n feasible candidates of ``result``
+    (the ones that get trained; a counter over all of them would end short of its total)."""
+    if result is None:  # a lone candidate
+        return 1, 1
+    feasible = [ctx.candidate_feasible(c) is True for c in result.candidates]
+    k = sum(feasible[:index]) + 1
+    return k, max(sum(feasible), k)
 
 
 def _costed(
