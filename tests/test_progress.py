@@ -307,3 +307,18 @@ def test_the_finetune_counter_counts_the_feasible_candidates() -> None:
     )
     assert [_feasible_place(i, result, ctx) for i in (1, 3)] == [(1, 2), (2, 2)]
     assert _feasible_place(0, None, ctx) == (1, 1)
+
+
+def test_the_run_eta_is_never_a_bare_question_mark_or_zero_while_trials_run() -> None:
+    clock = FakeClock()
+    view = RunView(io.StringIO(), live=False, clock=clock, stamp=lambda: "")
+    view("run", {"kind": "queued", "trials": [("a", "uniform on x"), ("b", "random on x")]})
+    view("a", {"kind": "start", "label": "uniform on x"})
+    assert view.footer().endswith("ETA after the first trial ends")
+    clock.now += 10.0
+    view("a", {"kind": "end", "line": "[1/2] uniform on x: ok", "ok": True, "seconds": 10.0})
+    view("b", {"kind": "start", "label": "random on x"})
+    clock.now += 30.0  # b runs three times as long as a did, in no phase with an ETA
+    footer = view.footer()
+    assert "ETA 0s" not in footer and "ETA ?" not in footer
+    assert footer.endswith("past the mean trial's time")

@@ -223,8 +223,17 @@ class RunView:
         failed = f" ({self.failed} not ok)" if self.failed else ""
         return (
             f"{done} done{failed} · {running} running · {queued} queued · "
-            f"elapsed {duration(self.clock() - self.started)} · ETA {duration(self.run_eta())}"
+            f"elapsed {duration(self.clock() - self.started)} · {self.run_eta_text(running)}"
         )
+
+    def run_eta_text(self, running: int) -> str:
+        """The footer's ETA: never a bare ``?`` nor a ``0s`` while trials still run."""
+        eta = self.run_eta()
+        if eta is None:
+            return "ETA after the first trial ends"
+        if running and eta < 1:
+            return "ETA: the running trials are past the mean trial's time"
+        return f"ETA {duration(eta)}"
 
     def rows(self) -> list[list[str]]:
         """The live lines' cells: trial, task, stage, progress, samples, metrics, ETA."""
@@ -247,7 +256,8 @@ class RunView:
                     f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                     for k, v in list((e.get("metrics") or {}).items())[:3]
                 )
-                out.append([method, task, stage, step, samples, values, eta_text(e)])
+                eta = eta_text(e) if eta_seconds(e) is not None else "—"
+                out.append([method, task, stage, step, samples, values, eta])
         return out
 
     def __rich__(self) -> Any:
