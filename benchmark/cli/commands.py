@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import textwrap
 import threading
 import warnings
 from collections.abc import Sequence
@@ -39,10 +40,22 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     width = shutil.get_terminal_size((100, 24)).columns  # $COLUMNS, the terminal, or 100
 
-    def line(text: str) -> None:
-        """One line of the listing, reST markup stripped, cut to the terminal's width."""
+    def line(text: str, hang: int = 4) -> None:
+        """One entry of the listing, reST markup stripped, wrapped to the terminal's width.
+
+        Continuation lines are indented by ``hang`` characters (the description's column),
+        so nothing is cut off: an install hint at the end of a line stays readable.
+        """
         text = text.replace("``", "")
-        print(text if len(text) <= width else text[: max(width - 1, 20)] + "…")
+        print(
+            textwrap.fill(
+                text,
+                width=max(width, 40),
+                subsequent_indent=" " * hang,
+                break_on_hyphens=False,
+                break_long_words=False,
+            )
+        )
 
     if args.what in ("all", "methods"):
         line("methods:")
@@ -54,7 +67,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in names:
             cls = get_method(name)
             doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip()
-            line(f"  {name:12s} searches {cls.searches:18s} {doc.splitlines()[0]}")
+            line(f"  {name:12s} searches {cls.searches:18s} {doc.splitlines()[0]}", 43)
     if args.what in ("all", "spaces"):
         line("spaces:")
         for name in list_spaces():
@@ -62,11 +75,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.what in ("all", "datasets"):
         line("datasets:")
         for name in sorted(DATASETS):
-            line(f"  {name:14s} {DATASETS[name].description}")
+            line(f"  {name:14s} {DATASETS[name].description}", 17)
     if args.what in ("all", "presets"):
         line("presets:")
         for name in list_presets():
-            line(f"  {name:12s} {load_preset(name).description}")
+            line(f"  {name:12s} {load_preset(name).description}", 15)
     return EXIT_OK
 
 
