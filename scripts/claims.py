@@ -84,6 +84,22 @@ def machine() -> dict[str, Any]:
     }
 
 
+def harness_command(
+    args: argparse.Namespace, run_id: str, extra: list[str], space: str = SPACE
+) -> list[str]:
+    """The ``benchmark run`` command of the claim's run ``run_id``: a new run with the
+    claim's settings, or, where the run folder has its metadata, ``--resume`` alone (a
+    resumed run takes its settings from its metadata and refuses them on the line)."""
+    out = Path(args.out)
+    command = [sys.executable, "-m", "benchmark", "run", "--executor", "serial"]
+    command += ["--out", str(out)]
+    if (out / "runs" / run_id / "metadata.json").exists():
+        return [*command, "--resume", run_id]
+    command += ["--preset", args.preset, "--space", space, "--seeds", args.seeds]
+    command += ["--cpus-per-trial", str(args.threads), *extra]
+    return [*command, "--run-id", run_id]
+
+
 def run_harness(
     args: argparse.Namespace, name: str, extra: list[str], space: str = SPACE
 ) -> tuple[pd.DataFrame, dict]:
@@ -94,13 +110,7 @@ def run_harness(
     folder = out / "runs" / run_id
     measured = folder / "measured.json"
     if not (folder / "records.parquet").exists() or not measured.exists():
-        command = [sys.executable, "-m", "benchmark", "run", "--preset", args.preset]
-        command += ["--space", space]
-        command += ["--executor", "serial", "--seeds", args.seeds, "--out", str(out)]
-        command += ["--cpus-per-trial", str(args.threads), *extra]
-        command += (
-            ["--resume", run_id] if (folder / "metadata.json").exists() else ["--run-id", run_id]
-        )
+        command = harness_command(args, run_id, extra, space)
         before, wall = machine(), time.perf_counter()
         print(f"{run_id}: {' '.join(command[1:])}", flush=True)
         done = subprocess.run(command, check=False)

@@ -73,3 +73,23 @@ def test_qfa_stage_losses_and_extremes_come_from_the_search_log(claims) -> None:
     assert stages["stage1"]["non_finite"]
     ends = claims.extremes_by_seed({("qfa", 3): log, ("other", 3): {}}, "qfa")
     assert ends["min"].to_dict() == {3: 50.0} and ends["max"].to_dict() == {3: 80.0}
+
+
+def test_an_interrupted_claim_resumes_without_the_settings_resume_refuses(claims, tmp_path) -> None:
+    import argparse
+
+    from benchmark.cli.parser import build_parser
+    from benchmark.harness.benchmark_run import RESUMED_SETTINGS
+
+    args = argparse.Namespace(out=str(tmp_path), preset="fmnist", seeds="0,1", threads=2)
+    extra = ["--methods", "dnas", "--method-options", '{"dnas": {"beta": 0.2}}']
+    fresh = claims.harness_command(args, "claim-x", extra)
+    assert fresh[-2:] == ["--run-id", "claim-x"] and "--methods" in fresh
+    (tmp_path / "runs" / "claim-x").mkdir(parents=True)
+    (tmp_path / "runs" / "claim-x" / "metadata.json").write_text("{}")
+    resumed = claims.harness_command(args, "claim-x", extra)
+    assert resumed[-2:] == ["--resume", "claim-x"]
+    parsed = build_parser().parse_args(resumed[3:])  # after python -m benchmark
+    assert parsed.out == str(tmp_path) and parsed.executor == "serial"
+    given = [name for name in RESUMED_SETTINGS if getattr(parsed, name, None) is not None]
+    assert given == []  # what the CLI would refuse beside --resume
