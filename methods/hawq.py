@@ -302,8 +302,8 @@ class HAWQ(Method):
         def on_round(rounds: int, estimates: Mapping[str, TraceEstimate]) -> None:
             if rounds & (rounds - 1) == 0:  # 1, 2, 4, 8, ...: the answer so far
                 offered[rounds] = allocate(estimates, rounds)
-                ctx.offer(offered[rounds])
                 log["offers"].append(rounds)
+                ctx.offer(offered[rounds], log=log)
 
         estimates = hutchinson_traces(
             probe, max_iter=settings.max_iter, min_iter=settings.min_iter, tol=settings.tol,
@@ -314,7 +314,7 @@ class HAWQ(Method):
         candidate = offered.get(rounds) or allocate(estimates, rounds)
         per_layer = omega(estimates)
         _log_result(ctx, log, estimates, rounds, per_layer, candidate, searchable)
-        ctx.offer(candidate)
+        ctx.offer(candidate, log=log)
         candidates = [candidate, *self._ratio_candidates(ctx, arch, groups, pairs, per_layer,
                                                          budget, rounds, log)]  # fmt: skip
         return SearchResult(candidates, log=log)

@@ -336,7 +336,7 @@ class OMPQ(Method):
                 )
                 log["runs"].append(run_log)
                 candidates.append(candidate)
-                ctx.offer(*candidates)  # the answer so far, if the budget ends the search
+                ctx.offer(*candidates, log=log)  # the answer so far, if the budget ends it
         return SearchResult(candidates, log=log)
 
     def _orm(

@@ -252,7 +252,7 @@ class OQAT(Method):
                 break
             candidates += found
             candidates.sort(key=lambda c: -c.meta["val_top1"])
-            ctx.offer(*candidates)
+            ctx.offer(*candidates, log=log)
             ctx.save_checkpoint(
                 {
                     "version": CHECKPOINT_VERSION,

@@ -536,7 +536,9 @@ def test_search_on_resnet20_meets_the_constraint_and_logs_each_epoch(weights, tm
     ctx = make_ctx("resnet20", tmp_path, constraint="bitops<=0.5", reports=reports)
     offers: list[list[str]] = []
     offer = ctx.offer
-    ctx.offer = lambda *cands: (offers.append([c.label for c in cands]), offer(*cands))[-1]
+    ctx.offer = lambda *cands, **kw: (offers.append([c.label for c in cands]), offer(*cands, **kw))[
+        -1
+    ]
     bits = None if weights == "shared" else [2, 4]  # the space's {2, 3, 4, 8}, or fewer convs
     result = DNAS(RECIPE, weights=weights, bits=bits, samples=2, select="proxy").search(ctx)
     space, log = ctx.space, result.log
@@ -566,6 +568,9 @@ def test_search_on_resnet20_meets_the_constraint_and_logs_each_epoch(weights, tm
     feasible_epochs = sum(e["argmax_feasible"] for e in epochs)
     assert offers[:feasible_epochs] == [["dnas-argmax"]] * feasible_epochs
     assert offers[-1] == [c.label for c in result.candidates]
+    kept = ctx.offered_log  # what a budget stop would keep: every epoch, the scored samples
+    assert kept["epochs"] == epochs and kept["variant"] == log["variant"]
+    assert kept["samples"] == [s for s in log["samples"] if s["val_top1"] is not None]
 
 
 def test_sampled_selection_offers_the_first_feasible_draws_unscored(tmp_path) -> None:

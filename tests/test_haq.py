@@ -398,7 +398,7 @@ def test_search_meets_the_constraint_and_logs_every_episode(
     ctx = make_ctx(micro, micro_fp, splits, tmp_path, "bitops<=0.25")
     offers = []
     original = ctx.offer
-    ctx.offer = lambda *c: (offers.append(c), original(*c))  # type: ignore[method-assign]
+    ctx.offer = lambda *c, **kw: (offers.append(c), original(*c, **kw))  # type: ignore[method-assign]
     result = haq_for(ctx, top_k=3).search(ctx)
     log = json.loads(json.dumps(result.log))  # JSON-serialisable
     episodes = log["episodes"]
@@ -407,6 +407,7 @@ def test_search_meets_the_constraint_and_logs_every_episode(
     assert [e["sigma"] for e in episodes] == [None, None, None, pytest.approx(0.45)]
     assert episodes[2]["critic_loss"] is None and np.isfinite(episodes[3]["critic_loss"])
     assert len(offers) == 4 and all(1 <= len(o) <= 3 for o in offers)
+    assert ctx.offered_log["episodes"] == result.log["episodes"]  # what a budget stop keeps
     samples_per_episode = 2 * 64 + 64 + len(splits.val)  # finetune, recalibration, validation
     assert ctx.budget.samples == (64 + len(splits.val)) + 4 * samples_per_episode  # + FP score
     for entry in episodes:

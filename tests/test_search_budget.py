@@ -56,6 +56,21 @@ def test_the_sample_budget_ends_a_search_and_its_offered_answer_is_evaluated(
     assert row.top1_test == row.top1_test  # evaluated (not NaN)
 
 
+def test_a_budget_keeps_the_search_log_offered_with_the_answer(
+    tmp_path: Path, cache_dir: Path, plugins
+) -> None:
+    options = json.dumps({"mpqbench_fake:Offering": {"log": True}})
+    code, rows = run(
+        tmp_path, cache_dir, "r", "--methods", "mpqbench_fake:Offering",
+        "--method-options", options, "--max-search-samples", "1000",
+    )  # fmt: skip
+    assert code == 0 and rows["stopped_by_budget"].all()
+    (trial,) = (tmp_path / "runs" / "r" / "trials").iterdir()
+    log = json.loads((trial / "search_log.json").read_text())
+    assert log["steps"] == list(range(11))  # offered at steps 0..10, the 11th charge stopped it
+    assert "budget" in log["stopped_by_budget"]
+
+
 def test_the_wall_clock_ends_a_search_that_never_charges(
     tmp_path: Path, cache_dir: Path, plugins
 ) -> None:

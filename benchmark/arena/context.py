@@ -76,6 +76,9 @@ class Context(Toolkit):
     reporter: Callable[[dict[str, Any]], None] | None = None
     _warned_infeasible: bool = field(default=False, init=False, repr=False)
     offered: list[Candidate] = field(default_factory=list)
+    offered_log: dict[str, Any] = field(default_factory=dict)
+    """The search log handed over with the latest :meth:`offer` (kept when a budget ends
+    the search)."""
     anytime: list[dict[str, Any]] = field(default_factory=list)
     """The search's anytime record: one entry per ``ctx.score`` and per ``ctx.offer``, with
     the samples charged and the search seconds at that moment (the harness writes it to the
@@ -176,10 +179,14 @@ class Context(Toolkit):
         return spent
 
     # anytime candidates -----------------------------------------------------------------
-    def offer(self, *candidates: Candidate) -> None:
+    def offer(self, *candidates: Candidate, log: Mapping[str, Any] | None = None) -> None:
         """Hand over the search's current answer (best first), replacing what was offered
         before. When the budget ends the search, these are evaluated (status ``ok``,
         ``stopped_by_budget``); a search that returns gives its own final answer.
+
+        ``log``: the search's log so far (what its ``SearchResult.log`` would hold), kept
+        as the trial's ``search_log.json`` if the budget ends the search; without it that
+        file says only why the search stopped. ``None`` keeps the log of the last offer.
 
         A candidate over the task's limit would be recorded infeasible and never trained:
         the first such offer of a trial says so in the trial's log (a warning)."""
@@ -199,6 +206,10 @@ class Context(Toolkit):
                     self.constraint.text,
                 )
         self.offered = list(candidates)
+        if log is not None:
+            if not isinstance(log, Mapping):
+                raise TypeError(f"ctx.offer's log is a {type(log).__name__}, not a dict")
+            self.offered_log = dict(log)
         scores = [
             float(v)
             for c in candidates

@@ -367,7 +367,8 @@ def _search(method: Any, ctx: Context, timer: Timer) -> tuple[SearchResult, bool
     except BudgetExceeded as stop:
         if not ctx.offered:
             raise BudgetExceeded(f"{stop}; the search had offered no candidate") from None
-        return SearchResult(list(ctx.offered), log={"stopped_by_budget": str(stop)}), True
+        log = {**ctx.offered_log, "stopped_by_budget": str(stop)}  # the log offered so far
+        return SearchResult(list(ctx.offered), log=log), True
     return _checked(result), meter.exhausted()
 
 

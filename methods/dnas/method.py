@@ -251,25 +251,35 @@ class DNAS(Method):
                 sample.weights = run.net.plain_state(sample.policy)
         candidates = self._candidates(run, chosen)
         log = {
-            "variant": run.variant,
-            "recipe": dataclasses.asdict(self.config),
-            "sources": SOURCES,
+            **self._log_so_far(run),
             "constraint": {
                 "text": ctx.constraint.text,
                 "metric": metric,
                 "limit": limit,
                 "reference_w8a8": ref_value,
             },
-            "start_expected_cost": run.start_cost,
-            "select": self.config.select,
             "feasible_share": share,
             "feasible_draws": FEASIBLE_DRAWS,
-            "loss": run.control.to_dict(),
-            "epochs": run.epochs,
             "samples": [s.to_dict() for s in samples],
             "chosen": [{"role": role, "name": s.name} for role, s in chosen],
         }
         return SearchResult(candidates, log=log)
+
+    def _log_so_far(self, run: SearchRun, samples: list[Sample] | None = None) -> dict[str, Any]:
+        """The search log's parts known while the search runs (offered with each answer,
+        so a budget that ends the search keeps them); ``samples``: those scored so far."""
+        log = {
+            "variant": run.variant,
+            "recipe": dataclasses.asdict(self.config),
+            "sources": SOURCES,
+            "start_expected_cost": run.start_cost,
+            "select": self.config.select,
+            "loss": run.control.to_dict(),
+            "epochs": run.epochs,
+        }
+        if samples is not None:
+            log["samples"] = [s.to_dict() for s in samples if s.val_top1 is not None]
+        return log
 
     # --- per epoch ----------------------------------------------------------------------
     def _epoch_record(self, ctx: Context, run: SearchRun, epoch: int) -> dict[str, Any]:
@@ -325,7 +335,8 @@ class DNAS(Method):
                     weights=weights,
                     quant=QUANT,
                     meta={"epoch": epoch, "cost_ratio_w8a8": argmax_cost / ref_value},
-                )
+                ),
+                log=self._log_so_far(run),
             )
         return record
 
@@ -368,7 +379,8 @@ class DNAS(Method):
             sample.val_top1 = ctx.score(model.to(ctx.device), seed=i)
             sample.weights = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
             ctx.report(sample=sample.name, val_top1=sample.val_top1, cost_ratio=sample.ratio)
-            ctx.offer(*self._candidates(run, choose(samples, self.config.candidates)))
+            chosen = choose(samples, self.config.candidates)
+            ctx.offer(*self._candidates(run, chosen), log=self._log_so_far(run, samples))
 
     def _candidates(self, run: SearchRun, chosen: list[tuple[str, Sample]]) -> list[Candidate]:
         return [self._candidate(run.arch, role, s, run.variant, run.control) for role, s in chosen]

@@ -235,7 +235,8 @@ class HAQ(Method):
                     "episode": episode + 1,
                 }
             )
-            ctx.offer(*self._candidates(ctx, setup, history))
+            log = self._log(setup, history, fp_top1)  # kept if the budget ends the search
+            ctx.offer(*self._candidates(ctx, setup, history), log=log)
             best = max(e["proxy_val_top1"] for e in history)
             report = {"episode": episode, "reward": entry["reward"], "best_val_top1": best}
             if entry["critic_loss"] is not None:

@@ -259,7 +259,7 @@ class QFA(Method):
             if len(data) % 10 == 0 or len(data) == self.config.predictor_samples:
                 ctx.save_checkpoint(state)
                 offered = self._offer_best_sample(
-                    ctx, space, data, run.fixed, run.quant, run.supernet, offered
+                    ctx, space, data, run.fixed, run.quant, run.supernet, offered, run.log
                 )
         run.log["extremes_val_top1"] = {  # the sandwich's trained min / max subnets
             _extreme_label(space, arch, policy): d["top1"]
@@ -297,7 +297,7 @@ class QFA(Method):
         best = None
         if found is not None:
             best = self._sample_candidate(space, run.supernet, found, run.fixed, run.quant)
-            ctx.offer(best)
+            ctx.offer(best, log=run.log)
         return samples, predictor, best
 
     def _front(
@@ -346,7 +346,7 @@ class QFA(Method):
                     "val_top1": measured,
                 }
             )
-            ctx.offer(*_best_first(candidates))
+            ctx.offer(*_best_first(candidates), log=run.log)
         run.log["front"] = front_log
         run.log["nsga"] = {
             "population": self.config.population,
@@ -521,6 +521,7 @@ class QFA(Method):
         quant: QuantConfig,
         supernet: nn.Module,
         offered: float | None,
+        log: dict[str, Any],
     ) -> float | None:
         """Offer the best feasible scored sample so far when it beats the one offered last
         (a budget that ends the search while predictor data is collected then still has a
@@ -529,7 +530,7 @@ class QFA(Method):
         best = _best_feasible(ctx, space, samples)
         if best is None or (offered is not None and best[2] <= offered):
             return offered
-        ctx.offer(self._sample_candidate(space, supernet, best, fixed, quant))
+        ctx.offer(self._sample_candidate(space, supernet, best, fixed, quant), log=log)
         return best[2]
 
     def _sample_candidate(

@@ -144,6 +144,7 @@ def _uniform(ctx: Context, bits: int) -> Candidate:
 class OfferingConfig:
     charge: int = 100
     sleep: float = 0.0
+    log: bool = False  # offer the search log so far with each answer
 
 
 class Offering(Method):
@@ -157,7 +158,8 @@ class Offering(Method):
 
     def search(self, ctx: Context) -> SearchResult:
         for step in range(10**9):
-            ctx.offer(_uniform(ctx, 8 if step == 0 else 4))
+            log = {"steps": list(range(step + 1))} if self.config.log else None
+            ctx.offer(_uniform(ctx, 8 if step == 0 else 4), log=log)
             if self.config.charge:
                 ctx.budget.charge(self.config.charge)
             time.sleep(self.config.sleep)
