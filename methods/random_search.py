@@ -86,8 +86,11 @@ class RandomSearch(Method):
                 (acc, Candidate(policy, arch, label=f"sample{i}", meta={"proxy_val_top1": acc}))
             )
             scored.sort(key=lambda item: -item[0])  # stable: ties keep their sampling order
-            ctx.offer(*(c for _, c in scored[: self.config.top_k]))  # the answer if the budget ends
-        return SearchResult(
-            [c for _, c in scored[: self.config.top_k]],
-            log={"samples": len(scored), "proxy_val_top1": [a for a, _ in scored]},
-        )
+            best = [c for _, c in scored[: self.config.top_k]]
+            ctx.offer(*best, log=self._log(scored))  # the answer if the budget ends the search
+        return SearchResult([c for _, c in scored[: self.config.top_k]], log=self._log(scored))
+
+    @staticmethod
+    def _log(scored: list[tuple[float, Candidate]]) -> dict[str, Any]:
+        """The samples scored so far and their proxy top-1 (percent), best first."""
+        return {"samples": len(scored), "proxy_val_top1": [a for a, _ in scored]}
