@@ -259,16 +259,38 @@ def claim_ompq(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def search_logs(args: argparse.Namespace, name: str) -> dict[tuple[str, int], dict]:
-    """Each trial's ``search_log.json`` of the claim's run, by (method, seed)."""
+def search_trials(args: argparse.Namespace, name: str) -> dict[tuple[str, int], Path]:
+    """Each trial folder (with a ``search_log.json``) of the claim's run, by (method, seed)."""
     folder = Path(args.out) / "runs" / f"claim-{name}" / "trials"
-    logs = {}
+    trials = {}
     for trial in sorted(p for p in folder.iterdir() if (p / "search_log.json").exists()):
         row = json.loads((trial / "rows.json").read_text())[0]  # the trial's own rows
-        logs[(str(row["method"]), int(row["seed"]))] = json.loads(
-            (trial / "search_log.json").read_text()
-        )
-    return logs
+        trials[(str(row["method"]), int(row["seed"]))] = trial
+    return trials
+
+
+def search_logs(args: argparse.Namespace, name: str) -> dict[tuple[str, int], dict]:
+    """Each trial's ``search_log.json`` of the claim's run, by (method, seed)."""
+    return {
+        key: json.loads((trial / "search_log.json").read_text())
+        for key, trial in search_trials(args, name).items()
+    }
+
+
+def haq_episodes(trial: Path) -> list[dict[str, Any]]:
+    """A HAQ trial's finished episodes: its search log's, or, for a search its budget
+    ended before the harness kept the log offered with each answer (before commit
+    cb658f7 that log held only why it stopped), ``episodes_from_checkpoint.json``: the
+    history read from the search checkpoint the trial left (HAQ saves it after every
+    episode; the file says how it was read)."""
+    log = json.loads((trial / "search_log.json").read_text())
+    if "episodes" in log:
+        return log["episodes"]
+    recovered = trial / "episodes_from_checkpoint.json"
+    if not recovered.exists():
+        raise SystemExit(f"{trial}: no episodes in its search log (stopped: "
+                         f"{log.get('stopped_by_budget', '?')})")  # fmt: skip
+    return json.loads(recovered.read_text())["episodes"]
 
 
 def best_so_far(episodes: list[dict[str, Any]]) -> list[float]:
@@ -288,8 +310,11 @@ def claim_haq(args: argparse.Namespace) -> dict[str, Any]:
     )
     curves: dict[str, dict[int, list[float]]] = {}
     for name in ("haq", "haq-random"):
-        for (method, seed), log in search_logs(args, name).items():
-            curves.setdefault(method, {})[seed] = best_so_far(log["episodes"])
+        for (method, seed), trial in search_trials(args, name).items():
+            curves.setdefault(method, {})[seed] = best_so_far(haq_episodes(trial))
+    lengths = {f"{m} seed {s}": len(c) for m, by_seed in curves.items() for s, c in by_seed.items()}
+    common = min(lengths.values())  # a search its budget ended ran fewer episodes
+    curves = {m: {s: c[:common] for s, c in by_seed.items()} for m, by_seed in curves.items()}
     bands = {
         method: {
             "median": np.median(list(by_seed.values()), axis=0).round(3).tolist(),
@@ -306,6 +331,8 @@ def claim_haq(args: argparse.Namespace) -> dict[str, Any]:
         "claim": "HAQ's agent finds better policies than random actions given the same "
         "number of scored policies",
         "episodes": episodes,
+        "episodes_run": lengths,
+        "episodes_compared": common,
         "best_reward_by_episode": bands,
         "final_best_reward": {**reward, "verdict": verdict(reward, "agent", "random actions")},
         "retrained_top1": {**top1, "verdict": verdict(top1, "agent", "random actions")},
