@@ -210,3 +210,34 @@ def test_attainment_is_the_best_front_point_at_or_below_each_cost() -> None:
     front = pd.DataFrame({"bitops_ratio_w8a8": [0.5, 0.2, 0.3], "top1_test": [92.0, 88.0, 90.0]})
     got = attainment(front, np.array([0.1, 0.2, 0.25, 0.3, 0.49, 0.5, 0.9]))
     assert got.tolist() == [-np.inf, 88.0, 88.0, 90.0, 90.0, 92.0, 92.0]
+
+
+@pytest.mark.parametrize("hours", [(0.011, 0.15), (0.003, 0.05, 0.4), (1e-4, 2.0)])
+def test_search_cost_log_axis_is_labelled_readably(hours: tuple[float, ...]) -> None:
+    import matplotlib.pyplot as plt
+
+    from benchmark.report.plot_search_cost import figures_accuracy_vs_search_cost
+
+    frame = rows_to_frame(
+        [
+            row("A", seed, 0, 0.4, 80.0 + seed, search_device_hours=h, samples_processed=100)
+            for seed, h in enumerate(hours)
+        ]
+    )
+    (fig,) = figures_accuracy_vs_search_cost(frame).values()
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        (ax,) = fig.axes
+        assert ax.get_xscale() == "log"
+        labels = [t for t in ax.get_xticklabels(minor=False) + ax.get_xticklabels(minor=True)
+                  if t.get_visible() and t.get_text()
+                  and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]  # fmt: skip
+        assert len(labels) >= 3  # a short log axis has more than its powers of ten
+        assert not any("^" in t.get_text() for t in labels)  # plain numbers: 0.02, not 2×10⁻²
+        boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+        assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:], strict=False)), [
+            t.get_text() for t in labels
+        ]
+    finally:
+        plt.close(fig)

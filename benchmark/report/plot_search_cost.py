@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -172,10 +173,19 @@ def _no_search_column(
 
 
 def _set_cost_scale(ax: Axes, hours: np.ndarray) -> None:
-    """Log x axis when the positive hours span more than 10×."""
+    """Log x axis when the positive hours span more than 10×, labelled in plain numbers
+    (0.01, 0.02, 0.05 within three decades, powers of ten beyond) with unlabelled minor
+    ticks: matplotlib's default labels every minor tick of a short log axis, and they
+    overprinted."""
     positive = hours[hours > 0]
-    if positive.size >= 2 and positive.max() / positive.min() > 10:
-        ax.set_xscale("log")
+    if positive.size < 2 or positive.max() / positive.min() <= 10:
+        return
+    ax.set_xscale("log")
+    decades = np.log10(positive.max() / positive.min())
+    subs = (1.0, 2.0, 5.0) if decades < 3 else (1.0,)
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=subs, numticks=8))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _legend(group: pd.DataFrame, colors: dict[str, tuple]) -> tuple[list, list[str]]:
