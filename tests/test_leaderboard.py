@@ -393,3 +393,17 @@ def test_empty_leaderboard_still_writes_files(tmp_path: Path) -> None:
     paths = write_leaderboard(build_leaderboard(frame_of()), tmp_path)
     assert all(p.stat().st_size > 0 for p in paths)
     assert "No results" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_wall_hours_are_shown_only_where_they_differ_from_device_hours() -> None:
+    from benchmark.report.tables import WALL_HEADER, results_table
+
+    one_cpu = [
+        row(m, s, search_device_hours=0.2, search_wall_hours=0.2) for m in "AB" for s in (0, 1)
+    ]
+    table = results_table(build_leaderboard(frame_of(*one_cpu)))
+    assert WALL_HEADER not in table.headers and "not shown twice" in table.note
+    assert all(len(r) == len(table.headers) for r in table.rows)
+    two_cpus = [*one_cpu[:-1], row("B", 1, search_device_hours=0.4, search_wall_hours=0.2)]
+    table = results_table(build_leaderboard(frame_of(*two_cpus)))
+    assert WALL_HEADER in table.headers and "not shown twice" not in table.note

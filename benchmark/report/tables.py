@@ -100,12 +100,40 @@ def _entry_cells(row: pd.Series) -> list[Cell]:
     ]
 
 
+WALL_HEADER = "search wall h"
+WALL_SAME_NOTE = (
+    "Search wall hours equal the device-hours here (every trial had a device share of 1), "
+    "so they are not shown twice."
+)
+
+
+def wall_equals_device(frame: pd.DataFrame) -> bool:
+    """Whether every row's mean search wall hours equal its device-hours (a device share
+    of 1 everywhere): the two columns would repeat each other."""
+    if not len(frame):
+        return False
+    device = frame["search_device_hours_mean"].to_numpy(dtype=float)
+    wall = frame["search_wall_hours_mean"].to_numpy(dtype=float)
+    same = np.isclose(device, wall, rtol=1e-9, atol=0.0) | (np.isnan(device) & np.isnan(wall))
+    return bool(same.all())
+
+
+def without_column(
+    headers: list[str], rows: list[list[Cell]], header: str
+) -> tuple[list[str], list[list[Cell]]]:
+    """``headers`` and ``rows`` less the column named ``header``."""
+    i = headers.index(header)
+    return headers[:i] + headers[i + 1 :], [row[:i] + row[i + 1 :] for row in rows]
+
+
 def _group_table(key: tuple, group: pd.DataFrame, lb: Leaderboard) -> Table:
     """One task group (code version, space, dataset, preset, constraint, track)."""
-    rows = [_entry_cells(row) for _, row in group.iterrows()]
-    alone = group["method"].nunique() < 2
-    note = "A lone method in its group is not ranked." if alone else ""
-    return Table(key_title(TASK_KEYS, key, lb, " · "), list(ENTRY_HEADERS), rows, note, GROUPS)
+    headers, rows = list(ENTRY_HEADERS), [_entry_cells(row) for _, row in group.iterrows()]
+    notes = ["A lone method in its group is not ranked."] if group["method"].nunique() < 2 else []
+    if wall_equals_device(group):
+        headers, rows = without_column(headers, rows, WALL_HEADER)
+        notes.append(WALL_SAME_NOTE)
+    return Table(key_title(TASK_KEYS, key, lb, " · "), headers, rows, " ".join(notes), GROUPS)
 
 
 def results_table(lb: Leaderboard) -> Table:
@@ -137,6 +165,9 @@ def results_table(lb: Leaderboard) -> Table:
     )
     if same:
         note += " Every row: " + ", ".join(same) + "."
+    if wall_equals_device(agg):
+        headers, rows = without_column(headers, rows, WALL_HEADER)
+        note += " " + WALL_SAME_NOTE
     return Table("Results", headers, rows, note, row_keys=row_keys, name="results")
 
 
