@@ -76,9 +76,10 @@ PROBE = """
   }).length;
   document.getElementById("reset-filters").click();
   out.after_reset = visible().length;
-  out.images = Array.prototype.map.call(document.images, function (img) {
-    return img.naturalWidth;
+  out.images = Array.prototype.map.call(document.querySelectorAll("figure svg"), function (el) {
+    return el.getBoundingClientRect().width;  // inline vector figures, drawn at their size
   });
+  out.raster = document.images.length;
   var pre = document.createElement("pre");
   pre.id = "probe-result";
   pre.textContent = JSON.stringify(out);
@@ -112,8 +113,12 @@ def test_the_page_is_self_contained(page: Path) -> None:
     text = page.read_text()
     assert not re.search(r"(?:src|href)\s*=\s*[\"'](?!data:|#)", text), "a fetched resource"
     assert "http://" not in text and "https://" not in text and "//cdn" not in text
-    assert text.count('<img alt="acc_vs_bitops_') == len(SPACES) * 2  # per space and track
-    assert text.count("data:image/png;base64,") == len(list(page.parent.glob("*.png")))
+    # per space and track, inline SVG (vector, no PNG data)
+    assert text.count('<svg role="img" aria-label="acc_vs_bitops_') == len(SPACES) * 2
+    assert '<img alt="' not in text  # no PNG in place of a figure's SVG
+    pngs = sorted(page.parent.glob("*.png"))  # each figure: a PNG, an SVG beside it, inlined
+    assert pngs and all(p.with_suffix(".svg").exists() for p in pngs)
+    assert text.count("<figure><svg") == len(pngs)
     for key in ("space", "dataset", "preset", "constraint", "track"):
         assert f'id="filter-{key}"' in text
     assert text.count('<tr data-space="') >= N_ENTRIES
@@ -153,6 +158,7 @@ def test_chromium_renders_sorts_and_filters(page: Path, tmp_path: Path) -> None:
     assert out["after_reset"] == N_ENTRIES
     # the figures are embedded and decode
     assert out["images"] and all(width > 100 for width in out["images"])
+    assert out["raster"] == 0  # every figure is vector
 
 
 def test_chromium_screenshot(page: Path, tmp_path: Path) -> None:

@@ -444,6 +444,7 @@ def _write_leaderboard(
 ) -> list[Path]:
     try:
         from benchmark.report.cards import plot_method_cards
+        from benchmark.report.figures import svg_path
         from benchmark.report.leaderboard import build_leaderboard
         from benchmark.report.load import load_runs
         from benchmark.report.plot_anytime import plot_anytime
@@ -466,12 +467,13 @@ def _write_leaderboard(
         figures += plot_critical_difference(board.aggregate, staging)
         figures += plot_method_cards(board.frame, staging)
         staged = [*write_leaderboard(board, staging, figures), *figures]
+        vectors = [svg_path(path) for path in figures]  # each figure's SVG, beside its PNG
         paths = [out_dir / path.name for path in staged]
-        for path, target in zip(staged, paths, strict=True):
-            os.replace(path, target)
+        for path in [*staged, *vectors]:
+            os.replace(path, out_dir / path.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    for path in paths if show else ():
+    for path in paths if show else ():  # the SVGs beside the PNGs go unlisted
         print(path)
     return paths
 

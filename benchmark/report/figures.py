@@ -1,5 +1,6 @@
 """What the standard figures share: names, colours, labels, the constraint parser, and
-writing a PNG atomically.
+writing each figure atomically as a PNG (for markdown and the README) and an SVG beside it
+(vector, for papers and the HTML page, which inlines it).
 
 Importing this module selects matplotlib's ``Agg`` backend (files only, no display).
 """
@@ -71,14 +72,23 @@ def version_parts(frame: pd.DataFrame, version: str) -> tuple[str, str]:
 
 
 def save_png(fig: Figure, path: Path) -> Path:
-    """Render ``fig`` as PNG into ``path`` atomically and close it."""
+    """Render ``fig`` as PNG into ``path`` and as SVG into ``path`` with the suffix
+    ``.svg`` (text kept as text), both atomically, and close it; returns the PNG's path."""
     try:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+        png, svg = io.BytesIO(), io.BytesIO()
+        fig.savefig(png, format="png", dpi=DPI, bbox_inches="tight")
+        with matplotlib.rc_context({"svg.fonttype": "none"}):
+            fig.savefig(svg, format="svg", bbox_inches="tight")
     finally:
         plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, png.getvalue())
+    atomic_write_bytes(svg_path(path), svg.getvalue())
     return path
+
+
+def svg_path(png: Path) -> Path:
+    """The SVG written beside the PNG ``png``."""
+    return Path(png).with_suffix(".svg")
 
 
 def save_all(figures: dict[str, Figure], out_dir: Path) -> list[Path]:

@@ -43,7 +43,7 @@ tbody tr:hover { background: #fffbe6; }
 td.none { color: #999; }
 figure { display: inline-block; margin: 0 1.5rem 1.5rem 0; vertical-align: top;
          max-width: 100%; }
-figure img { max-width: 100%; border: 1px solid #eee; }
+figure img, figure svg { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.8rem; }
 """
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from benchmark.report.cells import FILTER_KEYS, Table
+from benchmark.report.figures import svg_path
 from benchmark.report.html_assets import CSS, JS
 from benchmark.report.leaderboard import Leaderboard
 from benchmark.report.tables import overall_tables, provenance, results_table
@@ -97,19 +99,38 @@ def _filters(tables: Sequence[Table]) -> str:
 
 
 def _figures(figures: Sequence[Path]) -> str:
-    """Each PNG embedded as base64 data, captioned with its file name (written next to
-    the page as well)."""
+    """Each figure inline: its SVG (written beside the PNG) as markup, else the PNG as
+    base64 data; captioned with the PNG's file name (both files are next to the page)."""
     if not figures:
         return "<p><em>No figures (no feasible candidate with a test score).</em></p>"
     parts = []
     for path in figures:
-        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         name = html.escape(Path(path).name)
-        parts.append(
-            f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{name}</figcaption></figure>"
-        )
+        vector = svg_path(Path(path))
+        if vector.exists():
+            body = inline_svg(vector.read_text(encoding="utf-8"), name)
+        else:
+            data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+            body = f'<img alt="{name}" src="data:image/png;base64,{data}">'
+        parts.append(f"<figure>{body}<figcaption>{name}</figcaption></figure>")
     return "".join(parts)
+
+
+def inline_svg(text: str, label: str) -> str:
+    """An SVG file's markup made fit to sit inside HTML: its XML declaration, doctype,
+    metadata and namespace declarations dropped (HTML's parser supplies the namespaces),
+    labelled for screen readers (``role="img"``, ``aria-label``)."""
+    start = text.find("<svg")
+    if start < 0:
+        raise ValueError(f"{label}: not an SVG file")
+    body = _METADATA.sub("", text[start:])
+    opening = body[: body.index(">") + 1]
+    tag = _XMLNS.sub("", opening).replace("<svg", f'<svg role="img" aria-label="{label}"', 1)
+    return tag + body[len(opening) :]
+
+
+_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
+_XMLNS = re.compile(r'\s+xmlns(?::\w+)?="[^"]*"')
 
 
 def _section(table: Table) -> str:
