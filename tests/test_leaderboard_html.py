@@ -63,6 +63,9 @@ PROBE = """
   space.dispatchEvent(new Event("change"));
   out.filtered_visible = visible().length;
   out.filtered_spaces = visible().map(function (r) { return r.getAttribute("data-space"); });
+  out.figure_spaces = Array.prototype.filter.call(
+    document.querySelectorAll("figure"), function (f) { return f.getClientRects().length > 0; }
+  ).map(function (f) { return f.getAttribute("data-space"); });
   out.shown_text = document.getElementById("results-shown").textContent;
   var track = document.getElementById("filter-track");
   track.value = "inherit";
@@ -76,6 +79,9 @@ PROBE = """
   }).length;
   document.getElementById("reset-filters").click();
   out.after_reset = visible().length;
+  out.figures_after_reset = Array.prototype.filter.call(
+    document.querySelectorAll("figure"), function (f) { return f.getClientRects().length > 0; }
+  ).map(function (f) { return f.getAttribute("data-space"); });
   out.images = Array.prototype.map.call(document.querySelectorAll("figure svg"), function (el) {
     return el.getBoundingClientRect().width;  // inline vector figures, drawn at their size
   });
@@ -118,7 +124,7 @@ def test_the_page_is_self_contained(page: Path) -> None:
     assert '<img alt="' not in text  # no PNG in place of a figure's SVG
     pngs = sorted(page.parent.glob("*.png"))  # each figure: a PNG, an SVG beside it, inlined
     assert pngs and all(p.with_suffix(".svg").exists() for p in pngs)
-    assert text.count("<figure><svg") == len(pngs)
+    assert len(re.findall(r"<figure[^>]*><svg", text)) == len(pngs)
     for key in ("space", "dataset", "preset", "constraint", "track"):
         assert f'id="filter-{key}"' in text
     assert text.count('<tr data-space="') >= N_ENTRIES
@@ -156,6 +162,10 @@ def test_chromium_renders_sorts_and_filters(page: Path, tmp_path: Path) -> None:
     assert len(out["both_filters"]) == 2 * 2  # oqat and qfa at two constraints
     assert out["tracks_visible"] == 4  # side-by-side rows span both tracks: kept
     assert out["after_reset"] == N_ENTRIES
+    # the space filter reaches the figures: one space's (and those of no one space) stay
+    assert "resnet20" in out["figure_spaces"] and "mbv3-cifar" not in out["figure_spaces"]
+    assert set(out["figure_spaces"]) <= {"resnet20", None}
+    assert {"resnet20", "mbv3-cifar"} <= set(out["figures_after_reset"])
     # the figures are embedded and decode
     assert out["images"] and all(width > 100 for width in out["images"])
     assert out["raster"] == 0  # every figure is vector
@@ -209,3 +219,18 @@ def test_the_page_leads_with_the_best_at_each_budget_in_the_first_view(
     # one best per task (space × constraint): its accuracy and its verdict in bold
     assert out["bold_cells"] == 2 * len(SPACES) * 2
     assert not out["warnings_open"]
+
+
+def test_a_figure_belongs_to_the_task_its_file_name_names() -> None:
+    from benchmark.report.html_page import figure_keys
+
+    values = {"space": {"resnet20", "mbv3-cifar"}, "track": {"retrain", "inherit"},
+              "dataset": {"digits"}}  # fmt: skip
+    assert figure_keys("acc_vs_bitops_mbv3-cifar_digits_smoke_inherit.png", values) == {
+        "space": "mbv3-cifar", "dataset": "digits", "track": "inherit",
+    }  # fmt: skip
+    assert figure_keys("acc_vs_search_cost_resnet20_digits_smoke.png", values) == {
+        "space": "resnet20",
+        "dataset": "digits",
+    }  # fmt: skip: no track in its name, so every track filter shows it
+    assert figure_keys("critical_difference_retrain.png", values) == {"track": "retrain"}

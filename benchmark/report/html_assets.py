@@ -43,6 +43,7 @@ tbody tr:hover { background: #fffbe6; }
 td.none { color: #999; }
 figure { display: inline-block; margin: 0 1.5rem 1.5rem 0; vertical-align: top;
          max-width: 100%; }
+figure[hidden] { display: none; }
 figure img, figure svg { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.8rem; }
 """
@@ -80,6 +81,14 @@ JS = """
     var chosen = {};
     menus.forEach(function (m) {
       if (m.value !== "") chosen[m.getAttribute("data-filter")] = m.value;
+    });
+    document.querySelectorAll("figure.filterable").forEach(function (figure) {
+      var keep = true;
+      for (var key in chosen) {
+        var value = figure.getAttribute("data-" + key);
+        if (value !== null && value !== chosen[key]) { keep = false; break; }
+      }
+      figure.hidden = !keep;
     });
     document.querySelectorAll("table.filterable").forEach(function (table) {
       var rows = table.tBodies[0].rows, shown = 0;

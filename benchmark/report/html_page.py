@@ -1,9 +1,10 @@
 """The leaderboard as one self-contained HTML page.
 
 Nothing on the page is fetched: the stylesheet and the script are inline
-(:mod:`benchmark.report.html_assets`) and the figures are embedded as base64 PNG data.
+(:mod:`benchmark.report.html_assets`) and the figures are inline SVG.
 The main table holds every (task group, method) and is filtered by space, dataset,
-preset, constraint and track; every table sorts by a click on a header.
+preset, constraint and track (the figures of one task too); every table sorts by a click
+on a header.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmark.report.cells import FILTER_KEYS, Table
-from benchmark.report.figures import svg_path
+from benchmark.report.figures import safe_name, svg_path
 from benchmark.report.html_assets import CSS, JS
 from benchmark.report.leaderboard import Leaderboard
 from benchmark.report.tables import overall_tables, provenance, results_table
@@ -73,11 +74,20 @@ def html_table(table: Table) -> str:
     )
 
 
+def filter_values(tables: Sequence[Table]) -> dict[str, set[str]]:
+    """Per filter key, the values the tables' rows carry (keys without any left out)."""
+    values = {
+        key: {keys[key] for t in tables for keys in t.row_keys if key in keys}
+        for key in FILTER_KEYS
+    }
+    return {key: found for key, found in values.items() if found}
+
+
 def _filters(tables: Sequence[Table]) -> str:
     """One menu per filter key, listing the values the tables' rows carry."""
     menus = []
-    for key in FILTER_KEYS:
-        values = sorted({keys[key] for t in tables for keys in t.row_keys if key in keys})
+    for key, found in filter_values(tables).items():
+        values = sorted(found)
         if not values:
             continue
         options = "".join(
@@ -93,26 +103,49 @@ def _filters(tables: Sequence[Table]) -> str:
     return (
         '<div class="filters" id="filters"><strong>Filter</strong>' + "".join(menus) + "<button "
         'type="button" id="reset-filters">show all</button><span class="note">Filters apply '
-        "to the tables whose rows belong to one task; click a column header to sort.</span>"
+        "to the tables whose rows belong to one task and to the figures of one task; click "
+        "a column header to sort.</span>"
         "</div>"
     )
 
 
-def _figures(figures: Sequence[Path]) -> str:
+def figure_keys(name: str, values: dict[str, set[str]]) -> dict[str, str]:
+    """The filter values a figure belongs to, read from its file name: for each key of
+    ``values`` (the values the tables' rows carry), the one value whose file-name form is
+    a ``_``-separated part of ``name``; a key with none or several is left out (the
+    figure then shows whatever that filter chooses)."""
+    parts = set(Path(name).stem.split("_"))
+    keys = {}
+    for key, options in values.items():
+        hits = [v for v in options if safe_name(v) in parts]
+        if len(hits) == 1:
+            keys[key] = hits[0]
+    return keys
+
+
+def _figures(figures: Sequence[Path], values: dict[str, set[str]]) -> str:
     """Each figure inline: its SVG (written beside the PNG) as markup, else the PNG as
-    base64 data; captioned with the PNG's file name (both files are next to the page)."""
+    base64 data; captioned with the PNG's file name (both files are next to the page).
+    A figure carries the filter values of its task (``data-space`` ...), so the filter
+    menus hide the figures of other tasks as they hide table rows."""
     if not figures:
         return "<p><em>No figures (no feasible candidate with a test score).</em></p>"
     parts = []
     for path in figures:
         name = html.escape(Path(path).name)
+        keys = figure_keys(Path(path).name, values)
+        attributes = "".join(
+            f' data-{key}="{html.escape(value, quote=True)}"' for key, value in keys.items()
+        )
         vector = svg_path(Path(path))
         if vector.exists():
             body = inline_svg(vector.read_text(encoding="utf-8"), name)
         else:
             data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
             body = f'<img alt="{name}" src="data:image/png;base64,{data}">'
-        parts.append(f"<figure>{body}<figcaption>{name}</figcaption></figure>")
+        parts.append(
+            f'<figure class="filterable"{attributes}>{body}<figcaption>{name}</figcaption></figure>'
+        )
     return "".join(parts)
 
 
@@ -155,7 +188,8 @@ def _warnings(lines: Sequence[str]) -> str:
 def render_html(lb: Leaderboard, figures: Sequence[Path] = ()) -> str:
     """The leaderboard as one self-contained HTML page: the best at each budget first,
     the filter menus, the results table, the other overall tables and ``figures`` (PNG
-    files, embedded); the warnings folded."""
+    paths; the SVG beside each is inlined, and the filters reach them); the warnings
+    folded."""
     best, *rest = overall_tables(lb)  # the summary leads: who wins at each budget
     tables = [best, results_table(lb), *rest]
     lines = provenance(lb)
@@ -177,7 +211,7 @@ def render_html(lb: Leaderboard, figures: Sequence[Path] = ()) -> str:
         _filters(tables),
         *(_section(t) for t in tables),
         '<h2 id="section-figures">Figures</h2>',
-        _figures(figures),
+        _figures(figures, filter_values(tables)),
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
