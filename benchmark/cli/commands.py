@@ -4,6 +4,7 @@ the work is the harness's and the reports')."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -348,8 +349,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
     except (RunLockedError, RunStateError) as err:
         raise UsageError(str(err)) from None
-    except OSError as err:
-        raise UsageError(f"cannot write to {run_dir}: {err.strerror or err}") from None
+    except OSError as err:  # before any row was stored (a full disk, a read-only folder)
+        raise UsageError(_unwritable(run_id, run_dir, err)) from None
     finally:
         root.removeHandler(handler)
         for sig, previous in stops.items():
@@ -357,6 +358,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if outcome.n_not_ok or outcome.missing else EXIT_OK
+
+
+def _unwritable(run_id: str, run_dir: Path, err: OSError) -> str:
+    """One line for a run that could not write before any row was stored: what failed, and
+    how to go on (resume the run if its folder was kept, else run it again)."""
+    from benchmark.harness.benchmark_run import resume_command
+
+    what = f"cannot write to {run_dir}: {err.strerror or err}"
+    full = err.errno in (errno.ENOSPC, errno.EDQUOT) or "full disk" in str(err)
+    fix = "free some space" if full else "make it writable"
+    if (run_dir / "metadata.json").is_file():
+        return f"{what}; {fix}, then finish with `{resume_command(run_id, run_dir)}`"
+    return f"{what}; nothing of the run was kept: {fix} and run it again"
 
 
 def _user_path(text: str, option: str) -> Path:

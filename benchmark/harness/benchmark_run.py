@@ -372,18 +372,11 @@ def _summarise(outcome: RunOutcome, trials: int, progress: executors.Progress) -
         then = "" if outcome.interrupted else "free some space, then "
         progress(
             f"{why}: {trials - missing} of {trials} trial(s) done; {then}"
-            "finish with `"
-            + shlex.join(
-                [
-                    "python",
-                    "-m",
-                    "benchmark",
-                    "run",
-                    "--resume",
-                    run_id,
-                    "--out",
-                    str(run_dir.parents[1]),
-                ]
-            )
-            + "`"
+            f"finish with `{resume_command(run_id, run_dir)}`"
         )
+
+
+def resume_command(run_id: str, run_dir: Path) -> str:
+    """The command that finishes the run ``run_id`` in ``run_dir`` (quoted for a shell)."""
+    argv = ["python", "-m", "benchmark", "run", "--resume", run_id]
+    return shlex.join([*argv, "--out", str(run_dir.parents[1])])

@@ -395,7 +395,7 @@ class _Grid:
                 text = " ".join(str(err).split())[:200] or type(err).__name__
                 raise OSError(
                     f"Ray could not write or read back its files under {self.store.run_dir / 'ray'}"
-                    f" ({type(err).__name__}: {text}); is the disk full?"
+                    f" ({type(err).__name__}: {text}; a full disk?)"
                 ) from None
 
 
