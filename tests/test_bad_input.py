@@ -113,6 +113,9 @@ FILES: dict[str, str | bytes] = {  # name -> content, created under tmp_path/in 
     "epochs_text.toml": _preset("epochs = 1", 'epochs = "two"'),
     "batch_zero.toml": _preset("batch_size = 64", "batch_size = 0"),
     "val_fraction.toml": _preset("val_fraction = 0.1", "val_fraction = 1.5"),
+    # in the schema, but on digits' 1,438 training images: no validation image, or too few
+    "val_empty.toml": _preset("val_fraction = 0.1", "val_fraction = 0.0001"),
+    "subset_too_big.toml": _preset("val_fraction = 0.1", "val_fraction = 0.1\ntrain_subset = 5000"),
     "budget_negative.toml": _preset("max_search_samples = 20000", "max_search_samples = -5"),
     "lr_nan.toml": _preset("lr = 0.01", "lr = nan"),
     "max_steps_negative.toml": _preset("max_steps = 3", "max_steps = -3"),
@@ -126,6 +129,7 @@ FILES: dict[str, str | bytes] = {  # name -> content, created under tmp_path/in 
     "meta_list/runs/r/metadata.json": "[1, 2]",
     "meta_no_settings/runs/r/metadata.json": _metadata(settings=None),
     "meta_seeds_text/runs/r/metadata.json": _metadata(seeds="0"),
+    "meta_seeds_range/runs/r/metadata.json": _metadata(seeds=[-1, 2**40]),
     "recipe_changed/runs/r/metadata.json": _metadata(preset_hash="0123456789abcdef"),
     "records_empty/runs/r/metadata.json": _metadata(),
     "records_empty/runs/r/records.parquet": "",
@@ -508,6 +512,16 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
         ("[data] val_fraction = 1.5", "> 0 and < 1"),
     ),
     (
+        "preset-val-fraction-empties-a-split",
+        [*RUN, "--preset", "{in}/val_empty.toml"],
+        ("val_empty.toml on digits", "val_fraction=0.0001 of 1438", "empty"),
+    ),
+    (
+        "preset-train-subset-over-the-pool",
+        [*RUN, "--preset", "{in}/subset_too_big.toml"],
+        ("subset_too_big.toml on digits", "train_subset=5000", "lower train_subset"),
+    ),
+    (
         "preset-budget-negative",
         [*RUN, "--preset", "{in}/budget_negative.toml"],
         ("[budget] max_search_samples = -5", "≥ 1"),
@@ -573,6 +587,11 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
         "resume-metadata-wrong-shape",
         ["run", "--resume", "r", "--out", "{in}/meta_seeds_text"],
         ("metadata.json: settings seeds = '0'", "list"),
+    ),
+    (
+        "resume-metadata-seeds-out-of-range",
+        ["run", "--resume", "r", "--out", "{in}/meta_seeds_range"],
+        ("metadata.json: settings seeds", "-1", "greater than or equal to 0"),
     ),
     (
         "resume-records-empty",

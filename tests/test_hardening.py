@@ -305,4 +305,4 @@ def test_ray_failing_on_its_own_files_ends_in_one_line(
     assert "Traceback" not in captured.err + captured.out
     (line,) = [ln for ln in captured.err.splitlines() if "error:" in ln]
     assert "Ray could not write or read back its files" in line and "EOFError" in line
-    assert "disk full" in line
+    assert "a full disk?" in line and "free some space and run it again" in line

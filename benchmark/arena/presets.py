@@ -194,10 +194,13 @@ def schema_error(cls: type, err: ValidationError, section: str = "") -> str:
     accepted = _accepted(owner, loc[-1]) if owner is not None else ""
     value = first.get("input")
     shown = f" = {value!r}" if not isinstance(value, dict | list) else ""
-    if first["type"] in _RANGE_ERRORS:
+    message = first["msg"][0].lower() + first["msg"][1:]
+    if first["type"] in _RANGE_ERRORS and index:  # a list's element: its own bound
+        reason, accepted = f"is out of range: {message}", ""
+    elif first["type"] in _RANGE_ERRORS:
         reason = "is out of range"
     else:
-        reason = "is wrong: " + first["msg"][0].lower() + first["msg"][1:]
+        reason = f"is wrong: {message}"
     accepts = f"; accepted: {accepted}" if accepted else ""
     return f"{key}{shown} {reason}{accepts}{more}"
 

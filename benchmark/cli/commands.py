@@ -161,6 +161,7 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
     _check_dataset_names(args)
     constraints = _check_constraints(args)
     _check_environment(args, spaces, constraints)
+    _check_splits(args, preset)
     try:
         validation.check_methods_reachable(configs, spaces, constraints)
     except validation.InputError as err:
@@ -236,6 +237,20 @@ def _check_constraints(args: argparse.Namespace) -> list[Any]:
             )
     args.constraint = [c.text for c in constraints]
     return constraints
+
+
+def _check_splits(args: argparse.Namespace, preset: Any) -> None:
+    """The preset's ``val_fraction`` and ``train_subset`` leave every dataset of the run a
+    non-empty train and validation split (else one line, before anything starts)."""
+    from benchmark.arena.data import DATASETS, DataError
+    from benchmark.arena.data.splits import split_sizes
+
+    data = preset.data
+    for name in args.dataset:
+        try:
+            split_sizes(DATASETS[name].train_pool, data.val_fraction, data.train_subset)
+        except DataError as err:
+            raise UsageError(f"preset {args.preset} on {name}: {err}") from None
 
 
 def _check_environment(

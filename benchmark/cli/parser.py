@@ -66,14 +66,13 @@ def _trial_gpus(text: str) -> float:
     return value
 
 
-MAX_SEED = 2**32 - 1
-"""Largest seed every RNG in the harness accepts (numpy's legacy seeding is 32-bit)."""
-
 MAX_NUM_CLASSES = 10_000
 """Largest ``cost --num-classes`` (the classifier is built in memory to count its MACs)."""
 
 
 def _seeds(text: str) -> list[int]:
+    from benchmark.harness.benchmark_run import MAX_SEED  # the rule a resumed run's seeds obey
+
     items = [t.strip() for t in text.split(",") if t.strip()]
     for item in items:
         if item.startswith("-") and item[1:].isascii() and item[1:].isdigit():

@@ -33,6 +33,9 @@ from benchmark.harness.spec import TrialSpec, checked_outbox
 
 Texts = Annotated[list[Annotated[str, Strict()]], Field(min_length=1)]
 
+MAX_SEED = 2**32 - 1
+"""Largest seed every RNG in the harness accepts (numpy's legacy seeding is 32-bit)."""
+
 
 @schema_dataclass(config=ConfigDict(extra="ignore"))
 class StoredSettings:
@@ -46,7 +49,9 @@ class StoredSettings:
     download: Annotated[bool, Strict()]
     preset: Annotated[str, Strict()]
     constraint: Texts
-    seeds: Annotated[list[Annotated[int, Strict()]], Field(min_length=1)]
+    seeds: Annotated[
+        list[Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)]], Field(min_length=1)
+    ]  # as --seeds takes them
     cache_dir: Annotated[str, Strict()] | None
     cpus_per_trial: Annotated[float, Strict()]
     gpus_per_trial: Annotated[float, Strict()]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark.arena.data.digits import DIGITS_TEST_FRACTION
 from benchmark.arena.data.splits import DataSplits
 
 Loader = Callable[..., DataSplits]
@@ -36,6 +37,9 @@ class DatasetEntry:
     check: Checker
     needs_data_dir: bool
     """Whether a run must name ``--data-dir`` (or ``--download``): no default location."""
+    train_pool: int
+    """Images the train and validation splits are drawn from (the test split left out):
+    what a preset's ``val_fraction`` and ``train_subset`` are checked against before a run."""
 
 
 # --------------------------------------------------------------------------- loaders
@@ -92,6 +96,10 @@ def _check_fashion_mnist(data_dir: str | Path | None, *, download: bool, verify:
     check_fashion_mnist_files(data_dir, verify=verify)
 
 
+DIGITS_IMAGES = 1_797
+DIGITS_TRAIN_POOL = DIGITS_IMAGES - int(round(DIGITS_TEST_FRACTION * DIGITS_IMAGES))
+"""scikit-learn's digits less their fixed test split."""
+
 DATASETS: dict[str, DatasetEntry] = {
     entry.name: entry
     for entry in (
@@ -105,6 +113,7 @@ DATASETS: dict[str, DatasetEntry] = {
             _cifar_loader("cifar10"),
             _cifar_checker("cifar10"),
             needs_data_dir=True,
+            train_pool=50_000,
         ),
         DatasetEntry(
             "cifar100",
@@ -116,6 +125,7 @@ DATASETS: dict[str, DatasetEntry] = {
             _cifar_loader("cifar100"),
             _cifar_checker("cifar100"),
             needs_data_dir=True,
+            train_pool=50_000,
         ),
         DatasetEntry(
             "digits",
@@ -127,6 +137,7 @@ DATASETS: dict[str, DatasetEntry] = {
             _load_digits,
             _check_nothing,
             needs_data_dir=False,
+            train_pool=DIGITS_TRAIN_POOL,
         ),
         DatasetEntry(
             "fashion-mnist",
@@ -139,6 +150,7 @@ DATASETS: dict[str, DatasetEntry] = {
             _load_fashion_mnist,
             _check_fashion_mnist,
             needs_data_dir=False,
+            train_pool=60_000,
         ),
     )
 }

@@ -161,6 +161,30 @@ def _stratified_pick(
     return np.sort(shuffled[mask]), np.sort(shuffled[~mask])
 
 
+def split_sizes(pool: int, val_fraction: float, train_subset: int | None) -> tuple[int, int]:
+    """``(validation, train)`` image counts of a training pool of ``pool`` images split at
+    ``val_fraction`` (then cut to ``train_subset``), checked before anything is loaded.
+
+    Raises:
+        DataError: a split would be empty, or ``train_subset`` is more than is left.
+    """
+    n_val = int(round(val_fraction * pool))
+    if n_val < 1 or n_val >= pool:
+        raise DataError(
+            f"val_fraction={val_fraction} of {pool} training samples leaves an empty "
+            "train or validation split: choose a val_fraction that keeps both non-empty"
+        )
+    n_train = pool - n_val
+    if train_subset is not None:
+        if train_subset > n_train:
+            raise DataError(
+                f"train_subset={train_subset} is larger than the {n_train} training samples "
+                "left after the validation split: lower train_subset or drop it"
+            )
+        n_train = train_subset
+    return n_val, n_train
+
+
 def _split_train_val(
     labels: np.ndarray,
     pool: np.ndarray,
@@ -170,19 +194,9 @@ def _split_train_val(
     train_subset: int | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded stratified train / val split of ``pool``, then the optional train subset."""
-    n_val = int(round(val_fraction * len(pool)))
-    if n_val < 1 or n_val >= len(pool):
-        raise DataError(
-            f"val_fraction={val_fraction} of {len(pool)} training samples leaves an empty "
-            "train or validation split: choose a val_fraction that keeps both non-empty"
-        )
+    n_val, _ = split_sizes(len(pool), val_fraction, train_subset)
     val, train = _stratified_pick(labels, pool, n_val, np.random.default_rng((seed, 0)))
     if train_subset is not None:
-        if train_subset > len(train):
-            raise DataError(
-                f"train_subset={train_subset} is larger than the {len(train)} training samples "
-                "left after the validation split: lower train_subset or drop it"
-            )
         if train_subset < len(train):
             train, _ = _stratified_pick(
                 labels, train, train_subset, np.random.default_rng((seed, 1))
