@@ -146,6 +146,9 @@ def test_digits_splits_disjoint_and_cover(digits: DataSplits) -> None:
     assert not train & val and not train & test and not val & test
     assert train | val | test == set(range(1797))
     assert len(train) == len(digits.train) and len(val) == len(digits.val)
+    from benchmark.arena.data import DATASETS
+
+    assert len(train | val) == DATASETS["digits"].train_pool  # what pre-run checks split
     with pytest.raises(ValueError):
         digits.train_indices[0] = 5  # read-only
 

@@ -55,6 +55,7 @@ def test_counts_classes_and_disjoint_splits(splits) -> None:
     assert splits.num_classes == 10 and splits.name == "fashion-mnist"
     train, val = set(splits.train_indices.tolist()), set(splits.val_indices.tolist())
     assert not train & val and train | val == set(range(60_000))
+    assert DATASETS["fashion-mnist"].train_pool == 60_000  # what pre-run checks split
     assert splits.test_indices.tolist() == list(range(10_000))  # the official test set, all
     labels = splits.train.labels
     # stratified: 1,200 validation images of each of the 10 classes (6,000 per class in all)
