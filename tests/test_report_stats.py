@@ -206,3 +206,15 @@ def test_markdown_has_the_track_tables(board: Leaderboard) -> None:
     assert "### Tracks side by side: inherit vs retrain" in md
     assert "| oqat | resnet20 | digits | smoke | bitops<=0.12 | 77.00 ± 2.48 (n=3) |" in md
     assert "predict the retrained ranking" in md and "| +1.00 |" in md and "| -1.00 |" in md
+
+
+def test_equal_differences_up_to_float_rounding_have_no_t_test() -> None:
+    from benchmark.report.stats import paired_difference
+
+    a = [98.70, 98.70, 98.70]  # one test image (0.28 points) below on every seed
+    b = [98.98, 98.98, 98.98]
+    b_noisy = [98.98, 98.98 + 1e-13, 98.98 - 1e-13]
+    for other in (b, b_noisy):
+        result = paired_difference(a, other)
+        assert result.n == 3 and abs(result.mean + 0.28) < 1e-9
+        assert math.isnan(result.p_value)  # not p ≈ 1e-27 from rounding
