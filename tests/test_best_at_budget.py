@@ -231,10 +231,11 @@ def test_a_method_card_shows_its_bits_costs_failures_and_options(tmp_path) -> No
 
     rows = [
         row("A", 0, top1_val=90.0, policy=policy(2, 4), method_options='{"x": 1}',
-            search_device_hours=0.5),
+            search_device_hours=0.5, finetune_device_hours=0.5, eval_seconds=10.0),
         row("A", 1, top1_val=90.0, policy=policy(4, 4), method_options='{"x": 1}',
-            search_device_hours=1.5),
-        row("A", 1, 1, top1_val=10.0, policy=policy(8, 8)),  # not selected: lower val
+            search_device_hours=1.5, finetune_device_hours=0.25, eval_seconds=20.0),
+        row("A", 1, 1, top1_val=10.0, policy=policy(8, 8), search_device_hours=1.5,
+            finetune_device_hours=0.25, eval_seconds=30.0),  # not selected: lower val
         failed("A", 2, status="timeout", error="the trial ran 3600 s\nmore"),
     ]  # fmt: skip
     frame = frame_of(*rows)
@@ -246,5 +247,7 @@ def test_a_method_card_shows_its_bits_costs_failures_and_options(tmp_path) -> No
     assert path.name == "card_bits_A_resnet20_digits_smoke.png"
     md = render_markdown(build_leaderboard(frame))
     card = md[md.index("### A", md.index("## Method cards")) :]
-    assert "| resnet20 · digits · smoke · bitops<=0.5 | 3 | 1 |" in card  # mean of 0.5, 1.5
+    # search: mean of 0.5 and 1.5 h; finetune: a trial's candidates summed (0.5, 0.25 +
+    # 0.25), then the mean; evaluation: 10 and 20 + 30 s, mean 30 s
+    assert "| resnet20 · digits · smoke · bitops<=0.5 | 3 | 1 | 0.5 | 30 |" in card, card
     assert "seed 2: `timeout` the trial ran 3600 s" in card and 'Options: `{"x": 1}`' in card
