@@ -77,8 +77,10 @@ def save_png(fig: Figure, path: Path) -> Path:
     try:
         png, svg = io.BytesIO(), io.BytesIO()
         fig.savefig(png, format="png", dpi=DPI, bbox_inches="tight")
-        with matplotlib.rc_context({"svg.fonttype": "none"}):
-            fig.savefig(svg, format="svg", bbox_inches="tight")
+        # ids salted by the file name: unique between the figures one page inlines, and
+        # the same file for the same figure (no date either), so a rerun changes nothing
+        with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": Path(path).name}):
+            fig.savefig(svg, format="svg", bbox_inches="tight", metadata={"Date": None})
     finally:
         plt.close(fig)
     atomic_write_bytes(path, png.getvalue())
