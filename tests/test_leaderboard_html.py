@@ -234,3 +234,8 @@ def test_a_figure_belongs_to_the_task_its_file_name_names() -> None:
         "dataset": "digits",
     }  # fmt: skip: no track in its name, so every track filter shows it
     assert figure_keys("critical_difference_retrain.png", values) == {"track": "retrain"}
+
+
+def test_the_page_has_no_repeated_ids(page: Path) -> None:
+    ids = re.findall(r'\sid="([^"]+)"', page.read_text(encoding="utf-8"))
+    assert ids and len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})[:5]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -241,3 +242,26 @@ def test_search_cost_log_axis_is_labelled_readably(hours: tuple[float, ...]) -> 
         ]
     finally:
         plt.close(fig)
+
+
+def test_a_figure_is_written_as_png_and_a_deterministic_svg(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from benchmark.report.figures import save_png, svg_path
+
+    def draw() -> object:
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1], marker="o")
+        ax.set_title("a figure")
+        return fig
+
+    first = save_png(draw(), tmp_path / "a.png")
+    text = svg_path(first).read_text()
+    save_png(draw(), tmp_path / "a.png")
+    assert first.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert svg_path(first).read_text() == text  # same figure, same file: reruns change nothing
+    assert "<text" in text or "a figure" in text  # text kept as text
+    save_png(draw(), tmp_path / "b.png")
+    refs = lambda t: set(re.findall(r'(?:href="#|url\(#)([^")]+)', t))  # noqa: E731
+    b_text = svg_path(tmp_path / "b.png").read_text()
+    assert refs(text) and not refs(text) & refs(b_text)  # inlined on one page: no clash

@@ -152,17 +152,23 @@ def _figures(figures: Sequence[Path], values: dict[str, set[str]]) -> str:
 def inline_svg(text: str, label: str) -> str:
     """An SVG file's markup made fit to sit inside HTML: its XML declaration, doctype,
     metadata and namespace declarations dropped (HTML's parser supplies the namespaces),
-    labelled for screen readers (``role="img"``, ``aria-label``)."""
+    the ids nothing refers to dropped (matplotlib names every group ``axes_1`` ...,
+    which would repeat between figures on one page), labelled for screen readers
+    (``role="img"``, ``aria-label``)."""
     start = text.find("<svg")
     if start < 0:
         raise ValueError(f"{label}: not an SVG file")
     body = _METADATA.sub("", text[start:])
+    referenced = set(_REFERENCE.findall(body))  # markers and clip paths: salted, unique
+    body = _ID.sub(lambda m: m[0] if m[1] in referenced else "", body)  # "axes_1" & co.
     opening = body[: body.index(">") + 1]
     tag = _XMLNS.sub("", opening).replace("<svg", f'<svg role="img" aria-label="{label}"', 1)
     return tag + body[len(opening) :]
 
 
 _METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
+_REFERENCE = re.compile(r'(?:href="#|url\(#)([^")]+)')
+_ID = re.compile(r'\s+id="([^"]+)"')
 _XMLNS = re.compile(r'\s+xmlns(?::\w+)?="[^"]*"')
 
 
