@@ -658,3 +658,30 @@ def test_auto_beta_stays_finite_for_a_large_gamma() -> None:
     cost = torch.tensor(7.5e8, dtype=torch.float64)
     loss = control(torch.tensor(0.5, dtype=torch.float64), cost)
     assert float(loss) == pytest.approx(0.5, rel=1e-9)  # the factor is 1 at C₀
+
+
+def test_gamma_is_steered_within_the_epoch_and_at_most_3x_an_epoch() -> None:
+    from methods.dnas.loss import LossControl
+    from methods.dnas.steps import Steering
+
+    shares: list[float] = []
+    steering = Steering(75, shares.append)
+    for _ in range(2):  # two epochs of 75 θ steps
+        for _ in range(75):
+            steering.before_step()
+        steering.end_epoch()
+    every = 75 // 8  # 9 steps
+    one_epoch = [every / 75] * 8 + [3 / 75]  # after steps 9, 18, ..., 72; the last 3 at the end
+    assert shares == pytest.approx(one_epoch * 2)
+    assert sum(shares[:9]) == pytest.approx(1.0)
+    single: list[float] = []
+    one_step = Steering(1, single.append)  # an epoch of one θ step: steered once, at its end
+    one_step.before_step()
+    one_step.end_epoch()
+    assert single == [1.0]
+    control = LossControl.create("auto", "auto", start_cost=1e9, gamma_start=0.6, rate=8.0)
+    for share in one_epoch:  # the draws far over the limit all epoch: 3x in all, not more
+        control.update(5e8, 2e8, steer=1e9, share=share)
+    assert control.gamma == pytest.approx(1.8)
+    with pytest.raises(ValueError, match="share"):
+        control.update(5e8, 2e8, share=0.0)

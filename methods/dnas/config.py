@@ -43,10 +43,10 @@ class DNASConfig:
             epoch [unverified]).
         gamma_start: γ of the first epoch when ``gamma="auto"`` (FBNet's cost exponent, 0.6
             [unverified]).
-        gamma_rate: with ``gamma="auto"``, after each epoch ``γ ← γ·(C_q/limit)^rate``,
-            at most ×3 or ÷3 an epoch, ``C_q`` the ``feasible_target`` quantile of the
-            costs of 1,000 draws from ``P_θ`` (this benchmark's controller, not the
-            paper's).
+        gamma_rate: with ``gamma="auto"``, ``γ ← γ·(C_q/limit)^rate`` an epoch, applied
+            in 8 steps within it (``^(rate/8)`` after every ~1/8 of its θ steps), at most
+            ×3 or ÷3 an epoch, ``C_q`` the ``feasible_target`` quantile of the costs of
+            1,000 draws from ``P_θ`` (this benchmark's controller, not the paper's).
         feasible_target: the share of architectures drawn from ``P_θ`` that
             ``gamma="auto"`` aims to have meet the limit (default 0.9: each architecture
             sampled at the end must meet it itself).

@@ -16,9 +16,13 @@ Coefficients:
   at the start, so the factor starts at 1 (the role the spec gives β); after each epoch
   ``C₀`` becomes that epoch's expected cost, so the factor stays near 1 whatever γ grows
   to (``(log C)^γ`` alone overflows float32 for a large γ).
-- ``gamma="auto"`` (default): γ starts at the recipe's ``gamma_start`` and, after each
-  epoch, ``γ ← γ·(C_q/limit)^gamma_rate``, the factor kept within [1/3, 3] (γ changes at
-  most 3× an epoch) and γ within [1e-3, 1e3]. ``C_q`` is the ``feasible_target``
+- ``gamma="auto"`` (default): γ starts at the recipe's ``gamma_start`` and is steered
+  :data:`STEERS_PER_EPOCH` times an epoch (every ~1/8 of its θ steps), each time
+  ``γ ← γ·(C_q/limit)^(gamma_rate/8)`` with the factor within ``[3^-1/8, 3^1/8]``: in
+  all γ changes at most 3× an epoch, as when it was steered once after each epoch, but
+  the pressure builds during the epoch instead of only after it (with the ``fmnist``
+  preset's 2 epochs, once an epoch reached 68–79% feasible draws, not the 90% aimed
+  at). γ stays within [1e-3, 1e3]. ``C_q`` is the ``feasible_target``
   quantile (0.9) of the costs of 1,000 architectures drawn from ``P_θ``: the controller
   steers the share of draws that meet the limit towards ``feasible_target``, since each
   architecture sampled at the end must meet the limit itself (aimed at the expected cost
@@ -39,7 +43,9 @@ from torch import Tensor
 
 GAMMA_BOUNDS = (1e-3, 1e3)
 GAMMA_STEP = 3.0
-"""The most ``gamma="auto"`` multiplies or divides γ by after one epoch."""
+"""The most ``gamma="auto"`` multiplies or divides γ by in one epoch."""
+STEERS_PER_EPOCH = 8
+"""How often an epoch's θ steps steer γ (and β follows the expected cost)."""
 
 
 def cost_aware_loss(
@@ -104,14 +110,22 @@ class LossControl:
     def __call__(self, ce: Tensor, cost: Tensor) -> Tensor:
         return cost_aware_loss(ce, cost, self.beta, self.gamma, log_beta=self.log_beta)
 
-    def update(self, cost: float, limit: float, *, steer: float | None = None) -> None:
-        """After an epoch: γ by ``steer`` (the cost it steers to the limit, e.g. a quantile
-        of the draws' costs; default ``cost``) against ``limit`` (``gamma="auto"``), β to
-        follow the expected ``cost`` (``"auto"``). Costs in BitOPs or bits."""
+    def update(
+        self, cost: float, limit: float, *, steer: float | None = None, share: float = 1.0
+    ) -> None:
+        """After ``share`` of an epoch (1: a whole one): γ by ``steer`` (the cost it steers
+        to the limit, e.g. a quantile of the draws' costs; default ``cost``) against
+        ``limit`` (``gamma="auto"``), ``γ ← γ·(steer/limit)^(rate·share)`` with the factor
+        within ``[3^-share, 3^share]`` (so at most 3× an epoch however often it is
+        called), and β to follow the expected ``cost`` (``"auto"``). Costs in BitOPs or
+        bits."""
+        if not 0 < share <= 1:
+            raise ValueError(f"share of an epoch must be in (0, 1], got {share}")
         if self.gamma_auto:
             low, high = GAMMA_BOUNDS
-            factor = ((cost if steer is None else steer) / limit) ** self.rate
-            factor = min(GAMMA_STEP, max(1 / GAMMA_STEP, factor))
+            factor = ((cost if steer is None else steer) / limit) ** (self.rate * share)
+            cap = GAMMA_STEP**share
+            factor = min(cap, max(1 / cap, factor))
             self.gamma = min(high, max(low, self.gamma * factor))
         if self.beta_auto:
             self.start_cost = max(float(cost), math.e * (1 + 1e-9))

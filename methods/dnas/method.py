@@ -29,7 +29,7 @@ from methods import register_method
 from methods.dnas.config import DNASConfig
 from methods.dnas.loss import LossControl
 from methods.dnas.selection import Sample, choose, unique
-from methods.dnas.steps import EpochStats, SearchState, theta_step, weight_step
+from methods.dnas.steps import EpochStats, SearchState, Steering, theta_step, weight_step
 from methods.dnas.supernet import SuperNet
 
 QUANT = QuantConfig(weight=DoReFaConfig(), act=PACTConfig(), per_bit_weight=True, per_bit_act=True)
@@ -193,17 +193,27 @@ class DNAS(Method):
             net.theta.parameters(), lr=recipe.theta_lr, weight_decay=recipe.theta_weight_decay
         )
 
+        generator = torch.Generator().manual_seed(ctx.rng.randrange(2**31))
+
+        def steer(share: float) -> None:  # within an epoch: γ to the draws' quantile
+            costs = net.sampled_costs(FEASIBLE_DRAWS, generator)
+            quantile = float(torch.quantile(costs, recipe.feasible_target))
+            with torch.no_grad():
+                expected = float(net.expected_cost(net.probs()))
+            control.update(expected, run.limit, steer=quantile, share=share)
+
+        steering = Steering(math.ceil(len(theta_data) / weight_recipe.batch_size), steer)
+
         def end_of_epoch(epoch: int) -> None:
-            record = self._epoch_record(ctx, run, epoch)
-            run.epochs.append(record)
-            control.update(record["expected_cost"], run.limit, steer=record["quantile_cost"])
+            run.epochs.append(self._epoch_record(ctx, run, epoch))
+            steering.end_epoch()  # the epoch's last θ steps steer too
             state.tau = recipe.tau0 * math.exp(-recipe.tau_decay * (epoch + 1))
             state.stats = EpochStats()
 
         phase = Phase(
             theta_data,
             theta_opt,
-            theta_step(net, state, control),
+            theta_step(net, state, control, steering),
             every="epoch",
             batch_size=weight_recipe.batch_size,
             name="dnas-theta",

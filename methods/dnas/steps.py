@@ -13,13 +13,14 @@ meaning what it says. Each step draws fresh masks (one draw per layer per batch)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from methods.dnas.loss import LossControl
+from methods.dnas.loss import STEERS_PER_EPOCH, LossControl
 from methods.dnas.supernet import SuperNet
 
 
@@ -74,10 +75,50 @@ def weight_step(net: SuperNet, state: SearchState, label_smoothing: float = 0.0)
     return step
 
 
-def theta_step(net: SuperNet, state: SearchState, control: LossControl):
-    """θ's step loss: ``(model, x, y) → (CE·β·(log E[Cost])^γ, images)``, weights fixed."""
+@dataclass
+class Steering:
+    """When θ's steps steer the loss's coefficients within an epoch.
+
+    After every ``every`` θ steps of an epoch of ``steps`` (split into about
+    :data:`~methods.dnas.loss.STEERS_PER_EPOCH` parts), before the next step, and at the
+    epoch's end for the steps left (``end_epoch``), ``steer(share)`` is called with the
+    share of the epoch those steps were: the shares of one epoch add up to at most 1 (an
+    epoch of one θ step is steered once, at its end)."""
+
+    steps: int
+    steer: Callable[[float], None]
+    done: int = 0
+    steered: int = 0
+
+    @property
+    def every(self) -> int:
+        return max(1, self.steps // STEERS_PER_EPOCH)
+
+    def before_step(self) -> None:
+        if self.done - self.steered >= self.every and self.done < self.steps:
+            self._steer_to(self.done)
+        self.done += 1
+
+    def end_epoch(self) -> None:
+        self._steer_to(min(self.done, self.steps))
+        self.done = self.steered = 0
+
+    def _steer_to(self, done: int) -> None:
+        if done > self.steered:
+            self.steer((done - self.steered) / self.steps)
+            self.steered = done
+
+
+def theta_step(
+    net: SuperNet, state: SearchState, control: LossControl, steering: Steering | None = None
+):
+    """θ's step loss: ``(model, x, y) → (CE·β·(log E[Cost])^γ, images)``, weights fixed;
+    with ``steering``, the coefficients are steered within the epoch (:class:`Steering`)
+    from the θ the steps so far made."""
 
     def step(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, int]:
+        if steering is not None:
+            steering.before_step()
         net.set_weights_trainable(False)
         masks = net.draw(state.tau, state.generator, grad=True)
         ce = F.cross_entropy(_forward(net, model, x, masks), y)
