@@ -116,6 +116,7 @@ FILES: dict[str, str | bytes] = {  # name -> content, created under tmp_path/in 
     # in the schema, but on digits' 1,438 training images: no validation image, or too few
     "val_empty.toml": _preset("val_fraction = 0.1", "val_fraction = 0.0001"),
     "subset_too_big.toml": _preset("val_fraction = 0.1", "val_fraction = 0.1\ntrain_subset = 5000"),
+    "val_nearly_all.toml": _preset("val_fraction = 0.1", "val_fraction = 0.999"),  # 1 to train
     "budget_negative.toml": _preset("max_search_samples = 20000", "max_search_samples = -5"),
     "lr_nan.toml": _preset("lr = 0.01", "lr = nan"),
     "max_steps_negative.toml": _preset("max_steps = 3", "max_steps = -3"),
@@ -515,6 +516,11 @@ CASES: list[tuple[str, list[str], str | tuple[str, ...]]] = [
         "preset-val-fraction-empties-a-split",
         [*RUN, "--preset", "{in}/val_empty.toml"],
         ("val_empty.toml on digits", "val_fraction=0.0001 of 1438", "empty"),
+    ),
+    (
+        "preset-val-fraction-leaves-one-training-image",
+        [*RUN, "--preset", "{in}/val_nearly_all.toml"],
+        ("val_nearly_all.toml on digits", "1437 for validation and 1 for training", "10 classes"),
     ),
     (
         "preset-train-subset-over-the-pool",

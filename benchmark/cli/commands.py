@@ -241,14 +241,18 @@ def _check_constraints(args: argparse.Namespace) -> list[Any]:
 
 def _check_splits(args: argparse.Namespace, preset: Any) -> None:
     """The preset's ``val_fraction`` and ``train_subset`` leave every dataset of the run a
-    non-empty train and validation split (else one line, before anything starts)."""
+    train and a validation split of at least one image a class (else one line, before
+    anything starts)."""
     from benchmark.arena.data import DATASETS, DataError
     from benchmark.arena.data.splits import split_sizes
 
     data = preset.data
     for name in args.dataset:
         try:
-            split_sizes(DATASETS[name].train_pool, data.val_fraction, data.train_subset)
+            entry = DATASETS[name]
+            split_sizes(
+                entry.train_pool, data.val_fraction, data.train_subset, minimum=entry.num_classes
+            )
         except DataError as err:
             raise UsageError(f"preset {args.preset} on {name}: {err}") from None
 

@@ -161,12 +161,17 @@ def _stratified_pick(
     return np.sort(shuffled[mask]), np.sort(shuffled[~mask])
 
 
-def split_sizes(pool: int, val_fraction: float, train_subset: int | None) -> tuple[int, int]:
+def split_sizes(
+    pool: int, val_fraction: float, train_subset: int | None, *, minimum: int = 1
+) -> tuple[int, int]:
     """``(validation, train)`` image counts of a training pool of ``pool`` images split at
-    ``val_fraction`` (then cut to ``train_subset``), checked before anything is loaded.
+    ``val_fraction`` (then cut to ``train_subset``), checked before anything is loaded:
+    each split must hold at least ``minimum`` images (the loader: 1; a run's pre-check:
+    one per class).
 
     Raises:
-        DataError: a split would be empty, or ``train_subset`` is more than is left.
+        DataError: a split would hold fewer than ``minimum`` images, or ``train_subset``
+            is more than is left.
     """
     n_val = int(round(val_fraction * pool))
     if n_val < 1 or n_val >= pool:
@@ -182,6 +187,12 @@ def split_sizes(pool: int, val_fraction: float, train_subset: int | None) -> tup
                 "left after the validation split: lower train_subset or drop it"
             )
         n_train = train_subset
+    if min(n_val, n_train) < minimum:
+        raise DataError(
+            f"val_fraction={val_fraction} of {pool} training samples leaves {n_val} for "
+            f"validation and {n_train} for training, fewer than the {minimum} classes: "
+            "choose a val_fraction (and train_subset) that leaves each split one image a class"
+        )
     return n_val, n_train
 
 
