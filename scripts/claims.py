@@ -124,7 +124,23 @@ def run_harness(
         }
         measured.write_text(json.dumps(info, indent=1) + "\n")
     rows = pd.read_parquet(folder / "records.parquet")
-    return rows, json.loads(measured.read_text())
+    info = json.loads(measured.read_text())
+    info["stopped_by_budget"] = budget_stops(rows)  # a search cut short: say so beside it
+    if info["stopped_by_budget"]:
+        print(f"{run_id}: searches stopped by their budget: "
+              f"{', '.join(info['stopped_by_budget'])}", flush=True)  # fmt: skip
+    return rows, info
+
+
+def budget_stops(rows: pd.DataFrame) -> list[str]:
+    """``"method seed N"`` for each trial whose search its budget ended (its answer is what
+    it had offered by then, not what it would have returned): under load a wall-clock
+    budget can cut a claim's trial short, and its verdict must say so."""
+    if "stopped_by_budget" not in rows.columns:
+        return []
+    stopped = rows[rows["stopped_by_budget"].fillna(False).astype(bool)]
+    pairs = stopped[["method", "seed"]].drop_duplicates().sort_values(["method", "seed"])
+    return [f"{m} seed {int(s)}" for m, s in pairs.itertuples(index=False)]
 
 
 def by_seed(rows: pd.DataFrame, method: str, candidate: str | None = None) -> pd.Series:

@@ -93,3 +93,15 @@ def test_an_interrupted_claim_resumes_without_the_settings_resume_refuses(claims
     assert parsed.out == str(tmp_path) and parsed.executor == "serial"
     given = [name for name in RESUMED_SETTINGS if getattr(parsed, name, None) is not None]
     assert given == []  # what the CLI would refuse beside --resume
+
+
+def test_trials_their_budget_stopped_are_named(claims) -> None:
+    rows = pd.DataFrame(
+        {
+            "method": ["haq", "haq", "haq", "random"],
+            "seed": [0, 1, 1, 0],
+            "stopped_by_budget": [False, True, True, None],
+        }
+    )
+    assert claims.budget_stops(rows) == ["haq seed 1"]
+    assert claims.budget_stops(rows.drop(columns="stopped_by_budget")) == []
