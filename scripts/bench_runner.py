@@ -71,7 +71,7 @@ def timed_run(
 
 def ratio_summary(numerators: list[float], denominators: list[float]) -> dict[str, float]:
     """The median of the rounds' ratios (each round's pair measured side by side), their
-    min and max, and the median seconds of each side."""
+    min and max, and how many rounds."""
     ratios = [a / b for a, b in zip(numerators, denominators, strict=True)]
     return {
         "median": round(statistics.median(ratios), 3),

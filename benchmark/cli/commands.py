@@ -160,8 +160,8 @@ def _validate_run(args: argparse.Namespace, options: object) -> None:
     spaces, configs = _check_methods(args, options, preset)
     _check_dataset_names(args)
     constraints = _check_constraints(args)
+    _check_splits(args, preset)  # cheap: before the data files are hashed
     _check_environment(args, spaces, constraints)
-    _check_splits(args, preset)
     try:
         validation.check_methods_reachable(configs, spaces, constraints)
     except validation.InputError as err:
@@ -248,8 +248,8 @@ def _check_splits(args: argparse.Namespace, preset: Any) -> None:
 
     data = preset.data
     for name in args.dataset:
+        entry = DATASETS[name]
         try:
-            entry = DATASETS[name]
             split_sizes(
                 entry.train_pool, data.val_fraction, data.train_subset, minimum=entry.num_classes
             )

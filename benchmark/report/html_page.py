@@ -83,16 +83,13 @@ def filter_values(tables: Sequence[Table]) -> dict[str, set[str]]:
     return {key: found for key, found in values.items() if found}
 
 
-def _filters(tables: Sequence[Table]) -> str:
-    """One menu per filter key, listing the values the tables' rows carry."""
+def _filters(values: dict[str, set[str]]) -> str:
+    """One menu per filter key of ``values`` (:func:`filter_values`), listing its values."""
     menus = []
-    for key, found in filter_values(tables).items():
-        values = sorted(found)
-        if not values:
-            continue
+    for key, found in values.items():
         options = "".join(
             f'<option value="{html.escape(v, quote=True)}">{html.escape(v)}</option>'
-            for v in values
+            for v in sorted(found)
         )
         menus.append(
             f'<label>{key}<select data-filter="{key}" id="filter-{key}">'
@@ -198,6 +195,7 @@ def render_html(lb: Leaderboard, figures: Sequence[Path] = ()) -> str:
     folded."""
     best, *rest = overall_tables(lb)  # the summary leads: who wins at each budget
     tables = [best, results_table(lb), *rest]
+    values = filter_values(tables)  # what the menus offer and the figures carry
     lines = provenance(lb)
     warnings = [line for line in lines if line.startswith("**Warning:**")]
     rules = [line for line in lines if line not in warnings]
@@ -214,10 +212,10 @@ def render_html(lb: Leaderboard, figures: Sequence[Path] = ()) -> str:
         + "".join(f"<p>{inline_markdown(p)}</p>" for p in rules[1:])
         + "</details>",
         f'<nav>{contents} <a href="#section-figures">Figures</a></nav>',
-        _filters(tables),
+        _filters(values),
         *(_section(t) for t in tables),
         '<h2 id="section-figures">Figures</h2>',
-        _figures(figures, filter_values(tables)),
+        _figures(figures, values),
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

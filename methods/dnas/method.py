@@ -164,8 +164,7 @@ class DNAS(Method):
             variant["weights"],
             metric,
         )
-        with torch.no_grad():
-            start_cost = float(net.expected_cost(net.probs()))
+        start_cost = expected_cost(net)
         control = LossControl.create(
             self.config.beta,
             self.config.gamma,
@@ -198,9 +197,7 @@ class DNAS(Method):
         def steer(share: float) -> None:  # within an epoch: γ to the draws' quantile
             costs = net.sampled_costs(FEASIBLE_DRAWS, generator)
             quantile = float(torch.quantile(costs, recipe.feasible_target))
-            with torch.no_grad():
-                expected = float(net.expected_cost(net.probs()))
-            control.update(expected, run.limit, steer=quantile, share=share)
+            control.update(expected_cost(net), run.limit, steer=quantile, share=share)
 
         steering = Steering(math.ceil(len(theta_data) / weight_recipe.batch_size), steer)
 
@@ -297,8 +294,7 @@ class DNAS(Method):
         policy offered when it is feasible."""
         net, control, state, arch = run.net, run.control, run.state, run.arch
         limit, ref_value = run.limit, run.ref_value
-        with torch.no_grad():
-            expected = float(net.expected_cost(net.probs()))
+        expected = expected_cost(net)
         argmax = ctx.space.full_policy(net.argmax_policy(), arch)
         argmax_cost = float(net.table.total(argmax, net.metric))
         feasible = ctx.feasible(argmax, arch)
@@ -430,6 +426,12 @@ def draw_costs(net: SuperNet, seed: int) -> torch.Tensor:
     """The costs of :data:`FEASIBLE_DRAWS` policies drawn from ``P_θ`` (BitOPs per image or
     weight bits, float64)."""
     return net.sampled_costs(FEASIBLE_DRAWS, torch.Generator().manual_seed(seed))
+
+
+def expected_cost(net: SuperNet) -> float:
+    """The expected cost under ``P_θ`` now (BitOPs per image or weight bits), no gradient."""
+    with torch.no_grad():
+        return float(net.expected_cost(net.probs()))
 
 
 def feasible_share(costs: torch.Tensor, limit: float) -> float:
