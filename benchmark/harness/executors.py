@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -391,7 +392,8 @@ class _Grid:
         with _graceful_interrupt(self.interrupted):
             try:
                 tuner.fit()
-            except (EOFError, OSError) as err:  # Ray's own experiment files (a full disk)
+            except (EOFError, OSError, pickle.UnpicklingError) as err:  # Ray's own files
+                # (a full disk truncates them: EOFError, or 'pickle data was truncated')
                 text = " ".join(str(err).split())[:200] or type(err).__name__
                 raise OSError(
                     f"Ray could not write or read back its files under {self.store.run_dir / 'ray'}"
