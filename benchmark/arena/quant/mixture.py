@@ -87,8 +87,15 @@ def mix(quantizer: nn.Module, x: Tensor, bits: Sequence[int], probs: Tensor) -> 
     """``Σ_i probs[i]·quantizer(x, bits[i])`` in ``x``'s dtype and device, summed in list order.
 
     With one-hot ``probs`` the result equals ``quantizer(x, bits[k])`` exactly (the other
-    terms are exact zeros).
+    terms are exact zeros). A quantizer with a ``fused_mix(x, bits, probs)`` method (PACT's
+    fused CPU kernel, :meth:`~benchmark.arena.quant.pact.PACTQuantizer.fused_mix`) computes
+    the same sum itself where that returns a tensor; ``None`` means: sum the terms here.
     """
+    fused = getattr(quantizer, "fused_mix", None)
+    if fused is not None:
+        mixed = fused(x, bits, probs)
+        if mixed is not None:
+            return mixed
     out: Tensor | None = None
     for i, b in enumerate(bits):
         term = quantizer(x, b) * probs[i].to(device=x.device, dtype=x.dtype)
