@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.harness import ray_session
+from benchmark.harness.memory import give_back_memory
 from benchmark.harness.records import RunStore
 from benchmark.harness.spec import TrialSpec, read_outbox
 from benchmark.harness.trial import run_trial, spec_row
@@ -166,6 +167,7 @@ def run_serial(
         announce.started(spec)
         send = None if events is None else lambda event, spec=spec: announce.event(spec, event)
         rows = run_trial(spec, events=send)
+        give_back_memory()
         store.add(rows)
         announce.finished(spec, rows)
 
@@ -190,6 +192,7 @@ def _ray_trainable(config: dict[str, Any]) -> None:
         )
     finally:
         sender.close()
+        give_back_memory()  # the worker runs the next trial too (reuse_actors)
     tune.report({"rows_json": json.dumps(rows, default=str), "done_rows": len(rows)})
 
 
@@ -377,8 +380,10 @@ class _Grid:
         tuner = tune.Tuner(
             trainable,
             param_space={"spec": tune.grid_search([asdict(s) for s in pending])},
-            # a fresh worker process per trial: a reused worker keeps ~0.28 GB per trial
-            # it ran; a new one costs ~9 s of start-up a trial (docs/benchmarks.md)
+            # a fresh worker process per trial (~9 s of start-up a trial): reused workers
+            # grew by ~0.28 GB a trial in session 8. Each trial now gives its memory back
+            # (give_back_memory); whether reuse can return is measured, not yet decided
+            # (docs/benchmarks.md, issue 36)
             tune_config=tune.TuneConfig(reuse_actors=False),
             run_config=tune.RunConfig(
                 name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
