@@ -12,8 +12,24 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import sys
+from collections.abc import Callable
+
+
+@functools.cache
+def malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, bound once per process; ``None`` off Linux or off glibc."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
 
 
 def give_back_memory() -> bool:
@@ -21,14 +37,8 @@ def give_back_memory() -> bool:
     ``malloc_trim`` ran (``False`` off glibc, e.g. macOS or musl: garbage is still
     collected)."""
     gc.collect()
-    if not sys.platform.startswith("linux"):
+    trim = malloc_trim()
+    if trim is None:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return False
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
     trim(0)
     return True

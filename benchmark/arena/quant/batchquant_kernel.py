@@ -29,7 +29,13 @@ import logging
 import torch
 from torch import Tensor
 
-from benchmark.arena.quant.cpu_kernel import GRAIN_SIZE, PARALLEL_CHUNKS, CpuKernel
+from benchmark.arena.quant.cpu_kernel import (
+    GRAIN_SIZE,
+    PARALLEL_CHUNKS,
+    CpuKernel,
+    float32_in_order_of,
+    output_like,
+)
 
 log = logging.getLogger(__name__)
 
@@ -247,10 +253,7 @@ def forward(
     """``(out, x)``: the fake-quantized ``x`` and the ``x`` it was computed from (made
     contiguous where ``out`` could not share its memory order), which :func:`backward`
     takes."""
-    out = torch.empty_like(x)
-    if out.stride() != x.stride():
-        x = x.contiguous()
-        out = torch.empty_like(x)
+    out, x = output_like(x)
     n = x.numel()
     if n:
         lib.mpqbench_bq_forward(
@@ -266,8 +269,7 @@ def backward(
 ) -> tuple[Tensor | None, float, float]:  # fmt: skip
     """``(grad_x, Σ grad·d, Σ_outside grad)`` (sums in float64), the forward pass recomputed
     from ``x`` with the same scalars."""
-    if grad.dtype != torch.float32 or grad.stride() != x.stride():
-        grad = torch.empty_like(x).copy_(grad)
+    grad = float32_in_order_of(grad, x)
     grad_x = torch.empty_like(x) if want_grad_x else None
     sums = (ctypes.c_double * 2)(0.0, 0.0)
     n = x.numel()

@@ -23,8 +23,32 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
+from torch import Tensor
+
 GRAIN_SIZE = 32768
 """Elements per thread at least (torch's ``at::internal::GRAIN_SIZE``)."""
+
+
+def output_like(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(out, x)``: an empty tensor for an elementwise kernel's result and the ``x`` to read,
+    both one flat array in the same memory order. ``torch.empty_like`` keeps the strides of
+    a dense ``x`` (contiguous in some dimension order), so equal strides mean ``out`` follows
+    ``x`` element for element; otherwise (slices, expanded tensors) ``x`` is made contiguous."""
+    out = torch.empty_like(x)
+    if out.stride() != x.stride():
+        x = x.contiguous()
+        out = torch.empty_like(x)
+    return out, x
+
+
+def float32_in_order_of(grad: Tensor, x: Tensor) -> Tensor:
+    """``grad`` as float32 in ``x``'s memory order (``x`` from :func:`output_like`), copied
+    only where it is not already (another dtype, another order, an expanded gradient)."""
+    if grad.dtype != torch.float32 or grad.stride() != x.stride():
+        grad = torch.empty_like(x).copy_(grad)
+    return grad
+
 
 PARALLEL_CHUNKS = r"""
 // Calls body(task, begin, end) over [0, n) split into at most max_tasks contiguous chunks of

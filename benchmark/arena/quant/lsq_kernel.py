@@ -25,7 +25,13 @@ import logging
 import torch
 from torch import Tensor
 
-from benchmark.arena.quant.cpu_kernel import GRAIN_SIZE, PARALLEL_CHUNKS, CpuKernel
+from benchmark.arena.quant.cpu_kernel import (
+    GRAIN_SIZE,
+    PARALLEL_CHUNKS,
+    CpuKernel,
+    float32_in_order_of,
+    output_like,
+)
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +200,7 @@ def forward(
 ) -> tuple[Tensor, Tensor | None]:
     """``(out, code)``: fake-quantized ``x`` (same unit and memory order as ``x``) and the
     float32 per-element code for :func:`backward` (``None`` unless ``save_code``)."""
-    # empty_like keeps the strides of a dense tensor (contiguous in some dimension order), so
-    # equal strides mean x is one flat array and out follows it element for element.
-    out = torch.empty_like(x)
-    if out.stride() != x.stride():  # gaps or overlaps (slices, expanded tensors)
-        x = x.contiguous()
-        out = torch.empty_like(x)
+    out, x = output_like(x)
     code = torch.empty_like(x) if save_code else None
     n = x.numel()
     if n:
@@ -228,8 +229,7 @@ def backward(
 ) -> tuple[Tensor | None, float]:
     """``(grad_x, total)``: the gradient to ``x`` (``None`` unless ``want_grad_x``) and the
     float64 sum ``Σ grad·d`` before the factors ``sign(s)·grad_scale`` (0 unless ``want_sum``)."""
-    if grad.dtype != torch.float32 or grad.stride() != code.stride():
-        grad = torch.empty_like(code).copy_(grad)  # the code's memory order (also expanded grads)
+    grad = float32_in_order_of(grad, code)
     grad_x = torch.empty_like(code) if want_grad_x else None
     n = code.numel()
     total = 0.0

@@ -38,7 +38,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from benchmark.arena.quant.cpu_kernel import GRAIN_SIZE, PARALLEL_CHUNKS, CpuKernel
+from benchmark.arena.quant.cpu_kernel import (
+    GRAIN_SIZE,
+    PARALLEL_CHUNKS,
+    CpuKernel,
+    float32_in_order_of,
+    output_like,
+)
 
 log = logging.getLogger(__name__)
 
@@ -336,12 +342,7 @@ def forward(lib: ctypes.CDLL, x: Tensor, terms: Terms) -> tuple[Tensor, Tensor]:
     """``(out, x)``: the mixture ``Σ_j p_j·Q_j(x)`` (same unit and memory order as ``x``)
     and the ``x`` it was computed from (made contiguous where ``out`` could not share its
     memory order: slices, expanded tensors), which :func:`backward` takes."""
-    # empty_like keeps the strides of a dense tensor (contiguous in some dimension order), so
-    # equal strides mean x is one flat array and out follows it element for element.
-    out = torch.empty_like(x)
-    if out.stride() != x.stride():
-        x = x.contiguous()
-        out = torch.empty_like(x)
+    out, x = output_like(x)
     n = x.numel()
     if n:
         lib.mpqbench_pact_mix_forward(
@@ -365,8 +366,7 @@ def backward(
     times ``x``'s for the last (the first two 0 unless ``want_clip``, for FP terms, and the
     second for unsigned grids; the last 0 unless ``want_prob``). ``x`` is :func:`forward`'s
     second result."""
-    if grad.dtype != torch.float32 or grad.stride() != x.stride():
-        grad = torch.empty_like(x).copy_(grad)  # x's memory order (also expanded grads)
+    grad = float32_in_order_of(grad, x)
     grad_x = torch.empty_like(x) if want_grad_x else None
     k = terms.count
     sums = (ctypes.c_double * (SUMS_PER_TERM * k))()
@@ -378,4 +378,4 @@ def backward(
             int(want_prob), sums, GRAIN_SIZE, torch.get_num_threads(),
         )  # fmt: skip
     values = list(sums)
-    return grad_x, [(values[3 * j], values[3 * j + 1], values[3 * j + 2]) for j in range(k)]
+    return grad_x, [tuple(values[SUMS_PER_TERM * j : SUMS_PER_TERM * (j + 1)]) for j in range(k)]
