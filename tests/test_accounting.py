@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -37,12 +38,14 @@ def plugins(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def spec(tmp_path: Path, method: str, seed: int = 0, **kw) -> TrialSpec:
+    """A trial of ``method`` on :data:`TASK`; its FP start comes from the session's cache
+    (``$MPQBENCH_CACHE``: built once for every test that trains on the tiny preset)."""
     return TrialSpec(
         run_id="r",
         method=method,
         task={**TASK, "seed": seed},
         run_dir=str(tmp_path / "runs" / "r"),
-        cache_dir=str(tmp_path / "cache"),
+        cache_dir=os.environ["MPQBENCH_CACHE"],
         **kw,
     )
 
@@ -80,8 +83,8 @@ def test_trial_rows_charge_wall_time_times_the_share(
     monkeypatch.setattr(trial_module, "trial_device", lambda s: (torch.device("cpu"), half))
     rows = [
         row
-        for seed in (0, 1)  # two trials at 0.5 GPU
-        for row in trial_module.run_trial(spec(tmp_path, "mpqbench_fake:AllW4", seed, gpus=0.5))
+        for run in ("a", "b")  # two trials at 0.5 GPU (one seed: one FP start to build)
+        for row in trial_module.run_trial(spec(tmp_path / run, "mpqbench_fake:AllW4", gpus=0.5))
     ]
     frame = normalise(pd.DataFrame(rows))
     assert list(frame["status"]) == ["ok", "ok"] and list(frame["track"]) == ["retrain"] * 2
