@@ -155,6 +155,27 @@ def test_batch_range_kernel_gives_torchs_values_bit_for_bit(monkeypatch, shape) 
     assert torch.isnan(lows).sum() == 1 and torch.isnan(highs).sum() == 1
 
 
+@pytest.mark.parametrize("shape", [(8, 16, 9, 9), (2, 3, 1, 1), (64, 24, 16, 16), (4, 1, 5, 5)])
+def test_channels_last_batch_range_gives_torchs_values_bit_for_bit(monkeypatch, shape) -> None:
+    """A channels-last batch (what mbv3's convolutions hand BatchQuant on a CPU) takes the
+    kernel's rows-of-channels pass: torch's per-channel min / max, NaN included."""
+    from benchmark.arena.quant import batchquant_kernel
+
+    if batchquant_kernel.load() is None:
+        pytest.skip("the BatchQuant CPU kernel could not be built here")
+    x = (torch.randn(shape) * 3 + 0.2).to(memory_format=torch.channels_last)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    lows, highs = batchquant_kernel.channel_ranges_last(batchquant_kernel.load(), x)
+    assert torch.equal(lows, x.amin(dim=(0, 2, 3))) and torch.equal(highs, x.amax(dim=(0, 2, 3)))
+    fused = batch_range(x)
+    monkeypatch.setenv("MPQBENCH_LSQ_KERNEL", "python")
+    assert all(torch.equal(a, b) for a, b in zip(fused, batch_range(x), strict=True))
+    x[1 % shape[0], shape[1] - 1, 0, 0] = float("nan")  # a NaN propagates, as torch's
+    lows, highs = batchquant_kernel.channel_ranges_last(batchquant_kernel.load(), x)
+    assert torch.isnan(lows).tolist() == [c == shape[1] - 1 for c in range(shape[1])]
+    assert torch.isnan(highs).tolist() == [c == shape[1] - 1 for c in range(shape[1])]
+
+
 def test_batchquant_recalibration_sets_the_running_range_and_eval_uses_it() -> None:
     q = bq()
     batches = [torch.rand(4, 3, 2, 2) * (i + 1) for i in range(3)]

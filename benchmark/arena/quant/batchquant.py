@@ -66,13 +66,16 @@ class BatchQuantConfig(QuantizerConfig):
 def batch_range(x: Tensor) -> tuple[Tensor, Tensor]:
     """``(m, M)`` of a detached batch: per-channel min / max over every other dim, averaged
     over channels (dim 1), then clipped to include 0 (0-dim tensors). A contiguous CPU
-    float32 batch of ≥ 3 dims reads its memory once through the fused kernel (the same
-    values: a min or a max is exact in any order)."""
+    float32 batch of ≥ 3 dims, contiguous or channels-last, reads its memory once through
+    the fused kernel (the same values: a min or a max is exact in any order)."""
     x = x.detach()
     if x.dim() < 2:
         raise ValueError(f"BatchQuant needs a batch of at least 2 dims (N×C...), got {x.dim()}")
-    if x.dim() >= 3 and x.is_contiguous() and batchquant_path(x) == "fused":
+    fused = x.dim() >= 3 and batchquant_path(x) == "fused"
+    if fused and x.is_contiguous():
         low, high = batchquant_kernel.plane_ranges(batchquant_kernel.load(), x)
+    elif fused and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        low, high = batchquant_kernel.channel_ranges_last(batchquant_kernel.load(), x)
     else:
         inner = tuple(range(2, x.dim()))  # the contiguous dims first, then the batch
         low = (x.amin(dim=inner) if inner else x).amin(dim=0)  # min, a faster reduction on CPU

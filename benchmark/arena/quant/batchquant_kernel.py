@@ -147,6 +147,22 @@ void plane_range(const float* __restrict x, int64_t n, float* low, float* high) 
   *high = nan ? NAN : h;
 }
 
+// Per-channel min and max of `rows` rows of `channels` floats (channels innermost: a
+// channels-last batch), folded into lo / hi; nan[c] set if channel c holds a NaN.
+BQ_CLONES
+void rows_range(const float* __restrict x, int64_t rows, int64_t channels, float* __restrict lo,
+                float* __restrict hi, unsigned char* __restrict nan) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = x + r * channels;
+    for (int64_t c = 0; c < channels; ++c) {
+      const float v = row[c];
+      lo[c] = v < lo[c] ? v : lo[c];
+      hi[c] = v > hi[c] ? v : hi[c];
+      nan[c] |= (v != v);
+    }
+  }
+}
+
 @PARALLEL_CHUNKS@
 
 }  // namespace
@@ -187,6 +203,30 @@ void mpqbench_bq_plane_ranges(const float* x, float* low, float* high, int64_t p
   });
 }
 
+// low[c], high[c]: min and max of channel c of a rows × channels array (channels-last).
+void mpqbench_bq_channel_ranges_last(const float* x, float* low, float* high, int64_t rows,
+                                     int64_t channels, int64_t grain, int64_t max_tasks) {
+  const int64_t tasks = std::max<int64_t>(1, max_tasks);
+  std::vector<float> lo(tasks * channels, INFINITY), hi(tasks * channels, -INFINITY);
+  std::vector<unsigned char> nan(tasks * channels, 0);
+  const int64_t row_grain = std::max<int64_t>(1, grain / std::max<int64_t>(1, channels));
+  parallel_chunks(rows, row_grain, max_tasks, [&](int64_t task, int64_t begin, int64_t end) {
+    rows_range(x + begin * channels, end - begin, channels, lo.data() + task * channels,
+               hi.data() + task * channels, nan.data() + task * channels);
+  });
+  for (int64_t c = 0; c < channels; ++c) {
+    float l = lo[c], h = hi[c];
+    bool any_nan = nan[c] != 0;
+    for (int64_t t = 1; t < tasks; ++t) {
+      l = lo[t * channels + c] < l ? lo[t * channels + c] : l;
+      h = hi[t * channels + c] > h ? hi[t * channels + c] : h;
+      any_nan |= nan[t * channels + c] != 0;
+    }
+    low[c] = any_nan ? NAN : l;
+    high[c] = any_nan ? NAN : h;
+  }
+}
+
 }  // extern "C"
 """
 
@@ -203,6 +243,8 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.mpqbench_bq_backward.restype = None
     lib.mpqbench_bq_plane_ranges.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64]
     lib.mpqbench_bq_plane_ranges.restype = None
+    lib.mpqbench_bq_channel_ranges_last.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64]
+    lib.mpqbench_bq_channel_ranges_last.restype = None
 
 
 KERNEL = CpuKernel(
@@ -245,6 +287,21 @@ def plane_ranges(lib: ctypes.CDLL, x: Tensor) -> tuple[Tensor, Tensor]:
         )  # fmt: skip
     shape = (x.shape[0], x.shape[1])
     return low.view(shape).amin(dim=0), high.view(shape).amax(dim=0)
+
+
+def channel_ranges_last(lib: ctypes.CDLL, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel ``(min, max)`` over every dim but 1 of a channels-last N×C×H×W float32
+    ``x`` (two C-element tensors, ``x``'s unit), in one pass over its memory (N·H·W rows of
+    C floats); NaN for a channel holding a NaN, as torch's ``amin`` / ``amax``."""
+    channels = x.shape[1]
+    low = torch.empty(channels, dtype=torch.float32)
+    high = torch.empty(channels, dtype=torch.float32)
+    if channels and x.numel():
+        lib.mpqbench_bq_channel_ranges_last(
+            x.data_ptr(), low.data_ptr(), high.data_ptr(), x.numel() // channels, channels,
+            GRAIN_SIZE, torch.get_num_threads(),
+        )  # fmt: skip
+    return low, high
 
 
 def forward(
