@@ -25,9 +25,11 @@ Claims:
   alike): the best reward by episode (median and band over seeds, from each trial's
   ``search_log.json``) and the retrained top-1.
 - ``dnas``: DNAS's sampled candidates against ``random`` at ``bitops<=0.3`` on
-  ``resnet20``, the share of 1,000 architectures drawn from ``P_θ`` that meet the limit
-  (each trial's ``search_log.json``), and the paper's fixed-coefficient loss (``beta``
-  0.2, ``gamma`` 0.6, label ``paper``) against ``gamma="auto"``.
+  ``resnet20`` (with its default 16 scored policies, and again given at most DNAS's search
+  samples: as many whole scorings as fit, label ``matched``), the share of 1,000
+  architectures drawn from ``P_θ`` that meet the limit (each trial's ``search_log.json``),
+  and the paper's fixed-coefficient loss (``beta`` 0.2, ``gamma`` 0.6, label ``paper``)
+  against ``gamma="auto"``.
 - ``oqat``: OQAT's 2-bit supernet by inheritance (4→3→2, stages ``--oqat-stages``, default
   0.4, 0.27 and 0.2 epochs) against a 2-bit supernet trained straight from the FP supernet
   (a) for as many steps as the 2-bit stage and (b) for as many as the whole chain, and the
@@ -374,18 +376,54 @@ def claim_dnas(args: argparse.Namespace) -> dict[str, Any]:
     dnas, random = by_seed(rows, "dnas"), by_seed(rows, "random")
     against_random = compare(dnas, random)
     against_paper = compare(dnas, by_seed(rows_paper, "dnas[paper]"))
+    # random again, given at most DNAS's search samples: as many whole scorings as fit
+    matched_samples = matched_random_samples(rows)
+    matched = {"random": {"num_samples": matched_samples, "label": "matched"}}
+    rows_matched, info_matched = run_harness(
+        args,
+        "dnas-random-matched",
+        ["--methods", "random", "--method-options", json.dumps(matched)],
+    )
+    against_matched = compare(dnas, by_seed(rows_matched, "random[matched]"))
     return {
         "claim": "DNAS's candidates beat random search at the same limit; >= 90% of the "
         "architectures drawn from P_theta meet the limit; the paper's fixed coefficients",
         "limit": "bitops<=0.3",
         "feasible_share": shares,
         "against_random": {**against_random, "verdict": verdict(against_random, "dnas", "random")},
+        "search_samples": {
+            "dnas": search_samples(rows, "dnas"),
+            "random": search_samples(rows, "random"),
+            "random[matched]": search_samples(rows_matched, "random[matched]"),
+        },
+        "against_random_matched": {
+            **against_matched,
+            "num_samples": matched_samples,
+            "verdict": verdict(against_matched, "dnas", "random[matched]"),
+        },
         "auto_against_paper": {
             **against_paper,
             "verdict": verdict(against_paper, "auto", "paper"),
         },
-        "runs": [info, info_paper],
+        "runs": [info, info_paper, info_matched],
     }
+
+
+def search_samples(rows: pd.DataFrame, method: str) -> dict[str, int]:
+    """Search samples (images forwarded by the search) of ``method``'s trial per seed."""
+    mine = rows[rows["method"] == method].drop_duplicates("seed").sort_values("seed")
+    pairs = zip(mine["seed"], mine["samples_processed"], strict=True)
+    return {str(int(seed)): int(samples) for seed, samples in pairs}
+
+
+def matched_random_samples(rows: pd.DataFrame) -> int:
+    """How many policies ``random`` may score within DNAS's search samples: DNAS's fewest
+    samples over seeds over what one of ``random``'s scorings costs (its samples over its
+    ``num_samples``, the default 16: validation plus recalibration images)."""
+    from methods.random_search import RandomConfig
+
+    per_score = min(search_samples(rows, "random").values()) / RandomConfig().num_samples
+    return max(1, int(min(search_samples(rows, "dnas").values()) // per_score))
 
 
 def seeds_of(args: argparse.Namespace) -> list[int]:

@@ -58,6 +58,19 @@ def test_tracks_tau_pairs_each_candidates_inherit_and_retrain_rows(claims) -> No
     assert math.isnan(claims.tracks_tau(pd.DataFrame(rows[:4]))["kendall_tau"])  # < 3 pairs
 
 
+def test_random_is_matched_to_dnas_by_whole_scorings_within_its_samples(claims) -> None:
+    rows = pd.DataFrame(
+        [dict(method="dnas", seed=s, samples_processed=42_240) for s in (0, 1, 2)]
+        + [dict(method="random", seed=s, samples_processed=16 * 12_256) for s in (0, 1, 2)]
+        + [dict(method="random", seed=0, samples_processed=16 * 12_256)]  # a second row
+    )
+    assert claims.search_samples(rows, "dnas") == {"0": 42_240, "1": 42_240, "2": 42_240}
+    assert claims.matched_random_samples(rows) == 3  # 3 x 12,256 = 36,768 <= 42,240
+    fewer = rows.assign(samples_processed=lambda d: d["samples_processed"].where(
+        d["method"] == "random", 10_000))  # fmt: skip
+    assert claims.matched_random_samples(fewer) == 1  # always at least one scoring
+
+
 def test_qfa_stage_losses_and_extremes_come_from_the_search_log(claims) -> None:
     inf = float("inf")
     log = {
