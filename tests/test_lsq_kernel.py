@@ -280,3 +280,23 @@ def test_failed_build_warns_once_and_falls_back(
     warnings = [r for r in caplog.records if r.name == lsq_kernel.__name__]
     assert len(warnings) == 1 and "no compiler here" in warnings[0].getMessage()
     assert lsq_module.lsq_kernel.load() is None
+
+
+def test_unsupported_device_uses_python_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CUDA tensor (simulated: ``supports`` says no) takes the PyTorch path: the same
+    values, its own autograd node."""
+    monkeypatch.delenv(KERNEL_ENV, raising=False)
+    x = (torch.randn(6, 10) * 2).requires_grad_()
+    step = torch.tensor([0.3], requires_grad=True)
+    fused = lsq_quantize(x, step, -8, 7, 0.01)
+    seen: list[str] = []
+
+    def no_support(x: Tensor, step: Tensor) -> bool:
+        seen.append(x.device.type)
+        return False
+
+    monkeypatch.setattr(lsq_kernel, "supports", no_support)
+    assert lsq_path(x, step) == "python"
+    out = lsq_quantize(x, step, -8, 7, 0.01)
+    assert type(out.grad_fn).__name__ == "_LSQFunctionBackward" and seen
+    assert torch.equal(out, fused)

@@ -112,6 +112,23 @@ def test_batchquant_kernel_gives_the_python_paths_values(monkeypatch) -> None:
     torch.testing.assert_close(fused[3], python[3], rtol=1e-4, atol=1e-6)
 
 
+def test_batchquant_on_an_unsupported_device_takes_the_pytorch_path(monkeypatch) -> None:
+    """A CUDA tensor (simulated: the kernel's ``supports`` says no) is quantized and its
+    range taken by PyTorch: the same values as the kernel's."""
+    from benchmark.arena.quant import batchquant_kernel
+    from benchmark.arena.quant.batchquant import batchquant_path
+
+    monkeypatch.delenv("MPQBENCH_LSQ_KERNEL", raising=False)
+    x = (torch.randn(4, 8, 6, 6) * 2).to(memory_format=torch.channels_last)
+    expected = bq(signed=True).train()(x, 3)
+    monkeypatch.setattr(batchquant_kernel, "supports", lambda x, *scalars: False)
+    assert batchquant_path(x) == "python"
+    q = bq(signed=True).train()
+    out = q(x.clone().requires_grad_(True), 3)
+    assert type(out.grad_fn).__name__ == "_BatchQuantFunctionBackward"
+    assert torch.equal(out, expected)
+
+
 def test_batchquant_kernel_matches_on_channels_last_input_and_saves_only_x(monkeypatch) -> None:
     from benchmark.arena.quant import batchquant_kernel
 
