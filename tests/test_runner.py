@@ -5,6 +5,7 @@ Bad input is tested in test_bad_input.py."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -166,6 +167,18 @@ def test_cost_command_json(capsys: pytest.CaptureFixture, tmp_path: Path) -> Non
         la["macs"] * 64 for la in fixed
     )
     assert mixed["bitops"] == expected
+
+
+def test_local_ray_workers_run_at_the_drivers_priority(ray_session) -> None:
+    """Ray lowers its workers to niceness 15 by default: on a machine with other work a trial
+    then gets what is left. The local Ray the harness starts keeps them at the driver's."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+
+    assert ray.get(niceness.remote()) == os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def test_default_smoke_run_through_ray(tmp_path: Path, cache_dir: Path, ray_session) -> None:
