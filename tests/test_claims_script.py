@@ -58,6 +58,19 @@ def test_tracks_tau_pairs_each_candidates_inherit_and_retrain_rows(claims) -> No
     assert math.isnan(claims.tracks_tau(pd.DataFrame(rows[:4]))["kendall_tau"])  # < 3 pairs
 
 
+def test_by_seed_takes_the_first_candidate_or_the_feasible_one_best_on_validation(claims) -> None:
+    rows = pd.DataFrame(
+        [
+            dict(seed=0, candidate_index=0, top1_val=90.0, top1_test=89.0, feasible=True),
+            dict(seed=0, candidate_index=1, top1_val=92.0, top1_test=91.0, feasible=True),
+            dict(seed=0, candidate_index=2, top1_val=95.0, top1_test=94.0, feasible=False),
+            dict(seed=1, candidate_index=0, top1_val=93.0, top1_test=92.0, feasible=True),
+        ]
+    ).assign(method="dnas", track="retrain", status="ok", candidate="c")
+    assert claims.by_seed(rows, "dnas").to_dict() == {0: 89.0, 1: 92.0}
+    assert claims.by_seed(rows, "dnas", best_val=True).to_dict() == {0: 91.0, 1: 92.0}
+
+
 def test_random_is_matched_to_dnas_by_whole_scorings_within_its_samples(claims) -> None:
     rows = pd.DataFrame(
         [dict(method="dnas", seed=s, samples_processed=42_240) for s in (0, 1, 2)]
