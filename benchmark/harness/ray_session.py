@@ -62,7 +62,7 @@ def local_init_options() -> dict[str, Any]:
 
     Its workers run at the driver's priority (``worker_niceness`` 0): Ray's default of 15
     lowers every worker, so on a machine with other work the trials got what was left (a
-    trial beside two busy processes ran at ~3% of a core, measured with ``ps``) while the
+    trial beside three other 1-thread jobs ran at ~3% of a core, measured with ``ps``) while the
     serial executor's ran at full share. A trial is the run's work, not background work.
     """
     os.environ[SINGLE_MACHINE_ENV] = "0"  # the processes Ray starts, and a later import
