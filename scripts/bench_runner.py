@@ -91,6 +91,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.cpus * 2 <= (os.cpu_count() or 1):  # Ray would run trials side by side
+        parser.error(
+            f"--cpus {args.cpus:g} lets Ray run {int((os.cpu_count() or 1) // args.cpus)} "
+            f"trials at once where serial runs one: the overhead needs --cpus {os.cpu_count()}"
+        )
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-runner-"))
     cache = out / "cache"
     options = SHORT if args.trials == "short" else "{}"
