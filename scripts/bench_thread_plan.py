@@ -1,13 +1,16 @@
 """Speed: on a 2-core machine, two 1-thread trials side by side against one 2-thread trial
 (issue 36's thread plan), for each kind of work a method's trial does.
 
-Usage: python scripts/bench_thread_plan.py [--work fp,lsq,qfa,hawq,eval] [--steps 6]
+Usage: python scripts/bench_thread_plan.py [--work fp,lsq,qfa,oqat,dnas,hawq,eval] [--steps 6]
        [--rounds 3]
 
 Each kind of work is one step of what the trials spend their time on, at Fashion-MNIST's
 size (3×32×32 images): ``fp`` a ResNet-20 FP training step (batch 128: pretraining),
 ``lsq`` the same at uniform W4A4 LSQ (every bits-only method's finetunes, HAQ's episodes),
 ``qfa`` a BatchQuant mbv3-cifar supernet step (6 subnets, batch 64: QFA's training),
+``oqat`` an OQAT W4A4 mbv3-cifar sandwich step (4 subnets, shared LSQ steps, batch 64),
+``dnas`` a DNAS weights' step on ResNet-20 (a Gumbel draw of every layer's bit mixture,
+shared weights, batch 128),
 ``hawq`` a ResNet-20 Hessian-vector product (batch 32: HAWQ-V3's trace estimate) and
 ``eval`` a W4A4 ResNet-20 forward in eval mode (batch 500: every trial's scoring).
 
@@ -38,7 +41,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-WORK = ("fp", "lsq", "qfa", "hawq", "eval")
+WORK = ("fp", "lsq", "qfa", "oqat", "dnas", "hawq", "eval")
 
 
 def resnet_step(bits: int | None) -> Callable[[], None]:
@@ -80,6 +83,60 @@ def qfa_step() -> Callable[[], None]:
     return step
 
 
+def oqat_step() -> Callable[[], None]:
+    from benchmark.arena import get_space
+    from benchmark.arena.recipes.supernet import SandwichSampler, sandwich_step
+    from methods.oqat import oqat_quant
+
+    base = get_space("mbv3-cifar")
+    space = base.with_fixed(32)
+    supernet = space.build_supernet(oqat_quant())
+    supernet.load_state_dict(base.build_supernet().state_dict(), strict=False)
+    supernet.train()
+
+    def w4a4(arch: object, rng: random.Random) -> object:
+        return space.uniform_policy(4, 4, arch)
+
+    loss_of = sandwich_step(space, SandwichSampler(space, num_random=2, policy=w4a4), seed=0)
+    opt = torch.optim.SGD(supernet.parameters(), lr=1e-4)
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss, _ = loss_of(supernet, x, y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def dnas_step() -> Callable[[], None]:
+    from benchmark.arena import apply_policy, get_space
+    from methods.dnas.method import QUANT
+    from methods.dnas.steps import SearchState, weight_step
+    from methods.dnas.supernet import SuperNet
+
+    space = get_space("resnet20")
+    arch = space.reference_arch
+    model = space.build(arch, None, quant=QUANT)
+    apply_policy(model, space.fixed_policy(arch))
+    table = space.cost_table(arch)
+    net = SuperNet(model, table, table.searchable, (2, 3, 4, 8), "factorised", "shared", "bitops")
+    state = SearchState(tau=5.0, generator=torch.Generator().manual_seed(0))
+    loss_of = weight_step(net, state)
+    net.module.train()
+    opt = torch.optim.SGD(net.module.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss, _ = loss_of(net.module, x, y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def hawq_step() -> Callable[[], None]:
     from benchmark.arena.spaces import get_space
 
@@ -115,6 +172,8 @@ BUILDERS: dict[str, Callable[[], Callable[[], None]]] = {
     "fp": lambda: resnet_step(None),
     "lsq": lambda: resnet_step(4),
     "qfa": qfa_step,
+    "oqat": oqat_step,
+    "dnas": dnas_step,
     "hawq": hawq_step,
     "eval": eval_step,
 }
