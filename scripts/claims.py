@@ -491,6 +491,7 @@ def claim_oqat(args: argparse.Namespace) -> dict[str, Any]:
         "inherited_vs_direct_same_stage": ("inherited", "direct_same_stage"),
         "inherited_vs_direct_all_steps": ("inherited", "direct_all_steps"),
         "reinit_vs_direct_same_stage": ("reinit", "direct_same_stage"),
+        "reinit_vs_direct_all_steps": ("reinit", "direct_all_steps"),
         "reinit_vs_inherited": ("reinit", "inherited"),
     }
     comparisons = {}
