@@ -380,10 +380,10 @@ class _Grid:
         tuner = tune.Tuner(
             trainable,
             param_space={"spec": tune.grid_search([asdict(s) for s in pending])},
-            # a fresh worker process per trial (~9 s of start-up a trial): reused workers
-            # grew by ~0.28 GB a trial in session 8. Each trial now gives its memory back
-            # (give_back_memory); whether reuse can return is measured, not yet decided
-            # (docs/benchmarks.md, issue 36)
+            # a fresh worker process per trial (~10 s a trial, scripts/bench_runner.py):
+            # reused workers grew by ~0.28 GB a trial in session 8, and even giving memory
+            # back after each trial (give_back_memory) one sat 30-39% over its first
+            # trial's RSS for 8 of 30 trials (docs/benchmarks.md, issue 36)
             tune_config=tune.TuneConfig(reuse_actors=False),
             run_config=tune.RunConfig(
                 name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
