@@ -91,7 +91,7 @@ def plan_jobs(
         }
     )
     if missing:
-        raise SystemExit(
+        raise ValueError(
             f"no recorded trial time for {', '.join(missing)}: measure it with "
             "`python scripts/measure_fmnist.py trials --trials METHOD/SPACE`"
         )
@@ -124,7 +124,7 @@ def makespan(durations: list[float], slots: int) -> float:
 def project(jobs: list[Job], cpus: int, cpus_per_trial: int, thread_gain: float) -> dict[str, Any]:
     """The projected wall hours and where they go (device-hours per method)."""
     if cpus_per_trial not in (1, 2) or cpus % cpus_per_trial:
-        raise SystemExit("--cpus-per-trial must be 1 or 2 and divide --cpus")
+        raise ValueError("--cpus-per-trial must be 1 or 2 and divide --cpus")
     slots = cpus // cpus_per_trial
     scale = 2.0 / thread_gain if cpus_per_trial == 1 else 1.0
     fp = [j.seconds_2threads * scale for j in jobs if j.kind == "fp"]
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         jobs = plan_jobs(methods, spaces, seeds, args.limits, seconds, FP_SECONDS, cached)
         result = project(jobs, args.cpus, args.cpus_per_trial, args.thread_gain)
-    except SystemExit as error:
+    except ValueError as error:
         parser.exit(2, f"error: {error}\n")
     result["inputs"] = {
         "trials": str(trials_json),
