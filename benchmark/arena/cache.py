@@ -74,6 +74,12 @@ def load_verified(path: Path) -> Any | None:
         return None
 
 
+def cache_file(cache_dir: Path, kind: str, config: dict[str, Any]) -> Path:
+    """Where :func:`cached` keeps the payload of ``config``: ``<cache_dir>/<kind>-<hash>.pt``
+    (it may not exist yet)."""
+    return Path(cache_dir) / f"{kind}-{config_hash(config)}.pt"
+
+
 def cached(
     cache_dir: Path, kind: str, config: dict[str, Any], build: Callable[[], Any]
 ) -> tuple[Any, bool]:
@@ -81,7 +87,7 @@ def cached(
 
     Returns ``(payload, was_cached)``.
     """
-    path = Path(cache_dir) / f"{kind}-{config_hash(config)}.pt"
+    path = cache_file(cache_dir, kind, config)
     payload = load_verified(path)
     if payload is not None:
         return payload, True

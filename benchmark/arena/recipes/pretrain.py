@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from benchmark.arena.cache import cached, default_cache_dir
+from benchmark.arena.cache import cache_file, cached, default_cache_dir
 from benchmark.arena.data import DataSplits
 from benchmark.arena.presets import Preset
 from benchmark.arena.recipes.loop import train
@@ -138,6 +138,22 @@ def pretrain_fp(
     folder = Path(cache_dir or default_cache_dir())
     payload, was_cached = cached(folder, "fp", key, _with_build_record(build, built_by))
     return payload["state_dict"], {**payload["info"], "cached": was_cached}
+
+
+def fp_cache_file(
+    space: SearchSpace,
+    splits: DataSplits,
+    preset: Preset,
+    *,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """Where :func:`fp_starting_point` keeps ``space``'s FP start for ``seed`` (it may not
+    be built yet)."""
+    folder = Path(cache_dir or default_cache_dir())
+    if isinstance(space, ElasticSearchSpace):
+        return cache_file(folder, "supernet-fp", supernet_key(space, splits, preset, seed))
+    return cache_file(folder, "fp", pretrain_key(space, splits, preset, seed))
 
 
 def supernet_key(
