@@ -4,7 +4,8 @@ The inputs are the ``fmnist`` preset's measured figures, not guesses:
 
 - each (method, space) trial's wall seconds at 2 threads, seed 0, one limit
   (``results/fmnist-preset/trials.json``, ``measure_fmnist.py trials``); ``uniform``'s from
-  its run's records (every bit-width's finetune and evaluation, ``--uniform-run``);
+  its run's records (``--uniform-run``): the finetune and evaluation of each bit-width that
+  meets the limit (a bit-width over it gets a row and no finetune);
 - the FP starting points' build seconds at 2 threads (``--fp-seconds``; seed 0's were
   measured in ``measure_fmnist.py fp``: ResNet-20 836 s, the mbv3 FP supernet 840 s);
   seed 0 counts as built when ``--fp-cached 0``;
@@ -18,7 +19,7 @@ makespan is the projection. The recorded trials ran under loads of 0.6-4, so the
 projection is an upper bound for an idle machine; a variant (``dnas[paper]``) costs what
 its method costs.
 
-    python scripts/project_reference.py --seeds 0,1,2 --limits 2
+    python scripts/project_reference.py --seeds 0,1,2 --limits "bitops<=0.2,bitops<=0.3"
     python scripts/project_reference.py --methods oqat,qfa --json
 """
 
@@ -58,28 +59,61 @@ def base_method(entry: str) -> str:
 
 
 def trial_seconds(trials_json: Path, uniform_run: Path | None) -> dict[tuple[str, str], float]:
-    """Recorded 2-thread wall seconds per (method, space)."""
+    """Recorded 2-thread wall seconds per (method, space); ``uniform``'s are its run's every
+    bit-width (see :func:`uniform_candidates` for one limit's share)."""
     figures = json.loads(trials_json.read_text())["figures"]
     out = {tuple(k.split("/")): float(v["trial_seconds"]) for k, v in figures.items()}
-    if uniform_run is not None and (uniform_run / "records.parquet").exists():
-        import pandas as pd
-
-        rows = pd.read_parquet(uniform_run / "records.parquet")
-        rows = rows[rows["track"] == "retrain"]
-        seconds = rows["finetune_wall_hours"].fillna(0) * 3600 + rows["eval_seconds"].fillna(0)
-        for space, total in seconds.groupby(rows["space"]).sum().items():
-            out[("uniform", str(space))] = float(total)
+    for space, candidates in uniform_candidates(uniform_run).items():
+        out[("uniform", space)] = sum(seconds for _, seconds in candidates)
     return out
+
+
+def uniform_candidates(uniform_run: Path | None) -> dict[str, list[tuple[float, float]]]:
+    """Per space, ``uniform``'s bit-widths as (BitOPs / W8A8, retrain seconds): the
+    finetune and evaluation of each, from its run's records (none if it has none)."""
+    if uniform_run is None or not (uniform_run / "records.parquet").exists():
+        return {}
+    import pandas as pd
+
+    rows = pd.read_parquet(uniform_run / "records.parquet")
+    rows = rows[rows["track"] == "retrain"]
+    seconds = rows["finetune_wall_hours"].fillna(0) * 3600 + rows["eval_seconds"].fillna(0)
+    out: dict[str, list[tuple[float, float]]] = {}
+    for space, ratio, spent in zip(rows["space"], rows["bitops_ratio_w8a8"], seconds, strict=True):
+        out.setdefault(str(space), []).append((float(ratio), float(spent)))
+    return out
+
+
+def limit_ratio(limit: str) -> float | None:
+    """``bitops<=0.2`` -> 0.2; ``None`` for a limit on another metric."""
+    metric, _, value = limit.partition("<=")
+    return float(value) if metric.strip() == "bitops" and value else None
+
+
+def seconds_at_limit(
+    method: str,
+    space: str,
+    limit: str,
+    seconds: dict[tuple[str, str], float],
+    uniform: dict[str, list[tuple[float, float]]],
+) -> float:
+    """A trial's 2-thread seconds at ``limit``: its recorded time, but ``uniform`` retrains
+    only the bit-widths that meet the limit (the others get a row and no finetune)."""
+    ratio = limit_ratio(limit)
+    if base_method(method) == "uniform" and space in uniform and ratio is not None:
+        return sum(spent for r, spent in uniform[space] if r <= ratio)
+    return seconds[(base_method(method), space)]
 
 
 def plan_jobs(
     methods: list[str],
     spaces: list[str],
     seeds: list[int],
-    limits: int,
+    limits: list[str],
     seconds: dict[tuple[str, str], float],
     fp_seconds: dict[str, float],
     fp_cached: set[int],
+    uniform: dict[str, list[tuple[float, float]]] | None = None,
 ) -> list[Job]:
     """Every FP build and trial of the run; an unknown (method, space) is an error."""
     missing = sorted(
@@ -104,10 +138,9 @@ def plan_jobs(
     for method in methods:
         for space in spaces:
             for seed in seeds:
-                for _ in range(limits):
-                    jobs.append(
-                        Job("trial", method, space, seed, seconds[(base_method(method), space)])
-                    )
+                for limit in limits:
+                    spent = seconds_at_limit(method, space, limit, seconds, uniform or {})
+                    jobs.append(Job("trial", method, space, seed, spent))
     return jobs
 
 
@@ -151,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list (variants ok)")
     parser.add_argument("--spaces", default=",".join(SPACES))
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--limits", type=int, default=2, help="BitOPs limits per space")
+    parser.add_argument("--limits", default="bitops<=0.2,bitops<=0.3", help="comma list")
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--cpus-per-trial", type=int, default=1)
     parser.add_argument("--thread-gain", type=float, default=THREAD_GAIN)
@@ -172,9 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     cached = {int(s) for s in args.fp_cached.split(",") if s}
     seconds = trial_seconds(trials_json, Path(args.uniform_run))
+    uniform = uniform_candidates(Path(args.uniform_run))
     methods = [m for m in args.methods.split(",") if m]
+    limits = [x for x in args.limits.split(",") if x]
     try:
-        jobs = plan_jobs(methods, spaces, seeds, args.limits, seconds, FP_SECONDS, cached)
+        jobs = plan_jobs(methods, spaces, seeds, limits, seconds, FP_SECONDS, cached, uniform)
         result = project(jobs, args.cpus, args.cpus_per_trial, args.thread_gain)
     except ValueError as error:
         parser.exit(2, f"error: {error}\n")

@@ -55,7 +55,9 @@ from project_reference import (  # noqa: E402 - the scripts folder is not a pack
     UNIFORM_RUN,
     Job,
     project,
+    seconds_at_limit,
     trial_seconds,
+    uniform_candidates,
 )
 
 OUT = "results/reference"
@@ -203,6 +205,7 @@ def build_fp(space_name: str, seed: int, preset_name: str) -> dict[str, Any]:
 def projection(pieces: list[Piece], cpus: int, cached: set[tuple[str, int]]) -> dict[str, Any]:
     """The projected wall hours of ``pieces`` from the recorded trial times."""
     seconds = trial_seconds(ROOT / TRIALS, ROOT / UNIFORM_RUN)
+    uniform = uniform_candidates(ROOT / UNIFORM_RUN)
     jobs: list[Job] = []
     for space, seed in sorted({(p.space, p.seed) for p in pieces} - cached):
         jobs.append(Job("fp", "fp", space, seed, FP_SECONDS[space]))
@@ -211,9 +214,8 @@ def projection(pieces: list[Piece], cpus: int, cached: set[tuple[str, int]]) -> 
             for method, entry in zip(run.methods, run.entries(), strict=True):
                 if (method, piece.space) not in seconds:
                     raise ValueError(f"no recorded trial time for {method}/{piece.space}")
-                jobs.append(
-                    Job("trial", entry, piece.space, piece.seed, seconds[(method, piece.space)])
-                )
+                spent = seconds_at_limit(method, piece.space, piece.limit, seconds, uniform)
+                jobs.append(Job("trial", entry, piece.space, piece.seed, spent))
     return project(jobs, cpus, 1, THREAD_GAIN)
 
 

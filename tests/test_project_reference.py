@@ -34,7 +34,13 @@ def test_plan_counts_every_trial_and_only_unbuilt_fp() -> None:
     m = _module()
     seconds = {("qfa", "resnet20"): 100.0, ("dnas", "resnet20"): 50.0}
     jobs = m.plan_jobs(
-        ["qfa", "dnas[paper]"], ["resnet20"], [0, 1, 2], 2, seconds, {"resnet20": 10.0}, {0}
+        ["qfa", "dnas[paper]"],
+        ["resnet20"],
+        [0, 1, 2],
+        ["bitops<=0.2", "bitops<=0.3"],
+        seconds,
+        {"resnet20": 10.0},
+        {0},
     )
     trials = [j for j in jobs if j.kind == "trial"]
     assert len(trials) == 2 * 3 * 2
@@ -62,7 +68,7 @@ def test_cli_projects_the_recorded_figures(tmp_path: Path) -> None:
     trials.write_text(json.dumps({"figures": figures}))
     cmd = [sys.executable, str(SCRIPT), "--trials", str(trials), "--uniform-run", str(tmp_path)]
     done = subprocess.run(
-        [*cmd, "--methods", "oqat,qfa", "--seeds", "0", "--limits", "1", "--json"],
+        [*cmd, "--methods", "oqat,qfa", "--seeds", "0", "--limits", "bitops<=0.3", "--json"],
         capture_output=True,
         text=True,
         check=True,
@@ -74,3 +80,14 @@ def test_cli_projects_the_recorded_figures(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert "no recorded trial time for haq/mbv3-cifar" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_uniform_retrains_only_the_bit_widths_under_the_limit() -> None:
+    m = _module()
+    uniform = {"resnet20": [(1.0, 40.0), (0.258, 30.0), (0.15, 20.0), (0.073, 10.0)]}
+    seconds = {("uniform", "resnet20"): 100.0, ("qfa", "resnet20"): 7.0}
+    assert m.seconds_at_limit("uniform", "resnet20", "bitops<=0.2", seconds, uniform) == 30.0
+    assert m.seconds_at_limit("uniform", "resnet20", "bitops<=0.3", seconds, uniform) == 60.0
+    assert m.seconds_at_limit("uniform", "resnet20", "size<=0.3", seconds, uniform) == 100.0
+    assert m.seconds_at_limit("qfa", "resnet20", "bitops<=0.2", seconds, uniform) == 7.0
+    assert m.limit_ratio("bitops<=0.25") == 0.25 and m.limit_ratio("size<=0.5") is None
