@@ -18,8 +18,9 @@ bits (``ompq[a_bits=4]``; W2A4 costs 0.173x and 0.135x), as in the smoke referen
 A piece is one (space, limit, seed): two harness runs under ``results/reference/runs/``,
 ``ref-<space>-<limit>-s<seed>`` (the eight methods) and ``...-variants``, with Ray, one CPU
 a trial (two trials side by side on 2 cores). Before its runs, the FP starting point of the
-piece's (space, seed) is built with every CPU if it is not cached, so that no trial waits
-on another's build. A finished piece's wall seconds, the machine's load before and after
+piece's (space, seed) is built at 2 threads if it is not cached, so that no trial waits on
+another's build and every session builds the same weights (a cached one built at another
+thread count is refused). A finished piece's wall seconds, the machine's load before and after
 and the commit go to ``piece.json`` in its first run's folder. The pooled leaderboard and
 plots are written to ``results/reference/`` at the end (``--no-leaderboard`` skips them).
 
@@ -66,6 +67,10 @@ SPACES = ("mbv3-cifar", "resnet20")
 LIMITS = ("bitops<=0.2", "bitops<=0.3")
 METHODS = ("dnas", "haq", "hawq", "ompq", "oqat", "qfa", "random", "uniform")
 OPTIONS: dict[str, dict[str, Any]] = {"hawq": {"bits": "space"}, "ompq": {"a_bits": 4}}
+FP_THREADS = 2
+"""torch threads of every FP start the reference builds: on a CPU, two builds at one thread
+count are bit-identical and builds at different counts are not, so pieces built in different
+sessions share their (space, seed)'s FP start only at a fixed count."""
 VARIANTS: dict[str, dict[str, Any]] = {
     "dnas": {"beta": 0.2, "gamma": 0.6, "label": "paper"},
     "oqat": {"inherit_steps": "reinit", "label": "reinit"},
@@ -188,18 +193,27 @@ def _task_data(space_name: str, seed: int, preset: Any) -> tuple[Any, Any]:
 
 
 def build_fp(space_name: str, seed: int, preset_name: str) -> dict[str, Any]:
-    """Build (or find) the FP start of (space, seed) with every CPU, as a trial would."""
+    """Build (or find) the FP start of (space, seed) at :data:`FP_THREADS` threads, as a
+    trial would. Raises ``ValueError`` if the cache holds one built at another count."""
     import torch
 
     from benchmark.arena.presets import load_preset
-    from benchmark.arena.recipes.pretrain import fp_starting_point
+    from benchmark.arena.recipes.pretrain import fp_cache_file, fp_starting_point
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(FP_THREADS)
     preset = load_preset(preset_name)
     splits, space = _task_data(space_name, seed, preset)
-    built_by = {"device": "cpu", "device_share": float(os.cpu_count() or 1)}
+    built_by = {"device": "cpu", "device_share": float(FP_THREADS)}
     _, info = fp_starting_point(space, splits, preset, seed=seed, built_by=built_by)
-    return {"cached": info["cached"], "val_top1": info["val_top1"]}
+    if info.get("threads") != FP_THREADS:
+        path = fp_cache_file(space, splits, preset, seed=seed)
+        raise ValueError(
+            f"the cached FP start of {space_name} seed {seed} was built at "
+            f"{info.get('threads', 'an unrecorded number of')} threads, the reference's at "
+            f"{FP_THREADS} (the weights' last bits depend on it): remove {path} or point "
+            "$MPQBENCH_CACHE at another folder"
+        )
+    return {"cached": info["cached"], "val_top1": info["val_top1"], "threads": FP_THREADS}
 
 
 def projection(pieces: list[Piece], cpus: int, cached: set[tuple[str, int]]) -> dict[str, Any]:
@@ -342,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     order += [p for p in todo if states[p.name] == "to run"]
     worst = 0
     for piece in order:
-        code = run_piece(piece, args)
+        try:
+            code = run_piece(piece, args)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         if code not in (0, 1):
             print(f"stopped in piece {piece.name}: `bash scripts/reference.sh --resume`")
             return code

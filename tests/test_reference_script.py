@@ -143,3 +143,23 @@ def test_a_tiny_piece_runs_records_its_wall_time_and_is_then_done(tmp_path: Path
     assert m.main(argv) == 0
     out = capsys.readouterr().out
     assert "done" in out and "== piece" not in out
+
+
+def test_an_fp_start_records_its_threads(pretrained) -> None:
+    import torch
+
+    assert pretrained.info["threads"] == torch.get_num_threads()
+
+
+def test_a_cached_fp_start_built_at_another_thread_count_is_refused(monkeypatch) -> None:
+    """On a CPU the FP weights' last bits depend on the thread count, so the reference
+    refuses a cached start built at another one rather than mix two in one piece."""
+    import benchmark.arena.recipes.pretrain as pretrain
+
+    m = _module()
+    info = {"cached": True, "val_top1": 90.0, "threads": 1}
+    monkeypatch.setattr(pretrain, "fp_starting_point", lambda *a, **k: ({}, info))
+    with pytest.raises(ValueError, match="built at 1 threads, the reference's at 2"):
+        m.build_fp("resnet20", 0, "tiny")
+    info["threads"] = 2
+    assert m.build_fp("resnet20", 0, "tiny")["threads"] == 2

@@ -65,7 +65,8 @@ def _with_build_record(
 ) -> Callable[[], dict[str, Any]]:
     """``build`` that also records in its info when it was built (``built_at``, local ISO
     time), its wall and process CPU seconds (``build_seconds``, ``build_cpu_seconds``: the
-    training and the evaluations after it) and what the caller states in ``built_by``."""
+    training and the evaluations after it), torch's CPU threads (``threads``: on a CPU the
+    trained weights' last bits depend on it) and what the caller states in ``built_by``."""
 
     def timed() -> dict[str, Any]:
         built_at = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -75,6 +76,7 @@ def _with_build_record(
             built_at=built_at,
             build_seconds=time.perf_counter() - wall0,
             build_cpu_seconds=time.process_time() - cpu0,
+            threads=torch.get_num_threads(),
             **dict(built_by or {}),
         )
         return payload
