@@ -283,18 +283,24 @@ def comma_list(text: str) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="bash scripts/reference.sh",
+        description=__doc__.split("\n\n")[0],
+        epilog="A piece is one (space, limit, seed); --list names them. Exit 0: every trial "
+        "ok; 1: a trial not ok (counted against its method); 2: bad input or a refused "
+        "FP start; 130: interrupted (--resume finishes it).",
+    )
     parser.add_argument("--list", action="store_true", help="list the pieces; run nothing")
-    parser.add_argument("--resume", action="store_true", help="finish interrupted pieces too")
-    parser.add_argument("--pieces", default="", help="comma list of piece names (see --list)")
-    parser.add_argument("--spaces", default=",".join(SPACES))
-    parser.add_argument("--limits", default=",".join(LIMITS))
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma list (a subset)")
+    parser.add_argument("--resume", action="store_true", help="finish interrupted pieces first")
+    parser.add_argument("--pieces", default="", help="comma list of piece names (default: all)")
+    parser.add_argument("--spaces", default=",".join(SPACES), help="comma list (default: both)")
+    parser.add_argument("--limits", default=",".join(LIMITS), help="comma list of constraints")
+    parser.add_argument("--seeds", default="0,1,2", help="comma list (default: 0,1,2)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="a subset (default: all)")
     parser.add_argument("--preset", default=PRESET, help=argparse.SUPPRESS)  # tests: tiny
     parser.add_argument("--executor", default="ray", choices=("ray", "serial"))
-    parser.add_argument("--out", default=OUT)
-    parser.add_argument("--no-leaderboard", action="store_true")
+    parser.add_argument("--out", default=OUT, help=f"results folder (default: {OUT})")
+    parser.add_argument("--no-leaderboard", action="store_true", help="skip the pooled board")
     return parser.parse_args(argv)
 
 
@@ -310,7 +316,15 @@ def select(args: argparse.Namespace) -> list[Piece]:
         seeds = [int(s) for s in comma_list(args.seeds)]
     except ValueError:
         raise ValueError(f"--seeds takes integers, got {args.seeds!r}") from None
-    pieces = plan_pieces(comma_list(args.spaces), comma_list(args.limits), seeds, methods)
+    from benchmark.arena.protocol import Constraint, ProtocolError
+
+    limits = comma_list(args.limits)
+    for limit in limits:
+        try:
+            Constraint.parse(limit)
+        except ProtocolError as error:
+            raise ValueError(str(error)) from None
+    pieces = plan_pieces(comma_list(args.spaces), limits, seeds, methods)
     wanted = comma_list(args.pieces)
     missing = sorted(set(wanted) - {p.name for p in pieces})
     if missing:

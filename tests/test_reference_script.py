@@ -106,6 +106,7 @@ def test_projection_counts_trials_and_only_unbuilt_fp() -> None:
         (["--spaces", "vgg"], "unknown space vgg"),
         (["--methods", "hawq,mine"], "--methods takes a subset"),
         (["--seeds", "one"], "--seeds takes integers"),
+        (["--limits", "bitops<=abc"], "cannot read constraint 'bitops<=abc'"),
         (["--pieces", "resnet20-bitops0.9-s0"], "no piece resnet20-bitops0.9-s0"),
     ],
 )
