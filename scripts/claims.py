@@ -117,13 +117,21 @@ def run_harness(
         before, wall = machine(), time.perf_counter()
         print(f"{run_id}: {' '.join(command[1:])}", flush=True)
         done = subprocess.run(command, check=False)
-        if done.returncode not in (0, 1):
-            raise SystemExit(f"{run_id}: the run exited with {done.returncode}")
-        info = {
+        attempt = {
             "command": " ".join(["python", *command[1:]]),
             "wall_seconds": time.perf_counter() - wall,
             "machine_before": before,
             "machine_after": machine(),
+            "exit_code": done.returncode,
+        }
+        attempts = record_attempt(folder, attempt)
+        if done.returncode not in (0, 1):
+            raise SystemExit(f"{run_id}: the run exited with {done.returncode}")
+        info = {
+            **attempts[0],
+            "wall_seconds": sum(a["wall_seconds"] for a in attempts),
+            "machine_after": attempt["machine_after"],
+            "attempts": attempts,
         }
         measured.write_text(json.dumps(info, indent=1) + "\n")
     rows = pd.read_parquet(folder / "records.parquet")
@@ -133,6 +141,17 @@ def run_harness(
         print(f"{run_id}: searches stopped by their budget: "
               f"{', '.join(info['stopped_by_budget'])}", flush=True)  # fmt: skip
     return rows, info
+
+
+def record_attempt(folder: Path, attempt: dict[str, Any]) -> list[dict[str, Any]]:
+    """Append one call of the harness (a new run, or a resume of an interrupted one) to
+    ``<folder>/attempts.json``; every attempt so far. A run's wall time is their sum."""
+    path = folder / "attempts.json"
+    attempts = json.loads(path.read_text()) if path.exists() else []
+    attempts.append(attempt)
+    if folder.exists():
+        path.write_text(json.dumps(attempts, indent=1) + "\n")
+    return attempts
 
 
 def budget_stops(rows: pd.DataFrame) -> list[str]:

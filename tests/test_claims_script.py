@@ -131,3 +131,29 @@ def test_trials_their_budget_stopped_are_named(claims) -> None:
     )
     assert claims.budget_stops(rows) == ["haq seed 1"]
     assert claims.budget_stops(rows.drop(columns="stopped_by_budget")) == []
+
+
+def test_an_interrupted_run_keeps_each_attempts_wall_time(claims, tmp_path, monkeypatch) -> None:
+    """A claim's run stopped (exit 130) and resumed: both calls are in attempts.json, and
+    the finished run's wall time is their sum."""
+    import argparse
+    import subprocess
+
+    folder = tmp_path / "runs" / "claim-x"
+    codes = iter([130, 0])
+
+    def fake_run(command, check=False):
+        folder.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(
+            {"status": ["ok"], "stopped_by_budget": [False], "method": ["uniform"], "seed": [0]}
+        ).to_parquet(folder / "records.parquet")
+        return subprocess.CompletedProcess(command, next(codes))
+
+    monkeypatch.setattr(claims.subprocess, "run", fake_run)
+    args = argparse.Namespace(out=str(tmp_path), preset="tiny", seeds="0", threads=1)
+    with pytest.raises(SystemExit, match="exited with 130"):
+        claims.run_harness(args, "x", ["--methods", "uniform"])
+    assert not (folder / "measured.json").exists()
+    _, info = claims.run_harness(args, "x", ["--methods", "uniform"])
+    assert [a["exit_code"] for a in info["attempts"]] == [130, 0]
+    assert info["wall_seconds"] == pytest.approx(sum(a["wall_seconds"] for a in info["attempts"]))
