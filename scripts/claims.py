@@ -67,8 +67,12 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from benchmark.arena.presets import load_preset
 from benchmark.arena.spaces import get_space
 from benchmark.report.stats import paired_difference
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fp_starts  # noqa: E402 - the scripts folder is not a package
 
 PRESET = "fmnist"
 SPACE = "resnet20"
@@ -743,8 +747,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    kept = Path(args.out) / "fp-starts"  # the FP starts the claims' runs used
+    try:
+        restored = fp_starts.restore(kept)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if restored:
+        print(f"restored {len(restored)} FP start(s) from {kept} into the cache", flush=True)
+    dataset = load_preset(args.preset).dataset
     for name in args.claims:
         result = CLAIMS[name](args)
+        fp_starts.keep(kept, dataset)
         path = Path(args.out) / f"{name}.json"
         path.write_text(json.dumps(result, indent=1, default=float) + "\n")
         print(json.dumps(result, indent=1, default=float), flush=True)

@@ -20,8 +20,11 @@ A piece is one (space, limit, seed): two harness runs under ``results/reference/
 a trial (two trials side by side on 2 cores). Before its runs, the FP starting point of the
 piece's (space, seed) is built at 2 threads if it is not cached, so that no trial waits on
 another's build and every session builds the same weights (a cached one built at another
-thread count is refused). A finished piece's wall seconds, the machine's load before and after
-and the commit go to ``piece.json`` in its first run's folder. The pooled leaderboard and
+thread count is refused). The file is kept in ``results/reference/fp-starts/`` (commit it
+with the piece) and restored from there into an empty cache, so that a piece run on another
+machine starts from the same weights without a rebuild (``scripts/fp_starts.py``). A
+finished piece's wall seconds, the machine's load before and after and the commit go to
+``piece.json`` in its first run's folder. The pooled leaderboard and
 plots are written to ``results/reference/`` at the end (``--no-leaderboard`` skips them).
 
     bash scripts/reference.sh --list             # the pieces, their state, the projection
@@ -49,7 +52,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from project_reference import (  # noqa: E402 - the scripts folder is not a package
+from fp_starts import keep_file, restore  # noqa: E402 - the scripts folder is not a package
+from project_reference import (  # noqa: E402
     FP_SECONDS,
     THREAD_GAIN,
     TRIALS,
@@ -192,14 +196,16 @@ def _task_data(space_name: str, seed: int, preset: Any) -> tuple[Any, Any]:
     return splits, get_space(space_name, num_classes=splits.num_classes)
 
 
-def build_fp(space_name: str, seed: int, preset_name: str) -> dict[str, Any]:
-    """Build (or find) the FP start of (space, seed) at :data:`FP_THREADS` threads, as a
-    trial would. Raises ``ValueError`` if the cache holds one built at another count."""
+def build_fp(space_name: str, seed: int, preset_name: str, kept: Path) -> dict[str, Any]:
+    """Build (or find, in the cache or kept in ``kept``) the FP start of (space, seed) at
+    :data:`FP_THREADS` threads, as a trial would, and keep it in ``kept``. Raises
+    ``ValueError`` if the cache holds one built at another count, or another build."""
     import torch
 
     from benchmark.arena.presets import load_preset
     from benchmark.arena.recipes.pretrain import fp_cache_file, fp_starting_point
 
+    restore(kept)
     torch.set_num_threads(FP_THREADS)
     preset = load_preset(preset_name)
     splits, space = _task_data(space_name, seed, preset)
@@ -213,6 +219,7 @@ def build_fp(space_name: str, seed: int, preset_name: str) -> dict[str, Any]:
             f"{FP_THREADS} (the weights' last bits depend on it): remove {path} or point "
             "$MPQBENCH_CACHE at another folder"
         )
+    keep_file(fp_cache_file(space, splits, preset, seed=seed), kept)
     return {"cached": info["cached"], "val_top1": info["val_top1"], "threads": FP_THREADS}
 
 
@@ -251,7 +258,7 @@ def run_piece(piece: Piece, args: argparse.Namespace) -> int:
     Returns the worst harness exit code (0 ok, 1 a trial not ok, 130 interrupted)."""
     before, wall = machine_state(), time.perf_counter()
     print(f"== piece {piece.name}", flush=True)
-    fp = build_fp(piece.space, piece.seed, args.preset)
+    fp = build_fp(piece.space, piece.seed, args.preset, Path(args.out) / "fp-starts")
     print(f"   FP start of {piece.space} seed {piece.seed}: {fp}", flush=True)
     worst = 0
     for run in piece.runs:

@@ -129,7 +129,8 @@ def test_interrupted_piece_needs_resume(tmp_path: Path, capsys) -> None:
 
 def test_a_tiny_piece_runs_records_its_wall_time_and_is_then_done(tmp_path: Path, capsys) -> None:
     """One real piece (OMPQ on resnet20, the tiny preset, in-process trials): its rows,
-    its piece.json, and a second call that finds it done and runs nothing."""
+    its FP start kept in <out>/fp-starts, its piece.json, and a second call that finds it
+    done and runs nothing."""
     m = _module()
     argv = ["--preset", "tiny", "--out", str(tmp_path), "--spaces", "resnet20"]
     argv += ["--limits", "bitops<=0.3", "--seeds", "0", "--methods", "ompq"]
@@ -138,6 +139,8 @@ def test_a_tiny_piece_runs_records_its_wall_time_and_is_then_done(tmp_path: Path
     folder = tmp_path / "runs" / "ref-resnet20-bitops0.3-s0"
     rows = pd.read_parquet(folder / "records.parquet")
     assert set(rows["status"]) == {"ok"} and set(rows["method"]) == {"ompq[a_bits=4]"}
+    kept = sorted(p.name for p in (tmp_path / "fp-starts").iterdir())  # its FP start
+    assert len(kept) == 2 and kept[0].startswith("fp-") and kept[1] == kept[0] + ".json"
     [record] = json.loads((folder / "piece.json").read_text())
     assert record["wall_seconds"] > 0 and len(record["machine_before"]["load_average"]) == 3
     capsys.readouterr()
@@ -152,7 +155,7 @@ def test_an_fp_start_records_its_threads(pretrained) -> None:
     assert pretrained.info["threads"] == torch.get_num_threads()
 
 
-def test_a_cached_fp_start_built_at_another_thread_count_is_refused(monkeypatch) -> None:
+def test_a_cached_fp_start_built_at_another_thread_count_is_refused(monkeypatch, tmp_path) -> None:
     """On a CPU the FP weights' last bits depend on the thread count, so the reference
     refuses a cached start built at another one rather than mix two in one piece."""
     import benchmark.arena.recipes.pretrain as pretrain
@@ -161,6 +164,6 @@ def test_a_cached_fp_start_built_at_another_thread_count_is_refused(monkeypatch)
     info = {"cached": True, "val_top1": 90.0, "threads": 1}
     monkeypatch.setattr(pretrain, "fp_starting_point", lambda *a, **k: ({}, info))
     with pytest.raises(ValueError, match="built at 1 threads, the reference's at 2"):
-        m.build_fp("resnet20", 0, "tiny")
+        m.build_fp("resnet20", 0, "tiny", tmp_path)
     info["threads"] = 2
-    assert m.build_fp("resnet20", 0, "tiny")["threads"] == 2
+    assert m.build_fp("resnet20", 0, "tiny", tmp_path)["threads"] == 2
