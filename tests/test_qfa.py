@@ -562,3 +562,22 @@ def test_run_qfa_on_digits_end_to_end(tmp_path: Path, micro_preset, cache_dir: P
     extremes = search_log["extremes_val_top1"]
     first = state["data"][: len(labels)]
     assert extremes and extremes == {k: d["top1"] for k, d in zip(labels, first, strict=False)}
+
+
+def test_the_scored_front_members_always_include_the_most_accurate() -> None:
+    """``max_front`` 1 (the ``fmnist`` preset) offers the front member with the best
+    predicted top-1, not the cheapest; more members add the cheapest and spread in cost."""
+    from methods.qfa.method import _spread
+
+    cost = np.array([5.0, 1.0, 3.0, 4.0, 2.0])  # a front: the costlier, the more accurate
+    predicted = np.array([90.0, 70.0, 80.0, 85.0, 75.0])
+    order = np.argsort(-predicted)
+    assert _spread(order, cost, 1) == [0]
+    assert _spread(order, cost, 2) == [0, 1]
+    assert _spread(order, cost, 3) == [0, 2, 1]  # best first, then by predicted top-1
+    assert _spread(order, cost, 9) == [int(k) for k in order]
+    # off a strict front (the costliest is not the best predicted) the best still counts
+    predicted = np.array([80.0, 70.0, 90.0, 85.0, 75.0])
+    order = np.argsort(-predicted)
+    assert _spread(order, cost, 1) == [2]
+    assert set(_spread(order, cost, 2)) == {2, 1}

@@ -568,13 +568,18 @@ def _best_feasible(
 
 
 def _spread(order: np.ndarray, cost: np.ndarray, limit: int) -> list[int]:
-    """At most ``limit`` front members: the cheapest, the most accurate and the rest evenly
-    spaced in cost (so the scored front spans the whole cost range)."""
+    """At most ``limit`` front members, best predicted first: the most accurate always
+    (``order[0]``; with ``limit`` 1, it alone), then the cheapest and the rest evenly spaced
+    in cost, so the scored front spans the whole cost range."""
     if len(order) <= limit:
         return [int(k) for k in order]
+    best = int(order[0])
+    if limit == 1:
+        return [best]
     by_cost = np.argsort(cost)
     picks = np.unique(np.linspace(0, len(by_cost) - 1, limit).round().astype(int))
-    chosen = {int(by_cost[i]) for i in picks}
+    # the costliest pick gives way to the most accurate (on a front they are one member)
+    chosen = {int(by_cost[i]) for i in picks[:-1]} | {best}
     return [int(k) for k in order if int(k) in chosen]
 
 
