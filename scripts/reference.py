@@ -211,13 +211,15 @@ def build_fp(space_name: str, seed: int, preset_name: str, kept: Path) -> dict[s
     splits, space = _task_data(space_name, seed, preset)
     built_by = {"device": "cpu", "device_share": float(FP_THREADS)}
     _, info = fp_starting_point(space, splits, preset, seed=seed, built_by=built_by)
-    if info.get("threads") != FP_THREADS:
+    threads = info.get("threads")
+    if threads != FP_THREADS:
         path = fp_cache_file(space, splits, preset, seed=seed)
+        built = "an unrecorded number of threads" if threads is None else f"{threads} thread"
+        built += "s" if threads not in (None, 1) else ""
         raise ValueError(
-            f"the cached FP start of {space_name} seed {seed} was built at "
-            f"{info.get('threads', 'an unrecorded number of')} threads, the reference's at "
-            f"{FP_THREADS} (the weights' last bits depend on it): remove {path} or point "
-            "$MPQBENCH_CACHE at another folder"
+            f"the cached FP start of {space_name} seed {seed} was built at {built}, the "
+            f"reference's at {FP_THREADS} (the weights' last bits depend on it): remove "
+            f"{path} or point $MPQBENCH_CACHE at another folder"
         )
     keep_file(fp_cache_file(space, splits, preset, seed=seed), kept)
     return {"cached": info["cached"], "val_top1": info["val_top1"], "threads": FP_THREADS}

@@ -127,11 +127,16 @@ def test_interrupted_piece_needs_resume(tmp_path: Path, capsys) -> None:
     assert "resnet20-bitops0.3-s0 was interrupted" in err and "--resume" in err
 
 
-def test_a_tiny_piece_runs_records_its_wall_time_and_is_then_done(tmp_path: Path, capsys) -> None:
+def test_a_tiny_piece_runs_records_its_wall_time_and_is_then_done(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
     """One real piece (OMPQ on resnet20, the tiny preset, in-process trials): its rows,
     its FP start kept in <out>/fp-starts, its piece.json, and a second call that finds it
     done and runs nothing."""
     m = _module()
+    # a cache of its own: the session's may hold this FP start built by a 1-CPU trial,
+    # which the reference refuses (its starts are built at 2 threads)
+    monkeypatch.setenv("MPQBENCH_CACHE", str(tmp_path / "cache"))
     argv = ["--preset", "tiny", "--out", str(tmp_path), "--spaces", "resnet20"]
     argv += ["--limits", "bitops<=0.3", "--seeds", "0", "--methods", "ompq"]
     argv += ["--executor", "serial", "--no-leaderboard"]
@@ -163,7 +168,7 @@ def test_a_cached_fp_start_built_at_another_thread_count_is_refused(monkeypatch,
     m = _module()
     info = {"cached": True, "val_top1": 90.0, "threads": 1}
     monkeypatch.setattr(pretrain, "fp_starting_point", lambda *a, **k: ({}, info))
-    with pytest.raises(ValueError, match="built at 1 threads, the reference's at 2"):
+    with pytest.raises(ValueError, match="built at 1 thread, the reference's at 2"):
         m.build_fp("resnet20", 0, "tiny", tmp_path)
     info["threads"] = 2
     assert m.build_fp("resnet20", 0, "tiny", tmp_path)["threads"] == 2

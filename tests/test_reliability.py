@@ -128,10 +128,18 @@ def test_time_limit_in_a_worker_thread_and_hard_timeout() -> None:
         except TrialTimeout:
             seen["spin"] = "timeout"
 
+    released = threading.Event()
+
+    def hard() -> None:
+        seen.setdefault("hard", True)
+        released.set()
+
     def stuck() -> None:
         try:
-            with time_limit(0.2, on_hard_timeout=lambda: seen.setdefault("hard", True), grace=0.2):
-                time.sleep(1.5)  # one C call: only the hard path sees it in time
+            with time_limit(0.2, on_hard_timeout=hard, grace=0.2):
+                # one C call that only the hard path ends (no race with the clock: if the
+                # hard path never fires, the wait gives up after 60 s and "hard" is missing)
+                released.wait(60)
         except TrialTimeout:  # delivered once the call returns
             seen["stuck"] = "timeout"
 
@@ -139,7 +147,7 @@ def test_time_limit_in_a_worker_thread_and_hard_timeout() -> None:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(10)
+        thread.join(90)
     assert seen == {"spin": "timeout", "hard": True, "stuck": "timeout"}
 
 
