@@ -173,13 +173,16 @@ def harness_command(piece: Piece, run: HarnessRun, args: argparse.Namespace) -> 
 
 
 def fp_cached(space_name: str, seed: int, preset_name: str) -> bool:
-    """Whether this machine's cache holds the FP start of (space, seed) for the preset."""
+    """Whether this machine's cache holds the FP start of (space, seed) for the preset,
+    built at :data:`FP_THREADS` threads (one built at another count will be refused)."""
+    from benchmark.arena.cache import load_verified
     from benchmark.arena.presets import load_preset
     from benchmark.arena.recipes.pretrain import fp_cache_file
 
     preset = load_preset(preset_name)
     splits, space = _task_data(space_name, seed, preset)
-    return fp_cache_file(space, splits, preset, seed=seed).exists()
+    payload = load_verified(fp_cache_file(space, splits, preset, seed=seed))
+    return payload is not None and payload["info"].get("threads") == FP_THREADS
 
 
 def _task_data(space_name: str, seed: int, preset: Any) -> tuple[Any, Any]:
