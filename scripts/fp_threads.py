@@ -17,7 +17,7 @@ import tempfile
 
 import torch
 
-from benchmark.arena.data import load_splits
+from benchmark.arena.data import load_preset_splits
 from benchmark.arena.presets import load_preset
 from benchmark.arena.recipes.pretrain import fp_starting_point
 from benchmark.arena.spaces import get_space
@@ -40,13 +40,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     preset = load_preset(args.preset)
-    splits = load_splits(
-        preset.dataset,
-        val_fraction=preset.data.val_fraction,
-        seed=0,
-        train_subset=preset.data.train_subset,
-        augment=preset.data.augment,
-    )
+    splits = load_preset_splits(preset, 0)
     for name in args.spaces.split(","):
         space = get_space(name, num_classes=splits.num_classes)
         for threads in [int(t) for t in args.threads.split(",")]:

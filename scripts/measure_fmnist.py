@@ -49,7 +49,7 @@ import torch
 from scipy import stats
 
 from benchmark.arena.context import Context
-from benchmark.arena.data import load_splits, make_loader
+from benchmark.arena.data import load_preset_splits, make_loader
 from benchmark.arena.policy import LayerBits
 from benchmark.arena.presets import Preset, load_preset
 from benchmark.arena.protocol import Budget, Task
@@ -78,13 +78,7 @@ def _machine() -> dict[str, Any]:
 
 
 def _splits(preset: Preset, seed: int):
-    return load_splits(
-        preset.dataset,
-        val_fraction=preset.data.val_fraction,
-        seed=seed,
-        train_subset=preset.data.train_subset,
-        augment=preset.data.augment,
-    )
+    return load_preset_splits(preset, seed)
 
 
 def part_fp(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:

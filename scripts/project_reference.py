@@ -58,12 +58,15 @@ def base_method(entry: str) -> str:
     return entry.split("[", 1)[0]
 
 
-def trial_seconds(trials_json: Path, uniform_run: Path | None) -> dict[tuple[str, str], float]:
-    """Recorded 2-thread wall seconds per (method, space); ``uniform``'s are its run's every
-    bit-width (see :func:`uniform_candidates` for one limit's share)."""
+def trial_seconds(
+    trials_json: Path, uniform: dict[str, list[tuple[float, float]]]
+) -> dict[tuple[str, str], float]:
+    """Recorded 2-thread wall seconds per (method, space); ``uniform``'s are every bit-width
+    of its run (``uniform``: :func:`uniform_candidates`; :func:`seconds_at_limit` takes one
+    limit's share)."""
     figures = json.loads(trials_json.read_text())["figures"]
     out = {tuple(k.split("/")): float(v["trial_seconds"]) for k, v in figures.items()}
-    for space, candidates in uniform_candidates(uniform_run).items():
+    for space, candidates in uniform.items():
         out[("uniform", space)] = sum(seconds for _, seconds in candidates)
     return out
 
@@ -204,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: no FP build time for {', '.join(unknown)}: use {SPACES}\n")
     seeds = [int(s) for s in args.seeds.split(",") if s]
     cached = {int(s) for s in args.fp_cached.split(",") if s}
-    seconds = trial_seconds(trials_json, Path(args.uniform_run))
     uniform = uniform_candidates(Path(args.uniform_run))
+    seconds = trial_seconds(trials_json, uniform)
     methods = [m for m in args.methods.split(",") if m]
     limits = [x for x in args.limits.split(",") if x]
     try:

@@ -186,16 +186,10 @@ def fp_cached(space_name: str, seed: int, preset_name: str) -> bool:
 
 
 def _task_data(space_name: str, seed: int, preset: Any) -> tuple[Any, Any]:
-    from benchmark.arena.data import load_splits
+    from benchmark.arena.data import load_preset_splits
     from benchmark.arena.spaces import get_space
 
-    splits = load_splits(
-        preset.dataset,
-        val_fraction=preset.data.val_fraction,
-        seed=seed,
-        train_subset=preset.data.train_subset,
-        augment=preset.data.augment,
-    )
+    splits = load_preset_splits(preset, seed)
     return splits, get_space(space_name, num_classes=splits.num_classes)
 
 
@@ -214,9 +208,9 @@ def build_fp(space_name: str, seed: int, preset_name: str, kept: Path) -> dict[s
     splits, space = _task_data(space_name, seed, preset)
     built_by = {"device": "cpu", "device_share": float(FP_THREADS)}
     _, info = fp_starting_point(space, splits, preset, seed=seed, built_by=built_by)
+    path = fp_cache_file(space, splits, preset, seed=seed)
     threads = info.get("threads")
     if threads != FP_THREADS:
-        path = fp_cache_file(space, splits, preset, seed=seed)
         built = "an unrecorded number of threads" if threads is None else f"{threads} thread"
         built += "s" if threads not in (None, 1) else ""
         raise ValueError(
@@ -224,14 +218,14 @@ def build_fp(space_name: str, seed: int, preset_name: str, kept: Path) -> dict[s
             f"reference's at {FP_THREADS} (the weights' last bits depend on it): remove "
             f"{path} or point $MPQBENCH_CACHE at another folder"
         )
-    keep_file(fp_cache_file(space, splits, preset, seed=seed), kept)
+    keep_file(path, kept)
     return {"cached": info["cached"], "val_top1": info["val_top1"], "threads": FP_THREADS}
 
 
 def projection(pieces: list[Piece], cpus: int, cached: set[tuple[str, int]]) -> dict[str, Any]:
     """The projected wall hours of ``pieces`` from the recorded trial times."""
-    seconds = trial_seconds(ROOT / TRIALS, ROOT / UNIFORM_RUN)
     uniform = uniform_candidates(ROOT / UNIFORM_RUN)
+    seconds = trial_seconds(ROOT / TRIALS, uniform)
     jobs: list[Job] = []
     for space, seed in sorted({(p.space, p.seed) for p in pieces} - cached):
         jobs.append(Job("fp", "fp", space, seed, FP_SECONDS[space]))
@@ -351,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         states = {p.name: piece_state(p, out) for p in pieces}
         todo = [p for p in pieces if states[p.name] != "done"]
-        cached = {(p.space, p.seed) for p in todo if fp_cached(p.space, p.seed, args.preset)}
+        pairs = {(p.space, p.seed) for p in todo}  # a (space, seed)'s pieces share one start
+        cached = {(space, seed) for space, seed in pairs if fp_cached(space, seed, args.preset)}
         plan = projection(todo, os.cpu_count() or 1, cached) if args.preset == PRESET else None
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

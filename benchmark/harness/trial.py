@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from benchmark.arena.context import Context
-from benchmark.arena.data import DataSplits, load_splits
+from benchmark.arena.data import DataSplits, load_preset_splits
 from benchmark.arena.policy import LayerBits
 from benchmark.arena.presets import Preset, load_preset
 from benchmark.arena.protocol import (
@@ -223,14 +223,8 @@ def _set_up(
     check_visible(spec.shared_folders, spec.run_id)  # a cluster node without shared storage
     task = Task(**spec.task)
     preset = _trial_preset(spec, task)
-    splits = load_splits(
-        task.dataset,
-        spec.data_dir,
-        download=spec.download,
-        val_fraction=preset.data.val_fraction,
-        seed=task.seed,
-        train_subset=preset.data.train_subset,
-        augment=preset.data.augment,
+    splits = load_preset_splits(
+        preset, task.seed, spec.data_dir, download=spec.download, dataset=task.dataset
     )
     space = get_space(task.space, num_classes=splits.num_classes)
     Constraint.parse(task.constraint)  # a bad constraint fails before FP pretraining

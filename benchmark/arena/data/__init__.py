@@ -26,6 +26,7 @@ Every problem with the data (unknown name, missing or corrupt files, bad argumen
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,7 @@ __all__ = [
     "dataset_entry",
     "fixed_batch",
     "list_datasets",
+    "load_preset_splits",
     "load_splits",
     "make_loader",
 ]
@@ -126,6 +128,29 @@ def load_splits(
         train_subset=None if train_subset is None else int(train_subset),
         augment=augment,
         verify=verify,
+    )
+
+
+def load_preset_splits(
+    preset: Any,
+    seed: int,
+    data_dir: str | Path | None = None,
+    *,
+    download: bool = False,
+    dataset: str | None = None,
+) -> DataSplits:
+    """:func:`load_splits` of ``preset``'s dataset (or ``dataset``) with its ``[data]``
+    settings (validation fraction, train subset, augmentation) and split ``seed``: the
+    splits a trial of that preset uses."""
+    data = preset.data
+    return load_splits(
+        dataset or preset.dataset,
+        data_dir,
+        download=download,
+        val_fraction=data.val_fraction,
+        seed=seed,
+        train_subset=data.train_subset,
+        augment=data.augment,
     )
 
 
